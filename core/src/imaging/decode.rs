@@ -1,0 +1,57 @@
+//! Decoding PNG, JPEG, WebP, GIF (first frame), BMP and TIFF, any bit depth and channel
+//! layout, to 8-bit RGB, with bounded memory.
+
+use std::io::Cursor;
+
+use image::{ImageReader, Limits, RgbImage};
+
+use crate::{Error, Result};
+
+/// Largest width or height accepted (larger files are refused before decoding).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest decoded buffer accepted (1 GiB).
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
+
+/// Decodes an encoded image to RGB8. `name` is used in error messages. Grey is replicated,
+/// alpha is dropped (as PIL's `convert('RGB')`), 16-bit is reduced to 8-bit.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(Error::image(name, "the file is empty"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::image(name, e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(Error::image(
+            name,
+            "not a supported image format (PNG, JPEG, WebP, GIF, BMP, TIFF)",
+        ));
+    }
+    let mut reader = reader;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        let reason = match &e {
+            image::ImageError::Limits(_) => format!(
+                "too large to decode (limit {MAX_IMAGE_SIDE} px per side and {} MiB): {e}",
+                MAX_DECODED_BYTES >> 20
+            ),
+            _ => format!("cannot decode: {e}"),
+        };
+        Error::image(name, reason)
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::image(name, "the image has no pixels"));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// Reads and decodes an image file.
+#[cfg(not(target_family = "wasm"))]
+pub fn load_image(path: &std::path::Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image(&bytes, &path.display().to_string())
+}

@@ -1,0 +1,230 @@
+//! `VisionTransformer` of the official `vision_transformer.py`.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor};
+
+use super::pos_embed::interpolate_pos_embed;
+use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention};
+use crate::config::MAX_TOKENS;
+use crate::{Error, Result, VitConfig};
+
+/// The DINO ViT backbone (no classification head: `num_classes = 0`).
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Param<Tensor<3>>,
+    pub pos_embed: Param<Tensor<3>>,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    #[module(skip)]
+    pub config: VitConfig,
+}
+
+/// Final-norm outputs of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// `[B, D]`: the CLS token after the final LayerNorm (the official `forward` output).
+    pub cls: Tensor<2>,
+    /// `[B, gh*gw, D]`: patch tokens after the final LayerNorm, row-major over the grid.
+    pub patches: Tensor<3>,
+    /// Patch grid (rows, columns).
+    pub grid: (usize, usize),
+}
+
+impl VisionTransformer {
+    /// A randomly initialised model as the official `_init_weights`: Linear weights
+    /// N(0, 0.02) (the official truncation at +-2 is 100 sigma away), zero biases,
+    /// LayerNorm 1/0, `cls_token` and `pos_embed` N(0, 0.02), the patch convolution
+    /// with PyTorch's default (uniform +-1/sqrt(fan_in)).
+    pub fn new(config: &VitConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let d = config.dim;
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let linear = |i: usize, o: usize| Linear {
+            weight: normal.init([i, o], device),
+            bias: Some(Initializer::Zeros.init([o], device)),
+        };
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        };
+        let fan_in = 3 * config.patch * config.patch;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let uniform = Initializer::Uniform {
+            min: -bound,
+            max: bound,
+        };
+        let mut proj = Conv2dConfig::new([3, d], [config.patch, config.patch])
+            .with_stride([config.patch, config.patch])
+            .with_initializer(uniform.clone())
+            .init(device);
+        proj.bias = Some(uniform.init([d], device));
+        let blocks = (0..config.depth)
+            .map(|i| Block {
+                norm1: ln(),
+                attn: SelfAttention {
+                    qkv: linear(d, 3 * d),
+                    proj: linear(d, d),
+                    heads: config.heads,
+                },
+                norm2: ln(),
+                mlp: Mlp {
+                    fc1: linear(d, config.mlp_hidden),
+                    fc2: linear(config.mlp_hidden, d),
+                },
+                drop_path: DropPath {
+                    rate: drop_path_rate(config, i),
+                },
+            })
+            .collect();
+        Ok(Self {
+            patch_embed: PatchEmbed { proj },
+            cls_token: normal.init([1, 1, d], device),
+            pos_embed: normal.init([1, config.num_positions() + 1, d], device),
+            blocks,
+            norm: ln(),
+            config: config.clone(),
+        })
+    }
+
+    /// Checks a `[B, C, H, W]` input and returns its patch grid.
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<(usize, usize)> {
+        let [b, c, h, w] = dims;
+        let p = self.config.patch;
+        if b == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
+        if c != 3 {
+            return Err(Error::Input(format!("expected 3 colour channels, got {c}")));
+        }
+        if h < p || w < p {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input is smaller than one {p}x{p} patch"
+            )));
+        }
+        let (gh, gw) = (h / p, w / p);
+        if gh * gw > MAX_TOKENS {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
+                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
+                gh * gw
+            )));
+        }
+        Ok((gh, gw))
+    }
+
+    /// `prepare_tokens`: patch embedding, CLS token, interpolated position embeddings.
+    pub fn prepare_tokens(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        let dims = x.dims();
+        let (gh, gw) = self.check_input(dims)?;
+        let b = dims[0];
+        let tokens = self.patch_embed.forward(x);
+        let cls = self.cls_token.val().expand([b, 1, self.config.dim]);
+        let tokens = Tensor::cat(vec![cls, tokens], 1);
+        let pos = interpolate_pos_embed(
+            self.pos_embed.val(),
+            self.config.pos_grid,
+            gh,
+            gw,
+            dims[2] == dims[3],
+        );
+        Ok(tokens + pos)
+    }
+
+    /// The official `forward`: the CLS token after the final norm, `[B, D]`.
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<2>> {
+        Ok(self.forward_features(x)?.cls)
+    }
+
+    /// CLS and patch tokens after the final norm.
+    pub fn forward_features(&self, x: Tensor<4>) -> Result<Features> {
+        let [b, _, h, w] = x.dims();
+        let p = self.config.patch;
+        let mut t = self.prepare_tokens(x)?;
+        for blk in &self.blocks {
+            t = blk.forward(t);
+        }
+        Ok(split_tokens(self.norm.forward(t), b, (h / p, w / p)))
+    }
+
+    /// `get_intermediate_layers`: the normed outputs of the last `n` blocks, `[B, 1+N, D]` each.
+    pub fn intermediate_layers(&self, x: Tensor<4>, n: usize) -> Result<Vec<Tensor<3>>> {
+        let depth = self.blocks.len();
+        if n == 0 || n > depth {
+            return Err(Error::Input(format!(
+                "asked for the last {n} layers of a {depth}-block model"
+            )));
+        }
+        let mut t = self.prepare_tokens(x)?;
+        let mut out = Vec::with_capacity(n);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            t = blk.forward(t);
+            if depth - i <= n {
+                out.push(self.norm.forward(t.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `get_last_selfattention`: softmax probabilities of the last block, `[B, H, 1+N, 1+N]`.
+    pub fn last_self_attention(&self, x: Tensor<4>) -> Result<Tensor<4>> {
+        let t = self.tokens_before_last_block(x)?;
+        let last = self.blocks.last().expect("depth >= 1");
+        Ok(last.forward_with_attention(t).1)
+    }
+
+    /// CLS-to-patch attention of the last block, `[B, H, gh*gw]` (the official
+    /// `attentions[0, :, 0, 1:]`), without materialising the full matrix.
+    pub fn cls_attention(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        let t = self.tokens_before_last_block(x)?;
+        let last = self.blocks.last().expect("depth >= 1");
+        let a = last.cls_attention(t);
+        let n = a.dims()[2];
+        Ok(a.narrow(2, 1, n - 1))
+    }
+
+    /// Everything a viewer wants in one pass: CLS/patch features and the CLS attention.
+    pub fn forward_with_cls_attention(&self, x: Tensor<4>) -> Result<(Features, Tensor<3>)> {
+        let [b, _, h, w] = x.dims();
+        let p = self.config.patch;
+        let t = self.tokens_before_last_block(x)?;
+        let last = self.blocks.last().expect("depth >= 1");
+        let a = last.cls_attention(t.clone());
+        let n = a.dims()[2];
+        let t = last.forward(t);
+        let feats = split_tokens(self.norm.forward(t), b, (h / p, w / p));
+        Ok((feats, a.narrow(2, 1, n - 1)))
+    }
+
+    fn tokens_before_last_block(&self, x: Tensor<4>) -> Result<Tensor<3>> {
+        let mut t = self.prepare_tokens(x)?;
+        let depth = self.blocks.len();
+        for blk in &self.blocks[..depth - 1] {
+            t = blk.forward(t);
+        }
+        Ok(t)
+    }
+}
+
+fn split_tokens(t: Tensor<3>, b: usize, grid: (usize, usize)) -> Features {
+    let [_, n1, d] = t.dims();
+    Features {
+        cls: t.clone().narrow(1, 0, 1).reshape([b, d]),
+        patches: t.narrow(1, 1, n1 - 1),
+        grid,
+    }
+}
+
+/// Stochastic depth of block `i`: `linspace(0, rate, depth)[i]`.
+fn drop_path_rate(config: &VitConfig, i: usize) -> f64 {
+    if config.depth <= 1 {
+        return 0.0;
+    }
+    config.drop_path_rate * i as f64 / (config.depth - 1) as f64
+}

@@ -1,0 +1,73 @@
+//! What kind of file a checkpoint is, from its first bytes and its keys.
+
+use std::fmt;
+
+/// The layout a checkpoint was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Flat state dict with the official (timm) key names.
+    OfficialBackbone,
+    /// `checkpoint.pth` of `main_dino.py`; which network was taken.
+    OfficialCheckpoint(super::CheckpointKey),
+    /// Hugging Face `ViTModel`.
+    HuggingFace,
+    /// This project's safetensors (official keys + architecture header).
+    Dino,
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OfficialBackbone => write!(f, "official DINO backbone (timm key layout)"),
+            Self::OfficialCheckpoint(k) => {
+                write!(
+                    f,
+                    "official DINO training checkpoint ({} network)",
+                    k.as_str()
+                )
+            }
+            Self::HuggingFace => write!(f, "Hugging Face ViTModel"),
+            Self::Dino => write!(f, "dino-rs safetensors"),
+        }
+    }
+}
+
+/// The container, from magic bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Container {
+    Safetensors,
+    Pytorch,
+    Unknown,
+}
+
+pub(crate) fn sniff(head: &[u8]) -> Container {
+    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
+        // torch.save zip container, or a legacy pickle (protocol 2+ starts with 0x80)
+        return Container::Pytorch;
+    }
+    if head.len() >= 9 {
+        let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+        if n > 1 && n < 100_000_000 && head[8] == b'{' {
+            return Container::Safetensors;
+        }
+    }
+    Container::Unknown
+}
+
+/// A short description of unrecognised content for error messages.
+pub(crate) fn describe(head: &[u8]) -> String {
+    if head.is_empty() {
+        return "the file is empty".into();
+    }
+    let text = head
+        .iter()
+        .take(16)
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if text {
+        let s: String = head.iter().take(16).map(|&b| b as char).collect();
+        format!("it starts with the text {s:?}")
+    } else {
+        let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("it starts with the bytes {}", hex.join(" "))
+    }
+}

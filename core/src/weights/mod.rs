@@ -1,0 +1,166 @@
+//! Weight import and export for every checkpoint layout DINO users have:
+//!
+//! | format | where it comes from | keys |
+//! |---|---|---|
+//! | official backbone `.pth` | `dino_deitsmall16_pretrain.pth` etc. | `cls_token`, `blocks.0.attn.qkv.weight` (timm) |
+//! | official training checkpoint `.pth` | `checkpoint.pth` of `main_dino.py` | `teacher.backbone.*`, `student.module.backbone.*` |
+//! | Hugging Face `ViTModel` safetensors | `facebook/dino-vits16` etc. | `embeddings.*`, `encoder.layer.N.attention.attention.query.*` |
+//! | this project's `.safetensors` | `dino export` | official keys + the architecture in the header |
+//!
+//! Everything is normalised to the official key layout ([`StateDict`]), the architecture is
+//! read from the tensor shapes ([`detect_config`]) and the model is built from it.
+
+mod detect;
+mod format;
+mod hf;
+mod layout;
+mod own;
+#[cfg(not(target_family = "wasm"))]
+mod pth;
+mod safetensors_file;
+mod state_dict;
+
+pub use detect::detect_config;
+pub use format::WeightFormat;
+pub use hf::hf_to_official;
+pub use own::{OWN_FORMAT, save_safetensors, to_safetensors_bytes};
+pub use state_dict::{RawTensor, StateDict};
+
+use crate::{Error, Result, VitConfig};
+
+/// Which network of a training checkpoint to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckpointKey {
+    /// The EMA teacher: what DINO evaluates and releases.
+    #[default]
+    Teacher,
+    /// The student being trained.
+    Student,
+}
+
+impl std::str::FromStr for CheckpointKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "teacher" => Ok(Self::Teacher),
+            "student" => Ok(Self::Student),
+            other => Err(Error::Input(format!(
+                "checkpoint key '{other}': expected 'teacher' or 'student'"
+            ))),
+        }
+    }
+}
+
+impl CheckpointKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teacher => "teacher",
+            Self::Student => "student",
+        }
+    }
+}
+
+/// Choices a user can make when loading weights.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Network of a training checkpoint (ignored for backbone-only files).
+    pub checkpoint_key: CheckpointKey,
+    /// Number of heads; the tensors do not say it. Default: what the file's header says
+    /// (this project's format), else dim / 64 as in every official model.
+    pub heads: Option<usize>,
+}
+
+/// A checkpoint normalised to the official layout, with its detected architecture.
+#[derive(Debug)]
+pub struct LoadedWeights {
+    pub format: WeightFormat,
+    pub config: VitConfig,
+    pub state: StateDict,
+}
+
+/// Loads any supported weights file (format detected from the content, not the name).
+#[cfg(not(target_family = "wasm"))]
+pub fn load_file(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<LoadedWeights> {
+    let path = path.as_ref();
+    let mut head = [0u8; 16];
+    let n = {
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?
+    };
+    let what = || format!("{}", path.display());
+    match format::sniff(&head[..n]) {
+        format::Container::Safetensors => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            load_bytes(&bytes, opts).map_err(|e| prefix_err(e, &what()))
+        }
+        format::Container::Pytorch => {
+            let raw = pth::read_pth(path, opts.checkpoint_key)?;
+            finish(raw, None, opts).map_err(|e| prefix_err(e, &what()))
+        }
+        format::Container::Unknown => Err(Error::Weights(format!(
+            "{}: not a checkpoint ({}): expected a PyTorch .pth/.pt file (zip or legacy pickle) \
+             or a .safetensors file",
+            what(),
+            format::describe(&head[..n])
+        ))),
+    }
+}
+
+/// Loads weights from bytes: safetensors only (official layout, Hugging Face layout or this
+/// project's). PyTorch `.pth` needs a file; convert it once with `dino export`.
+pub fn load_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedWeights> {
+    match format::sniff(bytes) {
+        format::Container::Safetensors => {
+            let (raw, meta) = safetensors_file::read(bytes)?;
+            finish(raw, Some(meta), opts)
+        }
+        format::Container::Pytorch => Err(Error::Weights(
+            "this is a PyTorch .pth checkpoint, which can only be read from a file: convert it \
+             with `dino export --weights FILE.pth --out model.safetensors`"
+                .into(),
+        )),
+        format::Container::Unknown => Err(Error::Weights(format!(
+            "not a safetensors checkpoint ({})",
+            format::describe(bytes)
+        ))),
+    }
+}
+
+fn finish(
+    raw: StateDict,
+    meta: Option<std::collections::HashMap<String, String>>,
+    opts: &LoadOptions,
+) -> Result<LoadedWeights> {
+    let own = meta.as_ref().and_then(own::read_header).transpose()?;
+    let (format, state) = layout::normalise(raw, own.is_some(), opts.checkpoint_key)?;
+    let heads = opts.heads.or(own.as_ref().map(|c| c.heads));
+    let mut config = detect_config(&state, heads)?;
+    if let Some(own) = own {
+        // The header is authoritative for what the tensors cannot say.
+        config.layer_norm_eps = own.layer_norm_eps;
+    }
+    Ok(LoadedWeights {
+        format,
+        config,
+        state,
+    })
+}
+
+fn prefix_err(e: Error, what: &str) -> Error {
+    match e {
+        Error::Weights(m) => Error::Weights(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn read_up_to(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}

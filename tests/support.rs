@@ -1,0 +1,74 @@
+//! Helpers shared by the cross-crate tests: fixture paths, `.npy` reading, comparisons.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+use dino_core::VisionTransformer;
+use dino_core::weights::{LoadOptions, load_file};
+
+/// `tests/fixtures/...`
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// The manifest written by `tests/reference/make_fixtures.py`.
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("manifest.json")).expect("manifest.json");
+    serde_json::from_str(&text).expect("valid manifest")
+}
+
+/// A `.npy` file as (shape, values as f32).
+pub fn read_npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    let shape = npy.shape().iter().map(|&s| s as usize).collect();
+    let data = match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => {
+            npy.into_vec::<f32>().expect("f32 data")
+        }
+        _ => npy
+            .into_vec::<u8>()
+            .expect("u8 data")
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+    };
+    (shape, data)
+}
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// Loads a fixture model the way the CLI does.
+pub fn load_model(rel: &str, heads: Option<usize>) -> VisionTransformer {
+    let opts = LoadOptions {
+        heads,
+        ..Default::default()
+    };
+    let w = load_file(fixture(rel), &opts).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    VisionTransformer::from_state_dict(&w.config, w.state, &device()).expect("model builds")
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor")
+}
+
+/// Largest absolute difference.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// ||a - b|| / ||b||.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt() as f32
+}

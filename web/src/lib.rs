@@ -1,0 +1,2 @@
+//! The browser package lands with the web issue; it only re-exports the core for now.
+pub use dino_core;
