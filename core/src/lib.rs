@@ -12,6 +12,7 @@ pub mod error;
 pub mod imaging;
 pub mod masks;
 pub mod model;
+pub mod viz;
 pub mod weights;
 
 pub use config::VitConfig;

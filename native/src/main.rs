@@ -1,1 +1,56 @@
-fn main() {}
+//! `dino`: DINO Vision Transformers from the command line.
+
+mod backend;
+mod commands;
+mod model_args;
+mod npy;
+
+use clap::{Parser, Subcommand};
+
+/// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
+#[derive(Parser)]
+#[command(name = "dino", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the CLS features of images to a .npy file ([N, D], one row per image).
+    Embed(commands::embed::Args),
+    /// Last-block CLS self-attention of an image: .npy maps, masks and PNGs.
+    Attention(commands::attention::Args),
+    /// Print the detected format and architecture of a weights file.
+    Inspect(commands::inspect::Args),
+    /// Convert any supported weights file to this project's safetensors (what the web page loads).
+    Export(commands::export::Args),
+    /// Time the ViT forward pass (and PyTorch / ONNX Runtime side by side when installed).
+    Bench(commands::bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
+            eprintln!("warning: cannot set {n} threads: {e}");
+        }
+    }
+    let result = match cli.command {
+        Command::Embed(a) => commands::embed::run(a),
+        Command::Attention(a) => commands::attention::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Export(a) => commands::export::run(a),
+        Command::Bench(a) => commands::bench::run(a, cli.threads),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::{Error, Result};
 
@@ -33,15 +33,29 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| {
-        let reason = match &e {
-            image::ImageError::Limits(_) => format!(
-                "too large to decode (limit {MAX_IMAGE_SIDE} px per side and {} MiB): {e}",
+    let too_large = |detail: String| {
+        Error::image(
+            name,
+            format!(
+                "too large to decode (limit {MAX_IMAGE_SIDE} px per side and {} MiB decoded): \
+                 {detail}",
                 MAX_DECODED_BYTES >> 20
             ),
-            _ => format!("cannot decode: {e}"),
-        };
-        Error::image(name, reason)
+        )
+    };
+    let decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(_) => too_large(e.to_string()),
+        _ => Error::image(name, format!("cannot decode: {e}")),
+    })?;
+    // Check the declared size before any pixel buffer exists.
+    let (w, h) = decoder.dimensions();
+    let bytes = decoder.total_bytes();
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || bytes > MAX_DECODED_BYTES {
+        return Err(too_large(format!("{w}x{h} pixels, {} MiB", bytes >> 20)));
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        image::ImageError::Limits(_) => too_large(e.to_string()),
+        _ => Error::image(name, format!("cannot decode: {e}")),
     })?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::image(name, "the image has no pixels"));

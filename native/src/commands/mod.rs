@@ -1,0 +1,7 @@
+//! One file per subcommand.
+
+pub mod attention;
+pub mod bench;
+pub mod embed;
+pub mod export;
+pub mod inspect;

@@ -1,0 +1,283 @@
+//! Weight import: every layout gives the same model; every malformed file a clear error.
+
+use std::collections::HashMap;
+
+use dino_core::VisionTransformer;
+use dino_core::weights::{
+    CheckpointKey, LoadOptions, StateDict, WeightFormat, load_bytes, load_file,
+    to_safetensors_bytes,
+};
+use dino_tests::*;
+
+fn load(rel: &str, opts: &LoadOptions) -> dino_core::weights::LoadedWeights {
+    load_file(fixture(rel), opts).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// An official-layout safetensors file (no header of ours) from a state dict.
+fn plain_safetensors(sd: &StateDict) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sd
+        .iter()
+        .map(|(k, t)| {
+            let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.to_string(), t.shape.clone(), b)
+        })
+        .collect();
+    let views: Vec<_> = bytes
+        .iter()
+        .map(|(k, s, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), v.unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, None::<HashMap<String, String>>).unwrap()
+}
+
+fn err_of(bytes: &[u8], opts: &LoadOptions) -> String {
+    let w = match load_bytes(bytes, opts) {
+        Err(e) => return e.to_string(),
+        Ok(w) => w,
+    };
+    match VisionTransformer::from_state_dict(&w.config, w.state, &device()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+fn official() -> StateDict {
+    load("weights/s16_backbone.pth", &LoadOptions::default()).state
+}
+
+#[test]
+fn all_layouts_give_identical_tensors() {
+    let opts = LoadOptions::default();
+    let a = load("weights/s16_backbone.pth", &opts);
+    let b = load("weights/s16_full_checkpoint.pth", &opts);
+    let c = load("weights/s16_hf.safetensors", &opts);
+    assert_eq!(a.format, WeightFormat::OfficialBackbone);
+    assert_eq!(
+        b.format,
+        WeightFormat::OfficialCheckpoint(CheckpointKey::Teacher)
+    );
+    assert_eq!(c.format, WeightFormat::HuggingFace);
+    for w in [&b, &c] {
+        assert_eq!(w.config, a.config);
+        assert_eq!(w.state.len(), a.state.len());
+        for (k, t) in a.state.iter() {
+            assert_eq!(w.state.get(k), Some(t), "{k} differs in {}", w.format);
+        }
+    }
+    let cfg = &a.config;
+    assert_eq!(
+        (
+            cfg.dim,
+            cfg.depth,
+            cfg.heads,
+            cfg.patch,
+            cfg.pos_grid,
+            cfg.mlp_hidden
+        ),
+        (128, 2, 2, 16, 14, 512)
+    );
+}
+
+#[test]
+fn student_of_a_training_checkpoint() {
+    let opts = LoadOptions {
+        checkpoint_key: CheckpointKey::Student,
+        ..Default::default()
+    };
+    let w = load("weights/s16_full_checkpoint.pth", &opts);
+    assert_eq!(
+        w.format,
+        WeightFormat::OfficialCheckpoint(CheckpointKey::Student)
+    );
+    let model = VisionTransformer::from_state_dict(&w.config, w.state, &device()).unwrap();
+    let img = dino_core::imaging::load_image(&fixture("inputs/s16_chelsea_eval.png")).unwrap();
+    let x = dino_core::imaging::batch_tensor(&[img], &device()).unwrap();
+    let cls = to_vec(model.forward(x).unwrap());
+    let (_, want) = read_npy("outputs/s16_student_chelsea_eval_cls.npy");
+    assert!(rel_err(&cls, &want) <= 1e-5);
+}
+
+#[test]
+fn legacy_pickle_checkpoint_with_explicit_heads() {
+    let opts = LoadOptions {
+        heads: Some(3),
+        ..Default::default()
+    };
+    let w = load("weights/p8_backbone.pth", &opts);
+    assert_eq!(
+        (
+            w.config.dim,
+            w.config.patch,
+            w.config.heads,
+            w.config.pos_grid
+        ),
+        (48, 8, 3, 28)
+    );
+    // without --heads, 48 dims cannot be split by the dim/64 rule
+    let e = load_file(fixture("weights/p8_backbone.pth"), &LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("--heads"), "{e}");
+}
+
+#[test]
+fn own_format_round_trips_with_its_architecture() {
+    let opts = LoadOptions {
+        heads: Some(3),
+        ..Default::default()
+    };
+    let w = load("weights/p8_backbone.pth", &opts);
+    let model = VisionTransformer::from_state_dict(&w.config, w.state.clone(), &device()).unwrap();
+    let sd = model.to_state_dict().unwrap();
+    for (k, t) in w.state.iter() {
+        assert_eq!(sd.get(k), Some(t), "{k}");
+    }
+    let bytes = to_safetensors_bytes(&sd, &w.config, false).unwrap();
+    // heads come back from the header, no option needed
+    let back = load_bytes(&bytes, &LoadOptions::default()).unwrap();
+    assert_eq!(back.format, WeightFormat::Dino);
+    assert_eq!(back.config, w.config);
+    for (k, t) in w.state.iter() {
+        assert_eq!(back.state.get(k), Some(t), "{k}");
+    }
+    // half precision: same model within f16 rounding
+    let half = to_safetensors_bytes(&sd, &w.config, true).unwrap();
+    assert!(half.len() < bytes.len() * 6 / 10);
+    let h = load_bytes(&half, &LoadOptions::default()).unwrap();
+    for (k, t) in w.state.iter() {
+        let e = rel_err(&h.state.get(k).unwrap().data, &t.data);
+        assert!(e < 1e-3, "{k}: {e}");
+    }
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let mut sd = official();
+    sd.remove("blocks.1.mlp.fc2.bias");
+    let e = err_of(&plain_safetensors(&sd), &LoadOptions::default());
+    assert!(e.contains("missing tensor 'blocks.1.mlp.fc2.bias'"), "{e}");
+}
+
+#[test]
+fn wrong_shape_names_key_and_shapes() {
+    let mut sd = official();
+    let t = sd.remove("norm.weight").unwrap();
+    sd.insert(
+        "norm.weight",
+        dino_core::weights::RawTensor::new(vec![127], t.data[..127].to_vec()).unwrap(),
+    );
+    let e = err_of(&plain_safetensors(&sd), &LoadOptions::default());
+    assert!(
+        e.contains("'norm.weight'") && e.contains("[127]") && e.contains("[128]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unexpected_and_foreign_tensors_are_refused() {
+    let mut sd = official();
+    sd.insert(
+        "head.weight",
+        dino_core::weights::RawTensor::new(vec![10, 128], vec![0.0; 1280]).unwrap(),
+    );
+    let e = err_of(&plain_safetensors(&sd), &LoadOptions::default());
+    assert!(e.contains("unexpected") && e.contains("head.weight"), "{e}");
+
+    let mut resnet = StateDict::new();
+    resnet.insert(
+        "conv1.weight",
+        dino_core::weights::RawTensor::new(vec![64, 3, 7, 7], vec![0.0; 9408]).unwrap(),
+    );
+    let e = err_of(&plain_safetensors(&resnet), &LoadOptions::default());
+    assert!(
+        e.contains("no ViT backbone found") && e.contains("conv1.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_square_position_grid_is_refused() {
+    let mut sd = official();
+    sd.remove("pos_embed");
+    sd.insert(
+        "pos_embed",
+        dino_core::weights::RawTensor::new(vec![1, 200, 128], vec![0.0; 200 * 128]).unwrap(),
+    );
+    let e = err_of(&plain_safetensors(&sd), &LoadOptions::default());
+    assert!(e.contains("'pos_embed'") && e.contains("square"), "{e}");
+}
+
+#[test]
+fn wrong_head_count_is_refused() {
+    let bytes = std::fs::read(fixture("weights/s16_hf.safetensors")).unwrap();
+    let opts = LoadOptions {
+        heads: Some(5),
+        ..Default::default()
+    };
+    let e = err_of(&bytes, &opts);
+    assert!(e.contains("not divisible by 5 heads"), "{e}");
+}
+
+#[test]
+fn files_that_are_not_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.pth", vec![], "empty"),
+        (
+            "notes.txt",
+            b"these are not weights\n".to_vec(),
+            "not a checkpoint",
+        ),
+        (
+            "image.safetensors",
+            std::fs::read(fixture("images/chelsea.png")).unwrap(),
+            "not a checkpoint",
+        ),
+        (
+            "zip.pth",
+            b"PK\x03\x04garbage that is no zip".to_vec(),
+            "not a readable PyTorch checkpoint",
+        ),
+        (
+            "pickle.pth",
+            vec![0x80, 0x02, 0xff, 0xff],
+            "not a readable PyTorch checkpoint",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let e = load_file(&p, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want) && e.contains(name), "{name}: {e}");
+    }
+    let e = load_file(dir.path().join("absent.pth"), &LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("absent.pth"), "{e}");
+}
+
+#[test]
+fn truncated_checkpoints_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    for rel in [
+        "weights/s16_backbone.pth",
+        "weights/p8_backbone.pth",
+        "weights/s16_full_checkpoint.pth",
+        "weights/s16_hf.safetensors",
+    ] {
+        let bytes = std::fs::read(fixture(rel)).unwrap();
+        for cut in [bytes.len() / 2, bytes.len() - 100, 64] {
+            let p = dir.path().join("cut");
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let r = load_file(&p, &LoadOptions::default());
+            assert!(r.is_err(), "{rel} cut at {cut} loaded");
+        }
+    }
+}
+
+#[test]
+fn pth_bytes_point_to_export() {
+    let bytes = std::fs::read(fixture("weights/s16_backbone.pth")).unwrap();
+    let e = load_bytes(&bytes, &LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("dino export"), "{e}");
+}
