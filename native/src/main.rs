@@ -34,13 +34,12 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global()
-        {
-            eprintln!("warning: cannot set {n} threads: {e}");
-        }
+    {
+        eprintln!("warning: cannot set {n} threads: {e}");
     }
     let result = match cli.command {
         Command::Embed(a) => commands::embed::run(a),
