@@ -111,3 +111,86 @@ fn full_pipeline_batch_equals_the_reference_batch() {
         assert!(e <= tol, "{name}: relative error {e:e}");
     }
 }
+
+#[test]
+fn cpu_engine_matches_pytorch() {
+    use dino_core::cpu::{CpuVit, Outputs};
+    use dino_core::imaging::normalize_chw;
+    use dino_core::weights::{LoadOptions, load_file};
+    let manifest = manifest();
+    for case in manifest["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let key = case["model"].as_str().unwrap();
+        let file = manifest["models"][key]["files"]["backbone_pth"]
+            .as_str()
+            .unwrap();
+        let opts = LoadOptions {
+            heads: heads_of(key),
+            ..Default::default()
+        };
+        let w = load_file(fixture(file), &opts).unwrap();
+        let engine = CpuVit::from_state_dict(&w.config, w.state).unwrap();
+        let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
+        let (wd, ht) = (img.width() as usize, img.height() as usize);
+        let x = normalize_chw(&img);
+        let want = Outputs {
+            patches: true,
+            attention: true,
+        };
+        let out = engine.run(&x, 1, ht, wd, want).unwrap();
+        let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
+        let e = rel_err(&out.cls, &want_cls);
+        assert!(e <= 1e-5, "{name}: CLS relative error {e:e}");
+        let (shape, want_attn) = read_npy(&format!("outputs/{name}_attention.npy"));
+        assert_eq!(out.attention.len(), shape.iter().product::<usize>());
+        let e = max_abs(&out.attention, &want_attn);
+        assert!(e <= 1e-5, "{name}: attention max abs error {e:e}");
+        let masks = mass_threshold_masks(
+            &out.attention,
+            shape[0],
+            case["threshold"].as_f64().unwrap() as f32,
+        )
+        .unwrap();
+        let (_, want_masks) = read_npy(&format!("outputs/{name}_masks.npy"));
+        assert!(
+            masks.iter().zip(&want_masks).all(|(a, b)| *a as f32 == *b),
+            "{name}: masks"
+        );
+        if case["patch_tokens"].as_bool() == Some(true) {
+            let (_, want) = read_npy(&format!("outputs/{name}_patch_tokens.npy"));
+            let e = rel_err(&out.patches, &want);
+            assert!(e <= 1e-5, "{name}: patch tokens relative error {e:e}");
+        }
+        println!("cpu engine {name}: ok");
+    }
+}
+
+#[test]
+fn cpu_engine_batches_like_single_images() {
+    use dino_core::cpu::CpuVit;
+    use dino_core::imaging::normalize_chw;
+    let model = load_model("weights/s16_backbone.pth", None);
+    let engine = CpuVit::from_model(&model).unwrap();
+    let names = ["chelsea.png", "coffee.png", "rocket.jpg"];
+    let imgs: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let orig = load_image(&fixture(&format!("images/{n}"))).unwrap();
+            dino_core::imaging::prepare(&orig, &Default::default(), 16).unwrap()
+        })
+        .collect();
+    let x: Vec<f32> = imgs.iter().flat_map(normalize_chw).collect();
+    let batch = engine.forward(&x, 3, 224, 224).unwrap();
+    let burn = to_vec(
+        model
+            .forward(batch_tensor(&imgs, &device()).unwrap())
+            .unwrap(),
+    );
+    assert!(rel_err(&batch, &burn) <= 1e-5);
+    for (i, img) in imgs.iter().enumerate() {
+        let one = engine.forward(&normalize_chw(img), 1, 224, 224).unwrap();
+        assert!(rel_err(&one, &batch[i * 128..(i + 1) * 128]) <= 1e-5);
+    }
+    assert!(engine.forward(&x, 3, 224, 225).is_err());
+    assert!(engine.check_input(1, 8, 224).is_err());
+}

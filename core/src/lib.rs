@@ -8,6 +8,7 @@
 //! This crate enables no Burn backend: the caller picks the [`burn::tensor::Device`].
 
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod imaging;
 pub mod masks;

@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod engine;
 mod model_args;
 mod npy;
 

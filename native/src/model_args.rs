@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::tensor::Device;
 use dino_core::VisionTransformer;
+use dino_core::cpu::CpuVit;
 use dino_core::weights::{CheckpointKey, LoadOptions, LoadedWeights, load_file};
 
 use crate::backend::Backend;
+use crate::engine::Engine;
 
 #[derive(clap::Args, Debug)]
 pub struct WeightsArgs {
@@ -25,6 +26,10 @@ pub struct WeightsArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub device: Backend,
+    /// On the CPU: `fast` (fused kernels, the default) or `burn` (the Burn model on burn-flex,
+    /// the same code that runs on GPUs). Both match the PyTorch reference.
+    #[arg(long, default_value = "fast", value_parser = ["fast", "burn"])]
+    pub engine: String,
 }
 
 impl WeightsArgs {
@@ -36,11 +41,18 @@ impl WeightsArgs {
         Ok(load_file(&self.weights, &opts)?)
     }
 
-    pub fn load_model(&self) -> anyhow::Result<(VisionTransformer, Device)> {
+    /// Loads the weights into the engine the flags ask for.
+    pub fn load_engine(&self) -> anyhow::Result<Engine> {
         let w = self.load_weights()?;
+        let what = || format!("{}", self.weights.display());
+        if matches!(self.device, Backend::Cpu) && self.engine == "fast" {
+            return Ok(Engine::Cpu(
+                CpuVit::from_state_dict(&w.config, w.state).with_context(what)?,
+            ));
+        }
         let device = self.device.device()?;
-        let model = VisionTransformer::from_state_dict(&w.config, w.state, &device)
-            .with_context(|| format!("{}", self.weights.display()))?;
-        Ok((model, device))
+        let model =
+            VisionTransformer::from_state_dict(&w.config, w.state, &device).with_context(what)?;
+        Ok(Engine::Burn(Box::new(model), device))
     }
 }

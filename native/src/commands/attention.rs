@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use dino_core::imaging::{Resize, batch_tensor, load_image, prepare};
+use dino_core::imaging::{Resize, load_image, prepare};
 use dino_core::masks::mass_threshold_masks;
 use dino_core::viz::{blend, contact_sheet, heat_map, overlay_masks};
 use image::RgbImage;
@@ -40,20 +40,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "--threshold {t}: expected a fraction of the attention mass in [0, 1]"
         );
     }
-    let (model, device) = args.weights.load_model()?;
-    let patch = model.config.patch;
-    let heads = model.config.heads;
+    let engine = args.weights.load_engine()?;
+    let patch = engine.config().patch;
+    let heads = engine.config().heads;
     let img = load_image(&args.image)?;
     let input =
         prepare(&img, &args.resize, patch).with_context(|| format!("{}", args.image.display()))?;
-    let x = batch_tensor(std::slice::from_ref(&input), &device)?;
-    let (gh, gw) = model.check_input(x.dims())?;
     let t0 = std::time::Instant::now();
-    let attn = model.cls_attention(x)?;
-    let attn = attn
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading attention: {e:?}"))?;
+    let (attn, (gh, gw)) = engine.cls_attention(&input)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -101,9 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     save(&contact_sheet(&tiles, cols, 4), &out("summary.png"))?;
     eprintln!(
-        "{heads} heads on a {gh}x{gw} patch grid ({}x{} px, {ms:.0} ms); wrote {}",
+        "{heads} heads on a {gh}x{gw} patch grid ({}x{} px, {ms:.0} ms on the {}); wrote {}",
         input.height(),
         input.width(),
+        engine.describe(),
         args.out.display()
     );
     Ok(())

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::tensor::{Distribution, Tensor};
+use dino_core::cpu::CpuVit;
 use dino_core::{VisionTransformer, VitConfig};
 
 use crate::backend::Backend;
@@ -44,6 +45,9 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
+    /// Which dino-rs engines to time on the CPU: `all` (the CPU engine and burn-flex) or `cpu`.
+    #[arg(long, default_value = "all", value_parser = ["all", "cpu"])]
+    engine: String,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -75,20 +79,36 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
         args.size,
         args.batch,
     );
+    let engine = matches!(args.device, Backend::Cpu)
+        .then(|| CpuVit::from_model(&model))
+        .transpose()?;
+    let burn_name = match args.device {
+        Backend::Cpu => "dino-rs burn-flex".to_string(),
+        other => format!("dino-rs burn {other:?}").to_lowercase(),
+    };
     let mut results = Vec::new();
     for &b in &args.batch {
         let x = Tensor::<4>::random([b, 3, args.size, args.size], Distribution::Default, &device);
-        let mut times = Vec::with_capacity(args.iters);
-        for i in 0..args.warmup + args.iters {
-            let t = Instant::now();
-            let y = model.forward(x.clone())?;
-            // reading back forces the (possibly asynchronous) backend to finish
-            let _ = y.into_data();
-            if i >= args.warmup {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
+        if let Some(engine) = &engine {
+            let host = x
+                .clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let mut times = time(args.warmup, args.iters, || {
+                engine.forward(&host, b, args.size, args.size)?;
+                Ok(())
+            })?;
+            results.push(summarise("dino-rs CPU engine".into(), b, &mut times));
         }
-        results.push(summarise("dino-rs (burn-flex)".into(), b, &mut times));
+        if args.engine != "cpu" || engine.is_none() {
+            let mut times = time(args.warmup, args.iters, || {
+                // reading back forces the (possibly asynchronous) backend to finish
+                let _ = model.forward(x.clone())?.into_data();
+                Ok(())
+            })?;
+            results.push(summarise(burn_name.clone(), b, &mut times));
+        }
     }
     let mut reference_note = None;
     if args.reference != "off" {
@@ -111,6 +131,22 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn time(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        f()?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
 }
 
 fn summarise(engine: String, batch: usize, times: &mut [f64]) -> Timing {
@@ -174,7 +210,7 @@ fn print_table(args: &Args, config: &VitConfig, threads: usize, results: &[Timin
     );
     println!(
         "| {:<28} | {:>5} | {:>10} | {:>10} | {:>9} | {:>12} |",
-        "engine", "batch", "median ms", "min ms", "img/s", "vs dino-rs"
+        "engine", "batch", "median ms", "min ms", "img/s", "vs ours"
     );
     println!(
         "|{:-<30}|{:->7}|{:->12}|{:->12}|{:->11}|{:->14}|",

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dino_core::imaging::{Resize, batch_tensor, load_image, prepare};
+use dino_core::imaging::{Resize, load_image, prepare};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -33,9 +33,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (model, device) = args.weights.load_model()?;
-    let patch = model.config.patch;
-    let dim = model.config.dim;
+    let engine = args.weights.load_engine()?;
+    let patch = engine.config().patch;
+    let dim = engine.config().dim;
     let n = args.images.len();
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template("{msg:>9} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
@@ -75,23 +75,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|&i| prepared[i].clone())
             .collect();
-        let x = batch_tensor(&batch, &device)?;
-        let mut cls = model.forward(x)?;
-        if args.l2 {
-            let norm = cls
-                .clone()
-                .powf_scalar(2.0)
-                .sum_dim(1)
-                .sqrt()
-                .clamp_min(1e-12);
-            cls = cls / norm;
-        }
-        let rows = cls
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
+        let rows = engine.cls(&batch)?;
         for (k, &i) in order[start..end].iter().enumerate() {
-            feats[i * dim..(i + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);
+            let row = &mut feats[i * dim..(i + 1) * dim];
+            row.copy_from_slice(&rows[k * dim..(k + 1) * dim]);
+            if args.l2 {
+                // F.normalize: divide by max(||x||, 1e-12)
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
         }
         bar.inc((end - start) as u64);
         start = end;

@@ -1,0 +1,202 @@
+//! Element-wise and row kernels of the CPU engine, written as straight-line loops that the
+//! compiler vectorises; `multiversion` compiles AVX2+FMA (x86-64) and NEON (aarch64) copies
+//! picked at run time, and a portable one (wasm32 uses simd128 when built with it).
+
+use multiversion::multiversion;
+
+/// `exp` for f32 (Cephes `expf`: range reduction by ln 2, degree-6 polynomial), accurate
+/// to about 1 ulp, branch-free so that loops over it vectorise.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits: no float-to-int
+    // conversion (saturating in Rust, which keeps loops scalar) and no `floor`.
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.7);
+    let shifted = x * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
+    let r = x - n * C1 - n * C2;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let bits = shifted
+        .to_bits()
+        .wrapping_sub(MAGIC.to_bits())
+        .wrapping_add(127)
+        << 23;
+    y * f32::from_bits(bits)
+}
+
+/// `erf` by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7), the approximation PyTorch's
+/// vectorised CPU `erf` uses.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+    let y = 1.0 - poly * exp_f32(-ax * ax);
+    y.copysign(x)
+}
+
+/// Exact (erf) GELU, `nn.GELU()`'s default.
+#[inline(always)]
+pub fn gelu_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `row[i] = gelu(row[i] + bias[i])`.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
+    for (v, b) in row.iter_mut().zip(bias) {
+        *v = gelu_f32(*v + *b);
+    }
+}
+
+/// `row[i] += bias[i]`.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+pub fn add_bias(row: &mut [f32], bias: &[f32]) {
+    for (v, b) in row.iter_mut().zip(bias) {
+        *v += *b;
+    }
+}
+
+/// Lanes of the reductions below: 8 independent accumulators, which the compiler maps onto
+/// one AVX register (a plain `fold` stays scalar: float addition is not associative).
+const LANES: usize = 8;
+
+#[inline(always)]
+fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// In-place softmax of one row (max-subtracted, as PyTorch).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+pub fn softmax(row: &mut [f32]) {
+    let max = lanes_max(row);
+    for v in row.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let inv = 1.0 / lanes_sum(row, |v| v);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// LayerNorm of one row into `out` (two-pass mean and biased variance, as PyTorch).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = lanes_sum(x, |v| v) / n;
+    let var = lanes_sum(x, |v| (v - mean) * (v - mean)) / n;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for i in 0..x.len() {
+        out[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0f32;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let e = (exp_f32(x) - x.exp()).abs() / x.exp();
+            worst = worst.max(e);
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+    }
+
+    #[test]
+    fn erf_and_gelu_are_accurate() {
+        let mut x = -6.0f64;
+        while x < 6.0 {
+            let want = libm_erf(x);
+            // A&S 7.1.26 is 1.5e-7 in exact arithmetic; f32 rounding brings it to ~4e-7
+            assert!((erf_f32(x as f32) as f64 - want).abs() < 5e-7, "erf({x})");
+            x += 0.001;
+        }
+        assert_eq!(gelu_f32(0.0), 0.0);
+        assert!((gelu_f32(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu_f32(-3.0) - (-0.004_049_8)).abs() < 1e-6);
+    }
+
+    // erf by its Taylor series / continued fraction, in f64, for the test only
+    fn libm_erf(x: f64) -> f64 {
+        // high-precision series for |x| < 3, asymptotic 1 - erfc beyond
+        if x.abs() < 3.0 {
+            let mut sum = 0.0f64;
+            let mut term = x;
+            let mut n = 0.0;
+            while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+                sum += term / (2.0 * n + 1.0);
+                n += 1.0;
+                term *= -x * x / n;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let s = x.signum();
+            let x = x.abs();
+            // continued fraction for erfc
+            let mut f = 0.0;
+            for k in (1..60).rev() {
+                f = (k as f64 / 2.0) / (x + f);
+            }
+            s * (1.0 - (-x * x).exp() / std::f64::consts::PI.sqrt() / (x + f))
+        }
+    }
+
+    #[test]
+    fn softmax_and_layer_norm() {
+        let mut r = vec![1.0, 2.0, 3.0, 1000.0];
+        softmax(&mut r);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6 && r[3] > 0.999);
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut out = [0.0; 4];
+        layer_norm(&x, &[1.0; 4], &[0.0; 4], 1e-6, &mut out);
+        let want = [-1.341_640_6, -0.447_213_6, 0.447_213_6, 1.341_640_6];
+        for (a, b) in out.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Matrix products with fused epilogues, tiled over threads.
+//!
+//! Each task multiplies one tile of the output with the `gemm` crate single-threaded and
+//! applies the epilogue (bias, GELU, residual add) while the tile is still in cache. Tiles are
+//! independent, so two cores scale nearly 2x, where gemm's own splitting reaches ~1.6x on
+//! these ViT shapes.
+
+use gemm::{Parallelism, gemm};
+
+use super::kernels::{add_bias, bias_gelu};
+use super::parallel::{SharedMut, for_each_task, threads};
+
+/// What happens to the product before it lands in `out`.
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// `out = a @ w + bias`
+    Bias(&'a [f32]),
+    /// `out = gelu(a @ w + bias)`
+    BiasGelu(&'a [f32]),
+    /// `out += a @ w + bias` (residual connection)
+    AccumulateBias(&'a [f32]),
+}
+
+/// Unchecked strided product `dst (m x n) (= | +=) scale * lhs (m x k) @ rhs (k x n)`,
+/// single-threaded. Strides are in elements: (row, column).
+///
+/// # Safety
+/// Pointers must cover the regions the sizes and strides describe; `dst` must not alias
+/// `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    scale: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// How many row and column tiles to cut an `m x n` output into.
+fn plan(m: usize, n: usize) -> (usize, usize) {
+    let t = threads();
+    if t == 1 {
+        return (1, 1);
+    }
+    let target = 2 * t;
+    let cols = target.min(n.div_ceil(64)).max(1);
+    let rows = target.div_ceil(cols).min(m.div_ceil(64)).max(1);
+    (rows, cols)
+}
+
+/// `out (m x n) = epilogue(a (m x k) @ w (k x n))`, all row-major.
+pub fn matmul(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32], ep: Epilogue) {
+    assert!(
+        a.len() >= m * k && w.len() >= k * n && out.len() >= m * n,
+        "matmul sizes"
+    );
+    let (row_tiles, col_tiles) = plan(m, n);
+    let tile_w = n.div_ceil(col_tiles).div_ceil(16) * 16;
+    let tile_h = m.div_ceil(row_tiles);
+    let col_tiles = n.div_ceil(tile_w);
+    let row_tiles = m.div_ceil(tile_h);
+    let dst = SharedMut(out.as_mut_ptr());
+    for_each_task(row_tiles * col_tiles, |task| {
+        let (r0, c0) = ((task / col_tiles) * tile_h, (task % col_tiles) * tile_w);
+        let (rows, cols) = (tile_h.min(m - r0), tile_w.min(n - c0));
+        // SAFETY: tiles are disjoint regions of `out`; `a` and `w` cover the sizes asserted.
+        unsafe {
+            gemm_strided(
+                rows,
+                cols,
+                k,
+                dst.ptr().add(r0 * n + c0),
+                n,
+                matches!(ep, Epilogue::AccumulateBias(_)),
+                a.as_ptr().add(r0 * k),
+                (k, 1),
+                w.as_ptr().add(c0),
+                (n, 1),
+                1.0,
+            );
+            for r in r0..r0 + rows {
+                let row = std::slice::from_raw_parts_mut(dst.ptr().add(r * n + c0), cols);
+                match ep {
+                    Epilogue::Bias(b) | Epilogue::AccumulateBias(b) => {
+                        add_bias(row, &b[c0..c0 + cols])
+                    }
+                    Epilogue::BiasGelu(b) => bias_gelu(row, &b[c0..c0 + cols]),
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut o = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                o[i * n + j] = (0..k).map(|p| a[i * k + p] * w[p * n + j]).sum();
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn tiled_products_with_epilogues() {
+        let (m, k, n) = (67, 45, 150);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let want = naive(&a, m, k, &w, n);
+        let mut out = vec![0f32; m * n];
+        matmul(&a, m, k, &w, n, &mut out, Epilogue::Bias(&b));
+        for i in 0..m * n {
+            assert!((out[i] - want[i] - b[i % n]).abs() < 1e-4);
+        }
+        let mut acc = vec![1f32; m * n];
+        matmul(&a, m, k, &w, n, &mut acc, Epilogue::AccumulateBias(&b));
+        for i in 0..m * n {
+            assert!((acc[i] - 1.0 - want[i] - b[i % n]).abs() < 1e-4);
+        }
+        matmul(&a, m, k, &w, n, &mut out, Epilogue::BiasGelu(&b));
+        for i in 0..m * n {
+            let g = super::super::kernels::gelu_f32(want[i] + b[i % n]);
+            assert!((out[i] - g).abs() < 1e-4);
+        }
+    }
+}

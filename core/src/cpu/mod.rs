@@ -1,0 +1,413 @@
+//! A fast CPU inference engine for the DINO ViT: the same model as
+//! [`crate::VisionTransformer`], computed on host memory with fused kernels.
+//!
+//! Burn's CPU backend (burn-flex) runs the ViT as generic tensor ops: an exact GELU through
+//! scalar libm `erf`, copies for every head split and merge, and matrix products split
+//! across threads inside `gemm`. This engine keeps weights in the layout the products want,
+//! reads Q/K/V as strided views of the fused projection, applies bias, GELU and residual adds
+//! inside the tiles of each product, and splits work into independent tiles per thread.
+//! It uses the same `gemm` crate as burn-flex and is checked against the same PyTorch
+//! fixtures (see `tests/`). Training and GPUs use the Burn model.
+
+mod attention;
+mod kernels;
+pub mod matmul;
+pub mod parallel;
+
+use crate::config::MAX_TOKENS;
+use crate::model::pos_embed::{bicubic_matrix, official_scale_factor};
+use crate::weights::StateDict;
+use crate::{Error, Result, VitConfig};
+use kernels::layer_norm;
+use matmul::{Epilogue, matmul};
+use parallel::{SharedMut, for_each_task};
+
+pub use kernels::{erf_f32, exp_f32, gelu_f32};
+
+/// Weights of one block, linear weights stored `[in, out]` (row-major).
+struct BlockWeights {
+    ln1: (Vec<f32>, Vec<f32>),
+    qkv: (Vec<f32>, Vec<f32>),
+    proj: (Vec<f32>, Vec<f32>),
+    ln2: (Vec<f32>, Vec<f32>),
+    fc1: (Vec<f32>, Vec<f32>),
+    fc2: (Vec<f32>, Vec<f32>),
+}
+
+/// The DINO ViT on the CPU.
+pub struct CpuVit {
+    pub config: VitConfig,
+    /// `[3*p*p, D]`: the patch convolution as a product over flattened (c, ky, kx) patches.
+    patch: (Vec<f32>, Vec<f32>),
+    cls_token: Vec<f32>,
+    pos_embed: Vec<f32>,
+    blocks: Vec<BlockWeights>,
+    norm: (Vec<f32>, Vec<f32>),
+}
+
+/// Host-side outputs of a forward pass.
+#[derive(Clone, Debug)]
+pub struct CpuFeatures {
+    /// `[B, D]` normed CLS features.
+    pub cls: Vec<f32>,
+    /// `[B, gh*gw, D]` normed patch tokens (empty unless asked for).
+    pub patches: Vec<f32>,
+    /// `[B, H, gh*gw]` last-block CLS-to-patch attention (empty unless asked for).
+    pub attention: Vec<f32>,
+    pub grid: (usize, usize),
+}
+
+/// What a forward pass should return beside the CLS features.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outputs {
+    pub patches: bool,
+    pub attention: bool,
+}
+
+impl CpuVit {
+    /// Builds the engine from official-layout tensors (all used, shapes checked).
+    pub fn from_state_dict(config: &VitConfig, mut sd: StateDict) -> Result<Self> {
+        config.validate()?;
+        let d = config.dim;
+        let p = config.patch;
+        let hid = config.mlp_hidden;
+        let mut take = |k: &str, s: &[usize]| sd.take(k, s).map(|t| t.data);
+        let conv = take("patch_embed.proj.weight", &[d, 3, p, p])?;
+        let patch = (
+            transpose(&conv, d, 3 * p * p),
+            take("patch_embed.proj.bias", &[d])?,
+        );
+        let cls_token = take("cls_token", &[1, 1, d])?;
+        let pos_embed = take("pos_embed", &[1, config.num_positions() + 1, d])?;
+        let mut blocks = Vec::with_capacity(config.depth);
+        for i in 0..config.depth {
+            let mut ln = |n: &str| -> Result<(Vec<f32>, Vec<f32>)> {
+                Ok((
+                    take(&format!("blocks.{i}.{n}.weight"), &[d])?,
+                    take(&format!("blocks.{i}.{n}.bias"), &[d])?,
+                ))
+            };
+            let (ln1, ln2) = (ln("norm1")?, ln("norm2")?);
+            let mut lin = |n: &str, i_: usize, o: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+                let w = take(&format!("blocks.{i}.{n}.weight"), &[o, i_])?;
+                Ok((
+                    transpose(&w, o, i_),
+                    take(&format!("blocks.{i}.{n}.bias"), &[o])?,
+                ))
+            };
+            blocks.push(BlockWeights {
+                ln1,
+                qkv: lin("attn.qkv", d, 3 * d)?,
+                proj: lin("attn.proj", d, d)?,
+                ln2,
+                fc1: lin("mlp.fc1", d, hid)?,
+                fc2: lin("mlp.fc2", hid, d)?,
+            });
+        }
+        let norm = (take("norm.weight", &[d])?, take("norm.bias", &[d])?);
+        sd.finish()?;
+        Ok(Self {
+            config: config.clone(),
+            patch,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+        })
+    }
+
+    /// The same model as a Burn one (weights read back from it).
+    pub fn from_model(model: &crate::VisionTransformer) -> Result<Self> {
+        Self::from_state_dict(&model.config, model.to_state_dict()?)
+    }
+
+    /// Checks a `[B, 3, H, W]` input as [`crate::VisionTransformer::check_input`] does.
+    pub fn check_input(&self, b: usize, h: usize, w: usize) -> Result<(usize, usize)> {
+        let p = self.config.patch;
+        if b == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
+        if h < p || w < p {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input is smaller than one {p}x{p} patch"
+            )));
+        }
+        let (gh, gw) = (h / p, w / p);
+        if gh * gw > MAX_TOKENS {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
+                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
+                gh * gw
+            )));
+        }
+        Ok((gh, gw))
+    }
+
+    /// The official `forward`: normed CLS features `[B, D]` of `x` (`[B, 3, H, W]`, normalised).
+    pub fn forward(&self, x: &[f32], b: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        Ok(self.run(x, b, h, w, Outputs::default())?.cls)
+    }
+
+    /// CLS features plus, on request, patch tokens and the last block's CLS attention.
+    pub fn run(
+        &self,
+        x: &[f32],
+        b: usize,
+        h: usize,
+        w: usize,
+        want: Outputs,
+    ) -> Result<CpuFeatures> {
+        let (gh, gw) = self.check_input(b, h, w)?;
+        if x.len() != b * 3 * h * w {
+            return Err(Error::Input(format!(
+                "{} input values for a [{b}, 3, {h}, {w}] batch",
+                x.len()
+            )));
+        }
+        let c = &self.config;
+        let (d, t) = (c.dim, gh * gw + 1);
+        let mut tokens = self.embed(x, b, h, w, gh, gw);
+        let mut s = Scratch::new(b * t, c);
+        let mut attention = Vec::new();
+        let depth = self.blocks.len();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let cls_attn = want.attention && i == depth - 1;
+            if let Some(a) = self.block(blk, &mut tokens, b, t, &mut s, cls_attn) {
+                attention = a;
+            }
+        }
+        let rows = if want.patches { b * t } else { b };
+        let mut normed = vec![0f32; rows * d];
+        let (g, be) = (&self.norm.0, &self.norm.1);
+        let eps = c.layer_norm_eps as f32;
+        let mut cls = vec![0f32; b * d];
+        if want.patches {
+            rows_parallel(&tokens, &mut normed, d, |src, dst| {
+                layer_norm(src, g, be, eps, dst)
+            });
+        } else {
+            for bi in 0..b {
+                let src = &tokens[bi * t * d..bi * t * d + d];
+                layer_norm(src, g, be, eps, &mut normed[bi * d..(bi + 1) * d]);
+            }
+        }
+        let mut patches = Vec::new();
+        if want.patches {
+            patches.reserve(b * (t - 1) * d);
+            for bi in 0..b {
+                cls[bi * d..(bi + 1) * d].copy_from_slice(&normed[bi * t * d..bi * t * d + d]);
+                patches.extend_from_slice(&normed[(bi * t + 1) * d..(bi + 1) * t * d]);
+            }
+        } else {
+            cls = normed;
+        }
+        Ok(CpuFeatures {
+            cls,
+            patches,
+            attention,
+            grid: (gh, gw),
+        })
+    }
+
+    /// Patch embedding, CLS token and (interpolated) position embeddings: `[B*T, D]`.
+    fn embed(&self, x: &[f32], b: usize, h: usize, w: usize, gh: usize, gw: usize) -> Vec<f32> {
+        let (p, d) = (self.config.patch, self.config.dim);
+        let (n, kk) = (gh * gw, 3 * p * p);
+        // im2col: one row per patch, (c, ky, kx) order like the conv weight
+        let mut cols = vec![0f32; b * n * kk];
+        for bi in 0..b {
+            for gy in 0..gh {
+                for gx in 0..gw {
+                    let row = &mut cols[((bi * n) + gy * gw + gx) * kk..][..kk];
+                    for ch in 0..3 {
+                        for ky in 0..p {
+                            let src = ((bi * 3 + ch) * h + gy * p + ky) * w + gx * p;
+                            row[(ch * p + ky) * p..][..p].copy_from_slice(&x[src..src + p]);
+                        }
+                    }
+                }
+            }
+        }
+        let mut emb = vec![0f32; b * n * d];
+        matmul(
+            &cols,
+            b * n,
+            kk,
+            &self.patch.0,
+            d,
+            &mut emb,
+            Epilogue::Bias(&self.patch.1),
+        );
+        let pos = self.pos_embed_for(gh, gw, h == w);
+        let t = n + 1;
+        let mut tokens = vec![0f32; b * t * d];
+        for bi in 0..b {
+            for j in 0..d {
+                tokens[bi * t * d + j] = self.cls_token[j] + pos[j];
+            }
+            for i in 0..n {
+                let dst = &mut tokens[(bi * t + 1 + i) * d..][..d];
+                let src = &emb[(bi * n + i) * d..][..d];
+                let pe = &pos[(1 + i) * d..][..d];
+                for j in 0..d {
+                    dst[j] = src[j] + pe[j];
+                }
+            }
+        }
+        tokens
+    }
+
+    /// Position embeddings for a `gh x gw` grid, interpolated as the official code does.
+    fn pos_embed_for(&self, gh: usize, gw: usize, square: bool) -> std::borrow::Cow<'_, [f32]> {
+        let (side, d) = (self.config.pos_grid, self.config.dim);
+        if gh * gw == side * side && square {
+            return std::borrow::Cow::Borrowed(&self.pos_embed);
+        }
+        let grid = &self.pos_embed[d..];
+        // rows: [gh, side] @ [side, side*D]
+        let wy = bicubic_matrix(side, gh, official_scale_factor(gh, side));
+        let mut tmp = vec![0f32; gh * side * d];
+        matmul(
+            &wy,
+            gh,
+            side,
+            grid,
+            side * d,
+            &mut tmp,
+            Epilogue::Bias(&vec![0.0; side * d]),
+        );
+        // columns, per output row: [gw, side] @ [side, D]
+        let wx = bicubic_matrix(side, gw, official_scale_factor(gw, side));
+        let mut out = vec![0f32; (1 + gh * gw) * d];
+        out[..d].copy_from_slice(&self.pos_embed[..d]);
+        let zero = vec![0f32; d];
+        for y in 0..gh {
+            let dst = &mut out[(1 + y * gw) * d..(1 + (y + 1) * gw) * d];
+            matmul(
+                &wx,
+                gw,
+                side,
+                &tmp[y * side * d..(y + 1) * side * d],
+                d,
+                dst,
+                Epilogue::Bias(&zero),
+            );
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// One pre-norm block on `x` (`[B*T, D]`) in place. Returns the CLS attention
+    /// (`[B, H, T-1]`) when asked.
+    fn block(
+        &self,
+        w: &BlockWeights,
+        x: &mut [f32],
+        b: usize,
+        t: usize,
+        s: &mut Scratch,
+        cls_attn: bool,
+    ) -> Option<Vec<f32>> {
+        let c = &self.config;
+        let (d, hid, m) = (c.dim, c.mlp_hidden, b * t);
+        let eps = c.layer_norm_eps as f32;
+        rows_parallel(x, &mut s.y, d, |src, dst| {
+            layer_norm(src, &w.ln1.0, &w.ln1.1, eps, dst)
+        });
+        matmul(
+            &s.y,
+            m,
+            d,
+            &w.qkv.0,
+            3 * d,
+            &mut s.qkv,
+            Epilogue::Bias(&w.qkv.1),
+        );
+        let attn = cls_attn.then(|| {
+            let full = attention::cls_attention(&s.qkv, b, t, d, c.heads);
+            // drop CLS-to-CLS: keep the patch columns
+            full.chunks_exact(t)
+                .flat_map(|r| r[1..].iter().copied())
+                .collect()
+        });
+        attention::attention(&s.qkv, &mut s.att, b, t, d, c.heads);
+        matmul(
+            &s.att,
+            m,
+            d,
+            &w.proj.0,
+            d,
+            x,
+            Epilogue::AccumulateBias(&w.proj.1),
+        );
+        rows_parallel(x, &mut s.y, d, |src, dst| {
+            layer_norm(src, &w.ln2.0, &w.ln2.1, eps, dst)
+        });
+        matmul(
+            &s.y,
+            m,
+            d,
+            &w.fc1.0,
+            hid,
+            &mut s.hidden,
+            Epilogue::BiasGelu(&w.fc1.1),
+        );
+        matmul(
+            &s.hidden,
+            m,
+            hid,
+            &w.fc2.0,
+            d,
+            x,
+            Epilogue::AccumulateBias(&w.fc2.1),
+        );
+        attn
+    }
+}
+
+/// Work buffers reused across blocks.
+struct Scratch {
+    y: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(m: usize, c: &VitConfig) -> Self {
+        Self {
+            y: vec![0.0; m * c.dim],
+            qkv: vec![0.0; m * 3 * c.dim],
+            att: vec![0.0; m * c.dim],
+            hidden: vec![0.0; m * c.mlp_hidden],
+        }
+    }
+}
+
+/// Applies `f(src_row, dst_row)` to rows of width `d`, in parallel chunks.
+fn rows_parallel(
+    src: &[f32],
+    dst: &mut [f32],
+    d: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+) {
+    let rows = src.len() / d;
+    let chunk = 64;
+    let out = SharedMut(dst.as_mut_ptr());
+    for_each_task(rows.div_ceil(chunk), |c| {
+        for r in c * chunk..((c + 1) * chunk).min(rows) {
+            // SAFETY: each task writes its own rows of `dst`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * d), d) };
+            f(&src[r * d..(r + 1) * d], dst);
+        }
+    });
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}

@@ -1,0 +1,79 @@
+//! The two ways to run the model: the fast CPU engine (`dino_core::cpu`) or the Burn model
+//! on any backend. Commands talk to this, not to either directly.
+
+use burn::tensor::Device;
+use dino_core::cpu::{CpuVit, Outputs};
+use dino_core::imaging::{batch_tensor, normalize_chw};
+use dino_core::{VisionTransformer, VitConfig};
+use image::RgbImage;
+
+/// A loaded model, ready for inference.
+pub enum Engine {
+    Cpu(CpuVit),
+    Burn(Box<VisionTransformer>, Device),
+}
+
+impl Engine {
+    pub fn config(&self) -> &VitConfig {
+        match self {
+            Engine::Cpu(e) => &e.config,
+            Engine::Burn(m, _) => &m.config,
+        }
+    }
+
+    /// A short name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Cpu(_) => "CPU engine".into(),
+            Engine::Burn(_, d) => format!("Burn on {d:?}"),
+        }
+    }
+
+    /// Normed CLS features `[B, D]` of same-size prepared images.
+    pub fn cls(&self, images: &[RgbImage]) -> anyhow::Result<Vec<f32>> {
+        match self {
+            Engine::Cpu(e) => {
+                let (x, b, h, w) = host_batch(images)?;
+                Ok(e.forward(&x, b, h, w)?)
+            }
+            Engine::Burn(m, d) => read(m.forward(batch_tensor(images, d)?)?),
+        }
+    }
+
+    /// Last-block CLS-to-patch attention `[H, gh*gw]` of one prepared image, and its grid.
+    pub fn cls_attention(&self, image: &RgbImage) -> anyhow::Result<(Vec<f32>, (usize, usize))> {
+        match self {
+            Engine::Cpu(e) => {
+                let (x, b, h, w) = host_batch(std::slice::from_ref(image))?;
+                let want = Outputs {
+                    attention: true,
+                    ..Default::default()
+                };
+                let out = e.run(&x, b, h, w, want)?;
+                Ok((out.attention, out.grid))
+            }
+            Engine::Burn(m, d) => {
+                let x = batch_tensor(std::slice::from_ref(image), d)?;
+                let grid = m.check_input(x.dims())?;
+                Ok((read(m.cls_attention(x)?)?, grid))
+            }
+        }
+    }
+}
+
+fn host_batch(images: &[RgbImage]) -> anyhow::Result<(Vec<f32>, usize, usize, usize)> {
+    let first = images.first().ok_or_else(|| anyhow::anyhow!("no images"))?;
+    let (w, h) = first.dimensions();
+    anyhow::ensure!(
+        images.iter().all(|i| i.dimensions() == (w, h)),
+        "images of one batch must share a size"
+    );
+    let x = images.iter().flat_map(normalize_chw).collect();
+    Ok((x, images.len(), h as usize, w as usize))
+}
+
+fn read<const D: usize>(t: burn::Tensor<D>) -> anyhow::Result<Vec<f32>> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a result back: {e:?}"))
+}
