@@ -141,6 +141,9 @@ fn cpu_engine_matches_pytorch() {
         let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
         let e = rel_err(&out.cls, &want_cls);
         assert!(e <= 1e-5, "{name}: CLS relative error {e:e}");
+        // the CLS-only path (last block computed for the CLS row alone)
+        let e = rel_err(&engine.forward(&x, 1, ht, wd).unwrap(), &want_cls);
+        assert!(e <= 1e-5, "{name}: CLS-only relative error {e:e}");
         let (shape, want_attn) = read_npy(&format!("outputs/{name}_attention.npy"));
         assert_eq!(out.attention.len(), shape.iter().product::<usize>());
         let e = max_abs(&out.attention, &want_attn);

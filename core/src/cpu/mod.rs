@@ -10,7 +10,7 @@
 //! fixtures (see `tests/`). Training and GPUs use the Burn model.
 
 mod attention;
-mod kernels;
+pub mod kernels;
 pub mod matmul;
 pub mod parallel;
 
@@ -168,38 +168,53 @@ impl CpuVit {
         let (d, t) = (c.dim, gh * gw + 1);
         let mut tokens = self.embed(x, b, h, w, gh, gw);
         let mut s = Scratch::new(b * t, c);
-        let mut attention = Vec::new();
-        let depth = self.blocks.len();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let cls_attn = want.attention && i == depth - 1;
-            if let Some(a) = self.block(blk, &mut tokens, b, t, &mut s, cls_attn) {
-                attention = a;
-            }
+        let (last, rest) = self.blocks.split_last().expect("depth >= 1");
+        for blk in rest {
+            self.attention_input(blk, &tokens, b * t, &mut s);
+            self.block_rest(blk, &mut tokens, b, t, &mut s);
         }
-        let rows = if want.patches { b * t } else { b };
-        let mut normed = vec![0f32; rows * d];
+        self.attention_input(last, &tokens, b * t, &mut s);
+        let probs = attention::cls_attention(&s.qkv, b, t, d, c.heads);
+        let attention = if want.attention {
+            // CLS to patches: drop the CLS-to-CLS column
+            probs
+                .chunks_exact(t)
+                .flat_map(|r| r[1..].iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (g, be) = (&self.norm.0, &self.norm.1);
         let eps = c.layer_norm_eps as f32;
         let mut cls = vec![0f32; b * d];
+        let mut patches = Vec::new();
         if want.patches {
+            self.block_rest(last, &mut tokens, b, t, &mut s);
+            let mut normed = vec![0f32; b * t * d];
             rows_parallel(&tokens, &mut normed, d, |src, dst| {
                 layer_norm(src, g, be, eps, dst)
             });
-        } else {
-            for bi in 0..b {
-                let src = &tokens[bi * t * d..bi * t * d + d];
-                layer_norm(src, g, be, eps, &mut normed[bi * d..(bi + 1) * d]);
-            }
-        }
-        let mut patches = Vec::new();
-        if want.patches {
             patches.reserve(b * (t - 1) * d);
             for bi in 0..b {
                 cls[bi * d..(bi + 1) * d].copy_from_slice(&normed[bi * t * d..bi * t * d + d]);
                 patches.extend_from_slice(&normed[(bi * t + 1) * d..(bi + 1) * t * d]);
             }
         } else {
-            cls = normed;
+            // Only the CLS token leaves the last block: its attention, projection and MLP
+            // are computed for that one row per image (K and V still come from every token).
+            let mut rows: Vec<f32> = (0..b)
+                .flat_map(|bi| tokens[bi * t * d..bi * t * d + d].iter().copied())
+                .collect();
+            self.cls_block_rest(last, &mut rows, &probs, b, t, &s.qkv);
+            for bi in 0..b {
+                layer_norm(
+                    &rows[bi * d..(bi + 1) * d],
+                    g,
+                    be,
+                    eps,
+                    &mut cls[bi * d..(bi + 1) * d],
+                );
+            }
         }
         Ok(CpuFeatures {
             cls,
@@ -296,21 +311,11 @@ impl CpuVit {
         std::borrow::Cow::Owned(out)
     }
 
-    /// One pre-norm block on `x` (`[B*T, D]`) in place. Returns the CLS attention
-    /// (`[B, H, T-1]`) when asked.
-    fn block(
-        &self,
-        w: &BlockWeights,
-        x: &mut [f32],
-        b: usize,
-        t: usize,
-        s: &mut Scratch,
-        cls_attn: bool,
-    ) -> Option<Vec<f32>> {
-        let c = &self.config;
-        let (d, hid, m) = (c.dim, c.mlp_hidden, b * t);
-        let eps = c.layer_norm_eps as f32;
-        rows_parallel(x, &mut s.y, d, |src, dst| {
+    /// First half of a block's attention: `qkv = norm1(x) @ Wqkv + b` into `s.qkv`.
+    fn attention_input(&self, w: &BlockWeights, x: &[f32], m: usize, s: &mut Scratch) {
+        let d = self.config.dim;
+        let eps = self.config.layer_norm_eps as f32;
+        rows_parallel(&x[..m * d], &mut s.y, d, |src, dst| {
             layer_norm(src, &w.ln1.0, &w.ln1.1, eps, dst)
         });
         matmul(
@@ -322,13 +327,13 @@ impl CpuVit {
             &mut s.qkv,
             Epilogue::Bias(&w.qkv.1),
         );
-        let attn = cls_attn.then(|| {
-            let full = attention::cls_attention(&s.qkv, b, t, d, c.heads);
-            // drop CLS-to-CLS: keep the patch columns
-            full.chunks_exact(t)
-                .flat_map(|r| r[1..].iter().copied())
-                .collect()
-        });
+    }
+
+    /// The rest of a pre-norm block on `x` (`[B*T, D]`, in place), given `s.qkv`:
+    /// `x += proj(attention)`, then `x += mlp(norm2(x))`.
+    fn block_rest(&self, w: &BlockWeights, x: &mut [f32], b: usize, t: usize, s: &mut Scratch) {
+        let c = &self.config;
+        let (d, m) = (c.dim, b * t);
         attention::attention(&s.qkv, &mut s.att, b, t, d, c.heads);
         matmul(
             &s.att,
@@ -339,20 +344,19 @@ impl CpuVit {
             x,
             Epilogue::AccumulateBias(&w.proj.1),
         );
-        rows_parallel(x, &mut s.y, d, |src, dst| {
+        self.mlp(w, x, m, &mut s.y, &mut s.hidden);
+    }
+
+    /// `x += mlp(norm2(x))` on `m` rows.
+    fn mlp(&self, w: &BlockWeights, x: &mut [f32], m: usize, y: &mut [f32], hidden: &mut [f32]) {
+        let (d, hid) = (self.config.dim, self.config.mlp_hidden);
+        let eps = self.config.layer_norm_eps as f32;
+        rows_parallel(&x[..m * d], &mut y[..m * d], d, |src, dst| {
             layer_norm(src, &w.ln2.0, &w.ln2.1, eps, dst)
         });
+        matmul(y, m, d, &w.fc1.0, hid, hidden, Epilogue::BiasGelu(&w.fc1.1));
         matmul(
-            &s.y,
-            m,
-            d,
-            &w.fc1.0,
-            hid,
-            &mut s.hidden,
-            Epilogue::BiasGelu(&w.fc1.1),
-        );
-        matmul(
-            &s.hidden,
+            hidden,
             m,
             hid,
             &w.fc2.0,
@@ -360,7 +364,47 @@ impl CpuVit {
             x,
             Epilogue::AccumulateBias(&w.fc2.1),
         );
-        attn
+    }
+
+    /// [`Self::block_rest`] for the CLS rows only (`rows`: `[B, D]`), given the CLS
+    /// attention probabilities `probs` (`[B, H, T]`) and `qkv` of all tokens.
+    fn cls_block_rest(
+        &self,
+        w: &BlockWeights,
+        rows: &mut [f32],
+        probs: &[f32],
+        b: usize,
+        t: usize,
+        qkv: &[f32],
+    ) {
+        let c = &self.config;
+        let (d, heads) = (c.dim, c.heads);
+        let hd = d / heads;
+        let mut att = vec![0f32; b * d];
+        for bi in 0..b {
+            for h in 0..heads {
+                let out = &mut att[bi * d + h * hd..][..hd];
+                for j in 0..t {
+                    let p = probs[(bi * heads + h) * t + j];
+                    let v = &qkv[(bi * t + j) * 3 * d + 2 * d + h * hd..][..hd];
+                    for (o, v) in out.iter_mut().zip(v) {
+                        *o += p * v;
+                    }
+                }
+            }
+        }
+        matmul(
+            &att,
+            b,
+            d,
+            &w.proj.0,
+            d,
+            rows,
+            Epilogue::AccumulateBias(&w.proj.1),
+        );
+        let mut y = vec![0f32; b * d];
+        let mut hidden = vec![0f32; b * c.mlp_hidden];
+        self.mlp(w, rows, b, &mut y, &mut hidden);
     }
 }
 
