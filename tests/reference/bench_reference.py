@@ -7,6 +7,11 @@ ONNX Runtime runs the same model exported to ONNX. Both use `--threads` threads 
 same inputs. Prints one JSON line: a list of {engine, batch, median_ms, min_ms, mean_ms}.
 
     python3 tests/reference/bench_reference.py --arch vit_small --patch 16 --batch 1 8
+
+With `--serve`, it builds the engines once, prints `{"ready": [engine names]}`, then answers
+lines `ENGINE_INDEX BATCH ITERS` on stdin with a JSON list of times in ms: `dino bench` uses
+this to interleave rounds of every engine, so that a machine's drifting speed (a VM's
+neighbours, clock changes) does not favour whichever engine ran first.
 """
 
 import argparse
@@ -48,8 +53,24 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--serve", action="store_true")
     args = ap.parse_args()
+    if args.serve:
+        return serve(args)
 
+    import numpy as np
+
+    results = []
+    for name, run in build_engines(args):
+        for b in args.batch:
+            x = np.random.default_rng(0).standard_normal((b, 3, args.size, args.size), dtype=np.float32)
+            results.append(summarise(name, b, time_fn(lambda: run(x), args.warmup, args.iters)))
+    print(json.dumps(results))
+
+
+def build_engines(args):
+    """(name, run(batch_array)) pairs: PyTorch eager, then ONNX Runtime when installed."""
+    import numpy as np
     import torch
     import timm
 
@@ -59,37 +80,50 @@ def main():
         img_size=args.size, patch_size=args.patch, embed_dim=dim, depth=12, num_heads=heads,
         mlp_ratio=4, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_classes=0,
     ).eval()
-    results = []
-    versions = {"torch": torch.__version__}
-    for b in args.batch:
-        x = torch.randn(b, 3, args.size, args.size)
-        with torch.inference_mode():
-            t = time_fn(lambda: model(x), args.warmup, args.iters)
-        results.append(summarise(f"PyTorch {torch.__version__.split('+')[0]} (eager)", b, t))
 
+    def run_torch(x):
+        with torch.inference_mode():
+            model(torch.from_numpy(x))
+
+    engines = [(f"PyTorch {torch.__version__.split('+')[0]} (eager)", run_torch)]
     if not args.no_onnx:
         try:
             import onnxruntime as ort
         except ImportError:
-            ort = None
             print("onnxruntime not installed: skipped", file=sys.stderr)
-        if ort is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "vit.onnx")
-                x = torch.randn(1, 3, args.size, args.size)
-                torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["cls"],
-                                  dynamic_axes={"x": {0: "batch"}, "cls": {0: "batch"}},
-                                  opset_version=17, dynamo=False)
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = args.threads
-                so.inter_op_num_threads = 1
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-                for b in args.batch:
-                    xb = torch.randn(b, 3, args.size, args.size).numpy()
-                    t = time_fn(lambda: sess.run(None, {"x": xb}), args.warmup, args.iters)
-                    results.append(summarise(f"ONNX Runtime {ort.__version__}", b, t))
-    print(json.dumps(results))
+            return engines
+        tmp = tempfile.mkdtemp()
+        path = os.path.join(tmp, "vit.onnx")
+        x = torch.randn(1, 3, args.size, args.size)
+        torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["cls"],
+                          dynamic_axes={"x": {0: "batch"}, "cls": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        engines.append((f"ONNX Runtime {ort.__version__}", lambda x: sess.run(None, {"x": x})))
+    return engines
+
+
+def serve(args):
+    import numpy as np
+
+    engines = build_engines(args)
+    print(json.dumps({"ready": [name for name, _ in engines]}), flush=True)
+    inputs = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        idx, batch, iters = (int(v) for v in line.split())
+        if batch not in inputs:
+            inputs[batch] = np.random.default_rng(0).standard_normal(
+                (batch, 3, args.size, args.size), dtype=np.float32)
+        run = engines[idx][1]
+        run(inputs[batch])  # one untimed call: caches warm after the other engines ran
+        times = time_fn(lambda: run(inputs[batch]), 0, iters)
+        print(json.dumps(times), flush=True)
 
 
 if __name__ == "__main__":

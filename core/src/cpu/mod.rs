@@ -435,7 +435,8 @@ fn rows_parallel(
     f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
 ) {
     let rows = src.len() / d;
-    let chunk = 64;
+    // ~256 rows of work per task: smaller tasks cost more in hand-offs than they save
+    let chunk = 256;
     let out = SharedMut(dst.as_mut_ptr());
     for_each_task(rows.div_ceil(chunk), |c| {
         for r in c * chunk..((c + 1) * chunk).min(rows) {
