@@ -115,6 +115,32 @@ impl VitConfig {
         Ok(())
     }
 
+    /// Checks a `[B, C, H, W]` input against the model and returns its patch grid
+    /// `(H/p, W/p)` (remainders are dropped, as the official convolution does).
+    pub fn input_grid(&self, [b, c, h, w]: [usize; 4]) -> Result<(usize, usize)> {
+        let p = self.patch;
+        if b == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
+        if c != 3 {
+            return Err(Error::Input(format!("expected 3 colour channels, got {c}")));
+        }
+        if h < p || w < p {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input is smaller than one {p}x{p} patch"
+            )));
+        }
+        let (gh, gw) = (h / p, w / p);
+        if gh * gw > MAX_TOKENS {
+            return Err(Error::Input(format!(
+                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
+                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
+                gh * gw
+            )));
+        }
+        Ok((gh, gw))
+    }
+
     /// Number of parameters (all learned tensors of the backbone).
     pub fn num_params(&self) -> usize {
         let d = self.dim;

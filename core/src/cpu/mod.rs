@@ -14,9 +14,8 @@ pub mod kernels;
 pub mod matmul;
 pub mod parallel;
 
-use crate::config::MAX_TOKENS;
 use crate::model::pos_embed::{bicubic_matrix, official_scale_factor};
-use crate::weights::StateDict;
+use crate::weights::{StateDict, transpose};
 use crate::{Error, Result, VitConfig};
 use kernels::layer_norm;
 use matmul::{Epilogue, matmul};
@@ -123,24 +122,7 @@ impl CpuVit {
 
     /// Checks a `[B, 3, H, W]` input as [`crate::VisionTransformer::check_input`] does.
     pub fn check_input(&self, b: usize, h: usize, w: usize) -> Result<(usize, usize)> {
-        let p = self.config.patch;
-        if b == 0 {
-            return Err(Error::Input("empty batch".into()));
-        }
-        if h < p || w < p {
-            return Err(Error::Input(format!(
-                "a {h}x{w} input is smaller than one {p}x{p} patch"
-            )));
-        }
-        let (gh, gw) = (h / p, w / p);
-        if gh * gw > MAX_TOKENS {
-            return Err(Error::Input(format!(
-                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
-                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
-                gh * gw
-            )));
-        }
-        Ok((gh, gw))
+        self.config.input_grid([b, 3, h, w])
     }
 
     /// The official `forward`: normed CLS features `[B, D]` of `x` (`[B, 3, H, W]`, normalised).
@@ -445,14 +427,4 @@ fn rows_parallel(
             f(&src[r * d..(r + 1) * d], dst);
         }
     });
-}
-
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
 }

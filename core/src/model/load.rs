@@ -6,7 +6,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention, VisionTransformer};
-use crate::weights::{RawTensor, StateDict};
+use crate::weights::{RawTensor, StateDict, transpose};
 use crate::{Error, Result, VitConfig};
 
 impl VisionTransformer {
@@ -126,16 +126,6 @@ fn layer_norm(
     ln.gamma = param(sd.take(&format!("{key}.weight"), &[d])?, device);
     ln.beta = Some(param(sd.take(&format!("{key}.bias"), &[d])?, device));
     Ok(ln)
-}
-
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
 }
 
 fn raw<const D: usize>(t: Tensor<D>) -> Result<RawTensor> {

@@ -7,7 +7,6 @@ use burn::tensor::{Device, Tensor};
 
 use super::pos_embed::interpolate_pos_embed;
 use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention};
-use crate::config::MAX_TOKENS;
 use crate::{Error, Result, VitConfig};
 
 /// The DINO ViT backbone (no classification head: `num_classes = 0`).
@@ -95,28 +94,7 @@ impl VisionTransformer {
 
     /// Checks a `[B, C, H, W]` input and returns its patch grid.
     pub fn check_input(&self, dims: [usize; 4]) -> Result<(usize, usize)> {
-        let [b, c, h, w] = dims;
-        let p = self.config.patch;
-        if b == 0 {
-            return Err(Error::Input("empty batch".into()));
-        }
-        if c != 3 {
-            return Err(Error::Input(format!("expected 3 colour channels, got {c}")));
-        }
-        if h < p || w < p {
-            return Err(Error::Input(format!(
-                "a {h}x{w} input is smaller than one {p}x{p} patch"
-            )));
-        }
-        let (gh, gw) = (h / p, w / p);
-        if gh * gw > MAX_TOKENS {
-            return Err(Error::Input(format!(
-                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
-                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
-                gh * gw
-            )));
-        }
-        Ok((gh, gw))
+        self.config.input_grid(dims)
     }
 
     /// `prepare_tokens`: patch embedding, CLS token, interpolated position embeddings.

@@ -121,6 +121,18 @@ impl IntoIterator for StateDict {
     }
 }
 
+/// Transposes a row-major `rows x cols` matrix (PyTorch `Linear` weights are `[out, in]`,
+/// products here want `[in, out]`).
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
 fn missing(key: &str) -> Error {
     Error::Weights(format!("missing tensor '{key}'"))
 }
