@@ -13,6 +13,7 @@ pub mod error;
 pub mod imaging;
 pub mod masks;
 pub mod model;
+pub mod train;
 pub mod viz;
 pub mod weights;
 

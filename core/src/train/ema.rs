@@ -1,0 +1,69 @@
+//! The teacher's exponential moving average of the student:
+//! `teacher = m * teacher + (1 - m) * student`, parameter by parameter (matched by path).
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+use super::DinoNet;
+
+/// Flattened (non-autodiff) values of every float parameter, by module path.
+pub(crate) fn collect_params<M: Module>(module: &M) -> HashMap<String, Tensor<1>> {
+    struct Collect {
+        path: Vec<String>,
+        out: HashMap<String, Tensor<1>>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val().inner();
+            let n = t.shape().num_elements();
+            self.out.insert(self.path.join("."), t.reshape([n]));
+        }
+    }
+    let mut c = Collect {
+        path: Vec::new(),
+        out: HashMap::new(),
+    };
+    module.visit(&mut c);
+    c.out
+}
+
+/// Applies the EMA with momentum `m` to `teacher` from `student`.
+pub fn ema_update(teacher: DinoNet, student: &DinoNet, m: f64) -> DinoNet {
+    struct Ema {
+        path: Vec<String>,
+        student: HashMap<String, Tensor<1>>,
+        m: f64,
+    }
+    impl ModuleMapper for Ema {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let key = self.path.join(".");
+            let (id, t, mapper) = param.consume();
+            let Some(s) = self.student.remove(&key) else {
+                return Param::from_mapped_value(id, t, mapper);
+            };
+            let shape = t.shape();
+            let updated = t.reshape([shape.num_elements()]) * self.m + s * (1.0 - self.m);
+            Param::from_mapped_value(id, updated.reshape(shape), mapper)
+        }
+    }
+    let mut ema = Ema {
+        path: Vec::new(),
+        student: collect_params(student),
+        m,
+    };
+    teacher.map(&mut ema)
+}

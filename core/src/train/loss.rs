@@ -1,0 +1,71 @@
+//! `DINOLoss` of `main_dino.py`: cross-entropy between the centred, sharpened teacher output on
+//! the two global crops and the student output on every other crop.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Tensor};
+
+/// The loss and its running center (a buffer, not learned).
+#[derive(Clone, Debug)]
+pub struct DinoLoss {
+    /// `[1, K]` EMA of the teacher's batch-mean output, on the teacher's (non-autodiff) device.
+    pub center: Tensor<2>,
+    pub student_temp: f64,
+    pub center_momentum: f64,
+    /// Total crops per image (2 global + local).
+    pub ncrops: usize,
+}
+
+impl DinoLoss {
+    pub fn new(out_dim: usize, ncrops: usize, device: &Device) -> Self {
+        Self {
+            center: Tensor::zeros([1, out_dim], device),
+            student_temp: 0.1,
+            center_momentum: 0.9,
+            ncrops,
+        }
+    }
+
+    /// The loss for `student_out` (`[ncrops * B, K]`, autodiff) against `teacher_out`
+    /// (`[2 * B, K]`, no gradient), rows crop-major. Does not update the center: call
+    /// [`Self::update_center`] with the same teacher output afterwards, as the official
+    /// `forward` does.
+    pub fn forward(
+        &self,
+        student_out: Tensor<2>,
+        teacher_out: Tensor<2>,
+        teacher_temp: f64,
+    ) -> Tensor<1> {
+        let student = (student_out / self.student_temp).chunk(self.ncrops, 0);
+        let teacher = softmax(
+            (teacher_out.inner() - self.center.clone()) / teacher_temp,
+            1,
+        )
+        .chunk(2, 0);
+        let log_probs: Vec<Tensor<2>> = student.into_iter().map(|s| log_softmax(s, 1)).collect();
+        let mut total: Option<Tensor<1>> = None;
+        let mut terms = 0usize;
+        for (iq, q) in teacher.into_iter().enumerate() {
+            // a constant on the student's (autodiff) device
+            let q = q.autodiff();
+            for (v, ls) in log_probs.iter().enumerate() {
+                if v == iq {
+                    continue;
+                }
+                let term = (q.clone() * ls.clone()).sum_dim(1).mean().neg();
+                total = Some(match total {
+                    Some(t) => t + term,
+                    None => term,
+                });
+                terms += 1;
+            }
+        }
+        total.expect("at least two crops") / terms as f64
+    }
+
+    /// `center = m * center + (1 - m) * mean(teacher_out)` over the batch.
+    pub fn update_center(&mut self, teacher_out: Tensor<2>) {
+        let batch_center = teacher_out.inner().mean_dim(0);
+        self.center = self.center.clone() * self.center_momentum
+            + batch_center * (1.0 - self.center_momentum);
+    }
+}

@@ -1,0 +1,16 @@
+//! DINO training: the projection head, the student/teacher network, the loss, the schedules,
+//! the optimiser step and the teacher's EMA, each as in the official `main_dino.py`.
+
+mod ema;
+mod head;
+mod loss;
+mod net;
+mod optim;
+mod schedule;
+
+pub use ema::ema_update;
+pub use head::{DinoHead, HeadConfig};
+pub use loss::DinoLoss;
+pub use net::DinoNet;
+pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings};
+pub use schedule::{cosine_scheduler, teacher_temp_schedule};

@@ -1,0 +1,212 @@
+//! The student's optimiser step exactly as `main_dino.py` performs it: per-tensor gradient
+//! clipping (`utils.clip_gradients`), cancelled last-layer gradients during
+//! `freeze_last_layer` (the parameter is then skipped entirely, as PyTorch skips a `None`
+//! grad), and AdamW / SGD / LARS with the scheduled learning rate and a scheduled weight
+//! decay on all parameters but biases and 1-D ones (`utils.get_params_groups`).
+//!
+//! Burn's optimisers fix the weight decay at construction; this one takes both rates per
+//! step and keys its state by parameter path, so checkpoints can store it by name.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which update rule (`--optimizer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `torch.optim.AdamW` (betas 0.9/0.999, eps 1e-8): recommended for ViTs.
+    #[default]
+    AdamW,
+    /// `torch.optim.SGD(momentum=0.9)` with coupled weight decay.
+    Sgd,
+    /// `utils.LARS` (momentum 0.9, eta 0.001), for large batches.
+    Lars,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "adamw" => Ok(Self::AdamW),
+            "sgd" => Ok(Self::Sgd),
+            "lars" => Ok(Self::Lars),
+            o => Err(Error::Input(format!(
+                "optimizer '{o}': expected adamw, sgd or lars"
+            ))),
+        }
+    }
+}
+
+/// Rates and switches of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings {
+    pub lr: f64,
+    /// Weight decay of the regularised group.
+    pub weight_decay: f64,
+    /// Per-tensor gradient-norm limit; 0 disables clipping.
+    pub clip_grad: f64,
+    /// Skip the head's last layer (first `freeze_last_layer` epochs).
+    pub freeze_last_layer: bool,
+}
+
+/// Per-parameter state: step count and buffers (AdamW: exp_avg, exp_avg_sq; SGD/LARS: momentum).
+#[derive(Clone, Debug)]
+pub struct ParamState {
+    pub step: u64,
+    pub buffers: Vec<Tensor<1>>,
+}
+
+/// The optimiser and its state, keyed by parameter path (e.g. `backbone.blocks.0.attn.qkv.weight`).
+#[derive(Clone, Debug)]
+pub struct DinoOptimizer {
+    pub kind: OptimizerKind,
+    pub states: BTreeMap<String, ParamState>,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+const MOMENTUM: f64 = 0.9;
+const LARS_ETA: f64 = 0.001;
+
+impl DinoOptimizer {
+    pub fn new(kind: OptimizerKind) -> Self {
+        Self {
+            kind,
+            states: BTreeMap::new(),
+        }
+    }
+
+    /// Updates every parameter of `module` that has a gradient in `grads`.
+    pub fn step<M: Module>(&mut self, module: M, grads: GradientsParams, s: StepSettings) -> M {
+        let mut mapper = Step {
+            opt: self,
+            grads,
+            path: Vec::new(),
+            s,
+        };
+        module.map(&mut mapper)
+    }
+
+    fn update(
+        &mut self,
+        name: &str,
+        rank: usize,
+        p: Tensor<1>,
+        g: Tensor<1>,
+        s: &StepSettings,
+    ) -> Tensor<1> {
+        let regularised = !(name.ends_with(".bias") || rank == 1);
+        let wd = if regularised { s.weight_decay } else { 0.0 };
+        let lr = s.lr;
+        let state = self
+            .states
+            .entry(name.to_string())
+            .or_insert_with(|| ParamState {
+                step: 0,
+                buffers: Vec::new(),
+            });
+        state.step += 1;
+        match self.kind {
+            OptimizerKind::AdamW => {
+                let p = p * (1.0 - lr * wd);
+                if state.buffers.is_empty() {
+                    state.buffers = vec![g.zeros_like(), g.zeros_like()];
+                }
+                let m = state.buffers[0].clone() * BETA1 + g.clone() * (1.0 - BETA1);
+                let v = state.buffers[1].clone() * BETA2 + g.clone() * g * (1.0 - BETA2);
+                let t = state.step as i32;
+                let bc1 = 1.0 - BETA1.powi(t);
+                let bc2 = 1.0 - BETA2.powi(t);
+                let denom = v.clone().sqrt() / bc2.sqrt() + EPS;
+                let p = p - m.clone() / denom * (lr / bc1);
+                state.buffers = vec![m, v];
+                p
+            }
+            OptimizerKind::Sgd => {
+                let d = if wd != 0.0 { g + p.clone() * wd } else { g };
+                let buf = match state.buffers.pop() {
+                    Some(b) => b * MOMENTUM + d,
+                    None => d,
+                };
+                state.buffers = vec![buf.clone()];
+                p - buf * lr
+            }
+            OptimizerKind::Lars => {
+                let mut d = g;
+                if rank != 1 {
+                    d = d + p.clone() * s.weight_decay;
+                    let pn = p.clone().powf_scalar(2.0).sum().sqrt();
+                    let un = d.clone().powf_scalar(2.0).sum().sqrt();
+                    // q = eta * |p| / |d| where both are positive, else 1
+                    let ok = pn
+                        .clone()
+                        .greater_elem(0.0)
+                        .bool_and(un.clone().greater_elem(0.0));
+                    let q = (pn * LARS_ETA / un.clamp_min(1e-30)).mask_fill(ok.bool_not(), 1.0);
+                    d = d * q;
+                }
+                let mu = match state.buffers.pop() {
+                    Some(b) => b * MOMENTUM + d,
+                    None => d,
+                };
+                state.buffers = vec![mu.clone()];
+                p - mu * lr
+            }
+        }
+    }
+}
+
+struct Step<'a> {
+    opt: &'a mut DinoOptimizer,
+    grads: GradientsParams,
+    path: Vec<String>,
+    s: StepSettings,
+}
+
+impl ModuleMapper for Step<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove::<D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let name = self.path.join(".");
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let mut g = grad.inner().reshape([n]);
+        if self.s.clip_grad > 0.0 {
+            // clip_coef = clip / (||g|| + 1e-6), applied when < 1
+            let norm = g.clone().powf_scalar(2.0).sum().sqrt();
+            let coef = (norm + 1e-6)
+                .recip()
+                .mul_scalar(self.s.clip_grad)
+                .clamp_max(1.0);
+            g = g * coef;
+        }
+        if self.s.freeze_last_layer && name.contains("last_layer") {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let require_grad = tensor.is_require_grad();
+        let p = tensor.inner().reshape([n]);
+        let updated = self.opt.update(&name, D, p, g, &self.s).reshape(shape);
+        let mut updated = Tensor::from_inner(updated);
+        if require_grad {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}

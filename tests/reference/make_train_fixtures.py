@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Reference numerics of DINO training steps, for tests/training.rs.
+
+A tiny ViT (timm, official architecture) + DINOHead as student and teacher, fixed random crops
+(2 global 32 px + 2 local 16 px, so the local crops interpolate the position embeddings), and
+two full iterations of `main_dino.py`'s `train_one_epoch`: multi-crop forward, DINOLoss with
+a warming-up teacher temperature, backward, per-tensor gradient clipping, the last layer
+frozen in epoch 0, AdamW with per-iteration lr and weight decay on the regularised group, the
+teacher EMA and the center update. Drop path is 0 (its randomness cannot be shared).
+
+Writes tests/fixtures/train/step.safetensors: the initial weights, the crops, and after each
+step the loss, head outputs, raw gradients of a few tensors, all student and teacher weights
+and the center. Run from the repository root:
+
+    python3 tests/reference/make_train_fixtures.py
+"""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import DINOHead, interpolate_pos_encoding, make_vit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "fixtures", "train")
+
+CFG = dict(dim=32, depth=2, heads=2, patch=8, img=32, out_dim=64, hidden=48, bottleneck=16)
+BATCH = 2
+EPOCHS, NITER = 3, 2  # schedules over 3 epochs of 2 iterations; we run epoch 0 it 1 and epoch 1 it 0
+LR, MIN_LR, WARMUP_EPOCHS = 0.05, 1e-3, 1
+WD, WD_END = 0.04, 0.4
+MOMENTUM_TEACHER = 0.9
+TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS = 0.04, 0.07, 2
+CLIP = 0.05  # small, so that clipping really happens on this tiny model
+FREEZE_LAST_LAYER = 1
+
+
+def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warmup_schedule, schedule))
+
+
+class Net(nn.Module):
+    """MultiCropWrapper(backbone, head) with the official forward."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.backbone = make_vit(CFG["dim"], CFG["depth"], CFG["heads"], CFG["patch"], img=CFG["img"])
+        self.backbone.train()
+        with torch.no_grad():
+            for p in self.backbone.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        self.head = DINOHead(CFG["dim"], CFG["out_dim"], hidden=CFG["hidden"], bottleneck=CFG["bottleneck"])
+
+    def features(self, x):
+        b, _, h, w = x.shape
+        m = self.backbone
+        t = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat((m.cls_token.expand(b, -1, -1), t), dim=1)
+        t = t + interpolate_pos_encoding(m.pos_embed, h, w, CFG["patch"])
+        for blk in m.blocks:
+            t = blk(t)
+        return m.norm(t)[:, 0]
+
+    def forward(self, crops):
+        sizes = [c.shape[-1] for c in crops]
+        out, start = [], 0
+        while start < len(crops):
+            end = start
+            while end < len(crops) and sizes[end] == sizes[start]:
+                end += 1
+            out.append(self.features(torch.cat(crops[start:end])))
+            start = end
+        return self.head(torch.cat(out))
+
+
+class DINOLoss(nn.Module):
+    def __init__(self, out_dim, ncrops):
+        super().__init__()
+        self.student_temp, self.center_momentum, self.ncrops = 0.1, 0.9, ncrops
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.teacher_temp_schedule = np.concatenate((
+            np.linspace(TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS), np.ones(EPOCHS - TEMP_WARMUP_EPOCHS) * TEMP))
+
+    def forward(self, student_output, teacher_output, epoch):
+        student_out = (student_output / self.student_temp).chunk(self.ncrops)
+        temp = self.teacher_temp_schedule[epoch]
+        teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1).detach().chunk(2)
+        total, n = 0, 0
+        for iq, q in enumerate(teacher_out):
+            for v in range(len(student_out)):
+                if v == iq:
+                    continue
+                total += torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1).mean()
+                n += 1
+        total /= n
+        with torch.no_grad():
+            batch_center = teacher_output.sum(0, keepdim=True) / len(teacher_output)
+            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
+        return total
+
+
+def official_names(state):
+    """MultiCropWrapper state dict keys: backbone.* (timm = official), head.mlp.{0,2,4}.*,
+    head.last_layer.weight_{g,v}."""
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    student = Net(seed=3)
+    teacher = Net(seed=4)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    teacher.eval()  # no dropout anywhere; the official teacher has no drop path either
+
+    regularized, not_regularized = [], []
+    for name, p in student.named_parameters():
+        if not p.requires_grad:
+            continue
+        (not_regularized if name.endswith(".bias") or len(p.shape) == 1 else regularized).append(p)
+    optimizer = torch.optim.AdamW([{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}])
+    # LR is the already batch-scaled peak (lr x batch / 256 in main_dino.py)
+    lr_schedule = cosine_scheduler(LR, MIN_LR, EPOCHS, NITER, warmup_epochs=WARMUP_EPOCHS)
+    wd_schedule = cosine_scheduler(WD, WD_END, EPOCHS, NITER)
+    momentum_schedule = cosine_scheduler(MOMENTUM_TEACHER, 1, EPOCHS, NITER)
+    dino_loss = DINOLoss(CFG["out_dim"], 4)
+
+    g = torch.Generator().manual_seed(7)
+    crops = [torch.randn(BATCH, 3, 32, 32, generator=g), torch.randn(BATCH, 3, 32, 32, generator=g),
+             torch.randn(BATCH, 3, 16, 16, generator=g), torch.randn(BATCH, 3, 16, 16, generator=g)]
+
+    tensors = {}
+    for k, v in official_names(student.state_dict()).items():
+        tensors[f"init.{k}"] = v
+    for i, c in enumerate(crops):
+        tensors[f"crop.{i}"] = c
+    steps = []
+    for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
+        it = epoch * NITER + it_in_epoch
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = lr_schedule[it]
+            if i == 0:
+                group["weight_decay"] = wd_schedule[it]
+        teacher_output = teacher(crops[:2])
+        student_output = student(crops)
+        loss = dino_loss(student_output, teacher_output, epoch)
+        optimizer.zero_grad()
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in student.named_parameters() if p.grad is not None}
+        norms = []
+        for name, p in student.named_parameters():
+            if p.grad is not None:
+                pn = p.grad.data.norm(2)
+                norms.append(pn.item())
+                clip_coef = CLIP / (pn + 1e-6)
+                if clip_coef < 1:
+                    p.grad.data.mul_(clip_coef)
+        if epoch < FREEZE_LAST_LAYER:
+            for n, p in student.named_parameters():
+                if "last_layer" in n:
+                    p.grad = None
+        optimizer.step()
+        with torch.no_grad():
+            m = momentum_schedule[it]
+            for pq, pk in zip(student.parameters(), teacher.parameters()):
+                pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+        s = f"step{step}."
+        tensors[s + "loss"] = loss.detach().reshape(1)
+        tensors[s + "student_output"] = student_output.detach()
+        tensors[s + "teacher_output"] = teacher_output.detach()
+        for n in ["head.last_layer.weight_v", "head.mlp.0.weight", "backbone.blocks.0.attn.qkv.weight",
+                  "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"]:
+            tensors[s + "grad." + n] = grads[n]
+        for k, v in official_names(student.state_dict()).items():
+            tensors[s + "student." + k] = v
+        for k, v in official_names(teacher.state_dict()).items():
+            tensors[s + "teacher." + k] = v
+        tensors[s + "center"] = dino_loss.center.detach().clone()
+        clipped = sum(1 for nrm in norms if CLIP / (nrm + 1e-6) < 1)
+        steps.append(dict(epoch=epoch, iteration=it, lr=float(lr_schedule[it]), wd=float(wd_schedule[it]),
+                          momentum=float(momentum_schedule[it]), teacher_temp=float(dino_loss.teacher_temp_schedule[epoch]),
+                          loss=loss.item(), clipped_tensors=clipped))
+        print(f"step {step}: loss {loss.item():.6f}, {clipped} of {len(norms)} gradients clipped")
+
+    from safetensors.torch import save_file
+
+    meta = dict(config=CFG, batch=BATCH, epochs=EPOCHS, niter=NITER, lr=LR, min_lr=MIN_LR,
+                warmup_epochs=WARMUP_EPOCHS, wd=WD, wd_end=WD_END, momentum_teacher=MOMENTUM_TEACHER,
+                warmup_teacher_temp=TEMP_WARMUP, teacher_temp=TEMP, warmup_teacher_temp_epochs=TEMP_WARMUP_EPOCHS,
+                clip_grad=CLIP, freeze_last_layer=FREEZE_LAST_LAYER, steps=steps,
+                lr_schedule=lr_schedule.tolist(), wd_schedule=wd_schedule.tolist(),
+                momentum_schedule=momentum_schedule.tolist(),
+                teacher_temp_schedule=dino_loss.teacher_temp_schedule.tolist())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, "step.safetensors"),
+              metadata={"reference": json.dumps(meta)})
+    print("wrote", os.path.join(OUT, "step.safetensors"))
+
+
+if __name__ == "__main__":
+    main()
