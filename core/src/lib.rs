@@ -7,6 +7,7 @@
 //!
 //! This crate enables no Burn backend: the caller picks the [`burn::tensor::Device`].
 
+pub mod augment;
 pub mod config;
 pub mod cpu;
 pub mod error;

@@ -313,6 +313,7 @@ def main():
     for name in ("chelsea.png", "coffee.png", "rocket.jpg", "camera.png"):
         shutil.copy(os.path.join(skdata, name), os.path.join(FIX, "images", name))
     write_decode_fixtures()
+    write_augment_fixtures()
 
     models = {}
     manifest = {"models": {}, "cases": [], "batch": None}
@@ -390,6 +391,40 @@ def write_decode_fixtures():
     frames = [src, src.transpose(Image.FLIP_LEFT_RIGHT)]
     frames[0].save(os.path.join(d, "anim.gif"), save_all=True, append_images=frames[1:], duration=100)
     np.save(os.path.join(d, "rgb.npy"), np.asarray(src))
+
+
+AUGMENT_OPS = [
+    # name, torchvision/PIL call on the source image (the ops of DataAugmentationDINO)
+    ("brightness_1.3", lambda F, im: F.adjust_brightness(im, 1.3)),
+    ("brightness_0.7", lambda F, im: F.adjust_brightness(im, 0.7)),
+    ("contrast_1.35", lambda F, im: F.adjust_contrast(im, 1.35)),
+    ("contrast_0.65", lambda F, im: F.adjust_contrast(im, 0.65)),
+    ("saturation_1.2", lambda F, im: F.adjust_saturation(im, 1.2)),
+    ("saturation_0.8", lambda F, im: F.adjust_saturation(im, 0.8)),
+    ("hue_0.07", lambda F, im: F.adjust_hue(im, 0.07)),
+    ("hue_-0.08", lambda F, im: F.adjust_hue(im, -0.08)),
+    ("grayscale", lambda F, im: F.rgb_to_grayscale(im, num_output_channels=3)),
+    ("solarize", lambda F, im: __import__("PIL.ImageOps").ImageOps.solarize(im)),
+    ("blur_0.7", lambda F, im: im.filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(radius=0.7))),
+    ("blur_1.9", lambda F, im: im.filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(radius=1.9))),
+    ("flip", lambda F, im: F.hflip(im)),
+    ("resized_crop_10_20_50_70_48", lambda F, im: F.resized_crop(
+        im, 10, 20, 50, 70, [48, 48], interpolation=__import__("torchvision").transforms.InterpolationMode.BICUBIC)),
+]
+
+
+def write_augment_fixtures():
+    """Each augmentation op of DataAugmentationDINO with fixed parameters, on a real photo."""
+    from torchvision.transforms import functional as F
+
+    d = os.path.join(FIX, "augment")
+    os.makedirs(d, exist_ok=True)
+    src = Image.open(os.path.join(FIX, "images", "coffee.png")).convert("RGB").crop((150, 80, 246, 160))
+    src.save(os.path.join(d, "source.png"))
+    for name, op in AUGMENT_OPS:
+        out = op(F, src)
+        assert out.mode == "RGB", (name, out.mode)
+        out.save(os.path.join(d, f"{name}.png"))
 
 
 def write_png16(path, rgb16):
