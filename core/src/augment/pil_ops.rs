@@ -201,7 +201,7 @@ fn box_blur_line(inp: &[[u8; 3]], out: &mut [[u8; 3]], float_radius: f32) {
     let lastx = n as i64 - 1;
     let radius = float_radius as i64;
     let ww = ((1u64 << 24) as f64 / (float_radius as f64 * 2.0 + 1.0)) as u32;
-    let fw = (((1u32 << 24) - (radius as u32 * 2 + 1) * ww) / 2) as u32;
+    let fw = ((1u32 << 24) - (radius as u32 * 2 + 1) * ww) / 2;
     let edge_a = (radius + 1).min(n as i64);
     let edge_b = (n as i64 - radius - 1).max(0);
     let px = |i: i64| inp[i.clamp(0, lastx) as usize];
