@@ -10,10 +10,13 @@
 pub mod augment;
 pub mod config;
 pub mod cpu;
+#[cfg(not(target_family = "wasm"))]
+pub mod data;
 pub mod error;
 pub mod imaging;
 pub mod masks;
 pub mod model;
+pub mod rng;
 pub mod train;
 pub mod viz;
 pub mod weights;

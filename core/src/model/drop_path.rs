@@ -1,8 +1,9 @@
 //! Stochastic depth ("drop path") of the official code: per sample, the residual branch is
-//! dropped with probability `rate` and survivors are scaled by 1/(1 - rate).
+//! dropped with probability `rate` and survivors are scaled by 1/(1 - rate). The masks come
+//! from the thread's seeded drop-path stream ([`crate::rng`]).
 
 use burn::module::Module;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Tensor, TensorData};
 
 /// Active only on an autodiff device (training); the teacher and inference never drop.
 #[derive(Module, Debug)]
@@ -17,7 +18,8 @@ impl DropPath {
         }
         let keep = 1.0 - self.rate;
         let [b, _, _] = x.dims();
-        let mask = Tensor::<3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+        let mask = crate::rng::drop_path_mask(b, keep);
+        let mask = Tensor::<3>::from_data(TensorData::new(mask, [b, 1, 1]), &x.device());
         x * mask / keep
     }
 }

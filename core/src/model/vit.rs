@@ -2,11 +2,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Device, Tensor};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::pos_embed::interpolate_pos_embed;
 use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention};
+use crate::rng::SeededRng;
 use crate::{Error, Result, VitConfig};
 
 /// The DINO ViT backbone (no classification head: `num_classes = 0`).
@@ -38,45 +39,69 @@ impl VisionTransformer {
     /// LayerNorm 1/0, `cls_token` and `pos_embed` N(0, 0.02), the patch convolution
     /// with PyTorch's default (uniform +-1/sqrt(fan_in)).
     pub fn new(config: &VitConfig, device: &Device) -> Result<Self> {
+        Self::new_seeded(config, device, &mut crate::rng::seeded(0))
+    }
+
+    /// [`Self::new`] drawing from `rng` (host-side, so runs are reproducible).
+    pub fn new_seeded(config: &VitConfig, device: &Device, rng: &mut SeededRng) -> Result<Self> {
         config.validate()?;
         let d = config.dim;
-        let normal = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
+        let mut normal = |shape: &[usize]| -> Tensor<1> {
+            let n = shape.iter().product();
+            Tensor::from_data(
+                TensorData::new(crate::rng::normal(rng, n, 0.0, 0.02), [n]),
+                device,
+            )
         };
-        let linear = |i: usize, o: usize| Linear {
-            weight: normal.init([i, o], device),
-            bias: Some(Initializer::Zeros.init([o], device)),
+        let mut linear = |i: usize, o: usize| Linear {
+            weight: Param::from_tensor(normal(&[i, o]).reshape([i, o])),
+            bias: Some(Param::from_tensor(Tensor::zeros([o], device))),
         };
+        let mut blocks_lin = Vec::with_capacity(config.depth);
+        for _ in 0..config.depth {
+            blocks_lin.push([
+                linear(d, 3 * d),
+                linear(d, d),
+                linear(d, config.mlp_hidden),
+                linear(config.mlp_hidden, d),
+            ]);
+        }
+        let cls_token = Param::from_tensor(normal(&[d]).reshape([1, 1, d]));
+        let pos_embed = Param::from_tensor(normal(&[(config.num_positions() + 1) * d]).reshape([
+            1,
+            config.num_positions() + 1,
+            d,
+        ]));
         let ln = || {
             LayerNormConfig::new(d)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
         };
-        let fan_in = 3 * config.patch * config.patch;
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let uniform = Initializer::Uniform {
-            min: -bound,
-            max: bound,
-        };
-        let mut proj = Conv2dConfig::new([3, d], [config.patch, config.patch])
-            .with_stride([config.patch, config.patch])
-            .with_initializer(uniform.clone())
+        let p = config.patch;
+        let bound = 1.0 / ((3 * p * p) as f64).sqrt();
+        let mut proj = Conv2dConfig::new([3, d], [p, p])
+            .with_stride([p, p])
             .init(device);
-        proj.bias = Some(uniform.init([d], device));
-        let blocks = (0..config.depth)
-            .map(|i| Block {
+        let w = crate::rng::uniform(rng, d * 3 * p * p, -bound, bound);
+        proj.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(w, [d, 3, p, p]), device));
+        let b = crate::rng::uniform(rng, d, -bound, bound);
+        proj.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [d]),
+            device,
+        )));
+        let blocks = blocks_lin
+            .into_iter()
+            .enumerate()
+            .map(|(i, [qkv, proj, fc1, fc2])| Block {
                 norm1: ln(),
                 attn: SelfAttention {
-                    qkv: linear(d, 3 * d),
-                    proj: linear(d, d),
+                    qkv,
+                    proj,
                     heads: config.heads,
                 },
                 norm2: ln(),
-                mlp: Mlp {
-                    fc1: linear(d, config.mlp_hidden),
-                    fc2: linear(config.mlp_hidden, d),
-                },
+                mlp: Mlp { fc1, fc2 },
                 drop_path: DropPath {
                     rate: drop_path_rate(config, i),
                 },
@@ -84,8 +109,8 @@ impl VisionTransformer {
             .collect();
         Ok(Self {
             patch_embed: PatchEmbed { proj },
-            cls_token: normal.init([1, 1, d], device),
-            pos_embed: normal.init([1, config.num_positions() + 1, d], device),
+            cls_token,
+            pos_embed,
             blocks,
             norm: ln(),
             config: config.clone(),

@@ -7,6 +7,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict, transpose};
 use crate::{Error, Result};
 
@@ -76,26 +77,25 @@ impl DinoHead {
     /// Official initialisation: MLP weights N(0, 0.02) with zero biases; the last layer keeps
     /// PyTorch's default Linear init (uniform +-1/sqrt(in)), because the official code creates
     /// it after applying `_init_weights`; `g` = 1.
-    pub fn new(in_dim: usize, cfg: &HeadConfig, device: &Device) -> Result<Self> {
+    pub fn new(
+        in_dim: usize,
+        cfg: &HeadConfig,
+        device: &Device,
+        rng: &mut SeededRng,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let normal = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        };
-        let mlp = cfg
-            .mlp_shapes(in_dim)
-            .into_iter()
-            .map(|(i, o)| Linear {
-                weight: normal.init([i, o], device),
+        let mut mlp = Vec::new();
+        for (i, o) in cfg.mlp_shapes(in_dim) {
+            let w = RawTensor::new(vec![i, o], crate::rng::normal(rng, i * o, 0.0, 0.02))?;
+            mlp.push(Linear {
+                weight: param(w, device),
                 bias: Some(Initializer::Zeros.init([o], device)),
-            })
-            .collect();
-        let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
-        let last_layer_v = Initializer::Uniform {
-            min: -bound,
-            max: bound,
+            });
         }
-        .init([cfg.out_dim, cfg.bottleneck_dim], device);
+        let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
+        let (o, k) = (cfg.out_dim, cfg.bottleneck_dim);
+        let v = RawTensor::new(vec![o, k], crate::rng::uniform(rng, o * k, -bound, bound))?;
+        let last_layer_v = param(v, device);
         let last_layer_g =
             (!cfg.norm_last_layer).then(|| Initializer::Ones.init([cfg.out_dim, 1], device));
         Ok(Self {

@@ -1,16 +1,24 @@
 //! DINO training: the projection head, the student/teacher network, the loss, the schedules,
 //! the optimiser step and the teacher's EMA, each as in the official `main_dino.py`.
 
+#[cfg(not(target_family = "wasm"))]
+mod checkpoint;
+mod config;
 mod ema;
 mod head;
 mod loss;
 mod net;
 mod optim;
 mod schedule;
+#[cfg(not(target_family = "wasm"))]
+mod trainer;
 
+pub use config::TrainConfig;
 pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};
 pub use loss::DinoLoss;
 pub use net::DinoNet;
 pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings};
 pub use schedule::{cosine_scheduler, teacher_temp_schedule};
+#[cfg(not(target_family = "wasm"))]
+pub use trainer::{Schedules, StepStats, Trainer};

@@ -16,10 +16,12 @@ pub struct DinoNet {
 }
 
 impl DinoNet {
-    pub fn new(vit: &VitConfig, head: &HeadConfig, device: &Device) -> Result<Self> {
+    /// Randomly initialised (official init) from `seed`.
+    pub fn new(vit: &VitConfig, head: &HeadConfig, device: &Device, seed: u64) -> Result<Self> {
+        let mut rng = crate::rng::seeded(seed);
         Ok(Self {
-            backbone: VisionTransformer::new(vit, device)?,
-            head: DinoHead::new(vit.dim, head, device)?,
+            backbone: VisionTransformer::new_seeded(vit, device, &mut rng)?,
+            head: DinoHead::new(vit.dim, head, device, &mut rng)?,
         })
     }
 

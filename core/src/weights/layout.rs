@@ -35,7 +35,13 @@ pub(crate) fn normalise(
                 key.as_str()
             )));
         }
-        let sd = strip_prefix(raw, &net, &["teacher.", "student."]);
+        // keep only the chosen network (training checkpoints also hold optimiser state)
+        let mut sd = StateDict::new();
+        for (k, t) in raw {
+            if let Some(rest) = k.strip_prefix(&net) {
+                sd.insert(rest, t);
+            }
+        }
         let sd = strip_wrappers(sd)?;
         let format = if own {
             WeightFormat::Dino

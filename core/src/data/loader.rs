@@ -1,0 +1,203 @@
+//! Batches of multi-crop views for training: a seeded shuffle per epoch (as
+//! `DistributedSampler(seed, epoch)`), drop-last batches, crops made on worker threads ahead
+//! of the training step, unreadable images skipped (with a warning, counted) and replaced.
+
+use std::sync::{Arc, Mutex};
+
+use image::RgbImage;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::Result;
+use crate::augment::{MultiCropConfig, multi_crop};
+use crate::imaging::normalize_chw;
+
+/// Where images come from: indexable, decodable on any thread.
+pub trait ImageSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Decoded RGB image `i`, or a message saying why not.
+    fn load(&self, i: usize) -> std::result::Result<RgbImage, String>;
+    fn name(&self, i: usize) -> String;
+}
+
+impl ImageSource for super::ImageFolder {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn load(&self, i: usize) -> std::result::Result<RgbImage, String> {
+        crate::imaging::load_image(&self.files[i]).map_err(|e| e.to_string())
+    }
+    fn name(&self, i: usize) -> String {
+        self.files[i].display().to_string()
+    }
+}
+
+/// One training batch, crop-major (`torch.cat` of the per-crop batches), normalised CHW.
+#[derive(Clone, Debug)]
+pub struct CropBatch {
+    /// `[2 * B, 3, G, G]`
+    pub globals: Vec<f32>,
+    /// `[L * B, 3, l, l]` (empty without local crops)
+    pub locals: Vec<f32>,
+    pub batch: usize,
+}
+
+/// Multi-crop batches over an image source.
+pub struct MultiCropLoader {
+    source: Arc<dyn ImageSource>,
+    cfg: MultiCropConfig,
+    batch: usize,
+    seed: u64,
+    /// Passes over the images per epoch (small data: several views per epoch).
+    repeats: usize,
+    bad: Arc<Mutex<Vec<usize>>>,
+}
+
+/// A warning about an image that could not be used.
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+impl MultiCropLoader {
+    pub fn new(
+        source: Arc<dyn ImageSource>,
+        cfg: MultiCropConfig,
+        batch: usize,
+        seed: u64,
+        repeats: usize,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let n = source.len() * repeats.max(1);
+        if batch == 0 || n < batch {
+            return Err(crate::Error::Input(format!(
+                "a batch of {batch} needs at least that many images per epoch; the data has {} \
+                 ({} images x {} repeats)",
+                n,
+                source.len(),
+                repeats.max(1)
+            )));
+        }
+        Ok(Self {
+            source,
+            cfg,
+            batch,
+            seed,
+            repeats: repeats.max(1),
+            bad: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Iterations per epoch (the last incomplete batch is dropped).
+    pub fn niter_per_epoch(&self) -> usize {
+        self.source.len() * self.repeats / self.batch
+    }
+
+    /// The shuffled sample order of an epoch.
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let n = self.source.len();
+        let mut order: Vec<usize> = (0..n * self.repeats).map(|i| i % n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+            self.seed,
+            epoch as u64,
+            u64::MAX,
+        )));
+        order
+    }
+
+    /// Builds batch `it` of `epoch` (deterministic: the crops depend only on seed, epoch and
+    /// position). Returns the batch and the images skipped while building it.
+    pub fn batch(
+        &self,
+        epoch: usize,
+        it: usize,
+        order: &[usize],
+    ) -> Result<(CropBatch, Vec<Skipped>)> {
+        let b = self.batch;
+        let positions: Vec<usize> = (it * b..(it + 1) * b).collect();
+        let work = |pos: &usize| -> Result<(Vec<RgbImage>, Vec<Skipped>)> {
+            let mut skipped = Vec::new();
+            let n = order.len();
+            for attempt in 0..n {
+                // a replacement for an unreadable image: a fixed stride through the order
+                let idx = order[(pos + attempt * 7919) % n];
+                if self.bad.lock().expect("lock").contains(&idx) {
+                    continue;
+                }
+                match self.source.load(idx) {
+                    Ok(img) => {
+                        let mut rng =
+                            ChaCha8Rng::seed_from_u64(mix(self.seed, epoch as u64, *pos as u64));
+                        return Ok((multi_crop(&img, &self.cfg, &mut rng)?, skipped));
+                    }
+                    Err(reason) => {
+                        self.bad.lock().expect("lock").push(idx);
+                        skipped.push(Skipped {
+                            name: self.source.name(idx),
+                            reason,
+                        });
+                    }
+                }
+            }
+            Err(crate::Error::Input(
+                "no readable image left in the data".into(),
+            ))
+        };
+        #[cfg(feature = "parallel")]
+        let per_image: Vec<Result<(Vec<RgbImage>, Vec<Skipped>)>> = {
+            use rayon::prelude::*;
+            positions.par_iter().map(work).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let per_image: Vec<Result<(Vec<RgbImage>, Vec<Skipped>)>> =
+            positions.iter().map(work).collect();
+        let mut crops = Vec::with_capacity(b);
+        let mut skipped = Vec::new();
+        for r in per_image {
+            let (c, s) = r?;
+            crops.push(c);
+            skipped.extend(s);
+        }
+        let collect = |range: std::ops::Range<usize>| -> Vec<f32> {
+            let mut out = Vec::new();
+            for c in range {
+                for img in &crops {
+                    out.extend(normalize_chw(&img[c]));
+                }
+            }
+            out
+        };
+        let batch = CropBatch {
+            globals: collect(0..2),
+            locals: collect(2..self.cfg.ncrops()),
+            batch: b,
+        };
+        Ok((batch, skipped))
+    }
+
+    pub fn config(&self) -> &MultiCropConfig {
+        &self.cfg
+    }
+
+    /// Number of images found unreadable so far.
+    pub fn skipped_count(&self) -> usize {
+        self.bad.lock().expect("lock").len()
+    }
+}
+
+/// A 64-bit mix of three numbers (SplitMix64 steps), for independent RNG streams.
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a ^ b.rotate_left(21) ^ c.rotate_left(42);
+    for _ in 0..2 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}

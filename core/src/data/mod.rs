@@ -1,0 +1,7 @@
+//! Training data: image folders and multi-crop batches.
+
+mod folder;
+mod loader;
+
+pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
+pub use loader::{CropBatch, ImageSource, MultiCropLoader, Skipped, mix};

@@ -1,0 +1,197 @@
+//! Training checkpoints: one safetensors file holding the student, the teacher (official
+//! `MultiCropWrapper` keys, so `dino attention -w checkpoint.safetensors` reads the teacher),
+//! the optimiser state, the loss center, and in its header the architecture, the training
+//! config and the position in the run. Written atomically; a resumed run continues exactly.
+
+use std::collections::HashMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::{DinoNet, OptimizerKind, ParamState, TrainConfig, Trainer};
+use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes};
+use crate::{Error, Result};
+
+/// Header entry with the run's position and config.
+const TRAIN_KEY: &str = "dino.train";
+
+#[derive(Serialize, Deserialize)]
+struct RunHeader {
+    config: TrainConfig,
+    iteration: usize,
+    niter_per_epoch: usize,
+    optimizer: OptimizerKind,
+    optimizer_steps: HashMap<String, u64>,
+}
+
+impl Trainer {
+    /// The checkpoint as bytes.
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        let mut sd = StateDict::new();
+        for (who, net) in [("student", self.student()), ("teacher", self.teacher())] {
+            for (k, t) in net.to_state_dict()? {
+                sd.insert(format!("{who}.{k}"), t);
+            }
+        }
+        let mut steps = HashMap::new();
+        for (name, state) in &self.optimizer.states {
+            steps.insert(name.clone(), state.step);
+            for (i, buf) in state.buffers.iter().enumerate() {
+                sd.insert(format!("optimizer.{name}.{i}"), raw1(buf.clone())?);
+            }
+        }
+        let center = self.loss.center.clone();
+        let [a, b] = center.dims();
+        sd.insert(
+            "dino_loss.center",
+            RawTensor::new(vec![a, b], read(center)?)?,
+        );
+        let header = RunHeader {
+            config: self.cfg.clone(),
+            iteration: self.iteration,
+            niter_per_epoch: self.niter_per_epoch,
+            optimizer: self.optimizer.kind,
+            optimizer_steps: steps,
+        };
+        let mut bytes = to_safetensors_bytes(&sd, &self.cfg.vit()?, false)?;
+        // add our run header next to the architecture header
+        add_metadata(
+            &mut bytes,
+            TRAIN_KEY,
+            &serde_json::to_string(&header).expect("serialises"),
+        )?;
+        Ok(bytes)
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        crate::atomic_write(path, &self.checkpoint_bytes()?)
+    }
+
+    /// Restores a run from checkpoint bytes onto `device`.
+    pub fn from_checkpoint(bytes: &[u8], device: &Device) -> Result<Self> {
+        let bad = |m: String| Error::Weights(format!("training checkpoint: {m}"));
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(OWN_FORMAT) {
+            return Err(bad("not a dino-rs checkpoint".into()));
+        }
+        let header: RunHeader = serde_json::from_str(meta.get(TRAIN_KEY).ok_or_else(|| {
+            bad("no training state (an exported model, not a checkpoint?)".into())
+        })?)
+        .map_err(|e| bad(format!("bad header: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut nets: HashMap<&str, StateDict> = HashMap::new();
+        let mut optim: HashMap<String, Vec<(usize, RawTensor)>> = HashMap::new();
+        let mut center = None;
+        for (name, view) in st.tensors() {
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let t = RawTensor::new(view.shape().to_vec(), data)?;
+            if let Some(rest) = name.strip_prefix("student.") {
+                nets.entry("student").or_default().insert(rest, t);
+            } else if let Some(rest) = name.strip_prefix("teacher.") {
+                nets.entry("teacher").or_default().insert(rest, t);
+            } else if let Some(rest) = name.strip_prefix("optimizer.") {
+                let (param, idx) = rest
+                    .rsplit_once('.')
+                    .and_then(|(p, i)| Some((p.to_string(), i.parse::<usize>().ok()?)))
+                    .ok_or_else(|| bad(format!("bad optimizer key '{name}'")))?;
+                optim.entry(param).or_default().push((idx, t));
+            } else if name == "dino_loss.center" {
+                center = Some(t);
+            } else {
+                return Err(bad(format!("unexpected tensor '{name}'")));
+            }
+        }
+        let cfg = header.config;
+        let (vit, head) = (cfg.vit()?, cfg.head());
+        let ad = device.clone().autodiff();
+        let mut take = |who: &str, dev: &Device| -> Result<DinoNet> {
+            let sd = nets
+                .remove(who)
+                .ok_or_else(|| bad(format!("no {who} network")))?;
+            DinoNet::from_state_dict(&vit, &head, sd, dev)
+        };
+        let student = take("student", &ad)?;
+        let teacher = take("teacher", device)?;
+        let mut trainer =
+            Trainer::from_parts(cfg, student, Some(teacher), header.niter_per_epoch, device)?;
+        trainer.iteration = header.iteration;
+        trainer.optimizer.kind = header.optimizer;
+        for (name, mut bufs) in optim {
+            bufs.sort_by_key(|(i, _)| *i);
+            let step = *header
+                .optimizer_steps
+                .get(&name)
+                .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
+            let buffers = bufs
+                .into_iter()
+                .map(|(_, t)| Tensor::from_data(TensorData::new(t.data, t.shape), device))
+                .collect();
+            trainer
+                .optimizer
+                .states
+                .insert(name, ParamState { step, buffers });
+        }
+        let c = center.ok_or_else(|| bad("no dino_loss.center".into()))?;
+        if c.shape != [1, trainer.cfg.out_dim] {
+            return Err(bad(format!("center has shape {:?}", c.shape)));
+        }
+        trainer.loss.center = Tensor::from_data(TensorData::new(c.data, c.shape), device);
+        Ok(trainer)
+    }
+
+    /// Restores a run from a checkpoint file.
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_checkpoint(&bytes, device)
+            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
+    }
+}
+
+fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.inner()
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Weights(format!("cannot read a tensor back: {e:?}")))
+}
+
+fn raw1(t: Tensor<1>) -> Result<RawTensor> {
+    let n = t.dims()[0];
+    RawTensor::new(vec![n], read(t)?)
+}
+
+/// Rewrites a safetensors header with one more metadata entry.
+fn add_metadata(bytes: &mut Vec<u8>, key: &str, value: &str) -> Result<()> {
+    let bad = |m: &str| Error::Weights(format!("cannot add header entry: {m}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("short"))?) as usize;
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|_| bad("json"))?;
+    header
+        .as_object_mut()
+        .ok_or_else(|| bad("not an object"))?
+        .entry("__metadata__")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or_else(|| bad("metadata"))?
+        .insert(
+            key.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    let mut text = serde_json::to_vec(&header).map_err(|_| bad("json"))?;
+    // keep the data 8-byte aligned, as safetensors writers do
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    *bytes = out;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Every setting of a training run, with the defaults of `main_dino.py`. Serialised into
+//! checkpoints and loadable from TOML (`dino train --config run.toml`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{HeadConfig, OptimizerKind};
+use crate::augment::MultiCropConfig;
+use crate::{Error, Result, VitConfig};
+
+/// `main_dino.py`'s arguments (names kept), plus the head and crop sizes it hard-codes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// vit_tiny, vit_small or vit_base.
+    pub arch: String,
+    pub patch_size: usize,
+    pub out_dim: usize,
+    pub norm_last_layer: bool,
+    pub momentum_teacher: f64,
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp_epochs: usize,
+    pub weight_decay: f64,
+    pub weight_decay_end: f64,
+    pub clip_grad: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub freeze_last_layer: usize,
+    /// Peak learning rate for a batch of 256 (scaled linearly with the batch size).
+    pub lr: f64,
+    pub warmup_epochs: usize,
+    pub min_lr: f64,
+    pub optimizer: OptimizerKind,
+    pub drop_path_rate: f64,
+    pub global_crops_scale: (f64, f64),
+    pub local_crops_number: usize,
+    pub local_crops_scale: (f64, f64),
+    /// Side of the global crops (224 officially).
+    pub global_crop_size: u32,
+    /// Side of the local crops (96 officially).
+    pub local_crop_size: u32,
+    /// Hidden width and bottleneck of the head (2048 / 256 officially).
+    pub head_hidden_dim: usize,
+    pub head_bottleneck_dim: usize,
+    pub head_layers: usize,
+    pub seed: u64,
+    /// Also keep `checkpointNNNN.safetensors` every this many epochs (0: never).
+    pub saveckp_freq: usize,
+    /// Write the rolling checkpoint every this many iterations too (0: only per epoch).
+    pub checkpoint_every: usize,
+    /// Passes over the images per epoch.
+    pub dataset_repeats: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: "vit_small".into(),
+            patch_size: 16,
+            out_dim: 65536,
+            norm_last_layer: true,
+            momentum_teacher: 0.996,
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            weight_decay: 0.04,
+            weight_decay_end: 0.4,
+            clip_grad: 3.0,
+            batch_size: 64,
+            epochs: 100,
+            freeze_last_layer: 1,
+            lr: 0.0005,
+            warmup_epochs: 10,
+            min_lr: 1e-6,
+            optimizer: OptimizerKind::AdamW,
+            drop_path_rate: 0.1,
+            global_crops_scale: (0.4, 1.0),
+            local_crops_number: 8,
+            local_crops_scale: (0.05, 0.4),
+            global_crop_size: 224,
+            local_crop_size: 96,
+            head_hidden_dim: 2048,
+            head_bottleneck_dim: 256,
+            head_layers: 3,
+            seed: 0,
+            saveckp_freq: 20,
+            checkpoint_every: 0,
+            dataset_repeats: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The small run `dino train` does on its built-in photos: a few minutes on a laptop CPU.
+    pub fn demo() -> Self {
+        Self {
+            arch: "vit_tiny".into(),
+            patch_size: 16,
+            out_dim: 1024,
+            batch_size: 8,
+            epochs: 10,
+            warmup_epochs: 2,
+            lr: 0.0005,
+            min_lr: 1e-5,
+            global_crop_size: 96,
+            local_crop_size: 48,
+            local_crops_number: 4,
+            head_hidden_dim: 512,
+            head_bottleneck_dim: 128,
+            dataset_repeats: 4,
+            saveckp_freq: 0,
+            momentum_teacher: 0.99,
+            ..Self::default()
+        }
+    }
+
+    /// Reads a TOML file; fields it does not set keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Input(format!("training config: {e}")))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+
+    pub fn vit(&self) -> Result<VitConfig> {
+        let mut v = VitConfig::preset(&self.arch, self.patch_size)?;
+        v.drop_path_rate = self.drop_path_rate;
+        v.pos_grid = (self.global_crop_size as usize / self.patch_size).max(1);
+        Ok(v)
+    }
+
+    pub fn head(&self) -> HeadConfig {
+        HeadConfig {
+            out_dim: self.out_dim,
+            hidden_dim: self.head_hidden_dim,
+            bottleneck_dim: self.head_bottleneck_dim,
+            nlayers: self.head_layers,
+            norm_last_layer: self.norm_last_layer,
+        }
+    }
+
+    pub fn crops(&self) -> MultiCropConfig {
+        MultiCropConfig {
+            global_size: self.global_crop_size,
+            local_size: self.local_crop_size,
+            global_scale: self.global_crops_scale,
+            local_scale: self.local_crops_scale,
+            local_crops: self.local_crops_number,
+        }
+    }
+
+    /// Checks everything a run relies on before it starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(format!("training config: {m}")));
+        self.vit()?.validate()?;
+        self.head().validate()?;
+        self.crops().validate()?;
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch_size must be positive".into());
+        }
+        if self.warmup_epochs > self.epochs || self.warmup_teacher_temp_epochs > self.epochs {
+            return bad(format!(
+                "warm-up ({} epochs, teacher temperature {}) longer than the run ({} epochs)",
+                self.warmup_epochs, self.warmup_teacher_temp_epochs, self.epochs
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.momentum_teacher) {
+            return bad(format!(
+                "momentum_teacher {} is not in [0, 1]",
+                self.momentum_teacher
+            ));
+        }
+        if self.teacher_temp <= 0.0 || self.warmup_teacher_temp <= 0.0 || self.lr < 0.0 {
+            return bad("temperatures must be positive and lr non-negative".into());
+        }
+        if self.global_crop_size < self.patch_size as u32
+            || self.local_crop_size < self.patch_size as u32
+        {
+            return bad(format!(
+                "crops of {} / {} px are smaller than one {}-px patch",
+                self.global_crop_size, self.local_crop_size, self.patch_size
+            ));
+        }
+        if self.dataset_repeats == 0 {
+            return bad("dataset_repeats must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Training runs end to end on real photos: loss stays finite and moves, checkpoints hold the
+//! whole run, and a run interrupted and resumed equals an uninterrupted one exactly.
+
+use std::sync::Arc;
+
+use dino_core::data::{ImageFolder, MultiCropLoader};
+use dino_core::train::{TrainConfig, Trainer};
+use dino_core::weights::{CheckpointKey, LoadOptions, WeightFormat, load_file};
+use dino_tests::*;
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        arch: "vit_tiny".into(),
+        patch_size: 16,
+        out_dim: 64,
+        head_hidden_dim: 32,
+        head_bottleneck_dim: 16,
+        batch_size: 2,
+        epochs: 2,
+        warmup_epochs: 1,
+        lr: 0.05,
+        global_crop_size: 32,
+        local_crop_size: 16,
+        local_crops_number: 2,
+        drop_path_rate: 0.2,
+        dataset_repeats: 1,
+        seed: 11,
+        ..TrainConfig::default()
+    }
+}
+
+fn loader(cfg: &TrainConfig) -> MultiCropLoader {
+    let folder = ImageFolder::scan(&fixture("images")).unwrap();
+    MultiCropLoader::new(
+        Arc::new(folder),
+        cfg.crops(),
+        cfg.batch_size,
+        cfg.seed,
+        cfg.dataset_repeats,
+    )
+    .unwrap()
+}
+
+fn run(trainer: &mut Trainer, loader: &MultiCropLoader, iters: usize) -> Vec<f64> {
+    let mut losses = Vec::new();
+    for _ in 0..iters {
+        let (e, it) = (trainer.epoch(), trainer.iteration % trainer.niter_per_epoch);
+        let order = loader.epoch_order(e);
+        let (batch, skipped) = loader.batch(e, it, &order).unwrap();
+        assert!(skipped.is_empty());
+        losses.push(trainer.step(&batch).unwrap().loss);
+    }
+    losses
+}
+
+fn state(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<_> = t.checkpoint_bytes_tensors();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+trait Tensors {
+    fn checkpoint_bytes_tensors(&self) -> Vec<(String, Vec<f32>)>;
+}
+
+impl Tensors for Trainer {
+    fn checkpoint_bytes_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        let bytes = self.checkpoint_bytes().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|(k, v)| {
+                let d = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                (k, d)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let cfg = tiny_config();
+    let ld = loader(&cfg);
+    let n = ld.niter_per_epoch();
+    assert_eq!(n, 5); // 11 images / batch 2, the last one dropped
+    let dev = device();
+
+    // 7 iterations: the resumed part crosses the epoch boundary (5)
+    let mut straight = Trainer::new(cfg.clone(), n, &dev).unwrap();
+    let losses = run(&mut straight, &ld, 7);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+
+    let mut first = Trainer::new(cfg.clone(), n, &dev).unwrap();
+    let early = run(&mut first, &ld, 3);
+    assert_eq!(early, losses[..3], "same seed, same run");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    first.save(&path).unwrap();
+    drop(first);
+    let mut resumed = Trainer::load(&path, &dev).unwrap();
+    assert_eq!((resumed.iteration, resumed.epoch()), (3, 0));
+    let late = run(&mut resumed, &ld, 4);
+    assert_eq!(late, losses[3..], "resumed losses");
+    let (a, b) = (state(&straight), state(&resumed));
+    assert_eq!(a.len(), b.len());
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(va == vb, "{ka} differs after resuming");
+    }
+}
+
+#[test]
+fn checkpoints_are_model_files_too() {
+    let cfg = tiny_config();
+    let ld = loader(&cfg);
+    let mut t = Trainer::new(cfg, ld.niter_per_epoch(), &device()).unwrap();
+    run(&mut t, &ld, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    t.save(&path).unwrap();
+    for key in [CheckpointKey::Teacher, CheckpointKey::Student] {
+        let w = load_file(
+            &path,
+            &LoadOptions {
+                checkpoint_key: key,
+                heads: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(w.format, WeightFormat::Dino);
+        assert_eq!(
+            (w.config.dim, w.config.heads, w.config.pos_grid),
+            (192, 3, 2)
+        );
+        let model =
+            dino_core::VisionTransformer::from_state_dict(&w.config, w.state, &device()).unwrap();
+        let want = if key == CheckpointKey::Teacher {
+            t.teacher()
+        } else {
+            t.student()
+        };
+        assert_eq!(
+            model
+                .to_state_dict()
+                .unwrap()
+                .get("blocks.0.attn.qkv.weight"),
+            want.backbone
+                .to_state_dict()
+                .unwrap()
+                .get("blocks.0.attn.qkv.weight")
+        );
+    }
+    // a checkpoint that is not a training checkpoint, or a cut one, is refused clearly
+    let e = Trainer::load(&fixture("weights/s16_hf.safetensors"), &device())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not a dino-rs checkpoint"), "{e}");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(Trainer::load(&path, &device()).is_err());
+}
+
+#[test]
+fn student_learns_to_match_the_teacher_on_a_fixed_batch() {
+    // The teacher moves slowly (momentum 0.996): repeated on one batch, the student must fit it.
+    let mut cfg = tiny_config();
+    cfg.epochs = 30;
+    cfg.warmup_epochs = 0;
+    cfg.freeze_last_layer = 0;
+    cfg.drop_path_rate = 0.0;
+    cfg.lr = 0.5;
+    cfg.momentum_teacher = 0.996;
+    let ld = loader(&cfg);
+    let (batch, _) = ld.batch(0, 0, &ld.epoch_order(0)).unwrap();
+    let mut t = Trainer::new(cfg, 1, &device()).unwrap();
+    let losses: Vec<f64> = (0..30).map(|_| t.step(&batch).unwrap().loss).collect();
+    let first = losses[..3].iter().sum::<f64>() / 3.0;
+    let last = losses[27..].iter().sum::<f64>() / 3.0;
+    assert!(last < 0.8 * first, "loss did not fall: {losses:?}");
+}
