@@ -1,10 +1,12 @@
 //! `dino`: DINO Vision Transformers from the command line.
 
 mod backend;
+mod builtin;
 mod commands;
 mod engine;
 mod model_args;
 mod npy;
+mod plots;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert any supported weights file to this project's safetensors (what the web page loads).
     Export(commands::export::Args),
+    /// Train a ViT with DINO on a folder of images (or, without --data, a demo on built-in photos).
+    Train(Box<commands::train::Args>),
     /// Time the ViT forward pass (and PyTorch / ONNX Runtime side by side when installed).
     Bench(commands::bench::Args),
 }
@@ -48,6 +52,7 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Bench(a) => commands::bench::run(a, cli.threads),
+        Command::Train(a) => commands::train::run(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

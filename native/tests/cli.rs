@@ -326,3 +326,178 @@ fn bad_inputs_fail_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resize"));
     assert!(!o.join("attention.npy").exists());
 }
+
+fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    train_args_with(data, out, "3", "1")
+}
+
+fn train_args_with<'a>(
+    data: &'a str,
+    out: &'a str,
+    epochs: &'a str,
+    warmup: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--output-dir",
+        out,
+        "--arch",
+        "vit_tiny",
+        "--out-dim",
+        "32",
+        "--head-hidden-dim",
+        "16",
+        "--head-bottleneck-dim",
+        "8",
+        "--batch-size",
+        "2",
+        "--epochs",
+        epochs,
+        "--warmup-epochs",
+        warmup,
+        "--global-crop-size",
+        "32",
+        "--local-crop-size",
+        "16",
+        "--local-crops-number",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--attention-images",
+        "2",
+        "--seed",
+        "3",
+    ]
+}
+
+#[test]
+fn train_writes_everything_a_person_looks_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = fixture("images");
+    ok(&train_args(s(&data), s(&out)));
+    for f in [
+        "checkpoint.safetensors",
+        "teacher.safetensors",
+        "config.toml",
+        "log.txt",
+        "metrics.jsonl",
+        "plots/loss.png",
+        "plots/schedules.png",
+        "attention/epoch003.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let log = std::fs::read_to_string(out.join("log.txt")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 15); // 3 epochs x 5 iterations
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for k in ["loss", "lr", "wd", "momentum", "teacher_temp", "img_per_s"] {
+        assert!(first[k].is_number(), "{k}");
+    }
+    // the exported teacher is a model file for every command
+    let a = dir.path().join("att");
+    ok(&[
+        "attention",
+        "-w",
+        s(&out.join("teacher.safetensors")),
+        s(&fixture("images/chelsea.png")),
+        "-o",
+        s(&a),
+    ]);
+    let text = ok(&["inspect", "-w", s(&out.join("checkpoint.safetensors"))]);
+    assert!(
+        text.contains("dino-rs") && text.contains("embed dim:     192"),
+        "{text}"
+    );
+    // a finished run is not trained again
+    let again = dino(&train_args(s(&data), s(&out)));
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already finished"));
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("images");
+    let (a, b) = (dir.path().join("straight"), dir.path().join("killed"));
+    ok(&train_args(s(&data), s(&a)));
+    // kill the second run as soon as its first checkpoint exists
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dino"))
+        .args(train_args(s(&data), s(&b)))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = b.join("checkpoint.safetensors");
+    let t = std::time::Instant::now();
+    while !ckpt.exists() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = dino(&train_args(s(&data), s(&b)));
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains("resuming") || err.contains("already finished"),
+        "{err}"
+    );
+    let wa = std::fs::read(a.join("teacher.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("teacher.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "the resumed run's teacher differs from the uninterrupted one"
+    );
+    let ca = std::fs::read(a.join("checkpoint.safetensors")).unwrap();
+    let cb = std::fs::read(b.join("checkpoint.safetensors")).unwrap();
+    assert!(ca == cb, "the resumed run's checkpoint differs");
+    // the metrics log has each iteration once
+    let m = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.lines().count(), 15);
+}
+
+#[test]
+fn train_refuses_bad_settings_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let e = fails(&["train", "--data", "/nonexistent", "--output-dir", s(&out)]);
+    assert!(e.contains("/nonexistent"), "{e}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = fails(&["train", "--data", s(&empty), "--output-dir", s(&out)]);
+    assert!(e.contains("no images found"), "{e}");
+    let e = fails(&[
+        "train",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "5",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert!(e.contains("warm-up"), "{e}");
+    let e = fails(&["train", "--arch", "vit_huge", "--output-dir", s(&out)]);
+    assert!(e.contains("unknown architecture"), "{e}");
+    // a folder with an unreadable image: skipped with a warning, the run goes on
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["chelsea.png", "coffee.png", "rocket.jpg"] {
+        std::fs::copy(fixture(&format!("images/{f}")), data.join(f)).unwrap();
+    }
+    std::fs::write(data.join("broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    let mut args = train_args_with(s(&data), s(&out), "2", "0");
+    args.extend(["--attention-every", "0"]);
+    let r = dino(&args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("skipping unreadable image") && err.contains("broken.jpg"),
+        "{err}"
+    );
+    let text = ok(&["train", "--print-config"]);
+    let cfg: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(cfg["arch"].as_str(), Some("vit_tiny"));
+}

@@ -3,13 +3,13 @@
 //! the optimiser state, the loss center, and in its header the architecture, the training
 //! config and the position in the run. Written atomically; a resumed run continues exactly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{DinoNet, OptimizerKind, ParamState, TrainConfig, Trainer};
-use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes};
+use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes_with};
 use crate::{Error, Result};
 
 /// Header entry with the run's position and config.
@@ -21,7 +21,7 @@ struct RunHeader {
     iteration: usize,
     niter_per_epoch: usize,
     optimizer: OptimizerKind,
-    optimizer_steps: HashMap<String, u64>,
+    optimizer_steps: BTreeMap<String, u64>,
 }
 
 impl Trainer {
@@ -33,7 +33,7 @@ impl Trainer {
                 sd.insert(format!("{who}.{k}"), t);
             }
         }
-        let mut steps = HashMap::new();
+        let mut steps = BTreeMap::new();
         for (name, state) in &self.optimizer.states {
             steps.insert(name.clone(), state.step);
             for (i, buf) in state.buffers.iter().enumerate() {
@@ -53,14 +53,8 @@ impl Trainer {
             optimizer: self.optimizer.kind,
             optimizer_steps: steps,
         };
-        let mut bytes = to_safetensors_bytes(&sd, &self.cfg.vit()?, false)?;
-        // add our run header next to the architecture header
-        add_metadata(
-            &mut bytes,
-            TRAIN_KEY,
-            &serde_json::to_string(&header).expect("serialises"),
-        )?;
-        Ok(bytes)
+        let run = serde_json::to_string(&header).expect("serialises");
+        to_safetensors_bytes_with(&sd, &self.cfg.vit()?, false, &[(TRAIN_KEY, run)])
     }
 
     /// Writes the checkpoint atomically.
@@ -164,34 +158,4 @@ fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 fn raw1(t: Tensor<1>) -> Result<RawTensor> {
     let n = t.dims()[0];
     RawTensor::new(vec![n], read(t)?)
-}
-
-/// Rewrites a safetensors header with one more metadata entry.
-fn add_metadata(bytes: &mut Vec<u8>, key: &str, value: &str) -> Result<()> {
-    let bad = |m: &str| Error::Weights(format!("cannot add header entry: {m}"));
-    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("short"))?) as usize;
-    let mut header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|_| bad("json"))?;
-    header
-        .as_object_mut()
-        .ok_or_else(|| bad("not an object"))?
-        .entry("__metadata__")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata"))?
-        .insert(
-            key.to_string(),
-            serde_json::Value::String(value.to_string()),
-        );
-    let mut text = serde_json::to_vec(&header).map_err(|_| bad("json"))?;
-    // keep the data 8-byte aligned, as safetensors writers do
-    while (8 + text.len()) % 8 != 0 {
-        text.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
-    out.extend((text.len() as u64).to_le_bytes());
-    out.extend(text);
-    out.extend_from_slice(&bytes[8 + n..]);
-    *bytes = out;
-    Ok(())
 }

@@ -98,9 +98,10 @@ impl TrainConfig {
             patch_size: 16,
             out_dim: 1024,
             batch_size: 8,
-            epochs: 10,
+            epochs: 20,
             warmup_epochs: 2,
-            lr: 0.0005,
+            // for a batch of 256, as `lr`: 1.6e-4 at this batch of 8
+            lr: 0.005,
             min_lr: 1e-5,
             global_crop_size: 96,
             local_crop_size: 48,

@@ -41,15 +41,18 @@ pub(crate) enum Container {
 }
 
 pub(crate) fn sniff(head: &[u8]) -> Container {
-    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
-        // torch.save zip container, or a legacy pickle (protocol 2+ starts with 0x80)
-        return Container::Pytorch;
-    }
+    // safetensors first: its 8-byte header length may start with any byte (0x80 too)
     if head.len() >= 9 {
-        let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+        let n = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         if n > 1 && n < 100_000_000 && head[8] == b'{' {
             return Container::Safetensors;
         }
+    }
+    // torch.save zip container, or a legacy pickle (protocol 2+: 0x80 then the version)
+    if head.starts_with(b"PK\x03\x04")
+        || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]))
+    {
+        return Container::Pytorch;
     }
     Container::Unknown
 }

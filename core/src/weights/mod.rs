@@ -23,7 +23,7 @@ mod state_dict;
 pub use detect::detect_config;
 pub use format::WeightFormat;
 pub use hf::hf_to_official;
-pub use own::{OWN_FORMAT, save_safetensors, to_safetensors_bytes};
+pub use own::{OWN_FORMAT, save_safetensors, to_safetensors_bytes, to_safetensors_bytes_with};
 pub use state_dict::{RawTensor, StateDict, transpose};
 
 use crate::{Error, Result, VitConfig};

@@ -29,6 +29,17 @@ pub(crate) fn read_header(meta: &HashMap<String, String>) -> Option<Result<VitCo
 
 /// Serialises tensors (official layout) and the architecture; `half` stores f16.
 pub fn to_safetensors_bytes(sd: &StateDict, config: &VitConfig, half: bool) -> Result<Vec<u8>> {
+    to_safetensors_bytes_with(sd, config, half, &[])
+}
+
+/// [`to_safetensors_bytes`] with more header entries. The header is written with sorted keys,
+/// so the same content always gives the same bytes.
+pub fn to_safetensors_bytes_with(
+    sd: &StateDict,
+    config: &VitConfig,
+    half: bool,
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sd
         .iter()
         .map(|(k, t)| {
@@ -49,15 +60,37 @@ pub fn to_safetensors_bytes(sd: &StateDict, config: &VitConfig, half: bool) -> R
         .map(|(k, s, d)| Ok((k.clone(), TensorView::new(dtype, s.clone(), d)?)))
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| Error::Weights(format!("cannot serialise: {e}")))?;
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), OWN_FORMAT.to_string()),
         (
             CONFIG_KEY.to_string(),
             serde_json::to_string(config).expect("config serialises"),
         ),
     ]);
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Weights(format!("cannot serialise: {e}")))
+    for (k, v) in extra {
+        meta.insert(k.to_string(), v.clone());
+    }
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Weights(format!("cannot serialise: {e}")))?;
+    canonical_header(bytes)
+}
+
+/// Rewrites the JSON header with sorted keys (safetensors writes its metadata map in hash
+/// order), keeping the data 8-byte aligned.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |m: &str| Error::Weights(format!("cannot write the header: {m}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("short"))?) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|_| bad("not JSON"))?;
+    let mut text = serde_json::to_vec(&header).map_err(|_| bad("not JSON"))?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes the file atomically: a temporary file in the same folder, then a rename, so an

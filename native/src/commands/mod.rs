@@ -5,3 +5,5 @@ pub mod bench;
 pub mod embed;
 pub mod export;
 pub mod inspect;
+pub mod snapshots;
+pub mod train;
