@@ -13,6 +13,7 @@ pub mod cpu;
 #[cfg(not(target_family = "wasm"))]
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod imaging;
 pub mod masks;
 pub mod model;

@@ -14,6 +14,10 @@ pub struct TrainConfig {
     /// vit_tiny, vit_small or vit_base.
     pub arch: String,
     pub patch_size: usize,
+    /// Custom sizes overriding the preset (small data: e.g. 128 dims, 6 blocks, 4 heads).
+    pub embed_dim: Option<usize>,
+    pub depth: Option<usize>,
+    pub num_heads: Option<usize>,
     pub out_dim: usize,
     pub norm_last_layer: bool,
     pub momentum_teacher: f64,
@@ -57,6 +61,9 @@ impl Default for TrainConfig {
         Self {
             arch: "vit_small".into(),
             patch_size: 16,
+            embed_dim: None,
+            depth: None,
+            num_heads: None,
             out_dim: 65536,
             norm_last_layer: true,
             momentum_teacher: 0.996,
@@ -126,6 +133,17 @@ impl TrainConfig {
 
     pub fn vit(&self) -> Result<VitConfig> {
         let mut v = VitConfig::preset(&self.arch, self.patch_size)?;
+        if let Some(d) = self.embed_dim {
+            v.dim = d;
+            v.mlp_hidden = 4 * d;
+            v.heads = self.num_heads.unwrap_or((d / 64).max(1));
+        }
+        if let Some(h) = self.num_heads {
+            v.heads = h;
+        }
+        if let Some(n) = self.depth {
+            v.depth = n;
+        }
         v.drop_path_rate = self.drop_path_rate;
         v.pos_grid = (self.global_crop_size as usize / self.patch_size).max(1);
         Ok(v)

@@ -2,10 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use dino_core::imaging::{Resize, load_image, prepare};
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
+use dino_core::imaging::Resize;
 
 use crate::model_args::WeightsArgs;
 
@@ -34,61 +31,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = args.weights.load_engine()?;
-    let patch = engine.config().patch;
     let dim = engine.config().dim;
     let n = args.images.len();
-    let bar = ProgressBar::new(n as u64).with_style(
-        ProgressStyle::with_template("{msg:>9} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("decoding");
-    // Decode and resize in parallel; any unreadable image stops the run (rows must align).
-    let prepared: Vec<_> = args
-        .images
-        .par_iter()
-        .map(|p| {
-            let img = load_image(p)?;
-            let x =
-                prepare(&img, &args.resize, patch).with_context(|| format!("{}", p.display()))?;
-            bar.inc(1);
-            Ok(x)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    bar.set_position(0);
-    bar.set_message("embedding");
-    // Batch images of equal size together, then put rows back in argument order.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (prepared[i].width(), prepared[i].height(), i));
-    let mut feats = vec![0f32; n * dim];
-    let mut start = 0;
-    while start < n {
-        let size = prepared[order[start]].dimensions();
-        let mut end = start + 1;
-        while end < n
-            && end - start < args.batch_size as usize
-            && prepared[order[end]].dimensions() == size
-        {
-            end += 1;
-        }
-        let batch: Vec<_> = order[start..end]
-            .iter()
-            .map(|&i| prepared[i].clone())
-            .collect();
-        let rows = engine.cls(&batch)?;
-        for (k, &i) in order[start..end].iter().enumerate() {
-            let row = &mut feats[i * dim..(i + 1) * dim];
-            row.copy_from_slice(&rows[k * dim..(k + 1) * dim]);
-            if args.l2 {
-                // F.normalize: divide by max(||x||, 1e-12)
-                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                row.iter_mut().for_each(|v| *v /= norm);
-            }
-        }
-        bar.inc((end - start) as u64);
-        start = end;
+    let mut feats = crate::features::cls_features(
+        &engine,
+        &args.images,
+        &args.resize,
+        args.batch_size as usize,
+        "embedding",
+    )?;
+    if args.l2 {
+        dino_core::eval::l2_normalize(&mut feats, dim);
     }
-    bar.finish_and_clear();
     crate::npy::write(&args.out, &[n, dim], &feats)?;
     eprintln!("wrote {} ({n} x {dim} f32)", args.out.display());
     Ok(())

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod embed;
 pub mod export;
 pub mod inspect;
+pub mod knn;
 pub mod snapshots;
 pub mod train;

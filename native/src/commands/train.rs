@@ -54,6 +54,15 @@ pub struct Args {
     /// Patch size. [16]
     #[arg(long)]
     patch_size: Option<usize>,
+    /// Custom embedding dimension (overrides the preset; MLP 4x). [preset]
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    /// Custom number of blocks. [preset]
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Custom number of heads. [preset, or embed_dim / 64]
+    #[arg(long)]
+    num_heads: Option<usize>,
     /// Head output dimension K. [65536]
     #[arg(long)]
     out_dim: Option<usize>,
@@ -189,6 +198,15 @@ impl Args {
             checkpoint_every,
             dataset_repeats
         );
+        for (field, v) in [
+            (&mut c.embed_dim, self.embed_dim),
+            (&mut c.depth, self.depth),
+            (&mut c.num_heads, self.num_heads),
+        ] {
+            if v.is_some() {
+                *field = v;
+            }
+        }
         if let Some(v) = &self.global_crops_scale {
             c.global_crops_scale = (v[0], v[1]);
         }

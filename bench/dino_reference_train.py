@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""The official DINO recipe (main_dino.py) in PyTorch, for side-by-side learning benchmarks
+against `dino train`: same data folder, same model sizes, same crops, same schedules, same
+budget. Written from the official code: timm's VisionTransformer with the official position
+embedding interpolation, DINOHead, MultiCropWrapper, DINOLoss, DataAugmentationDINO with
+torchvision transforms, AdamW on the official parameter groups, per-tensor clipping, frozen
+last layer, cosine schedules and the teacher EMA. Single process, CPU.
+
+Saves the teacher backbone as OUT/teacher_backbone.safetensors in the official key layout,
+which `dino knn` / `dino attention` load directly.
+
+    python3 bench/dino_reference_train.py --data /tmp/fmnist/train_10000 --out /tmp/ref \
+        --embed-dim 128 --depth 6 --num-heads 4 --patch-size 4 --global-crop-size 28 \
+        --local-crop-size 12 --local-crops-number 6 --out-dim 4096 --batch-size 128 --epochs 10
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image, ImageFilter, ImageOps
+from torchvision import datasets, transforms
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+from make_fixtures import interpolate_pos_encoding  # noqa: E402
+
+
+class GaussianBlur:
+    def __init__(self, p=0.5, radius_min=0.1, radius_max=2.0):
+        self.prob, self.radius_min, self.radius_max = p, radius_min, radius_max
+
+    def __call__(self, img):
+        if random.random() <= self.prob:
+            return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.radius_min, self.radius_max)))
+        return img
+
+
+class Solarization:
+    def __init__(self, p):
+        self.p = p
+
+    def __call__(self, img):
+        return ImageOps.solarize(img) if random.random() < self.p else img
+
+
+class DataAugmentationDINO:
+    def __init__(self, args):
+        flip_and_color_jitter = transforms.Compose([
+            transforms.RandomHorizontalFlip(p=0.5),
+            transforms.RandomApply([transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            transforms.RandomGrayscale(p=0.2),
+        ])
+        normalize = transforms.Compose([
+            transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        g, l = args.global_crop_size, args.local_crop_size
+        self.global1 = transforms.Compose([
+            transforms.RandomResizedCrop(g, scale=tuple(args.global_crops_scale), interpolation=Image.BICUBIC),
+            flip_and_color_jitter, GaussianBlur(1.0), normalize])
+        self.global2 = transforms.Compose([
+            transforms.RandomResizedCrop(g, scale=tuple(args.global_crops_scale), interpolation=Image.BICUBIC),
+            flip_and_color_jitter, GaussianBlur(0.1), Solarization(0.2), normalize])
+        self.n_local = args.local_crops_number
+        self.local = transforms.Compose([
+            transforms.RandomResizedCrop(l, scale=tuple(args.local_crops_scale), interpolation=Image.BICUBIC),
+            flip_and_color_jitter, GaussianBlur(p=0.5), normalize])
+
+    def __call__(self, image):
+        return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.n_local)]
+
+
+class DINOHead(nn.Module):
+    def __init__(self, in_dim, out_dim, norm_last_layer=True, nlayers=3, hidden_dim=2048, bottleneck_dim=256):
+        super().__init__()
+        layers = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+        for _ in range(nlayers - 2):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.apply(self._init_weights)
+        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer.weight_g.data.fill_(1)
+        if norm_last_layer:
+            self.last_layer.weight_g.requires_grad = False
+
+    def _init_weights(self, m):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x):
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+
+class Backbone(nn.Module):
+    """The official ViT forward (CLS after the final norm) on timm's modules."""
+
+    def __init__(self, args, drop_path_rate):
+        super().__init__()
+        import timm
+
+        self.vit = timm.models.vision_transformer.VisionTransformer(
+            img_size=args.global_crop_size, patch_size=args.patch_size, embed_dim=args.embed_dim,
+            depth=args.depth, num_heads=args.num_heads, mlp_ratio=4, qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0, drop_path_rate=drop_path_rate)
+        for p in (self.vit.pos_embed, self.vit.cls_token):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.patch = args.patch_size
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        m = self.vit
+        t = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat((m.cls_token.expand(b, -1, -1), t), dim=1)
+        t = t + interpolate_pos_encoding(m.pos_embed, h, w, self.patch)
+        for blk in m.blocks:
+            t = blk(t)
+        return m.norm(t)[:, 0]
+
+
+class MultiCropWrapper(nn.Module):
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x):
+        idx_crops = torch.cumsum(torch.unique_consecutive(
+            torch.tensor([inp.shape[-1] for inp in x]), return_counts=True)[1], 0)
+        start, output = 0, []
+        for end in idx_crops:
+            output.append(self.backbone(torch.cat(x[start:end])))
+            start = end
+        return self.head(torch.cat(output))
+
+
+class DINOLoss(nn.Module):
+    def __init__(self, out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs):
+        super().__init__()
+        self.student_temp, self.center_momentum, self.ncrops = 0.1, 0.9, ncrops
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.teacher_temp_schedule = np.concatenate((
+            np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs),
+            np.ones(nepochs - warmup_teacher_temp_epochs) * teacher_temp))
+
+    def forward(self, student_output, teacher_output, epoch):
+        student_out = (student_output / self.student_temp).chunk(self.ncrops)
+        temp = self.teacher_temp_schedule[epoch]
+        teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1).detach().chunk(2)
+        total, n = 0, 0
+        for iq, q in enumerate(teacher_out):
+            for v in range(len(student_out)):
+                if v == iq:
+                    continue
+                total += torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1).mean()
+                n += 1
+        total /= n
+        with torch.no_grad():
+            batch_center = teacher_output.sum(0, keepdim=True) / len(teacher_output)
+            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
+        return total
+
+
+def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warmup_schedule, schedule))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--embed-dim", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--num-heads", type=int, default=4)
+    ap.add_argument("--patch-size", type=int, default=4)
+    ap.add_argument("--out-dim", type=int, default=4096)
+    ap.add_argument("--head-hidden-dim", type=int, default=512)
+    ap.add_argument("--head-bottleneck-dim", type=int, default=128)
+    ap.add_argument("--norm-last-layer", type=lambda s: s.lower() == "true", default=True)
+    ap.add_argument("--momentum-teacher", type=float, default=0.996)
+    ap.add_argument("--warmup-teacher-temp", type=float, default=0.04)
+    ap.add_argument("--teacher-temp", type=float, default=0.04)
+    ap.add_argument("--warmup-teacher-temp-epochs", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=0.04)
+    ap.add_argument("--weight-decay-end", type=float, default=0.4)
+    ap.add_argument("--clip-grad", type=float, default=3.0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--freeze-last-layer", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=0.0005)
+    ap.add_argument("--warmup-epochs", type=int, default=10)
+    ap.add_argument("--min-lr", type=float, default=1e-6)
+    ap.add_argument("--drop-path-rate", type=float, default=0.1)
+    ap.add_argument("--global-crops-scale", type=float, nargs=2, default=(0.4, 1.0))
+    ap.add_argument("--local-crops-number", type=int, default=8)
+    ap.add_argument("--local-crops-scale", type=float, nargs=2, default=(0.05, 0.4))
+    ap.add_argument("--global-crop-size", type=int, default=224)
+    ap.add_argument("--local-crop-size", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+
+    dataset = datasets.ImageFolder(args.data, transform=DataAugmentationDINO(args),
+                                   loader=lambda p: Image.open(p).convert("RGB"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.workers, drop_last=True,
+                                         persistent_workers=args.workers > 0)
+    student = MultiCropWrapper(Backbone(args, args.drop_path_rate), DINOHead(
+        args.embed_dim, args.out_dim, args.norm_last_layer, 3, args.head_hidden_dim, args.head_bottleneck_dim))
+    teacher = MultiCropWrapper(Backbone(args, 0.0), DINOHead(
+        args.embed_dim, args.out_dim, True, 3, args.head_hidden_dim, args.head_bottleneck_dim))
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    regularized, not_regularized = [], []
+    for name, p in student.named_parameters():
+        if p.requires_grad:
+            (not_regularized if name.endswith(".bias") or len(p.shape) == 1 else regularized).append(p)
+    optimizer = torch.optim.AdamW([{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}])
+    niter = len(loader)
+    lr_schedule = cosine_scheduler(args.lr * args.batch_size / 256.0, args.min_lr, args.epochs, niter,
+                                   warmup_epochs=args.warmup_epochs)
+    wd_schedule = cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, niter)
+    momentum_schedule = cosine_scheduler(args.momentum_teacher, 1, args.epochs, niter)
+    dino_loss = DINOLoss(args.out_dim, args.local_crops_number + 2, args.warmup_teacher_temp,
+                         args.teacher_temp, args.warmup_teacher_temp_epochs, args.epochs)
+
+    log = open(os.path.join(args.out, "log.txt"), "w")
+    start = time.time()
+    for epoch in range(args.epochs):
+        losses, t0 = [], time.time()
+        for it_in_epoch, (images, _) in enumerate(loader):
+            it = niter * epoch + it_in_epoch
+            for i, group in enumerate(optimizer.param_groups):
+                group["lr"] = lr_schedule[it]
+                if i == 0:
+                    group["weight_decay"] = wd_schedule[it]
+            teacher_output = teacher(images[:2])
+            student_output = student(images)
+            loss = dino_loss(student_output, teacher_output, epoch)
+            if not math.isfinite(loss.item()):
+                sys.exit(f"loss is {loss.item()}, stopping")
+            optimizer.zero_grad()
+            loss.backward()
+            if args.clip_grad:
+                for p in student.parameters():
+                    if p.grad is not None:
+                        clip_coef = args.clip_grad / (p.grad.data.norm(2) + 1e-6)
+                        if clip_coef < 1:
+                            p.grad.data.mul_(clip_coef)
+            if epoch < args.freeze_last_layer:
+                for n, p in student.named_parameters():
+                    if "last_layer" in n:
+                        p.grad = None
+            optimizer.step()
+            with torch.no_grad():
+                m = momentum_schedule[it]
+                for pq, pk in zip(student.parameters(), teacher.parameters()):
+                    pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+            losses.append(loss.item())
+        stats = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                 "img_per_s": niter * args.batch_size / (time.time() - t0)}
+        log.write(json.dumps(stats) + "\n")
+        log.flush()
+        print(json.dumps(stats), flush=True)
+
+    from safetensors.torch import save_file
+
+    state = {k.replace("backbone.vit.", ""): v.contiguous() for k, v in teacher.state_dict().items()
+             if k.startswith("backbone.vit.")}
+    save_file(state, os.path.join(args.out, "teacher_backbone.safetensors"))
+    print(f"trained in {time.time() - start:.0f} s; wrote {args.out}/teacher_backbone.safetensors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+//! Weighted k-NN classification of `eval_knn.py`: cosine similarity of L2-normalised features,
+//! the k nearest training images vote for their class with weight `exp(sim / T)`.
+
+use crate::cpu::matmul::{Epilogue, matmul};
+use crate::{Error, Result};
+
+/// Accuracy (%) at one k.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KnnAccuracy {
+    pub k: usize,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// Divides each `d`-wide row by its L2 norm (`F.normalize`, eps 1e-12).
+pub fn l2_normalize(rows: &mut [f32], d: usize) {
+    for r in rows.chunks_exact_mut(d) {
+        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        r.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+/// `knn_classifier` for every k in `ks` at once (features already L2-normalised).
+pub fn knn_classify(
+    train: &[f32],
+    train_labels: &[usize],
+    test: &[f32],
+    test_labels: &[usize],
+    d: usize,
+    ks: &[usize],
+    temperature: f32,
+    num_classes: usize,
+) -> Result<Vec<KnnAccuracy>> {
+    let (n, m) = (train_labels.len(), test_labels.len());
+    if train.len() != n * d || test.len() != m * d {
+        return Err(Error::Input("feature and label counts disagree".into()));
+    }
+    let kmax = ks.iter().copied().max().unwrap_or(0);
+    if kmax == 0 || kmax > n {
+        return Err(Error::Input(format!(
+            "k must be in 1..={n} (the training images)"
+        )));
+    }
+    if train_labels
+        .iter()
+        .chain(test_labels)
+        .any(|&l| l >= num_classes)
+    {
+        return Err(Error::Input("a label is out of range".into()));
+    }
+    // similarity = test @ train^T, chunk by chunk of test rows
+    let mut train_t = vec![0f32; d * n];
+    for i in 0..n {
+        for j in 0..d {
+            train_t[j * n + i] = train[i * d + j];
+        }
+    }
+    let chunk = 256.min(m.max(1));
+    let mut sim = vec![0f32; chunk * n];
+    let zeros = vec![0f32; n];
+    let mut correct1 = vec![0usize; ks.len()];
+    let mut correct5 = vec![0usize; ks.len()];
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    for start in (0..m).step_by(chunk) {
+        let rows = chunk.min(m - start);
+        matmul(
+            &test[start * d..(start + rows) * d],
+            rows,
+            d,
+            &train_t,
+            n,
+            &mut sim[..rows * n],
+            Epilogue::Bias(&zeros),
+        );
+        for r in 0..rows {
+            let s = &sim[r * n..(r + 1) * n];
+            order.clear();
+            order.extend(0..n);
+            // the kmax most similar, most similar first
+            order.select_nth_unstable_by(kmax - 1, |&a, &b| s[b].total_cmp(&s[a]));
+            order[..kmax].sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+            let target = test_labels[start + r];
+            for (ki, &k) in ks.iter().enumerate() {
+                let mut votes = vec![0f64; num_classes];
+                for &j in &order[..k] {
+                    votes[train_labels[j]] += ((s[j] / temperature) as f64).exp();
+                }
+                let mut ranked: Vec<usize> = (0..num_classes).collect();
+                ranked.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]));
+                correct1[ki] += (ranked[0] == target) as usize;
+                correct5[ki] += ranked[..5.min(k).min(num_classes)].contains(&target) as usize;
+            }
+        }
+    }
+    Ok(ks
+        .iter()
+        .enumerate()
+        .map(|(ki, &k)| KnnAccuracy {
+            k,
+            top1: 100.0 * correct1[ki] as f64 / m as f64,
+            top5: 100.0 * correct5[ki] as f64 / m as f64,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn votes_follow_the_nearest_neighbours() {
+        // two clusters on the unit circle
+        let mut train = vec![1.0, 0.1, 0.9, -0.1, -1.0, 0.05, -0.95, 0.1];
+        l2_normalize(&mut train, 2);
+        let labels = [0, 0, 1, 1];
+        let mut test = vec![0.8, 0.0, -0.7, 0.2];
+        l2_normalize(&mut test, 2);
+        let r = knn_classify(&train, &labels, &test, &[0, 1], 2, &[1, 2], 0.07, 2).unwrap();
+        assert_eq!(r[0].top1, 100.0);
+        assert_eq!(r[1].top1, 100.0);
+        // a wrong label makes half wrong
+        let r = knn_classify(&train, &labels, &test, &[1, 1], 2, &[1], 0.07, 2).unwrap();
+        assert_eq!(r[0].top1, 50.0);
+        assert!(knn_classify(&train, &labels, &test, &[0, 1], 2, &[5], 0.07, 2).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Evaluation of features: weighted k-NN (`eval_knn.py`).
+
+mod knn;
+
+pub use knn::{KnnAccuracy, knn_classify, l2_normalize};
