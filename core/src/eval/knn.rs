@@ -20,17 +20,25 @@ pub fn l2_normalize(rows: &mut [f32], d: usize) {
     }
 }
 
-/// `knn_classifier` for every k in `ks` at once (features already L2-normalised).
+/// L2-normalised features (`[N, d]` row-major) and their class labels.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelledFeatures<'a> {
+    pub features: &'a [f32],
+    pub labels: &'a [usize],
+    pub dim: usize,
+}
+
+/// `knn_classifier` for every k in `ks` at once, votes weighted by `exp(sim / temperature)`.
 pub fn knn_classify(
-    train: &[f32],
-    train_labels: &[usize],
-    test: &[f32],
-    test_labels: &[usize],
-    d: usize,
+    train: LabelledFeatures,
+    test: LabelledFeatures,
     ks: &[usize],
     temperature: f32,
     num_classes: usize,
 ) -> Result<Vec<KnnAccuracy>> {
+    let d = train.dim;
+    let (train, train_labels, test, test_labels) =
+        (train.features, train.labels, test.features, test.labels);
     let (n, m) = (train_labels.len(), test_labels.len());
     if train.len() != n * d || test.len() != m * d {
         return Err(Error::Input("feature and label counts disagree".into()));
@@ -115,12 +123,20 @@ mod tests {
         let labels = [0, 0, 1, 1];
         let mut test = vec![0.8, 0.0, -0.7, 0.2];
         l2_normalize(&mut test, 2);
-        let r = knn_classify(&train, &labels, &test, &[0, 1], 2, &[1, 2], 0.07, 2).unwrap();
+        let split = |f: &'static [f32], l: &'static [usize]| LabelledFeatures {
+            features: f,
+            labels: l,
+            dim: 2,
+        };
+        let (train, test) = (train.leak() as &[f32], test.leak() as &[f32]);
+        let tr = split(train, &[0, 0, 1, 1]);
+        let _ = labels;
+        let r = knn_classify(tr, split(test, &[0, 1]), &[1, 2], 0.07, 2).unwrap();
         assert_eq!(r[0].top1, 100.0);
         assert_eq!(r[1].top1, 100.0);
         // a wrong label makes half wrong
-        let r = knn_classify(&train, &labels, &test, &[1, 1], 2, &[1], 0.07, 2).unwrap();
+        let r = knn_classify(tr, split(test, &[1, 1]), &[1], 0.07, 2).unwrap();
         assert_eq!(r[0].top1, 50.0);
-        assert!(knn_classify(&train, &labels, &test, &[0, 1], 2, &[5], 0.07, 2).is_err());
+        assert!(knn_classify(tr, split(test, &[0, 1]), &[5], 0.07, 2).is_err());
     }
 }

@@ -2,4 +2,4 @@
 
 mod knn;
 
-pub use knn::{KnnAccuracy, knn_classify, l2_normalize};
+pub use knn::{KnnAccuracy, LabelledFeatures, knn_classify, l2_normalize};

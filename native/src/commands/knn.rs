@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use dino_core::cpu::CpuVit;
 use dino_core::data::ImageFolder;
-use dino_core::eval::{knn_classify, l2_normalize};
+use dino_core::eval::{LabelledFeatures, knn_classify, l2_normalize};
 use dino_core::imaging::{Resize, load_image, normalize_chw, prepare};
 use rayon::prelude::*;
 
@@ -69,12 +69,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (train_f, val_f, d) = features(&args, &train, &val, mode)?;
     let ks: Vec<usize> = args.nb_knn.iter().map(|&k| k.min(train.len())).collect();
     let t = std::time::Instant::now();
+    let split = |features, labels| LabelledFeatures {
+        features,
+        labels,
+        dim: d,
+    };
     let res = knn_classify(
-        &train_f,
-        train_labels,
-        &val_f,
-        val_labels,
-        d,
+        split(&train_f, train_labels),
+        split(&val_f, val_labels),
         &ks,
         args.temperature,
         train.classes.len(),
