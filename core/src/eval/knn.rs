@@ -120,23 +120,29 @@ mod tests {
         // two clusters on the unit circle
         let mut train = vec![1.0, 0.1, 0.9, -0.1, -1.0, 0.05, -0.95, 0.1];
         l2_normalize(&mut train, 2);
-        let labels = [0, 0, 1, 1];
         let mut test = vec![0.8, 0.0, -0.7, 0.2];
         l2_normalize(&mut test, 2);
-        let split = |f: &'static [f32], l: &'static [usize]| LabelledFeatures {
-            features: f,
-            labels: l,
+        let tr = LabelledFeatures {
+            features: &train,
+            labels: &[0, 0, 1, 1],
             dim: 2,
         };
-        let (train, test) = (train.leak() as &[f32], test.leak() as &[f32]);
-        let tr = split(train, &[0, 0, 1, 1]);
-        let _ = labels;
-        let r = knn_classify(tr, split(test, &[0, 1]), &[1, 2], 0.07, 2).unwrap();
-        assert_eq!(r[0].top1, 100.0);
-        assert_eq!(r[1].top1, 100.0);
+        let right = LabelledFeatures {
+            features: &test,
+            labels: &[0, 1],
+            dim: 2,
+        };
+        let r = knn_classify(tr, right, &[1, 2], 0.07, 2).unwrap();
+        assert_eq!((r[0].top1, r[1].top1), (100.0, 100.0));
         // a wrong label makes half wrong
-        let r = knn_classify(tr, split(test, &[1, 1]), &[1], 0.07, 2).unwrap();
-        assert_eq!(r[0].top1, 50.0);
-        assert!(knn_classify(tr, split(test, &[0, 1]), &[5], 0.07, 2).is_err());
+        let wrong = LabelledFeatures {
+            labels: &[1, 1],
+            ..right
+        };
+        assert_eq!(
+            knn_classify(tr, wrong, &[1], 0.07, 2).unwrap()[0].top1,
+            50.0
+        );
+        assert!(knn_classify(tr, right, &[5], 0.07, 2).is_err());
     }
 }
