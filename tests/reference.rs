@@ -129,6 +129,7 @@ fn cpu_engine_matches_pytorch() {
             ..Default::default()
         };
         let w = load_file(fixture(file), &opts).unwrap();
+        let depth = w.config.depth;
         let engine = CpuVit::from_state_dict(&w.config, w.state).unwrap();
         let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
         let (wd, ht) = (img.width() as usize, img.height() as usize);
@@ -136,6 +137,7 @@ fn cpu_engine_matches_pytorch() {
         let want = Outputs {
             patches: true,
             attention: true,
+            last_blocks: depth,
         };
         let out = engine.run(&x, 1, ht, wd, want).unwrap();
         let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
@@ -164,6 +166,10 @@ fn cpu_engine_matches_pytorch() {
             let e = rel_err(&out.patches, &want);
             assert!(e <= 1e-5, "{name}: patch tokens relative error {e:e}");
         }
+        // get_intermediate_layers: the normed CLS after every block
+        let (_, want) = read_npy(&format!("outputs/{name}_intermediate_cls.npy"));
+        let e = rel_err(&out.last_blocks_cls, &want);
+        assert!(e <= 1e-5, "{name}: intermediate CLS relative error {e:e}");
         println!("cpu engine {name}: ok");
     }
 }

@@ -2,6 +2,7 @@
 //! on any backend. Commands talk to this, not to either directly.
 
 use burn::tensor::Device;
+use burn::tensor::Tensor;
 use dino_core::cpu::{CpuVit, Outputs};
 use dino_core::imaging::{batch_tensor, normalize_chw};
 use dino_core::{VisionTransformer, VitConfig};
@@ -38,6 +39,54 @@ impl Engine {
             }
             Engine::Burn(m, d) => read(m.forward(batch_tensor(images, d)?)?),
         }
+    }
+
+    /// Linear-probe features of same-size prepared images: the normed CLS tokens of the last
+    /// `n` blocks, then (with `avgpool`) the mean of the last block's patch tokens.
+    pub fn probe_features(
+        &self,
+        images: &[RgbImage],
+        n: usize,
+        avgpool: bool,
+    ) -> anyhow::Result<Vec<f32>> {
+        let d = self.config().dim;
+        let b = images.len();
+        let (cls, patches) = match self {
+            Engine::Cpu(e) => {
+                let (x, b, h, w) = host_batch(images)?;
+                let want = Outputs {
+                    last_blocks: n,
+                    patches: avgpool,
+                    ..Default::default()
+                };
+                let out = e.run(&x, b, h, w, want)?;
+                (out.last_blocks_cls, out.patches)
+            }
+            Engine::Burn(m, dev) => {
+                let layers = m.intermediate_layers(batch_tensor(images, dev)?, n)?;
+                let t = layers[0].dims()[1];
+                let cls: Vec<Tensor<3>> =
+                    layers.iter().map(|l| l.clone().narrow(1, 0, 1)).collect();
+                let cls = read(Tensor::cat(cls, 2).reshape([b, n * d]))?;
+                let patches = if avgpool {
+                    read(layers[n - 1].clone().narrow(1, 1, t - 1))?
+                } else {
+                    Vec::new()
+                };
+                (cls, patches)
+            }
+        };
+        if !avgpool {
+            return Ok(cls);
+        }
+        let tokens = patches.len() / (b * d);
+        let mut out = Vec::with_capacity(b * (n + 1) * d);
+        for i in 0..b {
+            out.extend_from_slice(&cls[i * n * d..(i + 1) * n * d]);
+            let p = &patches[i * tokens * d..(i + 1) * tokens * d];
+            out.extend((0..d).map(|j| p.iter().skip(j).step_by(d).sum::<f32>() / tokens as f32));
+        }
+        Ok(out)
     }
 
     /// Last-block CLS-to-patch attention `[H, gh*gw]` of one prepared image, and its grid.

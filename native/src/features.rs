@@ -30,8 +30,23 @@ pub fn cls_features(
     batch_size: usize,
     label: &str,
 ) -> anyhow::Result<Vec<f32>> {
-    let patch = engine.config().patch;
     let dim = engine.config().dim;
+    features_with(engine, files, resize, batch_size, label, dim, |batch| {
+        engine.cls(batch)
+    })
+}
+
+/// `[N, dim]` rows of `f` applied to batches of equal-size prepared images, in file order.
+pub fn features_with(
+    engine: &Engine,
+    files: &[PathBuf],
+    resize: &Resize,
+    batch_size: usize,
+    label: &str,
+    dim: usize,
+    f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<Vec<f32>> {
+    let patch = engine.config().patch;
     let n = files.len();
     let progress = bar(n, label);
     let mut feats = vec![0f32; n * dim];
@@ -62,7 +77,7 @@ pub fn cls_features(
                 .iter()
                 .map(|&i| prepared[i].clone())
                 .collect();
-            let rows = engine.cls(&batch)?;
+            let rows = f(&batch)?;
             for (k, &i) in order[start..end].iter().enumerate() {
                 let g = w0 + i;
                 feats[g * dim..(g + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);

@@ -41,6 +41,8 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Weighted k-NN classification of an ImageFolder val split from its train split.
     Knn(Box<commands::knn::Args>),
+    /// Linear probe on frozen features (last blocks' CLS tokens), top-1 / top-5 on the val split.
+    Linear(Box<commands::linear::Args>),
     /// Time the ViT forward pass (and PyTorch / ONNX Runtime side by side when installed).
     Bench(commands::bench::Args),
 }
@@ -62,6 +64,7 @@ fn main() {
         Command::Bench(a) => commands::bench::run(a, cli.threads),
         Command::Train(a) => commands::train::run(*a),
         Command::Knn(a) => commands::knn::run(*a),
+        Command::Linear(a) => commands::linear::run(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

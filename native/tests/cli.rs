@@ -501,3 +501,119 @@ fn train_refuses_bad_settings_and_data() {
     let cfg: toml::Value = toml::from_str(&text).unwrap();
     assert_eq!(cfg["arch"].as_str(), Some("vit_tiny"));
 }
+
+/// An ImageFolder of fixture photos: two classes, one of them with a JPEG.
+fn class_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("classes");
+    for (class, files) in [
+        ("cats", ["chelsea.png", "formats/rgb.png"]),
+        ("things", ["coffee.png", "rocket.jpg"]),
+    ] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for f in files {
+            let name = f.replace('/', "_");
+            std::fs::copy(fixture(&format!("images/{f}")), root.join(class).join(name)).unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn knn_and_linear_probe_run_on_image_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = class_folder(dir.path());
+    let w = fixture("weights/s16_backbone.pth");
+    let json = dir.path().join("knn.json");
+    let cache = dir.path().join("cache");
+    let out = ok(&[
+        "knn",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--nb-knn",
+        "1",
+        "3",
+        "--cache",
+        s(&cache),
+        "--json",
+        s(&json),
+    ]);
+    // each image is its own nearest neighbour: 1-NN on the training set itself is perfect
+    assert!(out.contains("| 1 | 100.00 |"), "{out}");
+    assert!(cache.join("train_features.npy").exists());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["results"][0]["top1"], 100.0);
+    // again from the cache, and the baselines
+    let again = dino(&[
+        "knn",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--nb-knn",
+        "1",
+        "--cache",
+        s(&cache),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("reusing"));
+    let px = ok(&[
+        "knn",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--nb-knn",
+        "1",
+        "--raw-pixels",
+        "--resize",
+        "32x32",
+    ]);
+    assert!(
+        px.contains("raw pixels") && px.contains("| 1 | 100.00 |"),
+        "{px}"
+    );
+    ok(&[
+        "knn",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--nb-knn",
+        "1",
+        "--random-init",
+    ]);
+    let lin = ok(&[
+        "linear",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--n-last-blocks",
+        "2",
+        "--epochs",
+        "30",
+        "--lr",
+        "50",
+        "--batch-size",
+        "4",
+    ]);
+    assert!(lin.contains("top-1"), "{lin}");
+    // not an ImageFolder
+    let flat = dir.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::copy(fixture("images/chelsea.png"), flat.join("a.png")).unwrap();
+    let e = fails(&["knn", "-w", s(&w), "--train", s(&flat), "--val", s(&flat)]);
+    assert!(e.contains("one subfolder per class"), "{e}");
+}

@@ -53,6 +53,9 @@ pub struct CpuFeatures {
     pub patches: Vec<f32>,
     /// `[B, H, gh*gw]` last-block CLS-to-patch attention (empty unless asked for).
     pub attention: Vec<f32>,
+    /// `[B, n * D]`: the normed CLS token after each of the last `n` blocks, oldest first
+    /// (`get_intermediate_layers(x, n)[i][:, 0]` concatenated; empty unless asked for).
+    pub last_blocks_cls: Vec<f32>,
     pub grid: (usize, usize),
 }
 
@@ -61,6 +64,8 @@ pub struct CpuFeatures {
 pub struct Outputs {
     pub patches: bool,
     pub attention: bool,
+    /// The CLS tokens of the last `n` blocks (the linear probe's features); 0: none.
+    pub last_blocks: usize,
 }
 
 impl CpuVit {
@@ -151,9 +156,15 @@ impl CpuVit {
         let mut tokens = self.embed(x, b, h, w, gh, gw);
         let mut s = Scratch::new(b * t, c);
         let (last, rest) = self.blocks.split_last().expect("depth >= 1");
-        for blk in rest {
+        let depth = self.blocks.len();
+        let keep = want.last_blocks.min(depth);
+        let mut per_block: Vec<Vec<f32>> = Vec::new();
+        for (i, blk) in rest.iter().enumerate() {
             self.attention_input(blk, &tokens, b * t, &mut s);
             self.block_rest(blk, &mut tokens, b, t, &mut s);
+            if depth - i <= keep {
+                per_block.push(self.normed_cls(&tokens, b, t));
+            }
         }
         self.attention_input(last, &tokens, b * t, &mut s);
         let probs = attention::cls_attention(&s.qkv, b, t, d, c.heads);
@@ -198,12 +209,40 @@ impl CpuVit {
                 );
             }
         }
+        let mut last_blocks_cls = Vec::new();
+        if keep > 0 {
+            per_block.push(cls.clone());
+            for bi in 0..b {
+                for blk in &per_block {
+                    last_blocks_cls.extend_from_slice(&blk[bi * d..(bi + 1) * d]);
+                }
+            }
+        }
         Ok(CpuFeatures {
             cls,
             patches,
             attention,
+            last_blocks_cls,
             grid: (gh, gw),
         })
+    }
+
+    /// The final norm of each image's CLS row, `[B, D]`.
+    fn normed_cls(&self, tokens: &[f32], b: usize, t: usize) -> Vec<f32> {
+        let d = self.config.dim;
+        let eps = self.config.layer_norm_eps as f32;
+        let mut out = vec![0f32; b * d];
+        for bi in 0..b {
+            let src = &tokens[bi * t * d..bi * t * d + d];
+            layer_norm(
+                src,
+                &self.norm.0,
+                &self.norm.1,
+                eps,
+                &mut out[bi * d..(bi + 1) * d],
+            );
+        }
+        out
     }
 
     /// Patch embedding, CLS token and (interpolated) position embeddings: `[B*T, D]`.

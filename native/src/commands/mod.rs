@@ -6,5 +6,6 @@ pub mod embed;
 pub mod export;
 pub mod inspect;
 pub mod knn;
+pub mod linear;
 pub mod snapshots;
 pub mod train;
