@@ -182,3 +182,25 @@ fn student_learns_to_match_the_teacher_on_a_fixed_batch() {
     let last = losses[27..].iter().sum::<f64>() / 3.0;
     assert!(last < 0.8 * first, "loss did not fall: {losses:?}");
 }
+
+#[test]
+fn gradient_checkpointing_changes_memory_not_results() {
+    let cfg = tiny_config();
+    let ld = loader(&cfg);
+    let n = ld.niter_per_epoch();
+    let mut plain = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    let a = run(&mut plain, &ld, 3);
+    let mut ckpt_cfg = cfg;
+    ckpt_cfg.gradient_checkpointing = true;
+    let mut ckpt = Trainer::new(ckpt_cfg, n, &device()).unwrap();
+    let b = run(&mut ckpt, &ld, 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
+    }
+    let (sa, sb) = (state(&plain), state(&ckpt));
+    for ((k, va), (_, vb)) in sa.iter().zip(&sb) {
+        if k.starts_with("student.") || k.starts_with("teacher.") {
+            assert!(rel_err(vb, va) <= 1e-5, "{k}");
+        }
+    }
+}

@@ -104,7 +104,7 @@ impl Trainer {
         }
         let cfg = header.config;
         let (vit, head) = (cfg.vit()?, cfg.head());
-        let ad = device.clone().autodiff();
+        let ad = cfg.student_device(device);
         let mut take = |who: &str, dev: &Device| -> Result<DinoNet> {
             let sd = nets
                 .remove(who)

@@ -54,6 +54,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Passes over the images per epoch.
     pub dataset_repeats: usize,
+    /// Recompute activations in the backward pass instead of keeping them (less memory,
+    /// more compute: Burn's autodiff checkpointing).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -93,6 +96,7 @@ impl Default for TrainConfig {
             saveckp_freq: 20,
             checkpoint_every: 0,
             dataset_repeats: 1,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -147,6 +151,16 @@ impl TrainConfig {
         v.drop_path_rate = self.drop_path_rate;
         v.pos_grid = (self.global_crop_size as usize / self.patch_size).max(1);
         Ok(v)
+    }
+
+    /// The autodiff device the student trains on.
+    pub fn student_device(&self, device: &burn::tensor::Device) -> burn::tensor::Device {
+        let ad = device.clone().autodiff();
+        if self.gradient_checkpointing {
+            ad.gradient_checkpointing()
+        } else {
+            ad
+        }
     }
 
     pub fn head(&self) -> HeadConfig {

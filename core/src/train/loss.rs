@@ -45,8 +45,11 @@ impl DinoLoss {
         let mut total: Option<Tensor<1>> = None;
         let mut terms = 0usize;
         for (iq, q) in teacher.into_iter().enumerate() {
-            // a constant on the student's (autodiff) device
-            let q = q.autodiff();
+            // a constant on the student's (autodiff) device, in its checkpointing context
+            let mut q = q.autodiff();
+            if let Some(strategy) = log_probs[0].gradient_checkpointing_strategy() {
+                q = q.with_gradient_checkpointing_strategy(strategy);
+            }
             for (v, ls) in log_probs.iter().enumerate() {
                 if v == iq {
                     continue;

@@ -201,9 +201,13 @@ impl ModuleMapper for Step<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let require_grad = tensor.is_require_grad();
+        let checkpointing = tensor.gradient_checkpointing_strategy();
         let p = tensor.inner().reshape([n]);
         let updated = self.opt.update(&name, D, p, g, &self.s).reshape(shape);
         let mut updated = Tensor::from_inner(updated);
+        if let Some(strategy) = checkpointing {
+            updated = updated.with_gradient_checkpointing_strategy(strategy);
+        }
         if require_grad {
             updated = updated.require_grad();
         }

@@ -83,7 +83,7 @@ impl Trainer {
         let student = DinoNet::new(
             &cfg.vit()?,
             &cfg.head(),
-            &device.clone().autodiff(),
+            &cfg.student_device(device),
             cfg.seed,
         )?;
         Self::from_parts(cfg, student, None, niter_per_epoch, device)
@@ -160,9 +160,10 @@ impl Trainer {
             &self.device,
         );
         // drop-path masks: a stream per iteration, so runs resume exactly
-        let ad = self.device.clone().autodiff();
+        let ad = self.cfg.student_device(&self.device);
         crate::rng::seed_drop_path(mix(self.cfg.seed, it as u64, 0xD209));
-        let mut groups = vec![globals.clone().autodiff()];
+        let g_data = TensorData::new(batch.globals.clone(), [2 * b, 3, g, g]);
+        let mut groups = vec![Tensor::<4>::from_data(g_data, &ad)];
         if crops.local_crops > 0 {
             let n = crops.local_crops * b;
             groups.push(Tensor::from_data(

@@ -150,6 +150,9 @@ pub struct Args {
     /// Passes over the images per epoch. [1]
     #[arg(long)]
     dataset_repeats: Option<usize>,
+    /// Recompute activations during the backward pass: less memory, more time. [false]
+    #[arg(long)]
+    gradient_checkpointing: Option<bool>,
 }
 
 impl Args {
@@ -196,7 +199,8 @@ impl Args {
             seed,
             saveckp_freq,
             checkpoint_every,
-            dataset_repeats
+            dataset_repeats,
+            gradient_checkpointing
         );
         for (field, v) in [
             (&mut c.embed_dim, self.embed_dim),
