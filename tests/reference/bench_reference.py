@@ -54,6 +54,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--mode", default="forward", choices=["forward", "train_step", "augment"],
+                    help="forward: the ViT forward pass; train_step: one DINO iteration "
+                         "(official head, 2 global + N local crops); augment: DataAugmentationDINO "
+                         "on one image, one core")
+    ap.add_argument("--global-size", type=int, default=224)
+    ap.add_argument("--local-size", type=int, default=96)
+    ap.add_argument("--local-crops", type=int, default=8)
+    ap.add_argument("--out-dim", type=int, default=65536)
+    ap.add_argument("--image", default="tests/fixtures/images/chelsea.png")
     args = ap.parse_args()
     if args.serve:
         return serve(args)
@@ -107,10 +116,80 @@ def build_engines(args):
     return engines
 
 
+def build_train_step(args):
+    """One iteration of main_dino.py's loop on random crops (reference implementation in
+    bench/dino_reference_train.py), batch = the requested batch size."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+    import dino_reference_train as ref
+
+    torch.set_num_threads(args.threads)
+    dim, heads = DIMS[args.arch.replace("vit_", "")]
+    a = argparse.Namespace(global_crop_size=args.global_size, patch_size=args.patch, embed_dim=dim, depth=12,
+                           num_heads=heads)
+    student = ref.MultiCropWrapper(ref.Backbone(a, 0.1), ref.DINOHead(dim, args.out_dim))
+    teacher = ref.MultiCropWrapper(ref.Backbone(a, 0.0), ref.DINOHead(dim, args.out_dim))
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)
+    loss_fn = ref.DINOLoss(args.out_dim, 2 + args.local_crops, 0.04, 0.04, 0, 1)
+    crops_cache = {}
+
+    def step(batch):
+        b = batch.shape[0]
+        if b not in crops_cache:
+            crops_cache[b] = [torch.randn(b, 3, args.global_size, args.global_size) for _ in range(2)] + \
+                [torch.randn(b, 3, args.local_size, args.local_size) for _ in range(args.local_crops)]
+        crops = crops_cache[b]
+        t_out = teacher(crops[:2])
+        s_out = student(crops)
+        loss = loss_fn(s_out, t_out, 0)
+        opt.zero_grad()
+        loss.backward()
+        for p in params:
+            coef = 3.0 / (p.grad.norm(2) + 1e-6)
+            if coef < 1:
+                p.grad.mul_(coef)
+        opt.step()
+        with torch.no_grad():
+            for pq, pk in zip(student.parameters(), teacher.parameters()):
+                pk.mul_(0.996).add_(0.004 * pq.detach())
+
+    return [(f"PyTorch {torch.__version__.split('+')[0]} (eager)", step)]
+
+
+def build_augment(args):
+    """DataAugmentationDINO (torchvision, as main_dino.py) on one image, one thread."""
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+    import dino_reference_train as ref
+
+    torch.set_num_threads(1)
+    a = argparse.Namespace(global_crop_size=args.global_size, local_crop_size=args.local_size,
+                           global_crops_scale=(0.4, 1.0), local_crops_scale=(0.05, 0.4),
+                           local_crops_number=args.local_crops)
+    aug = ref.DataAugmentationDINO(a)
+    img = Image.open(args.image).convert("RGB")
+
+    def run(batch):
+        for _ in range(batch.shape[0]):
+            aug(img)
+
+    import torchvision
+
+    return [(f"torchvision {torchvision.__version__.split('+')[0]} (1 core)", run)]
+
+
 def serve(args):
     import numpy as np
 
-    engines = build_engines(args)
+    engines = {"forward": build_engines, "train_step": build_train_step, "augment": build_augment}[args.mode](args)
     print(json.dumps({"ready": [name for name, _ in engines]}), flush=True)
     inputs = {}
     for line in sys.stdin:
@@ -118,8 +197,9 @@ def serve(args):
             continue
         idx, batch, iters = (int(v) for v in line.split())
         if batch not in inputs:
+            size = args.size if args.mode == "forward" else 1
             inputs[batch] = np.random.default_rng(0).standard_normal(
-                (batch, 3, args.size, args.size), dtype=np.float32)
+                (batch, 3, size, size), dtype=np.float32)
         run = engines[idx][1]
         run(inputs[batch])  # one untimed call: caches warm after the other engines ran
         times = time_fn(lambda: run(inputs[batch]), 0, iters)

@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::tensor::{Distribution, Tensor};
+use dino_core::augment::{MultiCropConfig, multi_crop};
 use dino_core::cpu::CpuVit;
+use dino_core::data::CropBatch;
+use dino_core::train::{TrainConfig, Trainer};
 use dino_core::{VisionTransformer, VitConfig};
 
 use crate::backend::Backend;
@@ -48,6 +51,24 @@ pub struct Args {
     /// Which dino-rs engines to time on the CPU: `all` (the CPU engine and burn-flex) or `cpu`.
     #[arg(long, default_value = "all", value_parser = ["all", "cpu"])]
     engine: String,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = Mode::Forward)]
+    mode: Mode,
+    /// Train step / augment: global crop size.
+    #[arg(long, default_value_t = 224)]
+    global_size: u32,
+    /// Train step / augment: local crop size.
+    #[arg(long, default_value_t = 96)]
+    local_size: u32,
+    /// Train step / augment: local crops per image.
+    #[arg(long, default_value_t = 8)]
+    local_crops: usize,
+    /// Train step: head output dimension.
+    #[arg(long, default_value_t = 65536)]
+    out_dim: usize,
+    /// Augment: the photo to crop.
+    #[arg(long, default_value = "tests/fixtures/images/chelsea.png")]
+    image: PathBuf,
     /// Interleaved rounds: each round times every engine in turn.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -67,8 +88,31 @@ struct Timing {
 
 /// One engine under test: ours run in-process, the reference ones through the server.
 enum Runner<'a> {
-    Ours(Box<dyn Fn(usize) -> anyhow::Result<()> + 'a>),
+    Ours(Box<dyn FnMut(usize) -> anyhow::Result<()> + 'a>),
     Reference(usize),
+}
+
+/// What `--mode` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The ViT forward pass (CLS output) at `--size`.
+    Forward,
+    /// One DINO training iteration: official head (`--out-dim`), 2 global crops of
+    /// `--global-size` and `--local-crops` of `--local-size`, AdamW, clipping, EMA.
+    TrainStep,
+    /// The multi-crop augmentation of one image (`--image`), on one core.
+    Augment,
+}
+
+impl Mode {
+    /// `--mode` of bench_reference.py.
+    fn reference_name(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::TrainStep => "train_step",
+            Mode::Augment => "augment",
+        }
+    }
 }
 
 pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
@@ -82,57 +126,163 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
     );
     let config = VitConfig::preset(&args.arch, args.patch)?;
     let device = args.device.device()?;
-    let model = VisionTransformer::new(&config, &device)?;
     let threads = threads.unwrap_or_else(rayon::current_num_threads);
-    let engine = matches!(args.device, Backend::Cpu)
-        .then(|| CpuVit::from_model(&model))
-        .transpose()?;
-    let inputs: Vec<(Tensor<4>, Vec<f32>)> = args
-        .batch
-        .iter()
-        .map(|&b| {
-            let x =
-                Tensor::<4>::random([b, 3, args.size, args.size], Distribution::Default, &device);
-            let host = x
-                .clone()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            (x, host)
-        })
-        .collect();
-    let size = args.size;
-    let mut runners: Vec<(String, Runner)> = Vec::new();
-    if let Some(engine) = &engine {
-        let inputs = &inputs;
-        let batches = &args.batch;
-        runners.push((
-            "dino-rs CPU engine".into(),
-            Runner::Ours(Box::new(move |i| {
-                engine.forward(&inputs[i].1, batches[i], size, size)?;
-                Ok(())
-            })),
-        ));
+    match args.mode {
+        Mode::Forward => {
+            let model = VisionTransformer::new(&config, &device)?;
+            let engine = matches!(args.device, Backend::Cpu)
+                .then(|| CpuVit::from_model(&model))
+                .transpose()?;
+            let inputs: Vec<(Tensor<4>, Vec<f32>)> = args
+                .batch
+                .iter()
+                .map(|&b| {
+                    let x = Tensor::<4>::random(
+                        [b, 3, args.size, args.size],
+                        Distribution::Default,
+                        &device,
+                    );
+                    let host = x
+                        .clone()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default();
+                    (x, host)
+                })
+                .collect();
+            let (size, batches) = (args.size, &args.batch);
+            let mut runners: Vec<(String, Runner)> = Vec::new();
+            if let Some(engine) = &engine {
+                let inputs = &inputs;
+                runners.push((
+                    "dino-rs CPU engine".into(),
+                    Runner::Ours(Box::new(move |i| {
+                        engine.forward(&inputs[i].1, batches[i], size, size)?;
+                        Ok(())
+                    })),
+                ));
+            }
+            if args.engine != "cpu" || engine.is_none() {
+                let (model, inputs) = (&model, &inputs);
+                runners.push((
+                    burn_name(args.device),
+                    Runner::Ours(Box::new(move |i| {
+                        // reading back forces the (possibly asynchronous) backend to finish
+                        let _ = model.forward(inputs[i].0.clone())?.into_data();
+                        Ok(())
+                    })),
+                ));
+            }
+            let what = format!(
+                "{} forward (CLS output), {}x{} input",
+                config.name(),
+                size,
+                size
+            );
+            measure(&args, threads, runners, &what)
+        }
+        Mode::TrainStep => {
+            let cfg = TrainConfig {
+                arch: args.arch.clone(),
+                patch_size: args.patch,
+                out_dim: args.out_dim,
+                global_crop_size: args.global_size,
+                local_crop_size: args.local_size,
+                local_crops_number: args.local_crops,
+                epochs: 1000,
+                warmup_epochs: 0,
+                ..TrainConfig::default()
+            };
+            let trainer = std::cell::RefCell::new(Trainer::new(cfg.clone(), 1, &device)?);
+            let mut rng = dino_core::rng::seeded(0);
+            let batches: Vec<CropBatch> = args
+                .batch
+                .iter()
+                .map(|&b| {
+                    let (g, l) = (cfg.global_crop_size as usize, cfg.local_crop_size as usize);
+                    CropBatch {
+                        globals: dino_core::rng::normal(&mut rng, 2 * b * 3 * g * g, 0.0, 1.0),
+                        locals: dino_core::rng::normal(
+                            &mut rng,
+                            cfg.local_crops_number * b * 3 * l * l,
+                            0.0,
+                            1.0,
+                        ),
+                        batch: b,
+                    }
+                })
+                .collect();
+            let batches = &batches;
+            let runners = vec![(
+                burn_name(args.device),
+                Runner::Ours(Box::new(move |i| {
+                    trainer.borrow_mut().step(&batches[i])?;
+                    Ok(())
+                })),
+            )];
+            let what = format!(
+                "{} DINO training step (head {} -> {}, 2 x {} px + {} x {} px crops per image)",
+                config.name(),
+                cfg.head_hidden_dim,
+                cfg.out_dim,
+                cfg.global_crop_size,
+                cfg.local_crops_number,
+                cfg.local_crop_size
+            );
+            measure(&args, threads, runners, &what)
+        }
+        Mode::Augment => {
+            let img = dino_core::imaging::load_image(&args.image)?;
+            let crops = MultiCropConfig {
+                global_size: args.global_size,
+                local_size: args.local_size,
+                local_crops: args.local_crops,
+                ..MultiCropConfig::default()
+            };
+            let mut rng = dino_core::rng::seeded(0);
+            let (img, crops, batches) = (&img, &crops, &args.batch);
+            let runners = vec![(
+                "dino-rs multi-crop (1 core)".to_string(),
+                Runner::Ours(Box::new(move |i| {
+                    for _ in 0..batches[i] {
+                        multi_crop(img, crops, &mut rng)?;
+                    }
+                    Ok(())
+                })),
+            )];
+            let what = format!(
+                "multi-crop augmentation of {} ({}x{}): 2 x {} px + {} x {} px, per image",
+                args.image.display(),
+                img.width(),
+                img.height(),
+                args.global_size,
+                args.local_crops,
+                args.local_size
+            );
+            measure(&args, 1, runners, &what)
+        }
     }
-    if args.engine != "cpu" || engine.is_none() {
-        let name = match args.device {
-            Backend::Cpu => "dino-rs burn-flex".to_string(),
-            other => format!("dino-rs burn {other:?}").to_lowercase(),
-        };
-        let (model, inputs) = (&model, &inputs);
-        runners.push((
-            name,
-            Runner::Ours(Box::new(move |i| {
-                // reading back forces the (possibly asynchronous) backend to finish
-                let _ = model.forward(inputs[i].0.clone())?.into_data();
-                Ok(())
-            })),
-        ));
+}
+
+fn burn_name(device: Backend) -> String {
+    match device {
+        Backend::Cpu => "dino-rs burn-flex".to_string(),
+        other => format!("dino-rs burn {other:?}").to_lowercase(),
     }
+}
+
+/// Times every runner in interleaved rounds (each round times every engine in turn, so a
+/// drifting machine speed hits all alike), then prints and saves the table.
+fn measure(
+    args: &Args,
+    threads: usize,
+    mut runners: Vec<(String, Runner)>,
+    what: &str,
+) -> anyhow::Result<()> {
     let mut reference = None;
     let mut reference_note = None;
     if args.reference != "off" {
-        match ReferenceServer::start(&args, threads) {
+        match ReferenceServer::start(args, threads) {
             Ok(server) => {
                 for (k, name) in server.engines.iter().enumerate() {
                     runners.push((name.clone(), Runner::Reference(k)));
@@ -144,20 +294,16 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
         }
     }
     eprintln!(
-        "timing {} at {}x{}, batches {:?}, {threads} threads, {} rounds of {} engines...",
-        config.name(),
-        args.size,
-        args.size,
+        "timing {what}, batches {:?}, {threads} threads, {} rounds of {} engines...",
         args.batch,
         args.rounds,
         runners.len()
     );
-    // Rounds interleave the engines, so drifting machine speed hits all of them alike.
     let per_round = args.iters.div_ceil(args.rounds);
     let mut times = vec![vec![Vec::new(); args.batch.len()]; runners.len()];
     for round in 0..args.rounds {
         for (bi, &b) in args.batch.iter().enumerate() {
-            for (ri, (_, runner)) in runners.iter().enumerate() {
+            for (ri, (_, runner)) in runners.iter_mut().enumerate() {
                 let t = match runner {
                     Runner::Ours(f) => {
                         let warmup = if round == 0 { args.warmup } else { 1 };
@@ -181,14 +327,13 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
             results.push(summarise(name.clone(), b, &mut times[ri][bi]));
         }
     }
-    print_table(&args, &config, threads, &results);
+    print_table(args, what, threads, &results);
     if let Some(note) = reference_note {
-        eprintln!("(no PyTorch / ONNX Runtime reference: {note})");
+        eprintln!("(no PyTorch reference: {note})");
     }
     if let Some(path) = &args.json {
         let v = serde_json::json!({
-            "arch": config.name(), "size": args.size, "threads": threads,
-            "rounds": args.rounds, "results": results,
+            "what": what, "threads": threads, "rounds": args.rounds, "results": results,
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -255,6 +400,13 @@ impl ReferenceServer {
                 "--threads",
                 &threads.to_string(),
             ])
+            .args(["--mode", args.mode.reference_name()])
+            .args(["--global-size", &args.global_size.to_string()])
+            .args(["--local-size", &args.local_size.to_string()])
+            .args(["--local-crops", &args.local_crops.to_string()])
+            .args(["--out-dim", &args.out_dim.to_string()])
+            .arg("--image")
+            .arg(&args.image)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -315,13 +467,9 @@ impl Drop for ReferenceServer {
     }
 }
 
-fn print_table(args: &Args, config: &VitConfig, threads: usize, results: &[Timing]) {
+fn print_table(args: &Args, what: &str, threads: usize, results: &[Timing]) {
     println!(
-        "{} forward (CLS output), {}x{} input, {} threads, median of {} runs in {} interleaved rounds",
-        config.name(),
-        args.size,
-        args.size,
-        threads,
+        "{what}, {threads} threads, median of {} runs in {} interleaved rounds",
         args.rounds * args.iters.div_ceil(args.rounds),
         args.rounds
     );
