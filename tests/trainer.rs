@@ -204,3 +204,24 @@ fn gradient_checkpointing_changes_memory_not_results() {
         }
     }
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_without_updating() {
+    let cfg = tiny_config();
+    let ld = loader(&cfg);
+    let mut t = Trainer::new(cfg, ld.niter_per_epoch(), &device()).unwrap();
+    let (mut batch, _) = ld.batch(0, 0, &ld.epoch_order(0)).unwrap();
+    batch.globals[7] = f32::NAN;
+    let before = state(&t);
+    let e = t.step(&batch).err().unwrap().to_string();
+    assert!(
+        e.contains("the loss is NaN") && e.contains("iteration 0"),
+        "{e}"
+    );
+    assert_eq!(t.iteration, 0);
+    let after = state(&t);
+    assert!(
+        before.iter().zip(&after).all(|(a, b)| a.1 == b.1),
+        "weights changed"
+    );
+}

@@ -275,3 +275,62 @@ fn two_training_iterations_match_pytorch() {
         );
     }
 }
+
+#[test]
+fn sgd_and_lars_steps_match_pytorch() {
+    let fx = Fixture::load();
+    let (vit, head) = configs(&fx);
+    let dev = device();
+    let (e, n) = (fx.u("epochs"), fx.u("niter"));
+    let lr = cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0);
+    let wd = cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0);
+    let mom = cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0);
+    let temp = teacher_temp_schedule(
+        fx.f("warmup_teacher_temp"),
+        fx.f("teacher_temp"),
+        fx.u("warmup_teacher_temp_epochs"),
+        e,
+    );
+    let crops: Vec<Tensor<4>> = (0..4)
+        .map(|i| fx.tensor(&format!("crop.{i}"), &dev))
+        .collect();
+    let globals = Tensor::cat(crops[..2].to_vec(), 0);
+    let locals = Tensor::cat(crops[2..].to_vec(), 0);
+    for (name, kind) in [("sgd", OptimizerKind::Sgd), ("lars", OptimizerKind::Lars)] {
+        let mut student =
+            DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev.clone().autodiff())
+                .unwrap();
+        let mut teacher =
+            DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
+        let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
+        let mut opt = DinoOptimizer::new(kind);
+        for (step, (epoch, it)) in [(0usize, 1usize), (1, 2)].into_iter().enumerate() {
+            let t_out = teacher.forward(vec![globals.clone()]).unwrap();
+            let s_out = student
+                .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
+                .unwrap();
+            let loss = loss_fn.forward(s_out, t_out.clone(), temp[epoch]);
+            let lv = to_vec(loss.clone().inner())[0];
+            let want = fx.get(&format!("{name}.step{step}.loss")).data[0];
+            assert!(
+                ((lv - want) / want).abs() <= 1e-4,
+                "{name} step {step}: loss {lv} vs {want}"
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &student);
+            let settings = StepSettings {
+                lr: lr[it],
+                weight_decay: wd[it],
+                clip_grad: fx.f("clip_grad"),
+                freeze_last_layer: epoch < fx.u("freeze_last_layer"),
+            };
+            student = opt.step(student, grads, settings);
+            teacher = ema_update(teacher, &student, mom[it]);
+            loss_fn.update_center(t_out);
+        }
+        let sd = student.to_state_dict().unwrap();
+        for (k, t) in fx.prefixed(&format!("{name}.student.")).iter() {
+            let got = sd.get(k).unwrap_or_else(|| panic!("{name}: no {k}"));
+            assert_close(&format!("{name} {k}"), &got.data, &t.data, 1e-4);
+        }
+    }
+}

@@ -113,6 +113,34 @@ class DINOLoss(nn.Module):
         return total
 
 
+class LARS(torch.optim.Optimizer):
+    """utils.LARS of the official code (from Barlow Twins)."""
+
+    def __init__(self, params, lr=0, weight_decay=0, momentum=0.9, eta=0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                dp = p.grad
+                if dp is None:
+                    continue
+                if p.ndim != 1:
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(dp)
+                    one = torch.ones_like(param_norm)
+                    q = torch.where(param_norm > 0.0, torch.where(
+                        update_norm > 0, (g["eta"] * param_norm / update_norm), one), one)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+
+
 def official_names(state):
     """MultiCropWrapper state dict keys: backbone.* (timm = official), head.mlp.{0,2,4}.*,
     head.last_layer.weight_{g,v}."""
@@ -196,6 +224,50 @@ def main():
                           momentum=float(momentum_schedule[it]), teacher_temp=float(dino_loss.teacher_temp_schedule[epoch]),
                           loss=loss.item(), clipped_tensors=clipped))
         print(f"step {step}: loss {loss.item():.6f}, {clipped} of {len(norms)} gradients clipped")
+
+    # the same two iterations with SGD (momentum 0.9) and LARS: final student weights
+    for name in ("sgd", "lars"):
+        st = Net(seed=3)
+        st.load_state_dict({k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")})
+        te = Net(seed=4)
+        te.load_state_dict(st.state_dict())
+        for p in te.parameters():
+            p.requires_grad = False
+        reg, noreg = [], []
+        for n_, p in st.named_parameters():
+            if p.requires_grad:
+                (noreg if n_.endswith(".bias") or len(p.shape) == 1 else reg).append(p)
+        groups = [{"params": reg}, {"params": noreg, "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=0, momentum=0.9) if name == "sgd" else LARS(groups)
+        loss_fn = DINOLoss(CFG["out_dim"], 4)
+        for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
+            it = epoch * NITER + it_in_epoch
+            for i, group in enumerate(opt.param_groups):
+                group["lr"] = lr_schedule[it]
+                if i == 0:
+                    group["weight_decay"] = wd_schedule[it]
+            t_out = te(crops[:2])
+            loss = loss_fn(st(crops), t_out, epoch)
+            opt.zero_grad()
+            loss.backward()
+            for p in st.parameters():
+                if p.grad is not None:
+                    c = CLIP / (p.grad.data.norm(2) + 1e-6)
+                    if c < 1:
+                        p.grad.data.mul_(c)
+            if epoch < FREEZE_LAST_LAYER:
+                for n_, p in st.named_parameters():
+                    if "last_layer" in n_:
+                        p.grad = None
+            opt.step()
+            with torch.no_grad():
+                m = momentum_schedule[it]
+                for pq, pk in zip(st.parameters(), te.parameters()):
+                    pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+            tensors[f"{name}.step{step}.loss"] = loss.detach().reshape(1)
+        for k, v in official_names(st.state_dict()).items():
+            tensors[f"{name}.student.{k}"] = v
+        print(f"{name}: final loss {loss.item():.6f}")
 
     from safetensors.torch import save_file
 
