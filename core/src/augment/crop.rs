@@ -4,7 +4,7 @@ use image::RgbImage;
 use rand::Rng;
 
 use crate::Result;
-use crate::imaging::resize_bicubic;
+use crate::imaging::{resize_bicubic, round_half_even};
 
 /// A crop box: top, left, height, width (pixels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,16 +55,6 @@ pub fn sample_crop(
         left: ((width as i64 - w) / 2) as u32,
         height: h as u32,
         width: w as u32,
-    }
-}
-
-/// Python's `round` (half to even).
-fn round_half_even(x: f64) -> i64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
-        (r - x.signum()) as i64
-    } else {
-        r as i64
     }
 }
 

@@ -9,4 +9,5 @@ pub use decode::load_image;
 pub use decode::{MAX_DECODED_BYTES, MAX_IMAGE_SIDE, decode_image};
 pub use preprocess::{
     IMAGENET_MEAN, IMAGENET_STD, Resize, batch_tensor, normalize_chw, prepare, resize_bicubic,
+    round_half_even,
 };

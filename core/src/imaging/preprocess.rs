@@ -116,8 +116,8 @@ fn short_side_size(w: u32, h: u32, short: u32) -> (u32, u32) {
     }
 }
 
-/// Python's `round` (half to even), which torchvision's `CenterCrop` uses for offsets.
-fn round_half_even(x: f64) -> i64 {
+/// Python's `round` (half to even), which torchvision uses for crop sizes and offsets.
+pub fn round_half_even(x: f64) -> i64 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
         (r - x.signum()) as i64

@@ -1,13 +1,12 @@
 //! Building the model from a [`StateDict`] in the official layout, and back.
 
-use burn::module::Param;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention, VisionTransformer};
 use crate::weights::{RawTensor, StateDict, transpose};
-use crate::{Error, Result, VitConfig};
+use crate::{Result, VitConfig};
 
 impl VisionTransformer {
     /// Builds the model from official-layout tensors. Every tensor must be present with
@@ -19,13 +18,14 @@ impl VisionTransformer {
         let mut proj = Conv2dConfig::new([3, d], [p, p])
             .with_stride([p, p])
             .init(device);
-        proj.weight = param(sd.take("patch_embed.proj.weight", &[d, 3, p, p])?, device);
-        proj.bias = Some(param(sd.take("patch_embed.proj.bias", &[d])?, device));
-        let cls_token = param(sd.take("cls_token", &[1, 1, d])?, device);
-        let pos_embed = param(
-            sd.take("pos_embed", &[1, config.num_positions() + 1, d])?,
-            device,
-        );
+        proj.weight = sd
+            .take("patch_embed.proj.weight", &[d, 3, p, p])?
+            .into_param(device);
+        proj.bias = Some(sd.take("patch_embed.proj.bias", &[d])?.into_param(device));
+        let cls_token = sd.take("cls_token", &[1, 1, d])?.into_param(device);
+        let pos_embed = sd
+            .take("pos_embed", &[1, config.num_positions() + 1, d])?
+            .into_param(device);
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let k = |s: &str| format!("blocks.{i}.{s}");
@@ -75,12 +75,15 @@ impl VisionTransformer {
     pub fn to_state_dict(&self) -> Result<StateDict> {
         let mut sd = StateDict::new();
         let pe = &self.patch_embed.proj;
-        sd.insert("patch_embed.proj.weight", raw(pe.weight.val())?);
+        sd.insert(
+            "patch_embed.proj.weight",
+            RawTensor::from_tensor(pe.weight.val())?,
+        );
         if let Some(b) = &pe.bias {
-            sd.insert("patch_embed.proj.bias", raw(b.val())?);
+            sd.insert("patch_embed.proj.bias", RawTensor::from_tensor(b.val())?);
         }
-        sd.insert("cls_token", raw(self.cls_token.val())?);
-        sd.insert("pos_embed", raw(self.pos_embed.val())?);
+        sd.insert("cls_token", RawTensor::from_tensor(self.cls_token.val())?);
+        sd.insert("pos_embed", RawTensor::from_tensor(self.pos_embed.val())?);
         for (i, b) in self.blocks.iter().enumerate() {
             let k = |s: &str| format!("blocks.{i}.{s}");
             put_layer_norm(&mut sd, &k("norm1"), &b.norm1)?;
@@ -95,10 +98,6 @@ impl VisionTransformer {
     }
 }
 
-fn param<const D: usize>(t: RawTensor, device: &Device) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::from_data(TensorData::new(t.data, t.shape), device))
-}
-
 /// PyTorch `Linear` (weight `[out, in]`) to Burn's (`[in, out]`).
 fn linear(sd: &mut StateDict, key: &str, i: usize, o: usize, device: &Device) -> Result<Linear> {
     let w = sd.take(&format!("{key}.weight"), &[o, i])?;
@@ -108,8 +107,8 @@ fn linear(sd: &mut StateDict, key: &str, i: usize, o: usize, device: &Device) ->
         data: transpose(&w.data, o, i),
     };
     Ok(Linear {
-        weight: param(t, device),
-        bias: Some(param(b, device)),
+        weight: t.into_param(device),
+        bias: Some(b.into_param(device)),
     })
 }
 
@@ -123,37 +122,31 @@ fn layer_norm(
     let mut ln = LayerNormConfig::new(d)
         .with_epsilon(config.layer_norm_eps)
         .init(device);
-    ln.gamma = param(sd.take(&format!("{key}.weight"), &[d])?, device);
-    ln.beta = Some(param(sd.take(&format!("{key}.bias"), &[d])?, device));
+    ln.gamma = sd.take(&format!("{key}.weight"), &[d])?.into_param(device);
+    ln.beta = Some(sd.take(&format!("{key}.bias"), &[d])?.into_param(device));
     Ok(ln)
 }
 
-fn raw<const D: usize>(t: Tensor<D>) -> Result<RawTensor> {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Weights(format!("cannot read a parameter back: {e:?}")))?;
-    RawTensor::new(shape, data)
-}
-
 fn put_linear(sd: &mut StateDict, key: &str, l: &Linear) -> Result<()> {
-    let w = raw(l.weight.val())?;
+    let w = RawTensor::from_tensor(l.weight.val())?;
     let (i, o) = (w.shape[0], w.shape[1]);
     sd.insert(
         format!("{key}.weight"),
         RawTensor::new(vec![o, i], transpose(&w.data, i, o))?,
     );
     if let Some(b) = &l.bias {
-        sd.insert(format!("{key}.bias"), raw(b.val())?);
+        sd.insert(format!("{key}.bias"), RawTensor::from_tensor(b.val())?);
     }
     Ok(())
 }
 
 fn put_layer_norm(sd: &mut StateDict, key: &str, ln: &LayerNorm) -> Result<()> {
-    sd.insert(format!("{key}.weight"), raw(ln.gamma.val())?);
+    sd.insert(
+        format!("{key}.weight"),
+        RawTensor::from_tensor(ln.gamma.val())?,
+    );
     if let Some(b) = &ln.beta {
-        sd.insert(format!("{key}.bias"), raw(b.val())?);
+        sd.insert(format!("{key}.bias"), RawTensor::from_tensor(b.val())?);
     }
     Ok(())
 }

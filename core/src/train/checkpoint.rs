@@ -37,14 +37,15 @@ impl Trainer {
         for (name, state) in &self.optimizer.states {
             steps.insert(name.clone(), state.step);
             for (i, buf) in state.buffers.iter().enumerate() {
-                sd.insert(format!("optimizer.{name}.{i}"), raw1(buf.clone())?);
+                sd.insert(
+                    format!("optimizer.{name}.{i}"),
+                    RawTensor::from_tensor(buf.clone())?,
+                );
             }
         }
-        let center = self.loss.center.clone();
-        let [a, b] = center.dims();
         sd.insert(
             "dino_loss.center",
-            RawTensor::new(vec![a, b], read(center)?)?,
+            RawTensor::from_tensor(self.loss.center.clone())?,
         );
         let header = RunHeader {
             config: self.cfg.clone(),
@@ -146,16 +147,4 @@ impl Trainer {
         Self::from_checkpoint(&bytes, device)
             .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
     }
-}
-
-fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.inner()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Weights(format!("cannot read a tensor back: {e:?}")))
-}
-
-fn raw1(t: Tensor<1>) -> Result<RawTensor> {
-    let n = t.dims()[0];
-    RawTensor::new(vec![n], read(t)?)
 }

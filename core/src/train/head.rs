@@ -88,14 +88,14 @@ impl DinoHead {
         for (i, o) in cfg.mlp_shapes(in_dim) {
             let w = RawTensor::new(vec![i, o], crate::rng::normal(rng, i * o, 0.0, 0.02))?;
             mlp.push(Linear {
-                weight: param(w, device),
+                weight: w.into_param(device),
                 bias: Some(Initializer::Zeros.init([o], device)),
             });
         }
         let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
         let (o, k) = (cfg.out_dim, cfg.bottleneck_dim);
         let v = RawTensor::new(vec![o, k], crate::rng::uniform(rng, o * k, -bound, bound))?;
-        let last_layer_v = param(v, device);
+        let last_layer_v = v.into_param(device);
         let last_layer_g =
             (!cfg.norm_last_layer).then(|| Initializer::Ones.init([cfg.out_dim, 1], device));
         Ok(Self {
@@ -148,12 +148,10 @@ impl DinoHead {
         for (i, (fan_in, fan_out)) in cfg.mlp_shapes(in_dim).into_iter().enumerate() {
             let w = sd.take(&format!("mlp.{}.weight", 2 * i), &[fan_out, fan_in])?;
             let b = sd.take(&format!("mlp.{}.bias", 2 * i), &[fan_out])?;
+            let w = RawTensor::new(vec![fan_in, fan_out], transpose(&w.data, fan_out, fan_in))?;
             mlp.push(Linear {
-                weight: param(
-                    RawTensor::new(vec![fan_in, fan_out], transpose(&w.data, fan_out, fan_in))?,
-                    device,
-                ),
-                bias: Some(param(b, device)),
+                weight: w.into_param(device),
+                bias: Some(b.into_param(device)),
             });
         }
         let v = sd.take("last_layer.weight_v", &[cfg.out_dim, cfg.bottleneck_dim])?;
@@ -168,11 +166,11 @@ impl DinoHead {
             }
             None
         } else {
-            Some(param(g, device))
+            Some(g.into_param(device))
         };
         Ok(Self {
             mlp,
-            last_layer_v: param(v, device),
+            last_layer_v: v.into_param(device),
             last_layer_g,
         })
     }
@@ -181,21 +179,24 @@ impl DinoHead {
     pub fn to_state_dict(&self) -> Result<StateDict> {
         let mut sd = StateDict::new();
         for (i, l) in self.mlp.iter().enumerate() {
-            let w = raw(l.weight.val())?;
+            let w = RawTensor::from_tensor(l.weight.val())?;
             let (fi, fo) = (w.shape[0], w.shape[1]);
             sd.insert(
                 format!("mlp.{}.weight", 2 * i),
                 RawTensor::new(vec![fo, fi], transpose(&w.data, fi, fo))?,
             );
             if let Some(b) = &l.bias {
-                sd.insert(format!("mlp.{}.bias", 2 * i), raw(b.val())?);
+                sd.insert(
+                    format!("mlp.{}.bias", 2 * i),
+                    RawTensor::from_tensor(b.val())?,
+                );
             }
         }
-        let v = raw(self.last_layer_v.val())?;
+        let v = RawTensor::from_tensor(self.last_layer_v.val())?;
         let out = v.shape[0];
         sd.insert("last_layer.weight_v", v);
         let g = match &self.last_layer_g {
-            Some(g) => raw(g.val())?,
+            Some(g) => RawTensor::from_tensor(g.val())?,
             None => RawTensor::new(vec![out, 1], vec![1.0; out])?,
         };
         sd.insert("last_layer.weight_g", g);
@@ -230,20 +231,4 @@ impl DinoHead {
             norm_last_layer,
         })
     }
-}
-
-fn param<const D: usize>(t: RawTensor, device: &Device) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::from_data(
-        burn::tensor::TensorData::new(t.data, t.shape),
-        device,
-    ))
-}
-
-fn raw<const D: usize>(t: Tensor<D>) -> Result<RawTensor> {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Weights(format!("cannot read a parameter back: {e:?}")))?;
-    RawTensor::new(shape, data)
 }

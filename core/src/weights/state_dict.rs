@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+
 use crate::{Error, Result};
 
 /// One tensor: row-major f32 data and its shape (PyTorch orientation).
@@ -21,6 +24,27 @@ impl RawTensor {
             )));
         }
         Ok(Self { shape, data })
+    }
+}
+
+impl RawTensor {
+    /// A Burn parameter holding this tensor on `device`.
+    pub fn into_param<const D: usize>(self, device: &Device) -> Param<Tensor<D>> {
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(self.data, self.shape),
+            device,
+        ))
+    }
+
+    /// A host copy of a (non-autodiff or autodiff) tensor.
+    pub fn from_tensor<const D: usize>(t: Tensor<D>) -> Result<Self> {
+        let shape = t.dims().to_vec();
+        let data = t
+            .inner()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Weights(format!("cannot read a tensor back: {e:?}")))?;
+        Self::new(shape, data)
     }
 }
 

@@ -17,16 +17,8 @@ use crate::model_args::WeightsArgs;
 pub struct Args {
     #[command(flatten)]
     weights: WeightsArgs,
-    /// Training split: one subfolder per class.
-    #[arg(long, value_name = "DIR")]
-    train: PathBuf,
-    /// Validation split: the same class subfolders.
-    #[arg(long, value_name = "DIR")]
-    val: PathBuf,
-    /// Evaluation transform (`eval` = resize 256, centre crop 224, as eval_knn.py; small
-    /// images: e.g. `none` or `eval:32/28`).
-    #[arg(long, default_value = "eval")]
-    resize: Resize,
+    #[command(flatten)]
+    splits: SplitArgs,
     /// Values of k.
     #[arg(long, num_args = 1.., default_values_t = [10, 20, 100, 200])]
     nb_knn: Vec<usize>,
@@ -51,14 +43,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let train = ImageFolder::scan(&args.train)?;
-    let val = ImageFolder::scan(&args.val)?;
-    let (Some(train_labels), Some(val_labels)) = (&train.labels, &val.labels) else {
-        bail!("k-NN needs the ImageFolder layout: one subfolder per class in --train and --val");
-    };
-    if train.classes != val.classes {
-        bail!("--train and --val have different class folders");
-    }
+    let (train, val) = args.splits.scan()?;
+    let (train_labels, val_labels) = (
+        train.labels.as_ref().expect("checked"),
+        val.labels.as_ref().expect("checked"),
+    );
     let mode = if args.raw_pixels {
         "raw pixels"
     } else if args.random_init {
@@ -113,7 +102,7 @@ fn features(
         "weights": args.weights.weights, "weights_len": std::fs::metadata(&args.weights.weights).map(|m| m.len()).ok(),
         "weights_modified": std::fs::metadata(&args.weights.weights).and_then(|m| m.modified()).ok()
             .map(|t| format!("{t:?}")),
-        "key": args.weights.checkpoint_key, "mode": mode, "resize": args.resize.to_string(),
+        "key": args.weights.checkpoint_key, "mode": mode, "resize": args.splits.resize.to_string(),
         "train": train.files, "val": val.files,
     })
     .to_string();
@@ -133,21 +122,21 @@ fn features(
     };
     let (mut tr, mut va, d) = if args.raw_pixels {
         let patch = engine.config().patch;
-        let (a, d) = pixels(&train.files, &args.resize, patch)?;
-        (a, pixels(&val.files, &args.resize, patch)?.0, d)
+        let (a, d) = pixels(&train.files, &args.splits.resize, patch)?;
+        (a, pixels(&val.files, &args.splits.resize, patch)?.0, d)
     } else {
         let d = engine.config().dim;
         let a = crate::features::cls_features(
             &engine,
             &train.files,
-            &args.resize,
+            &args.splits.resize,
             args.batch_size,
             "train",
         )?;
         let b = crate::features::cls_features(
             &engine,
             &val.files,
-            &args.resize,
+            &args.splits.resize,
             args.batch_size,
             "val",
         )?;
@@ -200,4 +189,36 @@ fn write_cache(
     crate::npy::write(&dir.join("val_features.npy"), &[va.len() / d, d], va)?;
     dino_core::atomic_write(&dir.join("signature.json"), signature.as_bytes())?;
     Ok(())
+}
+
+/// The train / val ImageFolder splits and the transform of the evaluation commands.
+#[derive(clap::Args, Debug)]
+pub struct SplitArgs {
+    /// Training split: one subfolder per class.
+    #[arg(long, value_name = "DIR")]
+    pub train: PathBuf,
+    /// Validation split: the same class subfolders.
+    #[arg(long, value_name = "DIR")]
+    pub val: PathBuf,
+    /// Evaluation transform (`eval` = resize 256, centre crop 224, as eval_knn.py; small
+    /// images: e.g. `none` or `eval:32/28`).
+    #[arg(long, default_value = "eval")]
+    pub resize: Resize,
+}
+
+impl SplitArgs {
+    /// Both splits, checked to be labelled ImageFolders with the same classes.
+    pub fn scan(&self) -> anyhow::Result<(ImageFolder, ImageFolder)> {
+        let train = ImageFolder::scan(&self.train)?;
+        let val = ImageFolder::scan(&self.val)?;
+        if train.labels.is_none() || val.labels.is_none() {
+            bail!(
+                "evaluation needs the ImageFolder layout: one subfolder per class in --train and --val"
+            );
+        }
+        if train.classes != val.classes {
+            bail!("--train and --val have different class folders");
+        }
+        Ok((train, val))
+    }
 }

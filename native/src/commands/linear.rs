@@ -3,26 +3,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use dino_core::data::ImageFolder;
+use anyhow::Context;
 use dino_core::eval::{LabelledFeatures, LinearConfig, train_linear};
-use dino_core::imaging::Resize;
 
+use super::knn::SplitArgs;
 use crate::model_args::WeightsArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     weights: WeightsArgs,
-    /// Training split: one subfolder per class.
-    #[arg(long, value_name = "DIR")]
-    train: PathBuf,
-    /// Validation split: the same class subfolders.
-    #[arg(long, value_name = "DIR")]
-    val: PathBuf,
-    /// Feature transform for both splits (features are computed once: see the README).
-    #[arg(long, default_value = "eval")]
-    resize: Resize,
+    /// The splits and the feature transform (features are computed once: see the README).
+    #[command(flatten)]
+    splits: SplitArgs,
     /// CLS tokens of this many last blocks (official: 4, and 1 for ViT-B).
     #[arg(long, default_value_t = 4)]
     n_last_blocks: usize,
@@ -44,21 +37,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let train = ImageFolder::scan(&args.train)?;
-    let val = ImageFolder::scan(&args.val)?;
-    let (Some(train_labels), Some(val_labels)) = (&train.labels, &val.labels) else {
-        bail!("the linear probe needs the ImageFolder layout: one subfolder per class");
-    };
-    if train.classes != val.classes {
-        bail!("--train and --val have different class folders");
-    }
+    let (train, val) = args.splits.scan()?;
+    let (train_labels, val_labels) = (
+        train.labels.as_ref().expect("checked"),
+        val.labels.as_ref().expect("checked"),
+    );
     let engine = args.weights.load_engine()?;
     let n = args.n_last_blocks.clamp(1, engine.config().depth);
     let dim = engine.config().dim * (n + args.avgpool_patchtokens as usize);
     let extract = |files: &[PathBuf], label: &str| {
-        crate::features::features_with(&engine, files, &args.resize, 64, label, dim, |batch| {
-            engine.probe_features(batch, n, args.avgpool_patchtokens)
-        })
+        crate::features::features_with(
+            &engine,
+            files,
+            &args.splits.resize,
+            64,
+            label,
+            dim,
+            |batch| engine.probe_features(batch, n, args.avgpool_patchtokens),
+        )
     };
     let tr = extract(&train.files, "train")?;
     let va = extract(&val.files, "val")?;
