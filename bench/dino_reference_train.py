@@ -213,6 +213,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: strict fp32 like dino-rs)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -230,6 +231,10 @@ def main():
         args.embed_dim, args.out_dim, args.norm_last_layer, 3, args.head_hidden_dim, args.head_bottleneck_dim))
     teacher = MultiCropWrapper(Backbone(args, 0.0), DINOHead(
         args.embed_dim, args.out_dim, True, 3, args.head_hidden_dim, args.head_bottleneck_dim))
+    dev = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    student, teacher = student.to(dev), teacher.to(dev)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
@@ -244,7 +249,7 @@ def main():
     wd_schedule = cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, niter)
     momentum_schedule = cosine_scheduler(args.momentum_teacher, 1, args.epochs, niter)
     dino_loss = DINOLoss(args.out_dim, args.local_crops_number + 2, args.warmup_teacher_temp,
-                         args.teacher_temp, args.warmup_teacher_temp_epochs, args.epochs)
+                         args.teacher_temp, args.warmup_teacher_temp_epochs, args.epochs).to(dev)
 
     log = open(os.path.join(args.out, "log.txt"), "w")
     start = time.time()
@@ -256,6 +261,7 @@ def main():
                 group["lr"] = lr_schedule[it]
                 if i == 0:
                     group["weight_decay"] = wd_schedule[it]
+            images = [im.to(dev, non_blocking=True) for im in images]
             teacher_output = teacher(images[:2])
             student_output = student(images)
             loss = dino_loss(student_output, teacher_output, epoch)

@@ -63,6 +63,9 @@ def main():
     ap.add_argument("--local-crops", type=int, default=8)
     ap.add_argument("--out-dim", type=int, default=65536)
     ap.add_argument("--image", default="tests/fixtures/images/chelsea.png")
+    ap.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"],
+                    help="train_step: where PyTorch runs; on cuda it is timed twice, in strict fp32 "
+                         "and with TF32 matmuls (PyTorch's own default for convolutions)")
     args = ap.parse_args()
     if args.serve:
         return serve(args)
@@ -129,21 +132,22 @@ def build_train_step(args):
     dim, heads = DIMS[args.arch.replace("vit_", "")]
     a = argparse.Namespace(global_crop_size=args.global_size, patch_size=args.patch, embed_dim=dim, depth=12,
                            num_heads=heads)
-    student = ref.MultiCropWrapper(ref.Backbone(a, 0.1), ref.DINOHead(dim, args.out_dim))
-    teacher = ref.MultiCropWrapper(ref.Backbone(a, 0.0), ref.DINOHead(dim, args.out_dim))
+    dev = torch.device(args.torch_device)
+    student = ref.MultiCropWrapper(ref.Backbone(a, 0.1), ref.DINOHead(dim, args.out_dim)).to(dev)
+    teacher = ref.MultiCropWrapper(ref.Backbone(a, 0.0), ref.DINOHead(dim, args.out_dim)).to(dev)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)
-    loss_fn = ref.DINOLoss(args.out_dim, 2 + args.local_crops, 0.04, 0.04, 0, 1)
+    loss_fn = ref.DINOLoss(args.out_dim, 2 + args.local_crops, 0.04, 0.04, 0, 1).to(dev)
     crops_cache = {}
 
     def step(batch):
         b = batch.shape[0]
         if b not in crops_cache:
-            crops_cache[b] = [torch.randn(b, 3, args.global_size, args.global_size) for _ in range(2)] + \
-                [torch.randn(b, 3, args.local_size, args.local_size) for _ in range(args.local_crops)]
+            crops_cache[b] = [torch.randn(b, 3, args.global_size, args.global_size, device=dev) for _ in range(2)] + \
+                [torch.randn(b, 3, args.local_size, args.local_size, device=dev) for _ in range(args.local_crops)]
         crops = crops_cache[b]
         t_out = teacher(crops[:2])
         s_out = student(crops)
@@ -158,8 +162,23 @@ def build_train_step(args):
         with torch.no_grad():
             for pq, pk in zip(student.parameters(), teacher.parameters()):
                 pk.mul_(0.996).add_(0.004 * pq.detach())
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
-    return [(f"PyTorch {torch.__version__.split('+')[0]} (eager)", step)]
+    version = torch.__version__.split('+')[0]
+    if dev.type == "cpu":
+        return [(f"PyTorch {version} (eager)", step)]
+
+    def with_tf32(on):
+        def run(batch):
+            torch.backends.cuda.matmul.allow_tf32 = on
+            torch.backends.cudnn.allow_tf32 = on
+            step(batch)
+        return run
+
+    gpu = torch.cuda.get_device_name(0)
+    return [(f"PyTorch {version} CUDA fp32 ({gpu})", with_tf32(False)),
+            (f"PyTorch {version} CUDA TF32 ({gpu})", with_tf32(True))]
 
 
 def build_augment(args):

@@ -72,6 +72,9 @@ pub struct Args {
     /// Interleaved rounds: each round times every engine in turn.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Train step: where the PyTorch reference runs (`cuda` times it in fp32 and TF32).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    torch_device: String,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -405,6 +408,7 @@ impl ReferenceServer {
             .args(["--local-size", &args.local_size.to_string()])
             .args(["--local-crops", &args.local_crops.to_string()])
             .args(["--out-dim", &args.out_dim.to_string()])
+            .args(["--torch-device", &args.torch_device])
             .arg("--image")
             .arg(&args.image)
             .stdin(Stdio::piped())

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU checks of the training issue, as one script for a lent GPU machine (the `device`
+# tool) with PyTorch installed: (A) one DINO training step of ViT-S/16 (2 x 224 + 8 x 96 crops
+# per image, official head) on Burn's Vulkan backend against PyTorch CUDA in fp32 and TF32,
+# same run; (B) the Fashion-MNIST learning recipe of bench/fashion_mnist.sh with a longer
+# budget, dino-rs on Vulkan and the PyTorch reference on CUDA side by side.
+#
+#   bash bench/gpu_check.sh BINARY FM_TRAIN_TAR_XZ OUTDIR
+#
+# The k-NN evaluation of the teachers is cheap and runs afterwards on any machine
+# (`dino knn`, see bench/fashion_mnist.sh).
+set -uo pipefail
+BIN="$1"; DATA_TAR="$2"; OUT="$3"
+W=/tmp/gpucheck
+mkdir -p "$W" "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+tar -C "$W" -xJf "$DATA_TAR"
+EPOCHS="${EPOCHS:-30}"
+
+echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32} =="
+timeout "${STEP_TIMEOUT:-220}" "$BIN" bench --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
+    --iters 4 --rounds 2 --warmup 1 --torch-device cuda --json "$OUT/train_step.json" 2>&1 |
+    tee "$OUT/train_step.txt"
+
+echo "== B: Fashion-MNIST, $EPOCHS epochs x 10k images =="
+RECIPE=(--embed-dim 192 --depth 4 --num-heads 3 --patch-size 7 --global-crop-size 28
+        --local-crop-size 14 --local-crops-number 6 --out-dim 2048 --head-hidden-dim 512
+        --head-bottleneck-dim 128 --batch-size 128 --epochs "$EPOCHS" --warmup-epochs 3 --seed 0)
+start=$(date +%s)
+( timeout "${TRAIN_TIMEOUT:-300}" "$BIN" train --device vulkan --data "$W/train_10000" \
+    --output-dir "$W/ours" --attention-every 0 "${RECIPE[@]}" > "$OUT/fm_ours.txt" 2>&1
+  echo "dino-rs exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_ours.txt" ) &
+( PYTHONUNBUFFERED=1 timeout "${TRAIN_TIMEOUT:-300}" python3 bench/dino_reference_train.py \
+    --data "$W/train_10000" --out "$W/pytorch" --device cuda --threads 4 --workers 6 "${RECIPE[@]}" \
+    > "$OUT/fm_pytorch.txt" 2>&1
+  echo "PyTorch exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_pytorch.txt" ) &
+wait
+tail -n 3 "$OUT/fm_ours.txt" "$OUT/fm_pytorch.txt"
+cp "$W/ours/metrics.jsonl" "$OUT/fm_ours_metrics.jsonl" 2>/dev/null
+if [ ! -f "$W/ours/teacher.safetensors" ] && [ -f "$W/ours/checkpoint.safetensors" ]; then
+    "$BIN" export --weights "$W/ours/checkpoint.safetensors" --out "$W/ours/teacher.safetensors"
+fi
+cp "$W/ours/teacher.safetensors" "$OUT/fm_ours_teacher.safetensors" 2>/dev/null
+cp "$W/pytorch/teacher_backbone.safetensors" "$OUT/fm_pytorch_teacher.safetensors" 2>/dev/null
+ls -la "$OUT"
