@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod imaging;
 pub mod masks;
 pub mod model;

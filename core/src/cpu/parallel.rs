@@ -26,6 +26,19 @@ pub fn for_each_task(n: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// `[f(0), .., f(n - 1)]`, computed in parallel where available.
+pub fn map_tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().map(f).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        (0..n).map(f).collect()
+    }
+}
+
 /// A raw pointer that tasks writing disjoint regions of one buffer may share.
 #[derive(Clone, Copy)]
 pub struct SharedMut(pub *mut f32);

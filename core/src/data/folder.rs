@@ -79,7 +79,8 @@ impl ImageFolder {
     }
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether a path has an image extension.
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))

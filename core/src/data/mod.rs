@@ -3,5 +3,5 @@
 mod folder;
 mod loader;
 
-pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
+pub use folder::{IMAGE_EXTENSIONS, ImageFolder, is_image};
 pub use loader::{CropBatch, ImageSource, MultiCropLoader, Skipped, mix};

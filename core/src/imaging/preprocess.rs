@@ -21,6 +21,9 @@ pub enum Resize {
     Short(u32),
     /// Resize to exactly height x width (torchvision `Resize((h, w))`).
     Exact { height: u32, width: u32 },
+    /// Shrink (never enlarge) so the long side is at most this many pixels, keeping the
+    /// aspect ratio (PIL `thumbnail`, what `eval_image_retrieval.py` does; bicubic here).
+    Max(u32),
     /// Keep the image's own size.
     None,
 }
@@ -36,12 +39,13 @@ impl Default for Resize {
 
 impl std::str::FromStr for Resize {
     type Err = Error;
-    /// `eval`, `eval:256/224`, `none`, `480` (short side) or `480x640` (height x width).
+    /// `eval`, `eval:256/224`, `none`, `480` (short side), `max:224` (long side, shrink
+    /// only) or `480x640` (height x width).
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Input(format!(
                 "--resize '{s}': expected 'eval', 'eval:SHORT/CROP', 'none', a short side \
-                 like '480', or HEIGHTxWIDTH like '480x640'"
+                 like '480', a long side limit like 'max:224', or HEIGHTxWIDTH like '480x640'"
             ))
         };
         let num = |v: &str| -> Result<u32> {
@@ -54,6 +58,7 @@ impl std::str::FromStr for Resize {
         Ok(match s {
             "eval" => Self::default(),
             "none" => Self::None,
+            _ if s.starts_with("max:") => Self::Max(num(&s[4..])?),
             _ if s.starts_with("eval:") => {
                 let (a, b) = s[5..].split_once('/').ok_or_else(bad)?;
                 let (short, crop) = (num(a)?, num(b)?);
@@ -79,6 +84,7 @@ impl std::fmt::Display for Resize {
         match self {
             Self::Eval { short, crop } => write!(f, "eval:{short}/{crop}"),
             Self::Short(n) => write!(f, "{n}"),
+            Self::Max(n) => write!(f, "max:{n}"),
             Self::Exact { height, width } => write!(f, "{height}x{width}"),
             Self::None => write!(f, "none"),
         }
@@ -140,7 +146,14 @@ pub fn prepare(img: &RgbImage, resize: &Resize, patch: usize) -> Result<RgbImage
             resize_bicubic(img, nw, nh)?
         }
         Resize::Exact { height, width } => resize_bicubic(img, width, height)?,
-        Resize::None => img.clone(),
+        Resize::Max(side) if w.max(h) > side => {
+            // PIL thumbnail: the long side becomes `side`, the other rounds, at least 1
+            let scale = side as f64 / w.max(h) as f64;
+            let nw = ((w as f64 * scale).round() as u32).clamp(1, side);
+            let nh = ((h as f64 * scale).round() as u32).clamp(1, side);
+            resize_bicubic(img, nw, nh)?
+        }
+        Resize::Max(_) | Resize::None => img.clone(),
     };
     let p = patch as u32;
     let (cw, ch) = (
@@ -216,6 +229,8 @@ mod tests {
         assert_eq!("eval".parse::<Resize>().unwrap(), Resize::default());
         assert_eq!("none".parse::<Resize>().unwrap(), Resize::None);
         assert_eq!("480".parse::<Resize>().unwrap(), Resize::Short(480));
+        assert_eq!("max:224".parse::<Resize>().unwrap(), Resize::Max(224));
+        assert!("max:0".parse::<Resize>().is_err());
         assert_eq!(
             "320x240".parse::<Resize>().unwrap(),
             Resize::Exact {

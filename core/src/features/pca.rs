@@ -1,0 +1,183 @@
+//! PCA and whitening as the official `utils.PCA` (used by copy detection), and the plain
+//! top-k principal components used for visualisation.
+
+use crate::cpu::matmul::{Epilogue, matmul};
+use crate::{Error, Result};
+use nalgebra::{DMatrix, SymmetricEigen};
+
+/// A learned projection `y = diag(1 / lambda^whit) V^T (x - mean)`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Pca {
+    pub dim_in: usize,
+    pub dim_out: usize,
+    pub mean: Vec<f32>,
+    /// `[dim_out, dim_in]` rows: the components, already scaled by the whitening.
+    pub projection: Vec<f32>,
+    /// Eigenvalues, largest first (before whitening).
+    pub eigenvalues: Vec<f32>,
+    /// Share of the total energy the kept components hold.
+    pub energy: f32,
+}
+
+/// The mean row of `[N, d]` rows.
+pub fn mean_row(rows: &[f32], d: usize) -> Vec<f32> {
+    let n = (rows.len() / d.max(1)).max(1);
+    let mut m = vec![0f64; d];
+    for r in rows.chunks_exact(d) {
+        m.iter_mut().zip(r).for_each(|(a, &v)| *a += v as f64);
+    }
+    m.iter().map(|v| (v / n as f64) as f32).collect()
+}
+
+/// `X^T X / n` of `[N, d]` rows, centred first when `mean` is given.
+pub fn second_moment(rows: &[f32], d: usize, mean: Option<&[f32]>) -> Vec<f32> {
+    let n = rows.len() / d;
+    let mut xt = vec![0f32; d * n];
+    for (i, r) in rows.chunks_exact(d).enumerate() {
+        for j in 0..d {
+            xt[j * n + i] = r[j] - mean.map_or(0.0, |m| m[j]);
+        }
+    }
+    let mut x = vec![0f32; n * d];
+    for i in 0..n {
+        for j in 0..d {
+            x[i * d + j] = xt[j * n + i];
+        }
+    }
+    let mut cov = vec![0f32; d * d];
+    matmul(&xt, d, n, &x, d, &mut cov, Epilogue::Bias(&vec![0f32; d]));
+    cov.iter_mut().for_each(|v| *v /= n.max(1) as f32);
+    cov
+}
+
+/// Symmetric eigen-decomposition, largest eigenvalue first: (values, `[k, d]` vectors as rows).
+pub fn eigh_desc(sym: &[f32], d: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = DMatrix::<f64>::from_fn(d, d, |i, j| sym[i * d + j] as f64);
+    let eig = SymmetricEigen::new(m);
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+    let values = order[..k]
+        .iter()
+        .map(|&i| eig.eigenvalues[i] as f32)
+        .collect();
+    let mut vectors = Vec::with_capacity(k * d);
+    for &i in &order[..k] {
+        vectors.extend(eig.eigenvectors.column(i).iter().map(|&v| v as f32));
+    }
+    (values, vectors)
+}
+
+impl Pca {
+    /// The official copy-detection whitening: the mean of `rows` is subtracted from what is
+    /// projected, but the eigenvectors come from the *uncentred* second moment `X^T X / n`
+    /// (as `eval_copy_detection.py` computes `cov`); eigenvalues below `1e-5 * max` are
+    /// raised to it; `whit` 0.5 whitens fully, 0 only rotates.
+    pub fn fit_whitening(rows: &[f32], d: usize, dim_out: usize, whit: f32) -> Result<Self> {
+        let n = rows.len() / d.max(1);
+        if d == 0 || n < 2 || rows.len() != n * d {
+            return Err(Error::Input(format!(
+                "PCA needs at least 2 feature rows, got {n}"
+            )));
+        }
+        if dim_out == 0 || dim_out > d {
+            return Err(Error::Input(format!(
+                "PCA output dimension must be in 1..={d}, got {dim_out}"
+            )));
+        }
+        let mean = mean_row(rows, d);
+        let cov = second_moment(rows, d, None);
+        let (all, _) = eigh_desc(&cov, d, d);
+        let (mut values, vectors) = eigh_desc(&cov, d, dim_out);
+        let eps = all[0].max(0.0) * 1e-5;
+        let clamp = |v: f32| if v < eps { eps } else { v };
+        let total: f32 = all.iter().map(|&v| clamp(v)).sum();
+        values.iter_mut().for_each(|v| *v = clamp(*v));
+        let energy = values.iter().sum::<f32>() / total.max(f32::MIN_POSITIVE);
+        let mut projection = vectors;
+        for (k, row) in projection.chunks_exact_mut(d).enumerate() {
+            let s = 1.0 / values[k].max(f32::MIN_POSITIVE).powf(whit);
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(Pca {
+            dim_in: d,
+            dim_out,
+            mean,
+            projection,
+            eigenvalues: values,
+            energy,
+        })
+    }
+
+    /// Plain PCA (centred covariance), no whitening: the top `k` components.
+    pub fn fit(rows: &[f32], d: usize, k: usize) -> Result<Self> {
+        let n = rows.len() / d.max(1);
+        if d == 0 || n < 2 || k == 0 || k > d {
+            return Err(Error::Input(format!(
+                "PCA of {k} components needs at least 2 rows of width >= {k}, got {n} rows of {d}"
+            )));
+        }
+        let mean = mean_row(rows, d);
+        let cov = second_moment(rows, d, Some(&mean));
+        let (values, vectors) = eigh_desc(&cov, d, k);
+        let total: f32 = (0..d).map(|i| cov[i * d + i]).sum();
+        Ok(Pca {
+            dim_in: d,
+            dim_out: k,
+            mean,
+            energy: values.iter().sum::<f32>() / total.max(f32::MIN_POSITIVE),
+            projection: vectors,
+            eigenvalues: values,
+        })
+    }
+
+    /// Projects `[N, dim_in]` rows to `[N, dim_out]`.
+    pub fn apply(&self, rows: &[f32]) -> Result<Vec<f32>> {
+        let d = self.dim_in;
+        if !rows.len().is_multiple_of(d) {
+            return Err(Error::Input(format!(
+                "PCA expects rows of {d} values, got {} values",
+                rows.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(rows.len() / d * self.dim_out);
+        let mut centred = vec![0f32; d];
+        for r in rows.chunks_exact(d) {
+            centred
+                .iter_mut()
+                .zip(r.iter().zip(&self.mean))
+                .for_each(|(c, (&x, &m))| *c = x - m);
+            for p in self.projection.chunks_exact(d) {
+                out.push(p.iter().zip(&centred).map(|(a, b)| a * b).sum());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_main_axis_and_whitens() {
+        // points along (1, 1) with a little spread along (1, -1)
+        let mut rows = Vec::new();
+        for i in -10..=10 {
+            let t = i as f32;
+            let s = if i % 2 == 0 { 0.1 } else { -0.1 };
+            rows.extend([t + s, t - s]);
+        }
+        let pca = Pca::fit(&rows, 2, 2).unwrap();
+        let axis = &pca.projection[..2];
+        assert!((axis[0].abs() - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4);
+        assert!((axis[0] - axis[1]).abs() < 1e-4);
+        assert!(pca.eigenvalues[0] > 100.0 * pca.eigenvalues[1]);
+        // whitened outputs have unit second moment along each kept axis
+        let w = Pca::fit_whitening(&rows, 2, 2, 0.5).unwrap();
+        let y = w.apply(&rows).unwrap();
+        let m0: f32 = y.chunks(2).map(|r| r[0] * r[0]).sum::<f32>() / 21.0;
+        assert!((m0 - 1.0).abs() < 0.05, "{m0}");
+        assert!(Pca::fit(&rows, 2, 3).is_err());
+        assert!(Pca::fit(&rows[..2], 2, 1).is_err());
+    }
+}
