@@ -8,6 +8,16 @@ use dino_core::imaging::{batch_tensor, normalize_chw};
 use dino_core::{VisionTransformer, VitConfig};
 use image::RgbImage;
 
+/// The last layer's normed tokens of a batch.
+pub struct Tokens {
+    /// `[B, D]`
+    pub cls: Vec<f32>,
+    /// `[B, gh*gw, D]`
+    pub patches: Vec<f32>,
+    /// `(gh, gw)`
+    pub grid: (usize, usize),
+}
+
 /// A loaded model, ready for inference.
 pub enum Engine {
     Cpu(CpuVit),
@@ -87,6 +97,35 @@ impl Engine {
             out.extend((0..d).map(|j| p.iter().skip(j).step_by(d).sum::<f32>() / tokens as f32));
         }
         Ok(out)
+    }
+
+    /// Normed CLS `[B, D]` and patch tokens `[B, gh*gw, D]` (the output of
+    /// `get_intermediate_layers(x, n=1)`) of same-size prepared images, and the grid.
+    pub fn tokens(&self, images: &[RgbImage]) -> anyhow::Result<Tokens> {
+        match self {
+            Engine::Cpu(e) => {
+                let (x, b, h, w) = host_batch(images)?;
+                let want = Outputs {
+                    patches: true,
+                    ..Default::default()
+                };
+                let out = e.run(&x, b, h, w, want)?;
+                Ok(Tokens {
+                    cls: out.cls,
+                    patches: out.patches,
+                    grid: out.grid,
+                })
+            }
+            Engine::Burn(m, dev) => {
+                let x = batch_tensor(images, dev)?;
+                let grid = m.check_input(x.dims())?;
+                let layer = m.intermediate_layers(x, 1)?.remove(0);
+                let [b, t, d] = layer.dims();
+                let cls = read(layer.clone().narrow(1, 0, 1).reshape([b, d]))?;
+                let patches = read(layer.narrow(1, 1, t - 1))?;
+                Ok(Tokens { cls, patches, grid })
+            }
+        }
     }
 
     /// Last-block CLS-to-patch attention `[H, gh*gw]` of one prepared image, and its grid.

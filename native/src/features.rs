@@ -37,6 +37,7 @@ pub fn cls_features(
 }
 
 /// `[N, dim]` rows of `f` applied to batches of equal-size prepared images, in file order.
+/// Any unreadable image stops with an error naming it.
 pub fn features_with(
     engine: &Engine,
     files: &[PathBuf],
@@ -46,21 +47,70 @@ pub fn features_with(
     dim: usize,
     f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
 ) -> anyhow::Result<Vec<f32>> {
+    let out = extract(engine, files, resize, batch_size, label, dim, false, f)?;
+    Ok(out.rows)
+}
+
+/// Rows for the readable images of a collection; what could not be read is listed.
+pub struct Extracted {
+    /// The files the rows belong to, in input order.
+    pub files: Vec<PathBuf>,
+    /// `[files.len(), dim]`
+    pub rows: Vec<f32>,
+    pub dim: usize,
+    /// Unreadable files and why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// `f` over batches of equal-size prepared images (decoded and resized in parallel, a few
+/// batches at a time for bounded memory). With `skip`, unreadable images are left out and
+/// listed; without, the first one stops with an error naming it.
+#[allow(clippy::too_many_arguments)]
+pub fn extract(
+    engine: &Engine,
+    files: &[PathBuf],
+    resize: &Resize,
+    batch_size: usize,
+    label: &str,
+    dim: usize,
+    skip: bool,
+    f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<Extracted> {
     let patch = engine.config().patch;
     let n = files.len();
     let progress = bar(n, label);
-    let mut feats = vec![0f32; n * dim];
-    // bounded memory: decode a few batches at a time
+    let mut out = Extracted {
+        files: Vec::with_capacity(n),
+        rows: Vec::with_capacity(n * dim),
+        dim,
+        skipped: Vec::new(),
+    };
     let window = (batch_size * 8).max(64);
     for w0 in (0..n).step_by(window) {
         let w1 = (w0 + window).min(n);
-        let prepared: Vec<_> = files[w0..w1]
+        let decoded: Vec<anyhow::Result<image::RgbImage>> = files[w0..w1]
             .par_iter()
             .map(|p| {
                 let img = load_image(p)?;
                 prepare(&img, resize, patch).with_context(|| format!("{}", p.display()))
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect();
+        let mut prepared = Vec::with_capacity(decoded.len());
+        let mut names = Vec::with_capacity(decoded.len());
+        for (i, d) in decoded.into_iter().enumerate() {
+            match d {
+                Ok(img) => {
+                    prepared.push(img);
+                    names.push(files[w0 + i].clone());
+                }
+                Err(e) if skip => {
+                    out.skipped.push((files[w0 + i].clone(), format!("{e:#}")));
+                    progress.inc(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut rows = vec![0f32; prepared.len() * dim];
         let mut order: Vec<usize> = (0..prepared.len()).collect();
         order.sort_by_key(|&i| (prepared[i].width(), prepared[i].height(), i));
         let mut start = 0;
@@ -77,15 +127,17 @@ pub fn features_with(
                 .iter()
                 .map(|&i| prepared[i].clone())
                 .collect();
-            let rows = f(&batch)?;
+            let got = f(&batch)?;
+            anyhow::ensure!(got.len() == batch.len() * dim, "feature width mismatch");
             for (k, &i) in order[start..end].iter().enumerate() {
-                let g = w0 + i;
-                feats[g * dim..(g + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);
+                rows[i * dim..(i + 1) * dim].copy_from_slice(&got[k * dim..(k + 1) * dim]);
             }
             progress.inc((end - start) as u64);
             start = end;
         }
+        out.rows.extend(rows);
+        out.files.extend(names);
     }
     progress.finish_and_clear();
-    Ok(feats)
+    Ok(out)
 }

@@ -4,7 +4,11 @@ mod backend;
 mod builtin;
 mod commands;
 mod engine;
+mod feature_store;
 mod features;
+mod frames;
+mod gallery;
+mod label_png;
 mod model_args;
 mod npy;
 mod plots;
@@ -43,6 +47,18 @@ enum Command {
     Knn(Box<commands::knn::Args>),
     /// Linear probe on frozen features (last blocks' CLS tokens), top-1 / top-5 on the val split.
     Linear(Box<commands::linear::Args>),
+    /// Near-duplicate (copy) detection over a folder: pairs, groups, CSV/JSON/HTML reports.
+    Dedup(Box<commands::dedup::Args>),
+    /// Image retrieval: index a folder once (kept on disk, updated incrementally), query it.
+    Retrieve(Box<commands::retrieve::Args>),
+    /// Per-frame attention of a video or a folder of frames: frames, GIF and MP4.
+    Video(Box<commands::video::Args>),
+    /// Video object segmentation: propagate the first frame's mask through the frames.
+    Propagate(Box<commands::propagate::Args>),
+    /// Cluster a collection by its features; a t-SNE map of thumbnails; NMI/purity vs subfolders.
+    Cluster(Box<commands::cluster::Args>),
+    /// Patch features as colours: PCA of patch tokens, background removed (DINOv2-style).
+    Pca(Box<commands::pca::Args>),
     /// Time the ViT forward pass (and PyTorch / ONNX Runtime side by side when installed).
     Bench(commands::bench::Args),
 }
@@ -65,6 +81,12 @@ fn main() {
         Command::Train(a) => commands::train::run(*a),
         Command::Knn(a) => commands::knn::run(*a),
         Command::Linear(a) => commands::linear::run(*a),
+        Command::Dedup(a) => commands::dedup::run(*a),
+        Command::Retrieve(a) => commands::retrieve::run(*a),
+        Command::Video(a) => commands::video::run(*a),
+        Command::Propagate(a) => commands::propagate::run(*a),
+        Command::Cluster(a) => commands::cluster::run(*a),
+        Command::Pca(a) => commands::pca::run(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -66,7 +66,19 @@ fn s(p: &Path) -> &str {
 #[test]
 fn help_explains_every_subcommand() {
     let top = ok(&["--help"]);
-    for cmd in ["embed", "attention", "inspect", "export", "bench"] {
+    for cmd in [
+        "embed",
+        "attention",
+        "inspect",
+        "export",
+        "bench",
+        "dedup",
+        "retrieve",
+        "video",
+        "propagate",
+        "cluster",
+        "pca",
+    ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(&[cmd, "--help"]);
         assert!(

@@ -150,7 +150,11 @@ fn features(
     Ok((tr, va, d))
 }
 
-fn pixels(files: &[PathBuf], resize: &Resize, patch: usize) -> anyhow::Result<(Vec<f32>, usize)> {
+pub fn pixels(
+    files: &[PathBuf],
+    resize: &Resize,
+    patch: usize,
+) -> anyhow::Result<(Vec<f32>, usize)> {
     let rows: Vec<Vec<f32>> = files
         .par_iter()
         .map(|p| Ok(normalize_chw(&prepare(&load_image(p)?, resize, patch)?)))

@@ -2,10 +2,16 @@
 
 pub mod attention;
 pub mod bench;
+pub mod cluster;
+pub mod dedup;
 pub mod embed;
 pub mod export;
 pub mod inspect;
 pub mod knn;
 pub mod linear;
+pub mod pca;
+pub mod propagate;
+pub mod retrieve;
 pub mod snapshots;
 pub mod train;
+pub mod video;

@@ -1,0 +1,316 @@
+//! `dino dedup`: near-duplicate (copy) detection over a folder, as `eval_copy_detection.py`:
+//! the normed CLS token concatenated with GeM-pooled (p = 4) patch tokens, optional PCA
+//! whitening, cosine similarity. Exact search in bounded memory (blocks of queries, top k per
+//! image), pairs above a threshold, groups = connected components; reports in CSV/JSON, a
+//! PNG sheet and an HTML page of the groups.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use dino_core::data::ImageFolder;
+use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca, search::Index};
+use dino_core::imaging::Resize;
+
+use crate::engine::Engine;
+use crate::feature_store::{FeatureStore, weights_identity};
+use crate::features::extract;
+use crate::gallery;
+use crate::model_args::WeightsArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    weights: WeightsArgs,
+    /// Folder of images, searched recursively.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Where the reports go.
+    #[arg(long, short, default_value = "dedup")]
+    out: PathBuf,
+    /// Pairs at least this similar (cosine of the final descriptors) are duplicates.
+    #[arg(long, default_value_t = 0.75)]
+    threshold: f32,
+    /// Neighbours kept per image (a group can still grow larger, through its members).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Descriptor: `copy` (CLS + GeM of patch tokens, the official copy-detection feature)
+    /// or `cls` (the CLS token alone).
+    #[arg(long, default_value = "copy", value_parser = ["copy", "cls"])]
+    descriptor: String,
+    /// How images are resized (the official copy detection: 320x320).
+    #[arg(long, default_value = "320x320")]
+    resize: Resize,
+    /// PCA whitening learned on these images (e.g. unrelated distractors, as the paper's
+    /// 20k YFCC images) and applied before the cosine similarity.
+    #[arg(long, value_name = "DIR", conflicts_with = "whiten_self")]
+    whiten_from: Option<PathBuf>,
+    /// PCA whitening learned on the folder itself (needs many more images than dimensions).
+    #[arg(long)]
+    whiten_self: bool,
+    /// Dimensions kept by the whitening (default: all).
+    #[arg(long)]
+    pca_dim: Option<usize>,
+    /// Whitening power: 0.5 whitens fully (official), 0 only rotates.
+    #[arg(long, default_value_t = 0.5)]
+    whitening_power: f32,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Keep the descriptors in this file and reuse them next time (only new or changed
+    /// images are computed again).
+    #[arg(long, value_name = "FILE")]
+    index_file: Option<PathBuf>,
+    /// Groups drawn in groups.png / groups.html (all are in the CSV and JSON).
+    #[arg(long, default_value_t = 100)]
+    show: usize,
+}
+
+/// Descriptors of a list of files with the given settings (unreadable files skipped).
+#[allow(clippy::too_many_arguments)]
+pub fn descriptors(
+    engine: &Engine,
+    weights: &Path,
+    files: &[PathBuf],
+    resize: &Resize,
+    kind: &str,
+    batch: usize,
+    index_file: Option<&Path>,
+    label: &str,
+) -> anyhow::Result<FeatureStore> {
+    let d = engine.config().dim;
+    let dim = if kind == "copy" { 2 * d } else { d };
+    let signature = format!("dedup:{kind}:{resize}:{}", weights_identity(weights)?);
+    let (store, stats) = FeatureStore::update(index_file, &signature, files, |todo| {
+        extract(engine, todo, resize, batch, label, dim, true, |imgs| {
+            let t = engine.tokens(imgs)?;
+            Ok(if kind == "copy" {
+                descriptor::copy_detection(&t.cls, &t.patches, d)
+            } else {
+                t.cls
+            })
+        })
+    })?;
+    if stats.reused > 0 {
+        eprintln!(
+            "feature index: {} reused, {} computed, {} removed",
+            stats.reused, stats.computed, stats.removed
+        );
+    }
+    for (p, why) in &stats.skipped {
+        eprintln!("warning: skipped {}: {why}", p.display());
+    }
+    Ok(store)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.k > 0, "--k must be at least 1");
+    anyhow::ensure!(
+        (-1.0..=1.0).contains(&args.threshold),
+        "--threshold is a cosine similarity, between -1 and 1"
+    );
+    let t0 = Instant::now();
+    let folder = ImageFolder::scan(&args.dir)?;
+    let engine = args.weights.load_engine()?;
+    let store = descriptors(
+        &engine,
+        &args.weights.weights,
+        &folder.files,
+        &args.resize,
+        &args.descriptor,
+        args.batch_size,
+        args.index_file.as_deref(),
+        "describing",
+    )?;
+    let kept: std::collections::HashSet<&Path> =
+        store.entries.iter().map(|e| e.path.as_path()).collect();
+    let skipped: Vec<PathBuf> = folder
+        .files
+        .iter()
+        .filter(|f| !kept.contains(f.as_path()))
+        .cloned()
+        .collect();
+    drop(kept);
+    let features_s = t0.elapsed().as_secs_f64();
+    let n = store.entries.len();
+    anyhow::ensure!(
+        n >= 2,
+        "{}: fewer than 2 readable images",
+        args.dir.display()
+    );
+    let dim = store.dim;
+    let mut rows = store.rows;
+
+    // whitening (learned on distractors or on the folder), then cosine similarity
+    let whitening = match (&args.whiten_from, args.whiten_self) {
+        (Some(dir), _) => {
+            let w = ImageFolder::scan(dir)?;
+            let s = descriptors(
+                &engine,
+                &args.weights.weights,
+                &w.files,
+                &args.resize,
+                &args.descriptor,
+                args.batch_size,
+                None,
+                "whitening",
+            )?;
+            Some(s.rows)
+        }
+        (None, true) => Some(rows.clone()),
+        (None, false) => None,
+    };
+    let mut energy = None;
+    let out_dim = if let Some(train) = whitening {
+        let k = args.pca_dim.unwrap_or(dim).min(dim);
+        let pca = Pca::fit_whitening(&train, dim, k, args.whitening_power)
+            .context("learning the whitening")?;
+        energy = Some(pca.energy);
+        rows = pca.apply(&rows)?;
+        k
+    } else {
+        dim
+    };
+    l2_normalize(&mut rows, out_dim);
+    let t1 = Instant::now();
+    let index = Index::new(&rows, out_dim)?;
+    let neighbours = index.search(&rows, args.k, true)?;
+    let pairs = groups::pairs_above(&neighbours, args.threshold);
+    let found = groups::connected_groups(n, &pairs);
+    let search_s = t1.elapsed().as_secs_f64();
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let paths: Vec<&Path> = store.entries.iter().map(|e| e.path.as_path()).collect();
+    write_csvs(&args.out, &paths, &pairs, &found)?;
+    let report = serde_json::json!({
+        "folder": args.dir,
+        "images": n,
+        "skipped": skipped,
+        "descriptor": args.descriptor,
+        "descriptor_dim": dim,
+        "whitening": args.whiten_from.as_ref().map(|p| p.display().to_string())
+            .or(args.whiten_self.then(|| "self".to_string())),
+        "whitening_energy": energy,
+        "threshold": args.threshold,
+        "k": args.k,
+        "resize": args.resize.to_string(),
+        "pairs": pairs.len(),
+        "groups": found.iter().map(|g| serde_json::json!({
+            "size": g.members.len(),
+            "max_score": g.max_score,
+            "min_score": g.min_score,
+            "files": g.members.iter().map(|&i| paths[i]).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "seconds": {"features": features_s, "search": search_s},
+    });
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    draw(&args.out, &paths, &found, args.show)?;
+    let in_groups: usize = found.iter().map(|g| g.members.len()).sum();
+    println!(
+        "{n} images: {} duplicate pairs (cosine >= {}), {} groups holding {in_groups} images",
+        pairs.len(),
+        args.threshold,
+        found.len()
+    );
+    for g in found.iter().take(10) {
+        println!(
+            "  {} images, similarity {:.3}..{:.3}: {}",
+            g.members.len(),
+            g.min_score,
+            g.max_score,
+            g.members
+                .iter()
+                .take(4)
+                .map(|&i| paths[i].display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !skipped.is_empty() {
+        println!(
+            "{} unreadable image(s) skipped (listed in report.json)",
+            skipped.len()
+        );
+    }
+    println!(
+        "features {features_s:.1} s, search {search_s:.2} s; wrote {}/{{report.json,pairs.csv,groups.csv,groups.png,groups.html}}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn write_csvs(
+    out: &Path,
+    paths: &[&Path],
+    pairs: &[groups::Pair],
+    found: &[groups::Group],
+) -> anyhow::Result<()> {
+    let csv = |s: &Path| format!("\"{}\"", s.display().to_string().replace('"', "\"\""));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out.join("pairs.csv"))?);
+    writeln!(f, "score,a,b")?;
+    for p in pairs {
+        writeln!(f, "{:.5},{},{}", p.score, csv(paths[p.a]), csv(paths[p.b]))?;
+    }
+    f.flush()?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out.join("groups.csv"))?);
+    writeln!(f, "group,size,file")?;
+    for (gi, g) in found.iter().enumerate() {
+        for &i in &g.members {
+            writeln!(f, "{gi},{},{}", g.members.len(), csv(paths[i]))?;
+        }
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn draw(out: &Path, paths: &[&Path], found: &[groups::Group], show: usize) -> anyhow::Result<()> {
+    let side = 128;
+    let shown = &found[..found.len().min(show)];
+    let tiles: Vec<Vec<image::RgbImage>> = shown
+        .iter()
+        .map(|g| {
+            g.members
+                .iter()
+                .take(12)
+                .map(|&i| gallery::thumbnail(paths[i], side))
+                .collect()
+        })
+        .collect();
+    if !tiles.is_empty() {
+        gallery::group_rows(&tiles, 12, side).save(out.join("groups.png"))?;
+    }
+    let mut body = format!(
+        "<p>{} groups of near-duplicates{}.</p>",
+        found.len(),
+        if found.len() > shown.len() {
+            format!(" (the largest {} shown)", shown.len())
+        } else {
+            String::new()
+        }
+    );
+    for (gi, (g, t)) in shown.iter().zip(&tiles).enumerate() {
+        body += &format!(
+            "<div class=\"group\"><b>group {gi}</b>: {} images, similarity {:.3} to {:.3}<br>",
+            g.members.len(),
+            g.min_score,
+            g.max_score
+        );
+        for (&i, tile) in g.members.iter().zip(t) {
+            body += &format!(
+                "<figure><img src=\"{}\"><figcaption>{}</figcaption></figure>",
+                gallery::data_uri(tile),
+                gallery::escape(&paths[i].display().to_string())
+            );
+        }
+        body += "</div>";
+    }
+    std::fs::write(
+        out.join("groups.html"),
+        gallery::page("Near-duplicates", &body),
+    )?;
+    Ok(())
+}
