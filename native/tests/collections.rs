@@ -609,3 +609,88 @@ fn pca_colours_patches_and_removes_background() {
         "1.5",
     ]);
 }
+
+/// `vtest.avi` of Debian's opencv-doc (real footage: people walking), where installed or
+/// fetched by `.ci/run` (which sets DINO_REQUIRE_VTEST so that CI cannot skip this).
+fn vtest() -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = [
+        std::env::var("DINO_VTEST").unwrap_or_default(),
+        "/usr/share/doc/opencv-doc/examples/data/vtest.avi".to_string(),
+        format!("{home}/.cache/dino-rs/vtest.avi"),
+    ];
+    let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("DINO_REQUIRE_VTEST").is_err(),
+            "vtest.avi is required but missing (apt-get install opencv-doc)"
+        );
+        eprintln!("vtest.avi not found: the real-footage video test is skipped");
+    }
+    found
+}
+
+#[test]
+fn video_and_propagation_on_real_footage() {
+    let Some(avi) = vtest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let w = weights();
+    let out = tmp.path().join("vt");
+    let log = ok(&[
+        "video",
+        "-w",
+        &w,
+        s(&avi),
+        "--out",
+        s(&out),
+        "--threshold",
+        "0.6",
+        "--max-frames",
+        "12",
+        "--resize",
+        "288",
+    ]);
+    assert!(log.contains("12 frames at 10 fps (0 skipped)"), "{log}");
+    // 768x576 resized to a short side of 288 = 384x288, whole patches
+    let f = image::open(out.join("attn-000012.png")).unwrap();
+    assert_eq!((f.width(), f.height()), (384, 288));
+    assert!(out.join("attention.mp4").exists() && out.join("attention.gif").exists());
+    // label propagation from a hand-made first mask (the lower-left lawn) through the clip
+    let first = out.join("lawn.png");
+    let mut m = image::GrayImage::new(768, 576);
+    for y in 400..576 {
+        for x in 0..300 {
+            m.put_pixel(x, y, image::Luma([255]));
+        }
+    }
+    m.save(&first).unwrap();
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&avi)
+        .args(["-frames:v", "4"])
+        .arg(frames.join("%05d.png"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pout = tmp.path().join("prop");
+    ok(&[
+        "propagate",
+        "-w",
+        &w,
+        s(&frames),
+        "--first-mask",
+        s(&first),
+        "--out",
+        s(&pout),
+        "--size",
+        "192",
+    ]);
+    // the static camera keeps the lawn where it was
+    let last = image::open(pout.join("00004.png")).unwrap().to_luma8();
+    assert_eq!(last.dimensions(), (768, 576));
+    let inside = last.get_pixel(100, 520)[0];
+    let outside = last.get_pixel(600, 100)[0];
+    assert_eq!((inside, outside), (255, 0));
+}

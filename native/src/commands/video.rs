@@ -14,6 +14,9 @@ use dino_core::viz::{blend, heat_map, overlay_masks};
 use crate::frames;
 use crate::model_args::WeightsArgs;
 
+/// Long side of the GIF's frames (the PNG frames and the MP4 keep the full size).
+const GIF_SIDE: u32 = 480;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -21,7 +24,8 @@ pub struct Args {
     /// A video file (decoded with ffmpeg) or a folder of frame images (sorted by name).
     #[arg(value_name = "INPUT")]
     input: PathBuf,
-    /// Output folder: attn-NNNNNN.png frames, attention.gif, attention.mp4 (with ffmpeg).
+    /// Output folder: attn-NNNNNN.png frames, attention.gif (at most 480 px), attention.mp4
+    /// (with ffmpeg, full size).
     #[arg(long, short)]
     out: PathBuf,
     /// How frames are resized (the official default keeps them as they are: `none`).
@@ -120,7 +124,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut wrote = vec![format!("{} frames attn-*.png", rendered.len())];
     if matches!(args.animation.as_str(), "gif" | "both") {
-        frames::write_gif(&rendered, fps, &args.out.join("attention.gif"))?;
+        // GIFs of full-size frames get huge: at most GIF_SIDE px on the long side
+        let small: Vec<image::RgbImage> = rendered
+            .iter()
+            .map(|f| {
+                let long = f.width().max(f.height());
+                if long <= GIF_SIDE {
+                    return f.clone();
+                }
+                let (w, h) = (
+                    (f.width() * GIF_SIDE / long).max(1),
+                    (f.height() * GIF_SIDE / long).max(1),
+                );
+                image::imageops::resize(f, w, h, image::imageops::FilterType::Triangle)
+            })
+            .collect();
+        frames::write_gif(&small, fps, &args.out.join("attention.gif"))?;
         wrote.push("attention.gif".into());
     }
     if matches!(args.animation.as_str(), "mp4" | "both") {
