@@ -189,6 +189,10 @@ fn dedup_finds_transformed_copies() {
         log.contains("broken.jpg"),
         "the unreadable file is listed: {log}"
     );
+    assert!(
+        log.contains("best-match similarity per image: p10"),
+        "{log}"
+    );
     let pairs = std::fs::read_to_string(out.join("pairs.csv")).unwrap();
     let found: Vec<(String, String)> = pairs
         .lines()
@@ -589,15 +593,24 @@ fn pca_colours_patches_and_removes_background() {
     let share = black / (map.width() * map.height()) as f64;
     assert!(share > 0.05 && share < 0.95, "background share {share}");
     assert!(out.join("sheet.png").exists());
-    ok(&[
+    // an unreadable image is skipped and listed
+    let broken = tmp.path().join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let log = ok(&[
         "pca",
         "-w",
         &w,
         s(&all[7]),
+        s(&broken),
         "--out",
         s(&out),
         "--no-background-removal",
     ]);
+    assert!(
+        log.contains("broken.png") && log.contains("1 unreadable"),
+        "{log}"
+    );
+    fails(&["pca", "-w", &w, s(&broken), "--out", s(&out)]);
     fails(&[
         "pca",
         "-w",

@@ -177,6 +177,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let index = Index::new(&rows, out_dim)?;
     let neighbours = index.search(&rows, args.k, true)?;
     let pairs = groups::pairs_above(&neighbours, args.threshold);
+    // what the threshold cuts: the distribution of each image's best match
+    let mut best: Vec<f32> = neighbours
+        .iter()
+        .filter_map(|h| h.first().map(|n| n.score))
+        .collect();
+    best.sort_by(f32::total_cmp);
+    let pct = |q: f64| best[((best.len() - 1) as f64 * q).round() as usize];
+    let percentiles: Vec<(u32, f32)> = [0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+        .iter()
+        .map(|&q| ((q * 100.0) as u32, pct(q)))
+        .collect();
     let found = groups::connected_groups(n, &pairs);
     let search_s = t1.elapsed().as_secs_f64();
 
@@ -196,6 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "k": args.k,
         "resize": args.resize.to_string(),
         "pairs": pairs.len(),
+        "best_match_similarity_percentiles": percentiles
+            .iter()
+            .map(|(p, v)| (format!("p{p}"), serde_json::json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
         "groups": found.iter().map(|g| serde_json::json!({
             "size": g.members.len(),
             "max_score": g.max_score,
@@ -230,6 +245,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    println!(
+        "best-match similarity per image: {} (choose --threshold from these; it depends on the model)",
+        percentiles
+            .iter()
+            .map(|(p, v)| format!("p{p} {v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !skipped.is_empty() {
         println!(
             "{} unreadable image(s) skipped (listed in report.json)",

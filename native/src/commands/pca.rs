@@ -52,10 +52,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut items = Vec::new();
     let mut tokens: Vec<f32> = Vec::new();
     let progress = crate::features::bar(args.images.len(), "features");
+    let mut skipped = 0;
     for path in &args.images {
-        let img = load_image(path)?;
-        let input =
-            prepare(&img, &args.resize, patch).with_context(|| format!("{}", path.display()))?;
+        let input = match load_image(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| prepare(&img, &args.resize, patch).map_err(anyhow::Error::from))
+        {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("warning: skipped {}: {e:#}", path.display());
+                skipped += 1;
+                progress.inc(1);
+                continue;
+            }
+        };
         let t = engine.tokens(std::slice::from_ref(&input))?;
         let (patches, grid) = (t.patches, t.grid);
         let name = path
@@ -72,6 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress.inc(1);
     }
     progress.finish_and_clear();
+    anyhow::ensure!(
+        !items.is_empty(),
+        "none of the {skipped} images could be read"
+    );
     let n = tokens.len() / d;
     anyhow::ensure!(
         n >= 4,
@@ -157,6 +171,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     dino_core::viz::contact_sheet(&tiles, 2, 4).save(args.out.join("sheet.png"))?;
     let fg = foreground.iter().filter(|&&f| f).count();
+    if skipped > 0 {
+        println!("{skipped} unreadable image(s) skipped");
+    }
     println!(
         "{} images, {n} patches ({fg} foreground, {:.1}% of the foreground variance in 3 components); wrote {}",
         items.len(),
