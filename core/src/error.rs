@@ -28,6 +28,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -1,2 +1,22 @@
-//! The browser package lands with the web issue; it only re-exports the core for now.
-pub use dino_core;
+//! DINO in the browser: the `dino-web` package's JavaScript API (wasm-bindgen).
+//!
+//! ```js
+//! import init, { Dino } from './pkg/dino_web.js';
+//! await init();
+//! const model = await Dino.load(bytes, { backend: 'auto' });
+//! const r = await model.attention(imageElement, { threshold: 0.6 });
+//! // r.heads, r.gridH, r.gridW, r.attention (Float32Array), r.masks (Uint8Array), r.ms
+//! ```
+//!
+//! The model runs on the project's fused CPU engine (`dino_core::cpu`, single-threaded in
+//! wasm); every error is a rejected promise with a readable message, never a trap.
+
+#[cfg(target_family = "wasm")]
+mod api;
+#[cfg(target_family = "wasm")]
+mod input;
+mod options;
+
+#[cfg(target_family = "wasm")]
+pub use api::Dino;
+pub use options::{AttentionOptions, BackendChoice};

@@ -23,7 +23,9 @@ mod state_dict;
 pub use detect::detect_config;
 pub use format::WeightFormat;
 pub use hf::hf_to_official;
-pub use own::{OWN_FORMAT, save_safetensors, to_safetensors_bytes, to_safetensors_bytes_with};
+#[cfg(not(target_family = "wasm"))]
+pub use own::save_safetensors;
+pub use own::{OWN_FORMAT, to_safetensors_bytes, to_safetensors_bytes_with};
 pub use state_dict::{RawTensor, StateDict, transpose};
 
 use crate::{Error, Result, VitConfig};
@@ -146,6 +148,7 @@ fn finish(
     })
 }
 
+#[cfg_attr(target_family = "wasm", allow(dead_code))]
 fn prefix_err(e: Error, what: &str) -> Error {
     match e {
         Error::Weights(m) => Error::Weights(format!("{what}: {m}")),

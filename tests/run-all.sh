@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI) and the
+# browser package in headless Chromium. Installs the browser tools first when missing
+# (tests/setup-browser-tools.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --release --workspace "$@"
+bash tests/setup-browser-tools.sh
+(
+    cd web
+    CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --release --target wasm32-unknown-unknown "$@"
+)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the embeddable npm-style package in web/pkg/: dino_web.js (ES module glue),
+# dino_web_bg.wasm, TypeScript declarations and package.json.
+#
+#   bash web/build.sh            # needs: rustup target wasm32-unknown-unknown,
+#                                #        wasm-bindgen-cli 0.2.130, node/npm (for wasm-opt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WB_VER=0.2.130
+TOOLS="${TOOLS_DIR:-$HOME/.cache/dino-rs/npm-tools}"
+command -v wasm-bindgen >/dev/null && [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$WB_VER" ] || {
+    echo "wasm-bindgen $WB_VER is required: cargo install wasm-bindgen-cli --version $WB_VER" >&2
+    exit 1
+}
+if [ ! -x "$TOOLS/node_modules/.bin/wasm-opt" ]; then
+    mkdir -p "$TOOLS"
+    npm --prefix "$TOOLS" install --no-audit --no-fund --silent binaryen@132.0.0
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cargo build -p dino-web --target wasm32-unknown-unknown --profile wasm-release --locked
+rm -rf web/pkg
+wasm-bindgen --target web --out-dir web/pkg --out-name dino_web \
+    "$TARGET_DIR/wasm32-unknown-unknown/wasm-release/dino_web.wasm"
+"$TOOLS/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
+    --strip-debug --strip-producers \
+    web/pkg/dino_web_bg.wasm -o web/pkg/dino_web_bg.wasm
+VERSION=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+cat > web/pkg/package.json <<JSON
+{
+  "name": "dino-web",
+  "version": "$VERSION",
+  "description": "DINO self-supervised ViT attention maps, masks and features in the browser",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "dino_web.js",
+  "types": "dino_web.d.ts",
+  "files": ["dino_web.js", "dino_web_bg.wasm", "dino_web.d.ts", "dino_web_bg.wasm.d.ts"],
+  "sideEffects": ["./snippets/*"]
+}
+JSON
+cp web/README.md web/pkg/README.md
+raw=$(stat -c %s web/pkg/dino_web_bg.wasm)
+gz=$(gzip -9 -c web/pkg/dino_web_bg.wasm | wc -c)
+echo "web/pkg: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped (CPU engine)"

@@ -1,0 +1,215 @@
+//! The exported `Dino` class.
+
+use dino_core::cpu::{CpuVit, Outputs};
+use dino_core::imaging::{Resize, normalize_chw, prepare};
+use dino_core::masks::mass_threshold_masks;
+use dino_core::weights::{CheckpointKey, LoadOptions, load_bytes};
+use js_sys::{Float32Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use crate::input::to_rgb;
+use crate::options::{AttentionOptions, BackendChoice, check_threshold, parse_size};
+
+fn get(options: &JsValue, key: &str) -> Option<JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return None;
+    }
+    Reflect::get(options, &key.into())
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &key.into(), &value.into());
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// A DINO ViT loaded in the page.
+#[wasm_bindgen]
+pub struct Dino {
+    engine: CpuVit,
+    backend: String,
+    note: Option<String>,
+}
+
+#[wasm_bindgen]
+impl Dino {
+    /// `await Dino.load(bytes, { backend: 'auto' | 'webgpu' | 'cpu', heads?, patch? })`:
+    /// weights as safetensors bytes in the official layout, the Hugging Face `ViTModel`
+    /// layout, or this project's format (`dino export` converts `.pth` files).
+    pub async fn load(bytes: Uint8Array, options: JsValue) -> Result<Dino, JsError> {
+        let backend = match get(&options, "backend").and_then(|v| v.as_string()) {
+            Some(s) => s.parse::<BackendChoice>().map_err(|e| JsError::new(&e))?,
+            None => BackendChoice::Auto,
+        };
+        let heads = match get(&options, "heads") {
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|h| *h >= 1.0 && h.fract() == 0.0)
+                    .ok_or_else(|| JsError::new("heads must be a positive integer"))?
+                    as usize,
+            ),
+            None => None,
+        };
+        let opts = LoadOptions {
+            checkpoint_key: CheckpointKey::Teacher,
+            heads,
+        };
+        let w = load_bytes(&bytes.to_vec(), &opts).map_err(|e| JsError::new(&e.to_string()))?;
+        if let Some(p) = get(&options, "patch").and_then(|v| v.as_f64())
+            && p as usize != w.config.patch
+        {
+            return Err(JsError::new(&format!(
+                "the weights have patch size {}, not {p}",
+                w.config.patch
+            )));
+        }
+        let engine = CpuVit::from_state_dict(&w.config, w.state)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        // This build runs on the CPU engine; the WebGPU path lands later (see web/README.md).
+        let note = match backend {
+            BackendChoice::WebGpu => {
+                return Err(JsError::new(
+                    "WebGPU is not available in this build of dino-web yet: use backend 'cpu' or 'auto'",
+                ));
+            }
+            BackendChoice::Auto => {
+                Some("auto: the CPU engine (WebGPU is not in this build)".into())
+            }
+            BackendChoice::Cpu => None,
+        };
+        Ok(Dino {
+            engine,
+            backend: "cpu".into(),
+            note,
+        })
+    }
+
+    /// Which backend runs the model: `'cpu'` or `'webgpu'`.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    /// Why `auto` chose this backend (or `undefined`).
+    #[wasm_bindgen(getter, js_name = backendNote)]
+    pub fn backend_note(&self) -> Option<String> {
+        self.note.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn heads(&self) -> usize {
+        self.engine.config.heads
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn patch(&self) -> usize {
+        self.engine.config.patch
+    }
+
+    /// Feature dimension of `embed`.
+    #[wasm_bindgen(getter)]
+    pub fn dim(&self) -> usize {
+        self.engine.config.dim
+    }
+
+    /// `await model.attention(image, { threshold: 0.6, size: 480 })` ->
+    /// `{ heads, gridH, gridW, width, height, attention: Float32Array [heads*gridH*gridW],
+    /// masks: Uint8Array (same shape, 0/1), ms }`: the last block's CLS-to-patch attention
+    /// per head and the masks keeping `threshold` of each head's mass. `size` resizes the
+    /// short side (a number) or takes a CLI `--resize` string (`'none'`, `'224x224'`...).
+    pub async fn attention(&self, image: JsValue, options: JsValue) -> Result<JsValue, JsError> {
+        let mut opts = AttentionOptions::default();
+        if let Some(t) = get(&options, "threshold") {
+            let t = t
+                .as_f64()
+                .ok_or_else(|| JsError::new("threshold must be a number"))?;
+            opts.threshold = check_threshold(t).map_err(|e| JsError::new(&e))?;
+        }
+        if let Some(s) = get(&options, "size") {
+            let s = s
+                .as_f64()
+                .map(|n| format!("{n}"))
+                .or_else(|| s.as_string())
+                .ok_or_else(|| JsError::new("size must be a number or a string"))?;
+            opts.resize = parse_size(Some(&s)).map_err(|e| JsError::new(&e))?;
+        }
+        let input = self.prepare(&image, &opts.resize).await?;
+        let t0 = now_ms();
+        let (w, h) = (input.width() as usize, input.height() as usize);
+        let out = self
+            .engine
+            .run(
+                &normalize_chw(&input),
+                1,
+                h,
+                w,
+                Outputs {
+                    attention: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let heads = self.engine.config.heads;
+        let masks = mass_threshold_masks(&out.attention, heads, opts.threshold)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let ms = now_ms() - t0;
+        let r = Object::new();
+        set(&r, "heads", heads as u32);
+        set(&r, "gridH", out.grid.0 as u32);
+        set(&r, "gridW", out.grid.1 as u32);
+        set(&r, "width", w as u32);
+        set(&r, "height", h as u32);
+        set(&r, "threshold", opts.threshold);
+        set(&r, "attention", Float32Array::from(&out.attention[..]));
+        set(&r, "masks", Uint8Array::from(&masks[..]));
+        set(&r, "ms", ms);
+        set(&r, "backend", self.backend.clone());
+        Ok(r.into())
+    }
+
+    /// `await model.embed(image, { size })` -> `Float32Array` (the normed CLS feature; with
+    /// the official evaluation transform by default: short side 256, centre crop 224).
+    pub async fn embed(&self, image: JsValue, options: JsValue) -> Result<Float32Array, JsError> {
+        let resize = match get(&options, "size") {
+            Some(s) => {
+                let s = s
+                    .as_f64()
+                    .map(|n| format!("{n}"))
+                    .or_else(|| s.as_string())
+                    .ok_or_else(|| JsError::new("size must be a number or a string"))?;
+                parse_size(Some(&s)).map_err(|e| JsError::new(&e))?
+            }
+            None => Resize::default(),
+        };
+        let f = self.cls(&image, &resize).await?;
+        Ok(Float32Array::from(&f[..]))
+    }
+
+    /// `await model.similarity(a, b)` -> cosine similarity of the two images' CLS features.
+    pub async fn similarity(&self, a: JsValue, b: JsValue) -> Result<f64, JsError> {
+        let r = Resize::default();
+        let (x, y) = (self.cls(&a, &r).await?, self.cls(&b, &r).await?);
+        let dot: f32 = x.iter().zip(&y).map(|(p, q)| p * q).sum();
+        let n = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt().max(1e-12);
+        Ok((dot / (n(&x) * n(&y))) as f64)
+    }
+}
+
+impl Dino {
+    async fn prepare(&self, image: &JsValue, resize: &Resize) -> Result<image::RgbImage, JsError> {
+        let rgb = to_rgb(image).await.map_err(|e| JsError::new(&e))?;
+        prepare(&rgb, resize, self.engine.config.patch).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    async fn cls(&self, image: &JsValue, resize: &Resize) -> Result<Vec<f32>, JsError> {
+        let input = self.prepare(image, resize).await?;
+        let (w, h) = (input.width() as usize, input.height() as usize);
+        self.engine
+            .forward(&normalize_chw(&input), 1, h, w)
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+}

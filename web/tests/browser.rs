@@ -1,0 +1,201 @@
+//! The package in a real browser (headless Chromium through wasm-bindgen-test): the CPU
+//! path's attention, masks and features equal the PyTorch reference fixtures (which the
+//! native `dino attention` matches too), every image input kind gives the same pixels,
+//! and bad input rejects the promise with a message.
+#![cfg(target_family = "wasm")]
+
+use dino_web::Dino;
+use js_sys::{Float32Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const WEIGHTS: &[u8] = include_bytes!("../../tests/fixtures/weights/s16_hf.safetensors");
+const CHELSEA: &[u8] = include_bytes!("../../tests/fixtures/images/chelsea.png");
+const ATTN_NONE: &[u8] =
+    include_bytes!("../../tests/fixtures/outputs/s16_chelsea_none_attention.npy");
+const MASKS_NONE: &[u8] = include_bytes!("../../tests/fixtures/outputs/s16_chelsea_none_masks.npy");
+const CLS_EVAL: &[u8] = include_bytes!("../../tests/fixtures/outputs/s16_chelsea_eval_cls.npy");
+
+/// The data bytes of a little-endian .npy file (version 1 or 2 header).
+fn npy_data(bytes: &[u8]) -> &[u8] {
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    &bytes[start + len..]
+}
+
+fn npy_f32(bytes: &[u8]) -> Vec<f32> {
+    npy_data(bytes)
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &(*k).into(), v).unwrap();
+    }
+    o.into()
+}
+
+fn field(v: &JsValue, k: &str) -> JsValue {
+    Reflect::get(v, &k.into()).unwrap()
+}
+
+async fn model() -> Dino {
+    Dino::load(Uint8Array::from(WEIGHTS), obj(&[("backend", "cpu".into())]))
+        .await
+        .map_err(JsValue::from)
+        .expect("the fixture loads")
+}
+
+fn message(e: JsValue) -> String {
+    field(&e, "message").as_string().unwrap_or_default()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[wasm_bindgen_test]
+async fn attention_and_masks_match_the_reference() {
+    let m = model().await;
+    assert_eq!(
+        (m.heads(), m.patch(), m.dim(), m.backend()),
+        (2, 16, 128, "cpu".to_string())
+    );
+    let r = m
+        .attention(
+            Uint8Array::from(CHELSEA).into(),
+            obj(&[("size", "none".into()), ("threshold", 0.6.into())]),
+        )
+        .await
+        .map_err(JsValue::from)
+        .unwrap();
+    assert_eq!(field(&r, "heads").as_f64(), Some(2.0));
+    assert_eq!(field(&r, "gridH").as_f64(), Some(18.0));
+    assert_eq!(field(&r, "gridW").as_f64(), Some(28.0));
+    let attn = field(&r, "attention")
+        .dyn_into::<Float32Array>()
+        .unwrap()
+        .to_vec();
+    let err = max_abs(&attn, &npy_f32(ATTN_NONE));
+    assert!(err <= 1e-5, "attention max abs error {err}");
+    let masks = field(&r, "masks")
+        .dyn_into::<Uint8Array>()
+        .unwrap()
+        .to_vec();
+    assert_eq!(masks, npy_data(MASKS_NONE));
+    assert!(field(&r, "ms").as_f64().unwrap() >= 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn features_match_the_reference_and_inputs_agree() {
+    let m = model().await;
+    let bytes: JsValue = Uint8Array::from(CHELSEA).into();
+    let f = m
+        .embed(bytes.clone(), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap()
+        .to_vec();
+    let want = npy_f32(CLS_EVAL);
+    let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let rel = max_abs(&f, &want) / norm;
+    assert!(rel <= 1e-5, "CLS relative error {rel}");
+    // the same pixels as ImageData and as a Blob
+    let img = image::load_from_memory(CHELSEA).unwrap().to_rgba8();
+    // an ImageData owning its pixels in JS memory, as a canvas hands it out
+    let data = web_sys::ImageData::new_with_sw(img.width(), img.height()).unwrap();
+    field(&data, "data")
+        .dyn_into::<js_sys::Uint8ClampedArray>()
+        .unwrap()
+        .copy_from(img.as_raw());
+    let g = m
+        .embed(data.into(), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap()
+        .to_vec();
+    assert_eq!(f, g);
+    let parts = js_sys::Array::of1(&Uint8Array::from(CHELSEA));
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).unwrap();
+    let h = m
+        .embed(blob.into(), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap()
+        .to_vec();
+    assert_eq!(f, h);
+    let s = m
+        .similarity(bytes.clone(), bytes)
+        .await
+        .map_err(JsValue::from)
+        .unwrap();
+    assert!((s - 1.0).abs() < 1e-6, "{s}");
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_rejects_with_a_message() {
+    let e = Dino::load(
+        Uint8Array::from(&b"not a checkpoint"[..]),
+        JsValue::UNDEFINED,
+    )
+    .await
+    .map(|_| ())
+    .map_err(JsValue::from)
+    .unwrap_err();
+    assert!(!message(e).is_empty());
+    let e = Dino::load(
+        Uint8Array::from(WEIGHTS),
+        obj(&[("backend", "cuda".into())]),
+    )
+    .await
+    .map(|_| ())
+    .map_err(JsValue::from)
+    .unwrap_err();
+    assert!(message(e).contains("expected 'auto', 'webgpu' or 'cpu'"));
+    let m = model().await;
+    let e = m
+        .attention(Uint8Array::from(&CHELSEA[..200]).into(), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap_err();
+    assert!(!message(e).is_empty());
+    let e = m
+        .attention(
+            Uint8Array::from(CHELSEA).into(),
+            obj(&[("threshold", 2.0.into())]),
+        )
+        .await
+        .map_err(JsValue::from)
+        .unwrap_err();
+    assert!(message(e).contains("threshold"));
+    let e = m
+        .attention(JsValue::from(42), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap_err();
+    assert!(message(e).contains("unsupported image"));
+    // the model still works after errors
+    m.attention(
+        Uint8Array::from(CHELSEA).into(),
+        obj(&[("size", 224.into())]),
+    )
+    .await
+    .map_err(JsValue::from)
+    .unwrap();
+}
