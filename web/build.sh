@@ -40,6 +40,8 @@ cat > web/pkg/package.json <<JSON
 }
 JSON
 cp web/README.md web/pkg/README.md
+grep -q "attention(image: ImageInput, options?: AttentionOptions): Promise<AttentionResult>" \
+    web/pkg/dino_web.d.ts || { echo "web/pkg: unexpected TypeScript declarations" >&2; exit 1; }
 raw=$(stat -c %s web/pkg/dino_web_bg.wasm)
 gz=$(gzip -9 -c web/pkg/dino_web_bg.wasm | wc -c)
 echo "web/pkg: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped (CPU engine)"

@@ -27,6 +27,20 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+export type Backend = 'auto' | 'webgpu' | 'cpu';
+export interface LoadOptions { backend?: Backend; heads?: number; patch?: number; }
+export type ImageInput = Uint8Array | ArrayBuffer | Blob | ImageData | HTMLImageElement
+  | HTMLCanvasElement | HTMLVideoElement | ImageBitmap | OffscreenCanvas;
+export interface AttentionOptions { threshold?: number; size?: number | string; }
+export interface EmbedOptions { size?: number | string; }
+export interface AttentionResult {
+  heads: number; gridH: number; gridW: number; width: number; height: number;
+  threshold: number; attention: Float32Array; masks: Uint8Array; ms: number; backend: string;
+}
+"#;
+
 /// A DINO ViT loaded in the page.
 #[wasm_bindgen]
 pub struct Dino {
@@ -40,7 +54,10 @@ impl Dino {
     /// `await Dino.load(bytes, { backend: 'auto' | 'webgpu' | 'cpu', heads?, patch? })`:
     /// weights as safetensors bytes in the official layout, the Hugging Face `ViTModel`
     /// layout, or this project's format (`dino export` converts `.pth` files).
-    pub async fn load(bytes: Uint8Array, options: JsValue) -> Result<Dino, JsError> {
+    pub async fn load(
+        bytes: Uint8Array,
+        #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
+    ) -> Result<Dino, JsError> {
         let backend = match get(&options, "backend").and_then(|v| v.as_string()) {
             Some(s) => s.parse::<BackendChoice>().map_err(|e| JsError::new(&e))?,
             None => BackendChoice::Auto,
@@ -121,7 +138,12 @@ impl Dino {
     /// masks: Uint8Array (same shape, 0/1), ms }`: the last block's CLS-to-patch attention
     /// per head and the masks keeping `threshold` of each head's mass. `size` resizes the
     /// short side (a number) or takes a CLI `--resize` string (`'none'`, `'224x224'`...).
-    pub async fn attention(&self, image: JsValue, options: JsValue) -> Result<JsValue, JsError> {
+    #[wasm_bindgen(unchecked_return_type = "AttentionResult")]
+    pub async fn attention(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ImageInput")] image: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "AttentionOptions")] options: JsValue,
+    ) -> Result<JsValue, JsError> {
         let mut opts = AttentionOptions::default();
         if let Some(t) = get(&options, "threshold") {
             let t = t
@@ -173,7 +195,11 @@ impl Dino {
 
     /// `await model.embed(image, { size })` -> `Float32Array` (the normed CLS feature; with
     /// the official evaluation transform by default: short side 256, centre crop 224).
-    pub async fn embed(&self, image: JsValue, options: JsValue) -> Result<Float32Array, JsError> {
+    pub async fn embed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ImageInput")] image: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "EmbedOptions")] options: JsValue,
+    ) -> Result<Float32Array, JsError> {
         let resize = match get(&options, "size") {
             Some(s) => {
                 let s = s
@@ -190,7 +216,11 @@ impl Dino {
     }
 
     /// `await model.similarity(a, b)` -> cosine similarity of the two images' CLS features.
-    pub async fn similarity(&self, a: JsValue, b: JsValue) -> Result<f64, JsError> {
+    pub async fn similarity(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ImageInput")] a: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ImageInput")] b: JsValue,
+    ) -> Result<f64, JsError> {
         let r = Resize::default();
         let (x, y) = (self.cls(&a, &r).await?, self.cls(&b, &r).await?);
         let dot: f32 = x.iter().zip(&y).map(|(p, q)| p * q).sum();

@@ -15,7 +15,7 @@
 mod api;
 #[cfg(target_family = "wasm")]
 mod input;
-mod options;
+pub mod options;
 
 #[cfg(target_family = "wasm")]
 pub use api::Dino;
