@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI) and the
-# browser package in headless Chromium. Installs the browser tools first when missing
+# Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI), the
+# browser package in headless Chromium (wasm-bindgen-test), and the demo page end to end
+# (trunk build, playwright-core). Installs the browser tools first when missing
 # (tests/setup-browser-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,3 +13,5 @@ bash tests/setup-browser-tools.sh
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
         cargo test --release --target wasm32-unknown-unknown "$@"
 )
+(cd www && trunk build --release)
+DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs

@@ -64,6 +64,13 @@ enum Command {
 }
 
 fn main() {
+    // `dino inspect | head`: a closed pipe ends the process quietly, as for other Unix tools,
+    // instead of a panic in println!
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()

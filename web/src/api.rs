@@ -41,6 +41,19 @@ export interface AttentionResult {
 }
 "#;
 
+/// `thresholdMasks(attention, heads, threshold)`: the masks of `visualize_attention.py` from
+/// attention already computed (a slider can recompute them without running the model).
+#[wasm_bindgen(js_name = thresholdMasks)]
+pub fn threshold_masks(
+    attention: &[f32],
+    heads: usize,
+    threshold: f64,
+) -> Result<Uint8Array, JsError> {
+    let t = check_threshold(threshold).map_err(|e| JsError::new(&e))?;
+    let m = mass_threshold_masks(attention, heads, t).map_err(|e| JsError::new(&e.to_string()))?;
+    Ok(Uint8Array::from(&m[..]))
+}
+
 /// A DINO ViT loaded in the page.
 #[wasm_bindgen]
 pub struct Dino {

@@ -18,5 +18,5 @@ mod input;
 pub mod options;
 
 #[cfg(target_family = "wasm")]
-pub use api::Dino;
+pub use api::{Dino, threshold_masks};
 pub use options::{AttentionOptions, BackendChoice};

@@ -1,0 +1,238 @@
+// The demo page: loads a DINO model with the dino-web package (built in by trunk), runs the
+// last-layer attention of uploaded images and draws maps and masks.
+const $ = (id) => document.getElementById(id);
+const state = { bindings: null, model: null, bytes: null, items: [], busy: false };
+// for end-to-end tests and curious users
+window.dinoDemo = state;
+
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const HEAD_COLOURS = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+  [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+
+function viridis(t) {
+  const x = Math.min(Math.max(t, 0), 1) * (VIRIDIS.length - 1);
+  const i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
+  return VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
+}
+
+function status(text) { $('status').textContent = text; }
+function showError(text) { const e = $('error'); e.textContent = text; e.hidden = !text; }
+function showNotice(text) { const e = $('notice'); e.textContent = text; e.hidden = !text; }
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+async function bindings() {
+  if (window.wasmBindings) return window.wasmBindings;
+  return new Promise((resolve) => addEventListener('TrunkApplicationStarted',
+    () => resolve(window.wasmBindings), { once: true }));
+}
+
+async function loadModel(bytes, label) {
+  const backend = $('backend').value;
+  status(`Loading ${label} (${backend})…`);
+  await tick();
+  let model;
+  showNotice('');
+  try {
+    model = await state.bindings.Dino.load(bytes, { backend });
+  } catch (e) {
+    if (backend !== 'webgpu') throw e;
+    showNotice(`WebGPU: ${e.message || e} — falling back to the CPU.`);
+    $('backend').value = 'cpu';
+    model = await state.bindings.Dino.load(bytes, { backend: 'cpu' });
+  }
+  if (state.model) state.model.free();
+  state.model = model;
+  state.bytes = bytes;
+  const heads = $('head');
+  heads.innerHTML = '<option value="all">all heads</option>' +
+    Array.from({ length: model.heads }, (_, h) => `<option value="${h}">head ${h}</option>`).join('');
+  $('model-note').textContent = `Model: ${label}, ${model.heads} heads, patch ${model.patch}, ` +
+    `${model.dim} dims, backend ${model.backend}${model.backendNote ? ` (${model.backendNote})` : ''}.`;
+  status(`Ready: ${label} on ${model.backend}. Choose images.`);
+  document.body.dataset.ready = '1';
+}
+
+async function fetchBytes(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+function drawGrid(values, gh, gw, colour) {
+  const c = document.createElement('canvas');
+  c.width = gw; c.height = gh;
+  const ctx = c.getContext('2d');
+  const img = ctx.createImageData(gw, gh);
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  values.forEach((v, i) => {
+    const [r, g, b] = colour((v - lo) / ((hi - lo) || 1));
+    img.data.set([r, g, b, 255], 4 * i);
+  });
+  ctx.putImageData(img, 0, 0);
+  return c;
+}
+
+function figure(canvas, caption) {
+  const f = document.createElement('figure');
+  const cap = document.createElement('figcaption');
+  cap.textContent = caption;
+  f.append(canvas, cap);
+  return f;
+}
+
+// the image as the model saw it: short side resized to `size`, cropped to whole patches
+// from the top-left corner (the browser's resampling stands in for the model's bicubic)
+function baseCanvas(item) {
+  const { r } = item;
+  const c = document.createElement('canvas');
+  c.width = r.width; c.height = r.height;
+  if (item.bitmap) {
+    const b = item.bitmap, s = item.size / Math.min(b.width, b.height);
+    c.getContext('2d').drawImage(b, 0, 0, b.width * s, b.height * s);
+  }
+  return c;
+}
+
+function overlay(item) {
+  const { r } = item;
+  const c = baseCanvas(item);
+  const ctx = c.getContext('2d');
+  const img = ctx.getImageData(0, 0, c.width, c.height);
+  const n = r.gridH * r.gridW, p = r.width / r.gridW;
+  const sel = $('head').value;
+  const heads = sel === 'all' ? [...Array(r.heads).keys()] : [Number(sel)];
+  for (let y = 0; y < c.height; y++) {
+    for (let x = 0; x < c.width; x++) {
+      const cell = Math.floor(y / p) * r.gridW + Math.floor(x / p);
+      let mix = null, count = 0;
+      for (const h of heads) {
+        if (item.masks[h * n + cell]) {
+          const col = HEAD_COLOURS[h % HEAD_COLOURS.length];
+          mix = mix ? mix.map((v, k) => v + col[k]) : [...col];
+          count++;
+        }
+      }
+      if (mix) {
+        const o = 4 * (y * c.width + x);
+        for (let k = 0; k < 3; k++) img.data[o + k] = (img.data[o + k] + mix[k] / count) / 2;
+      }
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  return c;
+}
+
+function render(item) {
+  const { r, el } = item;
+  const t = Number($('threshold').value);
+  item.masks = state.bindings.thresholdMasks(r.attention, r.heads, t);
+  const n = r.gridH * r.gridW;
+  const maps = el.querySelector('.maps');
+  maps.replaceChildren();
+  maps.append(figure(baseCanvas(item), 'image'));
+  const mean = new Float32Array(n);
+  for (let h = 0; h < r.heads; h++) {
+    const a = r.attention.subarray(h * n, (h + 1) * n);
+    a.forEach((v, i) => { mean[i] += v / r.heads; });
+    maps.append(figure(drawGrid(a, r.gridH, r.gridW, viridis), `head ${h}`));
+  }
+  maps.append(figure(drawGrid(mean, r.gridH, r.gridW, viridis), 'mean'));
+  const ov = overlay(item);
+  ov.className = 'overlay';
+  maps.append(figure(ov, `masks ${Math.round(t * 100)}% of the mass`));
+  const pixels = item.masks.reduce((s, v) => s + v, 0);
+  el.dataset.heads = r.heads;
+  el.dataset.maskPatches = pixels;
+  el.querySelector('.meta').textContent = `${r.heads} heads, ${r.gridH}x${r.gridW} patches ` +
+    `(${r.width}x${r.height} px), ${r.ms.toFixed(0)} ms on ${r.backend}; ${pixels} mask patches`;
+}
+
+async function analyse(files) {
+  if (!state.model) { showError('No model is loaded.'); return; }
+  showError('');
+  const errors = [];
+  let k = 0;
+  for (const file of files) {
+    k++;
+    status(`Computing attention for ${file.name} (${k}/${files.length})…`);
+    await tick();
+    try {
+      const size = Number($('size').value);
+      const r = await state.model.attention(file, { size, threshold: Number($('threshold').value) });
+      let bitmap = null;
+      try { bitmap = await createImageBitmap(file); } catch { /* shown without the photo */ }
+      const el = document.createElement('article');
+      el.className = 'result';
+      el.innerHTML = '<h2></h2><p class="meta"></p><div class="maps"></div><button class="download">Download overlay PNG</button>';
+      el.querySelector('h2').textContent = file.name;
+      const item = { name: file.name, file, r, bitmap, el, size, masks: null };
+      el.querySelector('.download').onclick = () => {
+        el.querySelector('canvas.overlay').toBlob((blob) => {
+          const a = document.createElement('a');
+          a.href = URL.createObjectURL(blob);
+          a.download = file.name.replace(/\.[^.]*$/, '') + '-dino-masks.png';
+          a.click();
+        });
+      };
+      state.items.push(item);
+      $('results').prepend(el);
+      render(item);
+    } catch (e) {
+      errors.push(`${file.name}: ${e.message || e}`);
+    }
+  }
+  showError(errors.length ? `Could not analyse ${errors.join('; ')}` : '');
+  status(`Done: ${state.items.length} image(s) on ${state.model.backend}.`);
+}
+
+async function rerunAll() {
+  const files = state.items.map((i) => i.file);
+  state.items = [];
+  $('results').replaceChildren();
+  if (files.length) await analyse(files);
+}
+
+async function main() {
+  state.bindings = await bindings();
+  try {
+    await loadModel(await fetchBytes('./default-model.safetensors'), 'bundled demo model');
+  } catch (e) {
+    showError(`Could not load the bundled model: ${e.message || e}`);
+  }
+  $('files').onchange = (e) => analyse([...e.target.files]);
+  const drop = $('drop');
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+  drop.ondragleave = () => drop.classList.remove('over');
+  drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove('over'); analyse([...e.dataTransfer.files]); };
+  $('threshold').oninput = () => {
+    $('threshold-value').textContent = Number($('threshold').value).toFixed(2);
+    state.items.forEach(render);
+  };
+  $('head').onchange = () => state.items.forEach(render);
+  $('size').onchange = rerunAll;
+  $('model-kind').onchange = () => {
+    const kind = $('model-kind').value;
+    $('model-file').hidden = kind !== 'file';
+    $('model-url').hidden = kind !== 'url';
+    $('model-load').hidden = kind !== 'url';
+    if (kind === 'default') fetchBytes('./default-model.safetensors')
+      .then((b) => loadModel(b, 'bundled demo model')).then(rerunAll).catch((e) => showError(String(e.message || e)));
+  };
+  $('model-file').onchange = async (e) => {
+    const f = e.target.files[0];
+    if (!f) return;
+    try { await loadModel(new Uint8Array(await f.arrayBuffer()), f.name); showError(''); await rerunAll(); }
+    catch (err) { showError(`${f.name}: ${err.message || err}`); }
+  };
+  $('model-load').onclick = async () => {
+    const url = $('model-url').value.trim();
+    try { await loadModel(await fetchBytes(url), url); showError(''); await rerunAll(); }
+    catch (err) { showError(`Could not load ${url}: ${err.message || err} (offline, or the server does not allow cross-origin downloads)`); }
+  };
+  $('backend').onchange = async () => {
+    try { await loadModel(state.bytes, 'the current model'); await rerunAll(); }
+    catch (err) { showError(String(err.message || err)); }
+  };
+}
+main();

@@ -1,0 +1,117 @@
+// End-to-end test of the demo page in headless Chromium (playwright-core): the trunk-built
+// page (www/dist) served on 127.0.0.1; upload a real photo, compare heads and masks with the
+// native `dino attention` on the same weights and image, move the slider, switch backend,
+// upload a corrupt file and check the page keeps working. Writes screenshots to $SHOTS.
+//
+//   DINO_BIN=target/release/dino node www/e2e.mjs
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.join(here, '..');
+const dist = path.join(here, 'dist');
+const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
+const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
+const dino = process.env.DINO_BIN || path.join(root, 'target/release/dino');
+const shots = process.env.SHOTS || fs.mkdtempSync(path.join(os.tmpdir(), 'dino-shots-'));
+const photo = path.join(root, 'tests/fixtures/images/chelsea.png');
+const weights = path.join(here, 'assets/default-model.safetensors');
+
+function check(ok, what) {
+  if (!ok) { console.error(`FAIL: ${what}`); process.exit(1); }
+  console.log(`ok: ${what}`);
+}
+
+function npy(file) {
+  const b = fs.readFileSync(file);
+  const len = b.readUInt16LE(8);
+  const header = b.subarray(10, 10 + len).toString();
+  const data = b.subarray(10 + len);
+  return header.includes("'<f4'") ? new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) : Uint8Array.from(data);
+}
+
+function native(threshold) {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
+  execFileSync(dino, ['attention', '-w', weights, '--resize', '480', '--threshold', String(threshold), photo, '-o', out]);
+  return { attention: npy(path.join(out, 'attention.npy')), masks: npy(path.join(out, 'masks.npy')) };
+}
+
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
+const server = http.createServer((req, res) => {
+  const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  const target = fs.existsSync(file) && fs.statSync(file).isDirectory() ? path.join(file, 'index.html') : file;
+  if (!target.startsWith(dist) || !fs.existsSync(target)) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'content-type': types[path.extname(target)] || 'application/octet-stream' });
+  fs.createReadStream(target).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const url = `http://127.0.0.1:${server.address().port}/`;
+
+// (playwright-core starts Chromium with a fresh profile directory of its own)
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--enable-unsafe-webgpu'],
+});
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  page.on('pageerror', (e) => { console.error('page error:', e.message); failed = true; });
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
+  check(true, 'page loaded the bundled model');
+
+  await page.setInputFiles('#files', photo);
+  await page.waitForSelector('article.result', { timeout: 120000 });
+  const heads = await page.evaluate(() => window.dinoDemo.model.heads);
+  const shown = await page.$$eval('article.result figcaption', (c) => c.filter((x) => x.textContent.startsWith('head ')).length);
+  check(shown === heads, `${shown} head maps shown for ${heads} heads`);
+  const ref = native(0.6);
+  const got = await page.evaluate(() => ({
+    attention: Array.from(window.dinoDemo.items[0].r.attention),
+    masks: Array.from(window.dinoDemo.items[0].masks),
+  }));
+  const maxErr = got.attention.reduce((m, v, i) => Math.max(m, Math.abs(v - ref.attention[i])), 0);
+  check(got.attention.length === ref.attention.length && maxErr <= 1e-5, `attention equals the native CLI (max abs error ${maxErr})`);
+  check(got.masks.every((v, i) => v === ref.masks[i]), 'masks equal the native CLI at threshold 0.6');
+  await page.screenshot({ path: path.join(shots, 'page-0.6.png'), fullPage: true });
+
+  const before = Number(await page.getAttribute('article.result', 'data-mask-patches'));
+  await page.$eval('#threshold', (el) => { el.value = '0.3'; el.dispatchEvent(new Event('input')); });
+  const after = Number(await page.getAttribute('article.result', 'data-mask-patches'));
+  const ref3 = native(0.3);
+  const masks3 = await page.evaluate(() => Array.from(window.dinoDemo.items[0].masks));
+  check(after < before && masks3.every((v, i) => v === ref3.masks[i]), `slider 0.6 -> 0.3: ${before} -> ${after} mask patches, equal to the native CLI`);
+
+  await page.selectOption('#backend', 'webgpu');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Done'), null, { timeout: 120000 });
+  const err = await page.textContent('#notice');
+  check(/falling back to the CPU/.test(err) || (await page.evaluate(() => window.dinoDemo.model.backend)) === 'webgpu', `WebGPU choice handled: "${err.trim().slice(0, 80)}"`);
+  await page.selectOption('#backend', 'cpu');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Done'), null, { timeout: 120000 });
+  check((await page.$$('article.result')).length === 1, 'switching backend recomputed the image');
+
+  await page.setInputFiles('#files', { name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not an image') });
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('broken.png'), null, { timeout: 60000 });
+  check(true, `corrupt file reported: "${(await page.textContent('#error')).trim().slice(0, 100)}"`);
+  await page.setInputFiles('#files', path.join(root, 'tests/fixtures/images/coffee.png'));
+  await page.waitForFunction(() => document.querySelectorAll('article.result').length === 2, null, { timeout: 120000 });
+  check(true, 'the page keeps working after the error');
+  await page.screenshot({ path: path.join(shots, 'page-final.png'), fullPage: true });
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+  await phone.goto(url);
+  await phone.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
+  await phone.setInputFiles('#files', photo);
+  await phone.waitForSelector('article.result', { timeout: 120000 });
+  await phone.screenshot({ path: path.join(shots, 'phone.png'), fullPage: true });
+  check(true, `screenshots in ${shots}`);
+} finally {
+  await browser.close();
+  server.close();
+}
+if (failed) process.exit(1);
