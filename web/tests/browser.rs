@@ -99,6 +99,12 @@ async fn attention_and_masks_match_the_reference() {
         .unwrap()
         .to_vec();
     assert_eq!(masks, npy_data(MASKS_NONE));
+    // recomputed from the attention alone (what the page's slider does)
+    let again = dino_web::threshold_masks(&attn, 2, 0.6)
+        .map_err(JsValue::from)
+        .unwrap();
+    assert_eq!(again.to_vec(), masks);
+    assert!(dino_web::threshold_masks(&attn, 2, 1.5).is_err());
     assert!(field(&r, "ms").as_f64().unwrap() >= 0.0);
 }
 
