@@ -43,6 +43,7 @@ async function loadModel(bytes, label) {
   if (state.model) state.model.free();
   state.model = model;
   state.bytes = bytes;
+  state.label = label;
   const heads = $('head');
   heads.innerHTML = '<option value="all">all heads</option>' +
     Array.from({ length: model.heads }, (_, h) => `<option value="${h}">head ${h}</option>`).join('');
@@ -186,7 +187,67 @@ async function analyse(files) {
   status(`Done: ${state.items.length} image(s) on ${state.model.backend}.`);
 }
 
+// near-duplicates: one descriptor per image, regrouped instantly when the threshold moves
+const dup = { files: [], rows: [], dim: 0 };
+state.dup = dup;
+
+function showGroups() {
+  const out = $('dup-results');
+  out.replaceChildren();
+  if (dup.files.length < 2) return;
+  const t = Number($('dup-threshold').value);
+  const flat = new Float32Array(dup.rows.length * dup.dim);
+  dup.rows.forEach((r, i) => flat.set(r, i * dup.dim));
+  const found = state.bindings.findDuplicates(flat, dup.dim, t, 10);
+  dup.groups = found.groups.map((g) => g.members.map((i) => dup.files[i].name));
+  out.dataset.groups = found.groups.length;
+  for (const g of found.groups) {
+    const div = document.createElement('div');
+    div.className = 'dup-group';
+    const title = document.createElement('p');
+    title.textContent = `${g.members.length} images, similarity ${g.minScore.toFixed(3)} to ${g.maxScore.toFixed(3)}: ` +
+      g.members.map((i) => dup.files[i].name).join(', ');
+    div.append(title);
+    for (const i of g.members) {
+      const img = document.createElement('img');
+      img.src = dup.files[i].url;
+      img.alt = img.title = dup.files[i].name;
+      div.append(img);
+    }
+    out.append(div);
+  }
+  $('dup-status').textContent = `${dup.files.length} images, ${found.groups.length} group(s) of near-duplicates at ${t.toFixed(3)}.`;
+}
+
+async function describe(files) {
+  if (!state.model) { showError('No model is loaded.'); return; }
+  const errors = [];
+  let k = 0;
+  for (const file of files) {
+    k++;
+    $('dup-status').textContent = `Describing ${file.name} (${k}/${files.length})…`;
+    await tick();
+    try {
+      const d = await state.model.copyDescriptor(file);
+      dup.dim = d.length;
+      dup.rows.push(d);
+      dup.files.push({ name: file.name, file, url: URL.createObjectURL(file) });
+    } catch (e) {
+      errors.push(`${file.name}: ${e.message || e}`);
+    }
+  }
+  showError(errors.length ? `Skipped ${errors.join('; ')}` : '');
+  showGroups();
+}
+
+async function redescribe() {
+  const files = dup.files.map((f) => f.file);
+  dup.files = []; dup.rows = [];
+  if (files.length) await describe(files);
+}
+
 async function rerunAll() {
+  await redescribe();
   const files = state.items.map((i) => i.file);
   state.items = [];
   $('results').replaceChildren();
@@ -210,6 +271,15 @@ async function main() {
     state.items.forEach(render);
   };
   $('head').onchange = () => state.items.forEach(render);
+  $('dup-files').onchange = (e) => describe([...e.target.files]);
+  const dupDrop = $('dup-drop');
+  dupDrop.ondragover = (e) => { e.preventDefault(); dupDrop.classList.add('over'); };
+  dupDrop.ondragleave = () => dupDrop.classList.remove('over');
+  dupDrop.ondrop = (e) => { e.preventDefault(); dupDrop.classList.remove('over'); describe([...e.dataTransfer.files]); };
+  $('dup-threshold').oninput = () => {
+    $('dup-threshold-value').textContent = Number($('dup-threshold').value).toFixed(3);
+    showGroups();
+  };
   $('size').onchange = rerunAll;
   $('model-kind').onchange = () => {
     const kind = $('model-kind').value;
@@ -231,7 +301,7 @@ async function main() {
     catch (err) { showError(`Could not load ${url}: ${err.message || err} (offline, or the server does not allow cross-origin downloads)`); }
   };
   $('backend').onchange = async () => {
-    try { await loadModel(state.bytes, 'the current model'); await rerunAll(); }
+    try { await loadModel(state.bytes, state.label); await rerunAll(); }
     catch (err) { showError(String(err.message || err)); }
   };
 }

@@ -102,6 +102,32 @@ try {
   await page.setInputFiles('#files', path.join(root, 'tests/fixtures/images/coffee.png'));
   await page.waitForFunction(() => document.querySelectorAll('article.result').length === 2, null, { timeout: 120000 });
   check(true, 'the page keeps working after the error');
+  // near-duplicates: the same groups as `dino dedup` with the same model and threshold
+  const dupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-dups-'));
+  const dupFiles = [
+    ['tests/fixtures/images/chelsea.png', 'chelsea.png'],
+    ['native/assets/photos/chelsea.jpg', 'chelsea_small.jpg'],
+    ['tests/fixtures/images/coffee.png', 'coffee.png'],
+    ['native/assets/photos/apple.jpg', 'apple.jpg'],
+    ['native/assets/photos/rocket.jpg', 'rocket.jpg'],
+  ].map(([src, name]) => { fs.copyFileSync(path.join(root, src), path.join(dupDir, name)); return path.join(dupDir, name); });
+  await page.setInputFiles('#dup-files', dupFiles);
+  await page.waitForSelector('#dup-results[data-groups]', { timeout: 120000 });
+  const pageGroups = await page.evaluate(() => window.dinoDemo.dup.groups.map((g) => [...g].sort().join('+')).sort());
+  const nativeOut = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-dedup-'));
+  execFileSync(dino, ['dedup', '-w', weights, dupDir, '--out', nativeOut, '--threshold', '0.99']);
+  const rows = fs.readFileSync(path.join(nativeOut, 'groups.csv'), 'utf8').trim().split('\n').slice(1);
+  const byGroup = {};
+  for (const line of rows) {
+    const [g, , file] = line.split(',');
+    (byGroup[g] ||= []).push(path.basename(file.replace(/"/g, '')));
+  }
+  const nativeGroups = Object.values(byGroup).map((g) => g.sort().join('+')).sort();
+  check(JSON.stringify(pageGroups) === JSON.stringify(nativeGroups) && pageGroups.length > 0,
+    `near-duplicate groups equal dino dedup: ${JSON.stringify(pageGroups)}`);
+  await page.$eval('#dup-threshold', (el) => { el.value = '0.5'; el.dispatchEvent(new Event('input')); });
+  const loose = await page.evaluate(() => window.dinoDemo.dup.groups.length);
+  check(loose >= 1, `threshold 0.5 regroups instantly (${loose} group(s))`);
   await page.screenshot({ path: path.join(shots, 'page-final.png'), fullPage: true });
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
   await phone.goto(url);

@@ -1,6 +1,8 @@
 //! The exported `Dino` class.
 
 use dino_core::cpu::{CpuVit, Outputs};
+use dino_core::features::search::Index;
+use dino_core::features::{descriptor, groups, l2_normalize};
 use dino_core::imaging::{Resize, normalize_chw, prepare};
 use dino_core::masks::mass_threshold_masks;
 use dino_core::weights::{CheckpointKey, LoadOptions, load_bytes};
@@ -35,6 +37,10 @@ export type ImageInput = Uint8Array | ArrayBuffer | Blob | ImageData | HTMLImage
   | HTMLCanvasElement | HTMLVideoElement | ImageBitmap | OffscreenCanvas;
 export interface AttentionOptions { threshold?: number; size?: number | string; }
 export interface EmbedOptions { size?: number | string; }
+export interface Duplicates {
+  pairs: { a: number; b: number; score: number }[];
+  groups: { members: number[]; minScore: number; maxScore: number }[];
+}
 export interface AttentionResult {
   heads: number; gridH: number; gridW: number; width: number; height: number;
   threshold: number; attention: Float32Array; masks: Uint8Array; ms: number; backend: string;
@@ -52,6 +58,61 @@ pub fn threshold_masks(
     let t = check_threshold(threshold).map_err(|e| JsError::new(&e))?;
     let m = mass_threshold_masks(attention, heads, t).map_err(|e| JsError::new(&e.to_string()))?;
     Ok(Uint8Array::from(&m[..]))
+}
+
+/// `findDuplicates(descriptors, dim, threshold, k = 10)`: near-duplicate pairs and groups of
+/// `[N, dim]` descriptors (from `copyDescriptor`), as `dino dedup` finds them: cosine
+/// similarity of the L2-normalised rows, each row's `k` best matches, pairs at or above the
+/// threshold, groups = connected components. Returns `{ pairs: [{a, b, score}], groups:
+/// [{members, minScore, maxScore}] }`, strongest pairs and largest groups first.
+#[wasm_bindgen(js_name = findDuplicates, unchecked_return_type = "Duplicates")]
+pub fn find_duplicates(
+    descriptors: &[f32],
+    dim: usize,
+    threshold: f64,
+    #[wasm_bindgen(unchecked_optional_param_type = "number")] k: Option<usize>,
+) -> Result<JsValue, JsError> {
+    if dim == 0 || !descriptors.len().is_multiple_of(dim) {
+        return Err(JsError::new(&format!(
+            "{} values are not rows of {dim}",
+            descriptors.len()
+        )));
+    }
+    if !(-1.0..=1.0).contains(&threshold) {
+        return Err(JsError::new(
+            "threshold is a cosine similarity, between -1 and 1",
+        ));
+    }
+    let n = descriptors.len() / dim;
+    let mut rows = descriptors.to_vec();
+    l2_normalize(&mut rows, dim);
+    let index = Index::new(&rows, dim).map_err(|e| JsError::new(&e.to_string()))?;
+    let hits = index
+        .search(&rows, k.unwrap_or(10).max(1), true)
+        .map_err(|e| JsError::new(&e.to_string()))?;
+    let pairs = groups::pairs_above(&hits, threshold as f32);
+    let found = groups::connected_groups(n, &pairs);
+    let out = Object::new();
+    let js_pairs = js_sys::Array::new();
+    for p in &pairs {
+        let o = Object::new();
+        set(&o, "a", p.a as u32);
+        set(&o, "b", p.b as u32);
+        set(&o, "score", p.score);
+        js_pairs.push(&o);
+    }
+    let js_groups = js_sys::Array::new();
+    for g in &found {
+        let o = Object::new();
+        let members: js_sys::Array = g.members.iter().map(|&m| JsValue::from(m as u32)).collect();
+        set(&o, "members", members);
+        set(&o, "minScore", g.min_score);
+        set(&o, "maxScore", g.max_score);
+        js_groups.push(&o);
+    }
+    set(&out, "pairs", js_pairs);
+    set(&out, "groups", js_groups);
+    Ok(out.into())
 }
 
 /// A DINO ViT loaded in the page.
@@ -226,6 +287,48 @@ impl Dino {
         };
         let f = self.cls(&image, &resize).await?;
         Ok(Float32Array::from(&f[..]))
+    }
+
+    /// `await model.copyDescriptor(image, { size = '320x320' })` -> `Float32Array` of
+    /// `2 * dim`: the normed CLS token and the GeM (p = 4) pool of the patch tokens, the
+    /// descriptor of `eval_copy_detection.py` (and `dino dedup`).
+    #[wasm_bindgen(js_name = copyDescriptor)]
+    pub async fn copy_descriptor(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ImageInput")] image: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "EmbedOptions")] options: JsValue,
+    ) -> Result<Float32Array, JsError> {
+        let resize = match get(&options, "size") {
+            Some(s) => {
+                let s = s
+                    .as_f64()
+                    .map(|n| format!("{n}"))
+                    .or_else(|| s.as_string())
+                    .ok_or_else(|| JsError::new("size must be a number or a string"))?;
+                parse_size(Some(&s)).map_err(|e| JsError::new(&e))?
+            }
+            None => Resize::Exact {
+                height: 320,
+                width: 320,
+            },
+        };
+        let input = self.prepare(&image, &resize).await?;
+        let (w, h) = (input.width() as usize, input.height() as usize);
+        let out = self
+            .engine
+            .run(
+                &normalize_chw(&input),
+                1,
+                h,
+                w,
+                Outputs {
+                    patches: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let d = descriptor::copy_detection(&out.cls, &out.patches, self.engine.config.dim);
+        Ok(Float32Array::from(&d[..]))
     }
 
     /// `await model.similarity(a, b)` -> cosine similarity of the two images' CLS features.

@@ -18,5 +18,5 @@ mod input;
 pub mod options;
 
 #[cfg(target_family = "wasm")]
-pub use api::{Dino, threshold_masks};
+pub use api::{Dino, find_duplicates, threshold_masks};
 pub use options::{AttentionOptions, BackendChoice};

@@ -205,3 +205,36 @@ async fn bad_input_rejects_with_a_message() {
     .map_err(JsValue::from)
     .unwrap();
 }
+
+const COFFEE: &[u8] = include_bytes!("../../tests/fixtures/images/coffee.png");
+
+#[wasm_bindgen_test]
+async fn copy_descriptors_group_duplicates() {
+    let m = model().await;
+    let mut rows = Vec::new();
+    for bytes in [CHELSEA, COFFEE, CHELSEA] {
+        let d = m
+            .copy_descriptor(Uint8Array::from(bytes).into(), JsValue::UNDEFINED)
+            .await
+            .map_err(JsValue::from)
+            .unwrap()
+            .to_vec();
+        assert_eq!(d.len(), 2 * 128);
+        rows.extend(d);
+    }
+    let r = dino_web::find_duplicates(&rows, 256, 0.999, None)
+        .map_err(JsValue::from)
+        .unwrap();
+    let groups = js_sys::Array::from(&field(&r, "groups"));
+    assert_eq!(groups.length(), 1);
+    let members: Vec<f64> = js_sys::Array::from(&field(&groups.get(0), "members"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(members, vec![0.0, 2.0]);
+    let pairs = js_sys::Array::from(&field(&r, "pairs"));
+    assert_eq!(pairs.length(), 1);
+    assert!(field(&pairs.get(0), "score").as_f64().unwrap() > 0.999);
+    assert!(dino_web::find_duplicates(&rows[..100], 256, 0.9, None).is_err());
+    assert!(dino_web::find_duplicates(&rows, 256, 2.0, None).is_err());
+}
