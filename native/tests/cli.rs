@@ -1,39 +1,16 @@
 //! End-to-end tests of the `dino` binary on the reference fixtures in tests/fixtures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{dino, fails, ok, s};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
         .join(rel)
-}
-
-fn dino(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dino"))
-        .args(args)
-        .output()
-        .expect("dino runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dino(args);
-    assert!(
-        out.status.success(),
-        "dino {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail cleanly: exit code 1, one `error:` line, no panic.
-fn fails(args: &[&str]) -> String {
-    let out = dino(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "dino {args:?}: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 fn npy_f32(path: &Path) -> (Vec<u64>, Vec<f32>) {
@@ -57,10 +34,6 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! End-to-end tests of the commands for collections and videos (dedup, retrieve, cluster,
 //! video, propagate, pca) on real photos (native/assets/photos) with real transformations.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{fails, ok_all as ok, s};
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
@@ -24,36 +28,6 @@ fn photos() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn dino(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dino"))
-        .args(args)
-        .output()
-        .expect("dino runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dino(args);
-    assert!(
-        out.status.success(),
-        "dino {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = dino(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "dino {args:?}: {err}");
-    assert!(err.contains("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Text drawn over an image with the project's font (a caption / watermark overlay).

@@ -1,6 +1,6 @@
 //! The exported `Dino` class.
 
-use dino_core::cpu::{CpuVit, Outputs};
+use dino_core::cpu::{CpuFeatures, CpuVit, Outputs};
 use dino_core::features::search::Index;
 use dino_core::features::{descriptor, groups, l2_normalize};
 use dino_core::imaging::{Resize, normalize_chw, prepare};
@@ -23,6 +23,21 @@ fn get(options: &JsValue, key: &str) -> Option<JsValue> {
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &key.into(), &value.into());
+}
+
+/// `options.size`: a number (short side) or a resize string; `default` when absent.
+fn size_option(options: &JsValue, default: Resize) -> Result<Resize, JsError> {
+    match get(options, "size") {
+        Some(s) => {
+            let s = s
+                .as_f64()
+                .map(|n| format!("{n}"))
+                .or_else(|| s.as_string())
+                .ok_or_else(|| JsError::new("size must be a number or a string"))?;
+            parse_size(Some(&s)).map_err(|e| JsError::new(&e))
+        }
+        None => Ok(default),
+    }
 }
 
 fn now_ms() -> f64 {
@@ -225,30 +240,16 @@ impl Dino {
                 .ok_or_else(|| JsError::new("threshold must be a number"))?;
             opts.threshold = check_threshold(t).map_err(|e| JsError::new(&e))?;
         }
-        if let Some(s) = get(&options, "size") {
-            let s = s
-                .as_f64()
-                .map(|n| format!("{n}"))
-                .or_else(|| s.as_string())
-                .ok_or_else(|| JsError::new("size must be a number or a string"))?;
-            opts.resize = parse_size(Some(&s)).map_err(|e| JsError::new(&e))?;
-        }
+        opts.resize = size_option(&options, opts.resize)?;
         let input = self.prepare(&image, &opts.resize).await?;
         let t0 = now_ms();
-        let (w, h) = (input.width() as usize, input.height() as usize);
-        let out = self
-            .engine
-            .run(
-                &normalize_chw(&input),
-                1,
-                h,
-                w,
-                Outputs {
-                    attention: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| JsError::new(&e.to_string()))?;
+        let out = self.run(
+            &input,
+            Outputs {
+                attention: true,
+                ..Default::default()
+            },
+        )?;
         let heads = self.engine.config.heads;
         let masks = mass_threshold_masks(&out.attention, heads, opts.threshold)
             .map_err(|e| JsError::new(&e.to_string()))?;
@@ -257,8 +258,8 @@ impl Dino {
         set(&r, "heads", heads as u32);
         set(&r, "gridH", out.grid.0 as u32);
         set(&r, "gridW", out.grid.1 as u32);
-        set(&r, "width", w as u32);
-        set(&r, "height", h as u32);
+        set(&r, "width", input.width());
+        set(&r, "height", input.height());
         set(&r, "threshold", opts.threshold);
         set(&r, "attention", Float32Array::from(&out.attention[..]));
         set(&r, "masks", Uint8Array::from(&masks[..]));
@@ -274,17 +275,7 @@ impl Dino {
         #[wasm_bindgen(unchecked_param_type = "ImageInput")] image: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "EmbedOptions")] options: JsValue,
     ) -> Result<Float32Array, JsError> {
-        let resize = match get(&options, "size") {
-            Some(s) => {
-                let s = s
-                    .as_f64()
-                    .map(|n| format!("{n}"))
-                    .or_else(|| s.as_string())
-                    .ok_or_else(|| JsError::new("size must be a number or a string"))?;
-                parse_size(Some(&s)).map_err(|e| JsError::new(&e))?
-            }
-            None => Resize::default(),
-        };
+        let resize = size_option(&options, Resize::default())?;
         let f = self.cls(&image, &resize).await?;
         Ok(Float32Array::from(&f[..]))
     }
@@ -298,35 +289,21 @@ impl Dino {
         #[wasm_bindgen(unchecked_param_type = "ImageInput")] image: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "EmbedOptions")] options: JsValue,
     ) -> Result<Float32Array, JsError> {
-        let resize = match get(&options, "size") {
-            Some(s) => {
-                let s = s
-                    .as_f64()
-                    .map(|n| format!("{n}"))
-                    .or_else(|| s.as_string())
-                    .ok_or_else(|| JsError::new("size must be a number or a string"))?;
-                parse_size(Some(&s)).map_err(|e| JsError::new(&e))?
-            }
-            None => Resize::Exact {
+        let resize = size_option(
+            &options,
+            Resize::Exact {
                 height: 320,
                 width: 320,
             },
-        };
+        )?;
         let input = self.prepare(&image, &resize).await?;
-        let (w, h) = (input.width() as usize, input.height() as usize);
-        let out = self
-            .engine
-            .run(
-                &normalize_chw(&input),
-                1,
-                h,
-                w,
-                Outputs {
-                    patches: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| JsError::new(&e.to_string()))?;
+        let out = self.run(
+            &input,
+            Outputs {
+                patches: true,
+                ..Default::default()
+            },
+        )?;
         let d = descriptor::copy_detection(&out.cls, &out.patches, self.engine.config.dim);
         Ok(Float32Array::from(&d[..]))
     }
@@ -346,6 +323,14 @@ impl Dino {
 }
 
 impl Dino {
+    /// One prepared image through the engine.
+    fn run(&self, input: &image::RgbImage, want: Outputs) -> Result<CpuFeatures, JsError> {
+        let (w, h) = (input.width() as usize, input.height() as usize);
+        self.engine
+            .run(&normalize_chw(input), 1, h, w, want)
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
     async fn prepare(&self, image: &JsValue, resize: &Resize) -> Result<image::RgbImage, JsError> {
         let rgb = to_rgb(image).await.map_err(|e| JsError::new(&e))?;
         prepare(&rgb, resize, self.engine.config.patch).map_err(|e| JsError::new(&e.to_string()))

@@ -1,0 +1,52 @@
+//! Helpers the end-to-end test files share: run the `dino` binary, expect success or a clean
+//! failure.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn dino(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dino"))
+        .args(args)
+        .output()
+        .expect("dino runs")
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = dino(args);
+    assert!(
+        out.status.success(),
+        "dino {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must succeed; its stdout.
+pub fn ok(args: &[&str]) -> String {
+    String::from_utf8_lossy(&run_ok(args).stdout).into_owned()
+}
+
+/// Runs a command that must succeed; its stdout and stderr (warnings, progress notes).
+pub fn ok_all(args: &[&str]) -> String {
+    let out = run_ok(args);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Runs a command that must fail cleanly: exit code 1, an `error:` line (after any
+/// warnings), no panic.
+pub fn fails(args: &[&str]) -> String {
+    let out = dino(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "dino {args:?}: {err}");
+    assert!(
+        err.starts_with("error: ") || err.contains("\nerror: "),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
