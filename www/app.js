@@ -26,21 +26,46 @@ async function bindings() {
     () => resolve(window.wasmBindings), { once: true }));
 }
 
+// the model lives in a Web Worker (worker.js); calls are promises over messages
+const worker = new Worker('./worker.js', { type: 'module' });
+const pending = new Map();
+let seq = 0;
+worker.onmessage = (e) => {
+  const p = pending.get(e.data.id);
+  pending.delete(e.data.id);
+  if (e.data.ok) p.resolve(e.data.result); else p.reject(new Error(e.data.error));
+};
+worker.onerror = (e) => showError(`The model worker failed: ${e.message || e}`);
+function call(op, args) {
+  return new Promise((resolve, reject) => {
+    const id = ++seq;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, op, args });
+  });
+}
+
+async function loadInWorker(bytes, backend) {
+  const info = await call('load', { bytes: bytes.slice(), options: { backend } });
+  return {
+    ...info,
+    attention: (image, options) => call('attention', { image, options }),
+    copyDescriptor: (image, options) => call('copyDescriptor', { image, options }),
+  };
+}
+
 async function loadModel(bytes, label) {
   const backend = $('backend').value;
   status(`Loading ${label} (${backend})…`);
-  await tick();
   let model;
   showNotice('');
   try {
-    model = await state.bindings.Dino.load(bytes, { backend });
+    model = await loadInWorker(bytes, backend);
   } catch (e) {
     if (backend !== 'webgpu') throw e;
     showNotice(`WebGPU: ${e.message || e} — falling back to the CPU.`);
     $('backend').value = 'cpu';
-    model = await state.bindings.Dino.load(bytes, { backend: 'cpu' });
+    model = await loadInWorker(bytes, 'cpu');
   }
-  if (state.model) state.model.free();
   state.model = model;
   state.bytes = bytes;
   state.label = label;

@@ -66,8 +66,14 @@ try {
   await page.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
   check(true, 'page loaded the bundled model');
 
+  // a timer on the main thread keeps ticking while the worker runs the model
+  await page.evaluate(() => { window.__ticks = 0; window.__timer = setInterval(() => { window.__ticks++; }, 50); });
+  const t0 = Date.now();
   await page.setInputFiles('#files', photo);
   await page.waitForSelector('article.result', { timeout: 120000 });
+  const ticks = await page.evaluate(() => { clearInterval(window.__timer); return window.__ticks; });
+  const elapsed = Date.now() - t0;
+  check(ticks >= elapsed / 50 / 2, `main thread stayed responsive during inference (${ticks} timer ticks in ${elapsed} ms)`);
   const heads = await page.evaluate(() => window.dinoDemo.model.heads);
   const shown = await page.$$eval('article.result figcaption', (c) => c.filter((x) => x.textContent.startsWith('head ')).length);
   check(shown === heads, `${shown} head maps shown for ${heads} heads`);
