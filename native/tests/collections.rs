@@ -218,6 +218,55 @@ fn dedup_finds_transformed_copies() {
         std::fs::read_to_string(out.join("pairs.csv")).unwrap(),
         pairs
     );
+    // whitening learned on distractors (here: the 13 photos without copies) or on the folder
+    let distractors = tmp.path().join("distractors");
+    std::fs::create_dir_all(&distractors).unwrap();
+    for p in photos().iter().skip(6) {
+        std::fs::copy(p, distractors.join(p.file_name().unwrap())).unwrap();
+    }
+    let wout = tmp.path().join("whitened");
+    ok(&[
+        "dedup",
+        "-w",
+        &w,
+        s(&data),
+        "--out",
+        s(&wout),
+        "--resize",
+        "224x224",
+        "--whiten-from",
+        s(&distractors),
+        "--pca-dim",
+        "8",
+    ]);
+    let wr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(wout.join("report.json")).unwrap()).unwrap();
+    let energy = wr["whitening_energy"].as_f64().unwrap();
+    assert!(energy > 0.0 && energy <= 1.0, "{energy}");
+    ok(&[
+        "dedup",
+        "-w",
+        &w,
+        s(&data),
+        "--out",
+        s(&wout),
+        "--resize",
+        "224x224",
+        "--whiten-self",
+        "--pca-dim",
+        "16",
+    ]);
+    fails(&[
+        "dedup",
+        "-w",
+        &w,
+        s(&data),
+        "--out",
+        s(&wout),
+        "--whiten-self",
+        "--pca-dim",
+        "0",
+    ]);
     // bad input: an empty folder, a threshold out of range
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
