@@ -1,0 +1,93 @@
+// ViT-S/16 at 224x224 in headless Chromium: dino-web (our CPU engine in wasm) against ONNX
+// Runtime Web (wasm backend) on the same network and input, in the same page and run.
+//
+//   python3 bench/web/make_model.py /tmp/webbench      # the model, as .safetensors and .onnx
+//   bash web/build.sh                                   # web/pkg
+//   npm --prefix ~/.cache/dino-rs/npm-tools install onnxruntime-web@1.23.2 playwright-core@1.65.1
+//   node bench/web/bench.mjs /tmp/webbench [ITERS]
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const modelDir = process.argv[2] || '/tmp/webbench';
+const iters = Number(process.argv[3] || 10);
+const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
+const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
+const ortDir = path.join(tools, 'node_modules/onnxruntime-web/dist');
+const ortVersion = JSON.parse(fs.readFileSync(path.join(ortDir, '../package.json'))).version;
+
+const page = `<!doctype html><meta charset="utf-8"><script type="module">
+import init, { Dino } from './pkg/dino_web.js';
+import * as ort from './ort/ort.wasm.min.mjs';
+const ITERS = ${iters};
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+async function time(fn) { for (let i = 0; i < 2; i++) await fn(); const t = [];
+  for (let i = 0; i < ITERS; i++) { const t0 = performance.now(); await fn(); t.push(performance.now() - t0); }
+  return { median: median(t), min: Math.min(...t) }; }
+await init();
+const bytes = async (u) => new Uint8Array(await (await fetch(u)).arrayBuffer());
+const model = await Dino.load(await bytes('./model/vit_small16.safetensors'), { backend: 'cpu' });
+// one 224x224 image of seeded noise, as ImageData (dino-web) and as the normalised tensor (ORT)
+let seed = 1; const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+const img = new ImageData(224, 224);
+for (let i = 0; i < img.data.length; i++) img.data[i] = i % 4 === 3 ? 255 : Math.floor(rnd() * 256);
+const mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
+const x = new Float32Array(3 * 224 * 224);
+for (let c = 0; c < 3; c++) for (let p = 0; p < 224 * 224; p++) x[c * 224 * 224 + p] = (img.data[4 * p + c] / 255 - mean[c]) / std[c];
+const out = {};
+const ours = await model.embed(img, { size: '224x224' });
+out.dinoEmbed = await time(() => model.embed(img, { size: '224x224' }));
+out.dinoAttention = await time(() => model.attention(img, { size: '224x224' }));
+const onnx = await bytes('./model/vit_small16.onnx');
+for (const threads of [1, navigator.hardwareConcurrency]) {
+  ort.env.wasm.numThreads = threads;
+  ort.env.wasm.wasmPaths = location.origin + '/ort/';
+  const session = await ort.InferenceSession.create(onnx, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+  const feeds = { x: new ort.Tensor('float32', x, [1, 3, 224, 224]) };
+  const cls = (await session.run(feeds)).cls.data;
+  out['ort' + threads] = await time(() => session.run(feeds));
+  out.maxAbsDiff = Math.max(...Array.from(cls, (v, i) => Math.abs(v - ours[i])));
+  out.isolated = crossOriginIsolated;
+  await session.release();
+}
+window.result = out;
+</script>`;
+
+const types = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm' };
+const server = http.createServer((req, res) => {
+  const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+  // cross-origin isolation lets ONNX Runtime Web use threads
+  const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+  if (p === '/') { res.writeHead(200, { ...headers, 'content-type': 'text/html' }); res.end(page); return; }
+  const file = p.startsWith('/pkg/') ? path.join(root, 'web', p) : p.startsWith('/ort/') ? path.join(ortDir, p.slice(5))
+    : p.startsWith('/model/') ? path.join(modelDir, p.slice(7)) : null;
+  if (!file || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { ...headers, 'content-type': types[path.extname(file)] || 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+try {
+  const p = await browser.newPage();
+  p.on('pageerror', (e) => { console.error('page error:', e.message); process.exit(1); });
+  await p.goto(`http://127.0.0.1:${server.address().port}/`);
+  await p.waitForFunction(() => window.result, null, { timeout: 300000, polling: 500 });
+  const r = await p.evaluate(() => window.result);
+  const cores = await p.evaluate(() => navigator.hardwareConcurrency);
+  const row = (name, t) => `| ${name} | ${t.median.toFixed(1)} | ${t.min.toFixed(1)} | ${(r.dinoEmbed.median / t.median).toFixed(2)}x |`;
+  console.log(`ViT-S/16, 224x224, batch 1, Chromium headless (${cores} cores, cross-origin isolated: ${r.isolated}), median of ${iters}`);
+  console.log('| engine | median ms | min ms | speed vs dino-web embed |\n|---|---|---|---|');
+  console.log(row('dino-web CPU engine, embed (CLS)', r.dinoEmbed));
+  console.log(row('dino-web CPU engine, attention + masks', r.dinoAttention));
+  console.log(row(`ONNX Runtime Web ${ortVersion} wasm, 1 thread`, r.ort1));
+  console.log(row(`ONNX Runtime Web ${ortVersion} wasm, ${cores} threads`, r['ort' + cores]));
+  console.log(`CLS max abs difference between the two engines: ${r.maxAbsDiff.toExponential(2)}`);
+} finally {
+  await browser.close();
+  server.close();
+}
