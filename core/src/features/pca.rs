@@ -32,16 +32,14 @@ pub fn mean_row(rows: &[f32], d: usize) -> Vec<f32> {
 /// `X^T X / n` of `[N, d]` rows, centred first when `mean` is given.
 pub fn second_moment(rows: &[f32], d: usize, mean: Option<&[f32]>) -> Vec<f32> {
     let n = rows.len() / d;
+    // the (centred) rows and their transpose, filled in one pass
+    let mut x = vec![0f32; n * d];
     let mut xt = vec![0f32; d * n];
     for (i, r) in rows.chunks_exact(d).enumerate() {
         for j in 0..d {
-            xt[j * n + i] = r[j] - mean.map_or(0.0, |m| m[j]);
-        }
-    }
-    let mut x = vec![0f32; n * d];
-    for i in 0..n {
-        for j in 0..d {
-            x[i * d + j] = xt[j * n + i];
+            let v = r[j] - mean.map_or(0.0, |m| m[j]);
+            x[i * d + j] = v;
+            xt[j * n + i] = v;
         }
     }
     let mut cov = vec![0f32; d * d];
@@ -86,8 +84,10 @@ impl Pca {
         }
         let mean = mean_row(rows, d);
         let cov = second_moment(rows, d, None);
-        let (all, _) = eigh_desc(&cov, d, d);
-        let (mut values, vectors) = eigh_desc(&cov, d, dim_out);
+        // one decomposition: every eigenvalue for the energy, the top dim_out vectors kept
+        let (all, mut vectors) = eigh_desc(&cov, d, d);
+        vectors.truncate(dim_out * d);
+        let mut values = all[..dim_out].to_vec();
         let eps = all[0].max(0.0) * 1e-5;
         let clamp = |v: f32| if v < eps { eps } else { v };
         let total: f32 = all.iter().map(|&v| clamp(v)).sum();
