@@ -10,7 +10,10 @@ use anyhow::Context;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::features::Extracted;
+use dino_core::imaging::Resize;
+
+use crate::engine::Engine;
+use crate::features::{Extracted, extract};
 
 /// A file as it was when its features were computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +206,47 @@ impl FeatureStore {
             && (stats.computed > 0 || stats.removed > 0 || old.is_none())
         {
             store.save(p)?;
+        }
+        Ok((store, stats))
+    }
+}
+
+/// How the rows of new or changed files are computed: [`extract`] with these settings.
+pub struct Recipe<'a> {
+    pub resize: &'a Resize,
+    pub batch_size: usize,
+    /// Progress bar label.
+    pub label: &'a str,
+    /// Row width `f` returns per image.
+    pub dim: usize,
+}
+
+impl FeatureStore {
+    /// [`FeatureStore::update`] with the rows of new files from `f` over batches of prepared
+    /// images; unreadable files are skipped and reported as warnings (and in the stats).
+    pub fn of_files(
+        index: Option<&Path>,
+        signature: &str,
+        engine: &Engine,
+        files: &[PathBuf],
+        recipe: &Recipe,
+        f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+    ) -> anyhow::Result<(Self, UpdateStats)> {
+        let (store, stats) = Self::update(index, signature, files, |todo| {
+            let r = recipe;
+            extract(
+                engine,
+                todo,
+                r.resize,
+                r.batch_size,
+                r.label,
+                r.dim,
+                true,
+                f,
+            )
+        })?;
+        for (p, why) in &stats.skipped {
+            eprintln!("warning: skipped {}: {why}", p.display());
         }
         Ok((store, stats))
     }

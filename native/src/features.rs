@@ -1,7 +1,7 @@
 //! CLS features of many image files: decoding and resizing in parallel, batches of equal-size
 //! images through the engine, rows in input order, with a progress bar.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dino_core::imaging::{Resize, load_image, prepare};
@@ -9,6 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::engine::Engine;
+
+/// An image file decoded and prepared for the model (resized, cropped to whole patches); every
+/// error names the file.
+pub fn prepare_file(path: &Path, resize: &Resize, patch: usize) -> anyhow::Result<image::RgbImage> {
+    let img = load_image(path)?;
+    prepare(&img, resize, patch).with_context(|| format!("{}", path.display()))
+}
 
 /// A progress bar in the project's style.
 pub fn bar(len: usize, msg: &str) -> ProgressBar {
@@ -90,10 +97,7 @@ pub fn extract(
         let w1 = (w0 + window).min(n);
         let decoded: Vec<anyhow::Result<image::RgbImage>> = files[w0..w1]
             .par_iter()
-            .map(|p| {
-                let img = load_image(p)?;
-                prepare(&img, resize, patch).with_context(|| format!("{}", p.display()))
-            })
+            .map(|p| prepare_file(p, resize, patch))
             .collect();
         let mut prepared = Vec::with_capacity(decoded.len());
         let mut names = Vec::with_capacity(decoded.len());

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{dino, fails, ok, s};
+use common::{dino, fails, ok, read_json, s};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -529,8 +529,7 @@ fn knn_and_linear_probe_run_on_image_folders() {
     // each image is its own nearest neighbour: 1-NN on the training set itself is perfect
     assert!(out.contains("| 1 | 100.00 |"), "{out}");
     assert!(cache.join("train_features.npy").exists());
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = read_json(&json);
     assert_eq!(v["results"][0]["top1"], 100.0);
     // again from the cache, and the baselines
     let again = dino(&[

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails, ok_all as ok, s};
+use common::{fails, ok_all as ok, read_json, s};
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
@@ -204,8 +204,7 @@ fn dedup_finds_transformed_copies() {
     // groups gather each photo's copies
     let groups = std::fs::read_to_string(out.join("groups.csv")).unwrap();
     assert!(groups.lines().count() > 1 + 6 * 2, "{groups}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = read_json(&out.join("report.json"));
     assert_eq!(report["images"], 19 + 36);
     assert_eq!(report["skipped"].as_array().unwrap().len(), 1);
     for f in ["groups.csv", "groups.png", "groups.html"] {
@@ -239,8 +238,7 @@ fn dedup_finds_transformed_copies() {
         "--pca-dim",
         "8",
     ]);
-    let wr: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(wout.join("report.json")).unwrap()).unwrap();
+    let wr: serde_json::Value = read_json(&wout.join("report.json"));
     let energy = wr["whitening_energy"].as_f64().unwrap();
     assert!(energy > 0.0 && energy <= 1.0, "{energy}");
     ok(&[
@@ -311,8 +309,7 @@ fn retrieve_ranks_the_original_first_and_updates_incrementally() {
         s(&html),
         "--multiscale",
     ]);
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value = read_json(&json);
     for q in r.as_array().unwrap() {
         let top = q["results"][0]["file"].as_str().unwrap();
         assert_eq!(file_name(top), file_name(s(src)), "{q}");
@@ -365,8 +362,7 @@ fn cluster_recovers_groups_of_copies() {
     let w = weights();
     let out = tmp.path().join("out");
     let log = ok(&["cluster", "-w", &w, s(&data), "--out", s(&out)]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = read_json(&out.join("report.json"));
     let nmi = report["scores_against_subfolders"]["nmi"].as_f64().unwrap();
     eprintln!("{log}");
     assert_eq!(report["k"], 4);
@@ -463,8 +459,7 @@ fn propagate_keeps_a_still_object_and_scores_a_moving_one() {
         "--size",
         "192",
     ]);
-    let scores: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+    let scores: serde_json::Value = read_json(&out.join("scores.json"));
     let j = scores["j"].as_f64().unwrap();
     assert!(j > 0.7, "J {j} on still frames");
     assert_eq!(scores["frames"], 3);

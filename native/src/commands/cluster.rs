@@ -12,8 +12,7 @@ use dino_core::features::{kmeans::kmeans, l2_normalize, metrics, pca::Pca};
 use dino_core::imaging::Resize;
 use image::{Rgb, RgbImage};
 
-use crate::feature_store::{FeatureStore, weights_identity};
-use crate::features::extract;
+use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
 
@@ -81,26 +80,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.resize,
             weights_identity(&args.weights.weights)?
         );
-        let (store, stats) = FeatureStore::update(
+        let recipe = Recipe {
+            resize: &args.resize,
+            batch_size: args.batch_size,
+            label: "features",
+            dim: d,
+        };
+        let (store, _) = FeatureStore::of_files(
             args.index_file.as_deref(),
             &signature,
+            &engine,
             &folder.files,
-            |todo| {
-                extract(
-                    &engine,
-                    todo,
-                    &args.resize,
-                    args.batch_size,
-                    "features",
-                    d,
-                    true,
-                    |imgs| engine.cls(imgs),
-                )
-            },
+            &recipe,
+            |imgs| engine.cls(imgs),
         )?;
-        for (p, why) in &stats.skipped {
-            eprintln!("warning: skipped {}: {why}", p.display());
-        }
         let files = store.entries.iter().map(|e| e.path.clone()).collect();
         (files, store.rows, d)
     };

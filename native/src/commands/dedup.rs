@@ -14,8 +14,7 @@ use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca, search::In
 use dino_core::imaging::Resize;
 
 use crate::engine::Engine;
-use crate::feature_store::{FeatureStore, weights_identity};
-use crate::features::extract;
+use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
 
@@ -67,7 +66,8 @@ pub struct Args {
     show: usize,
 }
 
-/// Descriptors of a list of files with the given settings (unreadable files skipped).
+/// Descriptors of a list of files with the given settings (unreadable files skipped and
+/// listed in the stats).
 #[allow(clippy::too_many_arguments)]
 pub fn descriptors(
     engine: &Engine,
@@ -75,33 +75,34 @@ pub fn descriptors(
     files: &[PathBuf],
     resize: &Resize,
     kind: &str,
-    batch: usize,
+    batch_size: usize,
     index_file: Option<&Path>,
     label: &str,
-) -> anyhow::Result<FeatureStore> {
+) -> anyhow::Result<(FeatureStore, UpdateStats)> {
     let d = engine.config().dim;
-    let dim = if kind == "copy" { 2 * d } else { d };
     let signature = format!("dedup:{kind}:{resize}:{}", weights_identity(weights)?);
-    let (store, stats) = FeatureStore::update(index_file, &signature, files, |todo| {
-        extract(engine, todo, resize, batch, label, dim, true, |imgs| {
+    let recipe = Recipe {
+        resize,
+        batch_size,
+        label,
+        dim: if kind == "copy" { 2 * d } else { d },
+    };
+    let (store, stats) =
+        FeatureStore::of_files(index_file, &signature, engine, files, &recipe, |imgs| {
             let t = engine.tokens(imgs)?;
             Ok(if kind == "copy" {
                 descriptor::copy_detection(&t.cls, &t.patches, d)
             } else {
                 t.cls
             })
-        })
-    })?;
+        })?;
     if stats.reused > 0 {
         eprintln!(
             "feature index: {} reused, {} computed, {} removed",
             stats.reused, stats.computed, stats.removed
         );
     }
-    for (p, why) in &stats.skipped {
-        eprintln!("warning: skipped {}: {why}", p.display());
-    }
-    Ok(store)
+    Ok((store, stats))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -113,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let folder = ImageFolder::scan(&args.dir)?;
     let engine = args.weights.load_engine()?;
-    let store = descriptors(
+    let (store, stats) = descriptors(
         &engine,
         &args.weights.weights,
         &folder.files,
@@ -123,15 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.index_file.as_deref(),
         "describing",
     )?;
-    let kept: std::collections::HashSet<&Path> =
-        store.entries.iter().map(|e| e.path.as_path()).collect();
-    let skipped: Vec<PathBuf> = folder
-        .files
-        .iter()
-        .filter(|f| !kept.contains(f.as_path()))
-        .cloned()
-        .collect();
-    drop(kept);
+    // files unreadable last time are not in the index, so they were tried (and skipped) again
+    let skipped: Vec<PathBuf> = stats.skipped.into_iter().map(|(p, _)| p).collect();
     let features_s = t0.elapsed().as_secs_f64();
     let n = store.entries.len();
     anyhow::ensure!(
@@ -143,10 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = store.rows;
 
     // whitening (learned on distractors or on the folder), then cosine similarity
-    let whitening = match (&args.whiten_from, args.whiten_self) {
-        (Some(dir), _) => {
+    let distractors = match &args.whiten_from {
+        Some(dir) => {
             let w = ImageFolder::scan(dir)?;
-            let s = descriptors(
+            let (s, _) = descriptors(
                 &engine,
                 &args.weights.weights,
                 &w.files,
@@ -158,13 +152,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?;
             Some(s.rows)
         }
-        (None, true) => Some(rows.clone()),
-        (None, false) => None,
+        None => None,
     };
+    let whitening = distractors
+        .as_deref()
+        .or(args.whiten_self.then_some(rows.as_slice()));
     let mut energy = None;
     let out_dim = if let Some(train) = whitening {
         let k = args.pca_dim.unwrap_or(dim).min(dim);
-        let pca = Pca::fit_whitening(&train, dim, k, args.whitening_power)
+        let pca = Pca::fit_whitening(train, dim, k, args.whitening_power)
             .context("learning the whitening")?;
         energy = Some(pca.energy);
         rows = pca.apply(&rows)?;

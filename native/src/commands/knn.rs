@@ -7,10 +7,11 @@ use anyhow::{Context, bail};
 use dino_core::cpu::CpuVit;
 use dino_core::data::ImageFolder;
 use dino_core::eval::{LabelledFeatures, knn_classify, l2_normalize};
-use dino_core::imaging::{Resize, load_image, normalize_chw, prepare};
+use dino_core::imaging::{Resize, normalize_chw};
 use rayon::prelude::*;
 
 use crate::engine::Engine;
+use crate::features::prepare_file;
 use crate::model_args::WeightsArgs;
 
 #[derive(clap::Args, Debug)]
@@ -157,7 +158,7 @@ pub fn pixels(
 ) -> anyhow::Result<(Vec<f32>, usize)> {
     let rows: Vec<Vec<f32>> = files
         .par_iter()
-        .map(|p| Ok(normalize_chw(&prepare(&load_image(p)?, resize, patch)?)))
+        .map(|p| Ok(normalize_chw(&prepare_file(p, resize, patch)?)))
         .collect::<anyhow::Result<_>>()?;
     let d = rows.first().map_or(0, Vec::len);
     if rows.iter().any(|r| r.len() != d) {

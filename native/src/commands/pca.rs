@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dino_core::features::pca::Pca;
-use dino_core::imaging::{Resize, load_image, prepare};
+use dino_core::imaging::Resize;
 use dino_core::masks::upsample_nearest;
 use image::{Rgb, RgbImage};
 
@@ -54,10 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let progress = crate::features::bar(args.images.len(), "features");
     let mut skipped = 0;
     for path in &args.images {
-        let input = match load_image(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|img| prepare(&img, &args.resize, patch).map_err(anyhow::Error::from))
-        {
+        let input = match crate::features::prepare_file(path, &args.resize, patch) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("warning: skipped {}: {e:#}", path.display());

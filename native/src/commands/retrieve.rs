@@ -11,7 +11,7 @@ use dino_core::imaging::{Resize, resize_bicubic};
 use image::RgbImage;
 
 use crate::engine::Engine;
-use crate::feature_store::{FeatureStore, weights_identity};
+use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::features::extract;
 use crate::gallery;
 use crate::model_args::WeightsArgs;
@@ -93,22 +93,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.resize,
         weights_identity(&args.weights.weights)?
     );
-    let (store, stats) =
-        FeatureStore::update(Some(&index_file), &signature, &folder.files, |todo| {
-            extract(
-                &engine,
-                todo,
-                &args.resize,
-                args.batch_size,
-                "indexing",
-                d,
-                true,
-                |imgs| embed(&engine, imgs, args.multiscale),
-            )
-        })?;
-    for (p, why) in &stats.skipped {
-        eprintln!("warning: skipped {}: {why}", p.display());
-    }
+    let recipe = Recipe {
+        resize: &args.resize,
+        batch_size: args.batch_size,
+        label: "indexing",
+        dim: d,
+    };
+    let (store, stats) = FeatureStore::of_files(
+        Some(&index_file),
+        &signature,
+        &engine,
+        &folder.files,
+        &recipe,
+        |imgs| embed(&engine, imgs, args.multiscale),
+    )?;
     eprintln!(
         "index {}: {} images ({} reused, {} computed, {} removed, {} unreadable)",
         index_file.display(),

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dino_core::imaging::{Resize, load_image, prepare};
+use dino_core::imaging::Resize;
 use dino_core::masks::mass_threshold_masks;
 use dino_core::viz::{blend, heat_map, overlay_masks};
 
@@ -70,10 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rendered = Vec::with_capacity(list.len());
     let mut skipped = 0;
     for (i, path) in list.iter().enumerate() {
-        let input = match load_image(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|img| prepare(&img, &args.resize, patch).map_err(anyhow::Error::from))
-        {
+        let input = match crate::features::prepare_file(path, &args.resize, patch) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("warning: skipped frame {}: {e:#}", path.display());
