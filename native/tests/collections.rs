@@ -130,6 +130,14 @@ fn dedup_finds_transformed_copies() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("photos");
     let truth = copy_set(&data, 6);
+    // the set behind the copy-detection numbers of BENCHMARKS.md, kept on request
+    if let Ok(keep) = std::env::var("DINO_KEEP_COPYSET") {
+        let keep = PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        for (name, _) in &truth {
+            std::fs::copy(data.join(name), keep.join(name)).unwrap();
+        }
+    }
     std::fs::write(data.join("broken.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
     let origin = |n: &str| {
         truth
