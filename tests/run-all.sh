@@ -11,7 +11,8 @@ bash tests/setup-browser-tools.sh
     cd web
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-        cargo test --release --target wasm32-unknown-unknown "$@"
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+        cargo test --release --target wasm32-unknown-unknown --features webgpu "$@"
 )
 (cd www && trunk build --release)
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs

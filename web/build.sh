@@ -2,10 +2,20 @@
 # Builds the embeddable npm-style package in web/pkg/: dino_web.js (ES module glue),
 # dino_web_bg.wasm, TypeScript declarations and package.json.
 #
-#   bash web/build.sh            # needs: rustup target wasm32-unknown-unknown,
-#                                #        wasm-bindgen-cli 0.2.130, node/npm (for wasm-opt)
+#   bash web/build.sh              # WebGPU + CPU engine (backend 'auto' picks WebGPU when the
+#                                  # browser gives an adapter)
+#   bash web/build.sh --cpu-only   # the CPU engine alone: a much smaller .wasm
+#
+# needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130, node/npm (wasm-opt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FEATURES=(--features webgpu)
+VARIANT="WebGPU + CPU engine"
+case "${1:-}" in
+    --cpu-only) FEATURES=(); VARIANT="CPU engine only" ;;
+    "") ;;
+    *) echo "usage: bash web/build.sh [--cpu-only]" >&2; exit 2 ;;
+esac
 WB_VER=0.2.130
 TOOLS="${TOOLS_DIR:-$HOME/.cache/dino-rs/npm-tools}"
 command -v wasm-bindgen >/dev/null && [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$WB_VER" ] || {
@@ -17,7 +27,7 @@ if [ ! -x "$TOOLS/node_modules/.bin/wasm-opt" ]; then
     npm --prefix "$TOOLS" install --no-audit --no-fund --silent binaryen@132.0.0
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build -p dino-web --target wasm32-unknown-unknown --profile wasm-release --locked
+cargo build -p dino-web --target wasm32-unknown-unknown --profile wasm-release --locked "${FEATURES[@]}"
 rm -rf web/pkg
 wasm-bindgen --target web --out-dir web/pkg --out-name dino_web \
     "$TARGET_DIR/wasm32-unknown-unknown/wasm-release/dino_web.wasm"
@@ -44,4 +54,4 @@ grep -q "attention(image: ImageInput, options?: AttentionOptions): Promise<Atten
     web/pkg/dino_web.d.ts || { echo "web/pkg: unexpected TypeScript declarations" >&2; exit 1; }
 raw=$(stat -c %s web/pkg/dino_web_bg.wasm)
 gz=$(gzip -9 -c web/pkg/dino_web_bg.wasm | wc -c)
-echo "web/pkg: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped (CPU engine)"
+echo "web/pkg: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped ($VARIANT)"

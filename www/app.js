@@ -66,6 +66,8 @@ async function loadModel(bytes, label) {
     $('backend').value = 'cpu';
     model = await loadInWorker(bytes, 'cpu');
   }
+  // auto without a WebGPU adapter: say why the CPU runs it
+  if (backend === 'auto' && model.backend === 'cpu' && model.backendNote) showNotice(`${model.backendNote}.`);
   state.model = model;
   state.bytes = bytes;
   state.label = label;

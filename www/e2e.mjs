@@ -1,7 +1,8 @@
 // End-to-end test of the demo page in headless Chromium (playwright-core): the trunk-built
 // page (www/dist) served on 127.0.0.1; upload a real photo, compare heads and masks with the
 // native `dino attention` on the same weights and image, move the slider, switch backend,
-// upload a corrupt file and check the page keeps working. Writes screenshots to $SHOTS.
+// upload a corrupt file and check the page keeps working; then the same on WebGPU (Chromium's
+// software adapter). Writes screenshots to $SHOTS.
 //
 //   DINO_BIN=target/release/dino node www/e2e.mjs
 import http from 'node:http';
@@ -34,9 +35,9 @@ function npy(file) {
   return header.includes("'<f4'") ? new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) : Uint8Array.from(data);
 }
 
-function native(threshold) {
+function native(threshold, size = 480) {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
-  execFileSync(dino, ['attention', '-w', weights, '--resize', '480', '--threshold', String(threshold), photo, '-o', out]);
+  execFileSync(dino, ['attention', '-w', weights, '--resize', String(size), '--threshold', String(threshold), photo, '-o', out]);
   return { attention: npy(path.join(out, 'attention.npy')), masks: npy(path.join(out, 'masks.npy')) };
 }
 
@@ -51,13 +52,13 @@ const server = http.createServer((req, res) => {
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const url = `http://127.0.0.1:${server.address().port}/`;
 
-// (playwright-core starts Chromium with a fresh profile directory of its own)
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--enable-unsafe-webgpu'],
-});
+// (playwright-core starts Chromium with a fresh profile directory of its own). The main run
+// has no WebGPU adapter (a browser without WebGPU: 'auto' must fall back to the CPU and say
+// so); the last part runs in a second browser with Chromium's software WebGPU adapter.
+const baseArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const launch = (args) => chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args });
+const browser = await launch(baseArgs);
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
@@ -65,6 +66,10 @@ try {
   await page.goto(url);
   await page.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
   check(true, 'page loaded the bundled model');
+  const first = await page.evaluate(() => ({ backend: window.dinoDemo.model.backend }));
+  const notice0 = await page.textContent('#notice');
+  check(first.backend === 'cpu' && /no WebGPU adapter/.test(notice0),
+    `auto without a WebGPU adapter runs on the CPU and says why: "${notice0.trim().slice(0, 90)}"`);
 
   // a timer on the main thread keeps ticking while the worker runs the model
   await page.evaluate(() => { window.__ticks = 0; window.__timer = setInterval(() => { window.__ticks++; }, 50); });
@@ -97,7 +102,8 @@ try {
   await page.selectOption('#backend', 'webgpu');
   await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Done'), null, { timeout: 120000 });
   const err = await page.textContent('#notice');
-  check(/falling back to the CPU/.test(err) || (await page.evaluate(() => window.dinoDemo.model.backend)) === 'webgpu', `WebGPU choice handled: "${err.trim().slice(0, 80)}"`);
+  check(/falling back to the CPU/.test(err) && (await page.evaluate(() => window.dinoDemo.model.backend)) === 'cpu',
+    `WebGPU chosen without an adapter: falls back to the CPU and says so: "${err.trim().slice(0, 90)}"`);
   await page.selectOption('#backend', 'cpu');
   await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Done'), null, { timeout: 120000 });
   check((await page.$$('article.result')).length === 1, 'switching backend recomputed the image');
@@ -141,6 +147,36 @@ try {
   await phone.setInputFiles('#files', photo);
   await phone.waitForSelector('article.result', { timeout: 120000 });
   await phone.screenshot({ path: path.join(shots, 'phone.png'), fullPage: true });
+
+  // WebGPU: Chromium's software adapter (SwiftShader) — slow, so a 224 px image
+  const gpuBrowser = await launch([...baseArgs, '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader']);
+  try {
+    const gpu = await gpuBrowser.newPage({ viewport: { width: 1200, height: 900 } });
+    gpu.on('pageerror', (e) => { console.error('page error (WebGPU):', e.message); failed = true; });
+    await gpu.goto(url);
+    await gpu.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
+    const m = await gpu.evaluate(() => ({ backend: window.dinoDemo.model.backend, backendNote: window.dinoDemo.model.backendNote }));
+    check(m.backend === 'webgpu', `auto with a WebGPU adapter runs on WebGPU (${m.backendNote})`);
+    await gpu.selectOption('#size', '224');
+    const t1 = Date.now();
+    await gpu.setInputFiles('#files', photo);
+    await gpu.waitForSelector('article.result', { timeout: 300000 });
+    const ms = Date.now() - t1;
+    const refGpu = native(0.6, 224);
+    const got = await gpu.evaluate(() => ({
+      backend: window.dinoDemo.items[0].r.backend,
+      attention: Array.from(window.dinoDemo.items[0].r.attention),
+      masks: Array.from(window.dinoDemo.items[0].masks),
+    }));
+    const err = got.attention.reduce((mx, v, i) => Math.max(mx, Math.abs(v - refGpu.attention[i])), 0);
+    check(got.backend === 'webgpu' && got.attention.length === refGpu.attention.length && err <= 1e-4,
+      `WebGPU attention in the page equals the native CLI (max abs error ${err.toExponential(2)}, ${ms} ms on SwiftShader)`);
+    const flipped = got.masks.filter((v, i) => v !== refGpu.masks[i]).length;
+    check(flipped <= 2, `WebGPU masks: ${flipped} of ${got.masks.length} patches differ from the native CLI`);
+    await gpu.screenshot({ path: path.join(shots, 'page-webgpu.png'), fullPage: true });
+  } finally {
+    await gpuBrowser.close();
+  }
   check(true, `screenshots in ${shots}`);
 } finally {
   await browser.close();

@@ -1,16 +1,18 @@
 //! The exported `Dino` class.
 
-use dino_core::cpu::{CpuFeatures, CpuVit, Outputs};
+use dino_core::VitConfig;
+use dino_core::cpu::{CpuFeatures, Outputs};
 use dino_core::features::search::Index;
 use dino_core::features::{descriptor, groups, l2_normalize};
 use dino_core::imaging::{Resize, normalize_chw, prepare};
 use dino_core::masks::mass_threshold_masks;
-use dino_core::weights::{CheckpointKey, LoadOptions, load_bytes};
+use dino_core::weights::{CheckpointKey, LoadOptions, StateDict, load_bytes};
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::input::to_rgb;
 use crate::options::{AttentionOptions, BackendChoice, check_threshold, parse_size};
+use crate::runner::Runner;
 
 fn get(options: &JsValue, key: &str) -> Option<JsValue> {
     if options.is_undefined() || options.is_null() {
@@ -133,8 +135,7 @@ pub fn find_duplicates(
 /// A DINO ViT loaded in the page.
 #[wasm_bindgen]
 pub struct Dino {
-    engine: CpuVit,
-    backend: String,
+    runner: Runner,
     note: Option<String>,
 }
 
@@ -173,31 +174,16 @@ impl Dino {
                 w.config.patch
             )));
         }
-        let engine = CpuVit::from_state_dict(&w.config, w.state)
-            .map_err(|e| JsError::new(&e.to_string()))?;
-        // This build runs on the CPU engine; the WebGPU path lands later (see web/README.md).
-        let note = match backend {
-            BackendChoice::WebGpu => {
-                return Err(JsError::new(
-                    "WebGPU is not available in this build of dino-web yet: use backend 'cpu' or 'auto'",
-                ));
-            }
-            BackendChoice::Auto => {
-                Some("auto: the CPU engine (WebGPU is not in this build)".into())
-            }
-            BackendChoice::Cpu => None,
-        };
-        Ok(Dino {
-            engine,
-            backend: "cpu".into(),
-            note,
-        })
+        let (runner, note) = choose_backend(backend, &w.config, w.state)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        Ok(Dino { runner, note })
     }
 
     /// Which backend runs the model: `'cpu'` or `'webgpu'`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        self.backend.clone()
+        self.runner.backend().into()
     }
 
     /// Why `auto` chose this backend (or `undefined`).
@@ -208,18 +194,18 @@ impl Dino {
 
     #[wasm_bindgen(getter)]
     pub fn heads(&self) -> usize {
-        self.engine.config.heads
+        self.runner.config().heads
     }
 
     #[wasm_bindgen(getter)]
     pub fn patch(&self) -> usize {
-        self.engine.config.patch
+        self.runner.config().patch
     }
 
     /// Feature dimension of `embed`.
     #[wasm_bindgen(getter)]
     pub fn dim(&self) -> usize {
-        self.engine.config.dim
+        self.runner.config().dim
     }
 
     /// `await model.attention(image, { threshold: 0.6, size: 480 })` ->
@@ -243,14 +229,16 @@ impl Dino {
         opts.resize = size_option(&options, opts.resize)?;
         let input = self.prepare(&image, &opts.resize).await?;
         let t0 = now_ms();
-        let out = self.run(
-            &input,
-            Outputs {
-                attention: true,
-                ..Default::default()
-            },
-        )?;
-        let heads = self.engine.config.heads;
+        let out = self
+            .run(
+                &input,
+                Outputs {
+                    attention: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let heads = self.runner.config().heads;
         let masks = mass_threshold_masks(&out.attention, heads, opts.threshold)
             .map_err(|e| JsError::new(&e.to_string()))?;
         let ms = now_ms() - t0;
@@ -264,7 +252,7 @@ impl Dino {
         set(&r, "attention", Float32Array::from(&out.attention[..]));
         set(&r, "masks", Uint8Array::from(&masks[..]));
         set(&r, "ms", ms);
-        set(&r, "backend", self.backend.clone());
+        set(&r, "backend", self.runner.backend());
         Ok(r.into())
     }
 
@@ -297,14 +285,16 @@ impl Dino {
             },
         )?;
         let input = self.prepare(&image, &resize).await?;
-        let out = self.run(
-            &input,
-            Outputs {
-                patches: true,
-                ..Default::default()
-            },
-        )?;
-        let d = descriptor::copy_detection(&out.cls, &out.patches, self.engine.config.dim);
+        let out = self
+            .run(
+                &input,
+                Outputs {
+                    patches: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let d = descriptor::copy_detection(&out.cls, &out.patches, self.runner.config().dim);
         Ok(Float32Array::from(&d[..]))
     }
 
@@ -323,24 +313,57 @@ impl Dino {
 }
 
 impl Dino {
-    /// One prepared image through the engine.
-    fn run(&self, input: &image::RgbImage, want: Outputs) -> Result<CpuFeatures, JsError> {
+    /// One prepared image through the model.
+    async fn run(&self, input: &image::RgbImage, want: Outputs) -> Result<CpuFeatures, JsError> {
         let (w, h) = (input.width() as usize, input.height() as usize);
-        self.engine
-            .run(&normalize_chw(input), 1, h, w, want)
-            .map_err(|e| JsError::new(&e.to_string()))
+        self.runner
+            .run(normalize_chw(input), h, w, want)
+            .await
+            .map_err(|e| JsError::new(&e))
     }
 
     async fn prepare(&self, image: &JsValue, resize: &Resize) -> Result<image::RgbImage, JsError> {
         let rgb = to_rgb(image).await.map_err(|e| JsError::new(&e))?;
-        prepare(&rgb, resize, self.engine.config.patch).map_err(|e| JsError::new(&e.to_string()))
+        prepare(&rgb, resize, self.runner.config().patch).map_err(|e| JsError::new(&e.to_string()))
     }
 
     async fn cls(&self, image: &JsValue, resize: &Resize) -> Result<Vec<f32>, JsError> {
         let input = self.prepare(image, resize).await?;
-        let (w, h) = (input.width() as usize, input.height() as usize);
-        self.engine
-            .forward(&normalize_chw(&input), 1, h, w)
-            .map_err(|e| JsError::new(&e.to_string()))
+        Ok(self.run(&input, Outputs::default()).await?.cls)
+    }
+}
+
+/// The runner for `backend`, and for `auto` a note on why it chose what it chose.
+async fn choose_backend(
+    backend: BackendChoice,
+    config: &VitConfig,
+    state: StateDict,
+) -> Result<(Runner, Option<String>), String> {
+    match backend {
+        BackendChoice::Cpu => Ok((Runner::cpu(config, state)?, None)),
+        #[cfg(feature = "webgpu")]
+        BackendChoice::WebGpu => {
+            let device = crate::webgpu::device().await?;
+            Ok((Runner::webgpu(config, state, device)?, None))
+        }
+        #[cfg(not(feature = "webgpu"))]
+        BackendChoice::WebGpu => Err("this build of dino-web is CPU-only (built without the                                       `webgpu` feature): use backend 'cpu' or 'auto'"
+            .into()),
+        #[cfg(feature = "webgpu")]
+        BackendChoice::Auto => match crate::webgpu::device().await {
+            Ok(device) => Ok((
+                Runner::webgpu(config, state, device)?,
+                Some("auto: WebGPU, the browser gave an adapter".into()),
+            )),
+            Err(why) => Ok((
+                Runner::cpu(config, state)?,
+                Some(format!("auto: the CPU engine, because {why}")),
+            )),
+        },
+        #[cfg(not(feature = "webgpu"))]
+        BackendChoice::Auto => Ok((
+            Runner::cpu(config, state)?,
+            Some("auto: the CPU engine (this build of dino-web has no WebGPU)".into()),
+        )),
     }
 }

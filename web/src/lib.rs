@@ -8,14 +8,19 @@
 //! // r.heads, r.gridH, r.gridW, r.attention (Float32Array), r.masks (Uint8Array), r.ms
 //! ```
 //!
-//! The model runs on the project's fused CPU engine (`dino_core::cpu`, single-threaded in
-//! wasm); every error is a rejected promise with a readable message, never a trap.
+//! The model runs on the browser's GPU through WebGPU (Burn, with the `webgpu` feature) or on
+//! the project's fused CPU engine (`dino_core::cpu`, single-threaded in wasm); both give the
+//! same outputs. Every error is a rejected promise with a readable message, never a trap.
 
 #[cfg(target_family = "wasm")]
 mod api;
 #[cfg(target_family = "wasm")]
 mod input;
 pub mod options;
+#[cfg(target_family = "wasm")]
+mod runner;
+#[cfg(all(target_family = "wasm", feature = "webgpu"))]
+mod webgpu;
 
 #[cfg(target_family = "wasm")]
 pub use api::{Dino, find_duplicates, threshold_masks};

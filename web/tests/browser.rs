@@ -238,3 +238,107 @@ async fn copy_descriptors_group_duplicates() {
     assert!(dino_web::find_duplicates(&rows[..100], 256, 0.9, None).is_err());
     assert!(dino_web::find_duplicates(&rows, 256, 2.0, None).is_err());
 }
+
+/// WebGPU (here: Chromium's SwiftShader software adapter, `--enable-unsafe-webgpu` in
+/// webdriver.json) gives what the CPU path and the PyTorch reference give.
+#[cfg(feature = "webgpu")]
+mod webgpu {
+    use super::*;
+
+    async fn gpu_model(backend: &str) -> Dino {
+        Dino::load(
+            Uint8Array::from(WEIGHTS),
+            obj(&[("backend", backend.into())]),
+        )
+        .await
+        .map_err(JsValue::from)
+        .expect("the fixture loads on WebGPU")
+    }
+
+    #[wasm_bindgen_test]
+    async fn webgpu_attention_matches_the_reference() {
+        let m = gpu_model("webgpu").await;
+        assert_eq!(m.backend(), "webgpu");
+        let r = m
+            .attention(
+                Uint8Array::from(CHELSEA).into(),
+                obj(&[("size", "none".into()), ("threshold", 0.6.into())]),
+            )
+            .await
+            .map_err(JsValue::from)
+            .unwrap();
+        assert_eq!(field(&r, "backend").as_string().as_deref(), Some("webgpu"));
+        assert_eq!(field(&r, "gridH").as_f64(), Some(18.0));
+        assert_eq!(field(&r, "gridW").as_f64(), Some(28.0));
+        let attn = field(&r, "attention")
+            .dyn_into::<Float32Array>()
+            .unwrap()
+            .to_vec();
+        let err = max_abs(&attn, &npy_f32(ATTN_NONE));
+        console_log!("WebGPU attention vs PyTorch: max abs error {err:e}");
+        assert!(err <= 1e-4, "WebGPU attention max abs error {err}");
+        // masks cut a sorted cumulative sum: only patches within float noise of the cut
+        // may flip
+        let masks = field(&r, "masks")
+            .dyn_into::<Uint8Array>()
+            .unwrap()
+            .to_vec();
+        let want = npy_data(MASKS_NONE);
+        let flipped = masks.iter().zip(want).filter(|(a, b)| a != b).count();
+        console_log!("WebGPU masks: {flipped} of {} patches differ", want.len());
+        assert!(
+            flipped <= 2,
+            "{flipped} of {} mask patches differ",
+            want.len()
+        );
+    }
+
+    #[wasm_bindgen_test]
+    async fn webgpu_features_equal_the_cpu_path() {
+        let gpu = gpu_model("auto").await;
+        assert_eq!(gpu.backend(), "webgpu", "{:?}", gpu.backend_note());
+        assert!(gpu.backend_note().unwrap().contains("WebGPU"));
+        let cpu = model().await;
+        let bytes: JsValue = Uint8Array::from(CHELSEA).into();
+        let f = gpu
+            .embed(bytes.clone(), JsValue::UNDEFINED)
+            .await
+            .map_err(JsValue::from)
+            .unwrap()
+            .to_vec();
+        let want = npy_f32(CLS_EVAL);
+        let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let rel = max_abs(&f, &want) / norm;
+        console_log!("WebGPU CLS vs PyTorch: relative error {rel:e}");
+        assert!(rel <= 1e-4, "WebGPU CLS relative error {rel}");
+        let opts = || obj(&[("size", 160.into())]);
+        let g = gpu
+            .copy_descriptor(bytes.clone(), opts())
+            .await
+            .map_err(JsValue::from)
+            .unwrap()
+            .to_vec();
+        let c = cpu
+            .copy_descriptor(bytes.clone(), opts())
+            .await
+            .map_err(JsValue::from)
+            .unwrap()
+            .to_vec();
+        let err = max_abs(&g, &c);
+        console_log!("WebGPU copy descriptor vs CPU: max abs error {err:e}");
+        assert!(err <= 1e-4, "copy descriptors differ by {err}");
+        // errors still reject, and the GPU model keeps working after them
+        let e = gpu
+            .attention(Uint8Array::from(&CHELSEA[..200]).into(), JsValue::UNDEFINED)
+            .await
+            .map_err(JsValue::from)
+            .unwrap_err();
+        assert!(!message(e).is_empty());
+        let s = gpu
+            .similarity(bytes.clone(), bytes)
+            .await
+            .map_err(JsValue::from)
+            .unwrap();
+        assert!((s - 1.0).abs() < 1e-5, "{s}");
+    }
+}
