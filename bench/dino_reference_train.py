@@ -31,6 +31,7 @@ from PIL import Image, ImageFilter, ImageOps
 from torchvision import datasets, transforms
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+from dino_official import DINOHead, DINOLoss, cosine_scheduler  # noqa: E402,F401 (bench_reference imports them from here)
 from make_fixtures import interpolate_pos_encoding  # noqa: E402
 
 
@@ -77,30 +78,6 @@ class DataAugmentationDINO:
         return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.n_local)]
 
 
-class DINOHead(nn.Module):
-    def __init__(self, in_dim, out_dim, norm_last_layer=True, nlayers=3, hidden_dim=2048, bottleneck_dim=256):
-        super().__init__()
-        layers = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
-        for _ in range(nlayers - 2):
-            layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
-        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*layers)
-        self.apply(self._init_weights)
-        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        self.last_layer.weight_g.data.fill_(1)
-        if norm_last_layer:
-            self.last_layer.weight_g.requires_grad = False
-
-    def _init_weights(self, m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-
-    def forward(self, x):
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
-
-
 class Backbone(nn.Module):
     """The official ViT forward (CLS after the final norm) on timm's modules."""
 
@@ -140,43 +117,6 @@ class MultiCropWrapper(nn.Module):
             output.append(self.backbone(torch.cat(x[start:end])))
             start = end
         return self.head(torch.cat(output))
-
-
-class DINOLoss(nn.Module):
-    def __init__(self, out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs):
-        super().__init__()
-        self.student_temp, self.center_momentum, self.ncrops = 0.1, 0.9, ncrops
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.teacher_temp_schedule = np.concatenate((
-            np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs),
-            np.ones(nepochs - warmup_teacher_temp_epochs) * teacher_temp))
-
-    def forward(self, student_output, teacher_output, epoch):
-        student_out = (student_output / self.student_temp).chunk(self.ncrops)
-        temp = self.teacher_temp_schedule[epoch]
-        teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1).detach().chunk(2)
-        total, n = 0, 0
-        for iq, q in enumerate(teacher_out):
-            for v in range(len(student_out)):
-                if v == iq:
-                    continue
-                total += torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1).mean()
-                n += 1
-        total /= n
-        with torch.no_grad():
-            batch_center = teacher_output.sum(0, keepdim=True) / len(teacher_output)
-            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
-        return total
-
-
-def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
-    warmup_schedule = np.array([])
-    warmup_iters = warmup_epochs * niter_per_ep
-    if warmup_epochs > 0:
-        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-    iters = np.arange(epochs * niter_per_ep - warmup_iters)
-    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
-    return np.concatenate((warmup_schedule, schedule))
 
 
 def main():
@@ -228,9 +168,11 @@ def main():
                                          num_workers=args.workers, drop_last=True,
                                          persistent_workers=args.workers > 0)
     student = MultiCropWrapper(Backbone(args, args.drop_path_rate), DINOHead(
-        args.embed_dim, args.out_dim, args.norm_last_layer, 3, args.head_hidden_dim, args.head_bottleneck_dim))
+        args.embed_dim, args.out_dim, hidden=args.head_hidden_dim, bottleneck=args.head_bottleneck_dim,
+        norm_last_layer=args.norm_last_layer, official_init=True))
     teacher = MultiCropWrapper(Backbone(args, 0.0), DINOHead(
-        args.embed_dim, args.out_dim, True, 3, args.head_hidden_dim, args.head_bottleneck_dim))
+        args.embed_dim, args.out_dim, hidden=args.head_hidden_dim, bottleneck=args.head_bottleneck_dim,
+        official_init=True))
     dev = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

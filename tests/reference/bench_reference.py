@@ -133,8 +133,8 @@ def build_train_step(args):
     a = argparse.Namespace(global_crop_size=args.global_size, patch_size=args.patch, embed_dim=dim, depth=12,
                            num_heads=heads)
     dev = torch.device(args.torch_device)
-    student = ref.MultiCropWrapper(ref.Backbone(a, 0.1), ref.DINOHead(dim, args.out_dim)).to(dev)
-    teacher = ref.MultiCropWrapper(ref.Backbone(a, 0.0), ref.DINOHead(dim, args.out_dim)).to(dev)
+    student = ref.MultiCropWrapper(ref.Backbone(a, 0.1), ref.DINOHead(dim, args.out_dim, official_init=True)).to(dev)
+    teacher = ref.MultiCropWrapper(ref.Backbone(a, 0.0), ref.DINOHead(dim, args.out_dim, official_init=True)).to(dev)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False

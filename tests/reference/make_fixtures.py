@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from dino_official import DINOHead  # noqa: F401 (re-exported for the other scripts)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "fixtures")
 MEAN = (0.485, 0.456, 0.406)
@@ -64,25 +66,6 @@ def randomize(model, seed):
                 gain = 2.0 if "qkv" in name else 1.0
                 p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
     return model
-
-
-class DINOHead(nn.Module):
-    """The projection head of main_dino.py (small out_dim for a small fixture)."""
-
-    def __init__(self, in_dim, out_dim, hidden=2048, bottleneck=256):
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, bottleneck),
-        )
-        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
-        self.last_layer.weight_g.data.fill_(1)
-        self.last_layer.weight_g.requires_grad = False
-
-    def forward(self, x):
-        x = self.mlp(x)
-        x = F.normalize(x, dim=-1, p=2)
-        return self.last_layer(x)
 
 
 class MultiCropWrapper(nn.Module):

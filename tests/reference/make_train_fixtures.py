@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import DINOHead, interpolate_pos_encoding, make_vit  # noqa: E402
+from dino_official import DINOHead, DINOLoss, cosine_scheduler  # noqa: E402
+from make_fixtures import interpolate_pos_encoding, make_vit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fixtures", "train")
@@ -40,16 +41,6 @@ MOMENTUM_TEACHER = 0.9
 TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS = 0.04, 0.07, 2
 CLIP = 0.05  # small, so that clipping really happens on this tiny model
 FREEZE_LAST_LAYER = 1
-
-
-def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
-    warmup_schedule = np.array([])
-    warmup_iters = warmup_epochs * niter_per_ep
-    if warmup_epochs > 0:
-        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-    iters = np.arange(epochs * niter_per_ep - warmup_iters)
-    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
-    return np.concatenate((warmup_schedule, schedule))
 
 
 class Net(nn.Module):
@@ -85,32 +76,6 @@ class Net(nn.Module):
             out.append(self.features(torch.cat(crops[start:end])))
             start = end
         return self.head(torch.cat(out))
-
-
-class DINOLoss(nn.Module):
-    def __init__(self, out_dim, ncrops):
-        super().__init__()
-        self.student_temp, self.center_momentum, self.ncrops = 0.1, 0.9, ncrops
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.teacher_temp_schedule = np.concatenate((
-            np.linspace(TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS), np.ones(EPOCHS - TEMP_WARMUP_EPOCHS) * TEMP))
-
-    def forward(self, student_output, teacher_output, epoch):
-        student_out = (student_output / self.student_temp).chunk(self.ncrops)
-        temp = self.teacher_temp_schedule[epoch]
-        teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1).detach().chunk(2)
-        total, n = 0, 0
-        for iq, q in enumerate(teacher_out):
-            for v in range(len(student_out)):
-                if v == iq:
-                    continue
-                total += torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1).mean()
-                n += 1
-        total /= n
-        with torch.no_grad():
-            batch_center = teacher_output.sum(0, keepdim=True) / len(teacher_output)
-            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
-        return total
 
 
 class LARS(torch.optim.Optimizer):
@@ -166,7 +131,7 @@ def main():
     lr_schedule = cosine_scheduler(LR, MIN_LR, EPOCHS, NITER, warmup_epochs=WARMUP_EPOCHS)
     wd_schedule = cosine_scheduler(WD, WD_END, EPOCHS, NITER)
     momentum_schedule = cosine_scheduler(MOMENTUM_TEACHER, 1, EPOCHS, NITER)
-    dino_loss = DINOLoss(CFG["out_dim"], 4)
+    dino_loss = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
 
     g = torch.Generator().manual_seed(7)
     crops = [torch.randn(BATCH, 3, 32, 32, generator=g), torch.randn(BATCH, 3, 32, 32, generator=g),
@@ -239,7 +204,7 @@ def main():
                 (noreg if n_.endswith(".bias") or len(p.shape) == 1 else reg).append(p)
         groups = [{"params": reg}, {"params": noreg, "weight_decay": 0.0}]
         opt = torch.optim.SGD(groups, lr=0, momentum=0.9) if name == "sgd" else LARS(groups)
-        loss_fn = DINOLoss(CFG["out_dim"], 4)
+        loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
         for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
             it = epoch * NITER + it_in_epoch
             for i, group in enumerate(opt.param_groups):
