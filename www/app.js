@@ -27,15 +27,41 @@ async function bindings() {
 }
 
 // the model lives in a Web Worker (worker.js); calls are promises over messages
-const worker = new Worker('./worker.js', { type: 'module' });
 const pending = new Map();
 let seq = 0;
-worker.onmessage = (e) => {
-  const p = pending.get(e.data.id);
-  pending.delete(e.data.id);
-  if (e.data.ok) p.resolve(e.data.result); else p.reject(new Error(e.data.error));
-};
-worker.onerror = (e) => showError(`The model worker failed: ${e.message || e}`);
+let worker = startWorker();
+function startWorker() {
+  const w = new Worker('./worker.js', { type: 'module' });
+  w.onmessage = (e) => {
+    const p = pending.get(e.data.id);
+    pending.delete(e.data.id);
+    if (p && e.data.ok) p.resolve(e.data.result);
+    else if (p) p.reject(new Error(e.data.error));
+    if (e.data.crashed) recoverFromCrash();
+  };
+  w.onerror = (e) => showError(`The model worker failed: ${e.message || e}`);
+  return w;
+}
+// A WebAssembly trap (out of memory, most likely) leaves the module unusable: start a fresh
+// worker and load the same model again, so the page keeps working.
+let recovering = null;
+function recoverFromCrash() {
+  recovering ||= restartWorker().finally(() => { recovering = null; });
+  return recovering;
+}
+async function restartWorker() {
+  worker.terminate();
+  for (const p of pending.values()) p.reject(new Error('the model worker was restarted'));
+  pending.clear();
+  worker = startWorker();
+  if (!state.bytes) return;
+  try {
+    state.model = await loadInWorker(state.bytes, state.model ? state.model.backend : 'cpu');
+    showNotice('The model crashed (most likely out of memory) and was reloaded: try a smaller size or model.');
+  } catch (err) {
+    showError(`The model crashed and could not be reloaded: ${err.message || err}`);
+  }
+}
 function call(op, args) {
   return new Promise((resolve, reject) => {
     const id = ++seq;

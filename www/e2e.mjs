@@ -1,8 +1,9 @@
 // End-to-end test of the demo page in headless Chromium (playwright-core): the trunk-built
 // page (www/dist) served on 127.0.0.1; upload a real photo, compare heads and masks with the
 // native `dino attention` on the same weights and image, move the slider, switch backend,
-// upload a corrupt file and check the page keeps working; then the same on WebGPU (Chromium's
-// software adapter). Writes screenshots to $SHOTS.
+// upload a corrupt file and check the page keeps working, run the model out of memory and
+// check the page recovers; then the same on WebGPU (Chromium's software adapter). Writes
+// screenshots to $SHOTS.
 //
 //   DINO_BIN=target/release/dino node www/e2e.mjs
 import http from 'node:http';
@@ -141,6 +142,32 @@ try {
   const loose = await page.evaluate(() => window.dinoDemo.dup.groups.length);
   check(loose >= 1, `threshold 0.5 regroups instantly (${loose} group(s))`);
   await page.screenshot({ path: path.join(shots, 'page-final.png'), fullPage: true });
+
+  // out of memory: take all of the worker's 4 GiB wasm memory (grow it to the limit, then
+  // allocate the allocator's free space), so that the model's next allocation fails and the
+  // module traps; the page must say so, restart the worker, reload the model and keep working
+  const results0 = (await page.$$('article.result')).length;
+  const grown = await page.workers()[0].evaluate(async () => {
+    const exports = await (await import('./dino-web.js')).default();
+    let pages = 0;
+    for (const step of [4096, 256, 16, 1]) {
+      try { for (;;) { exports.memory.grow(step); pages += step; } } catch { /* at the limit */ }
+    }
+    // (trunk's build names the export with a suffix)
+    const malloc = exports.__wbindgen_malloc || exports.__wbindgen_malloc_command_export;
+    for (const bytes of [1 << 26, 1 << 22, 1 << 18, 1 << 14]) {
+      try { for (;;) malloc(bytes, 4); } catch { /* allocator empty */ }
+    }
+    return pages;
+  });
+  await page.setInputFiles('#files', photo);
+  await page.waitForFunction(() => /was reloaded/.test(document.querySelector('#notice').textContent), null, { timeout: 120000 })
+    .catch(async (e) => { console.error(await page.evaluate(() => ['#status', '#notice', '#error'].map((q) => document.querySelector(q).textContent))); throw e; });
+  const oom = await page.textContent('#error');
+  check(/out of memory/.test(oom), `out of memory (${grown} pages taken) reported: "${oom.trim().slice(0, 90)}"`);
+  await page.setInputFiles('#files', path.join(root, 'tests/fixtures/images/coffee.png'));
+  await page.waitForFunction((n) => document.querySelectorAll('article.result').length === n + 1, results0, { timeout: 120000 });
+  check(true, 'after the crash the reloaded model works');
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
   await phone.goto(url);
   await phone.waitForSelector('body[data-ready="1"]', { timeout: 120000 });

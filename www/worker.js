@@ -5,8 +5,23 @@ import init, { Dino } from './dino-web.js';
 const ready = init();
 let model = null;
 
+// A trap (allocation failure aborts in this build) or a failed memory.grow leaves the module
+// unusable: every call in flight fails with `crashed`, and the page starts a fresh worker.
+const inFlight = new Set();
+const isCrash = (err) => err instanceof WebAssembly.RuntimeError || err instanceof RangeError;
+const crashMessage = (err) =>
+  `out of memory or a crash in WebAssembly (${(err && err.message) || err}): try a smaller size or model`;
+function crashAll(err) {
+  for (const id of inFlight) postMessage({ id, ok: false, error: crashMessage(err), crashed: true });
+  inFlight.clear();
+}
+// traps inside async Rust code surface here (from a microtask), not in the awaiting call
+addEventListener('error', (e) => { if (isCrash(e.error)) { e.preventDefault(); crashAll(e.error); } });
+addEventListener('unhandledrejection', (e) => { if (isCrash(e.reason)) { e.preventDefault(); crashAll(e.reason); } });
+
 onmessage = async (e) => {
   const { id, op, args } = e.data;
+  inFlight.add(id);
   try {
     await ready;
     let result;
@@ -25,8 +40,10 @@ onmessage = async (e) => {
     } else {
       throw new Error(`unknown operation ${op}`);
     }
-    postMessage({ id, ok: true, result });
+    if (inFlight.delete(id)) postMessage({ id, ok: true, result });
   } catch (err) {
-    postMessage({ id, ok: false, error: String((err && err.message) || err) });
+    if (!inFlight.delete(id)) return;
+    const crashed = isCrash(err);
+    postMessage({ id, ok: false, error: crashed ? crashMessage(err) : String((err && err.message) || err), crashed });
   }
 };
