@@ -347,7 +347,8 @@ async fn choose_backend(
             Ok((Runner::webgpu(config, state, device)?, None))
         }
         #[cfg(not(feature = "webgpu"))]
-        BackendChoice::WebGpu => Err("this build of dino-web is CPU-only (built without the                                       `webgpu` feature): use backend 'cpu' or 'auto'"
+        BackendChoice::WebGpu => Err("this build of dino-web is CPU-only (built without the \
+             `webgpu` feature): use backend 'cpu' or 'auto'"
             .into()),
         #[cfg(feature = "webgpu")]
         BackendChoice::Auto => match crate::webgpu::device().await {
