@@ -23,6 +23,8 @@ const shots = process.env.SHOTS || fs.mkdtempSync(path.join(os.tmpdir(), 'dino-s
 const photo = path.join(root, 'tests/fixtures/images/chelsea.png');
 const weights = path.join(here, 'assets/default-model.safetensors');
 
+const maxAbs = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+
 function check(ok, what) {
   if (!ok) { console.error(`FAIL: ${what}`); process.exit(1); }
   console.log(`ok: ${what}`);
@@ -88,7 +90,7 @@ try {
     attention: Array.from(window.dinoDemo.items[0].r.attention),
     masks: Array.from(window.dinoDemo.items[0].masks),
   }));
-  const maxErr = got.attention.reduce((m, v, i) => Math.max(m, Math.abs(v - ref.attention[i])), 0);
+  const maxErr = maxAbs(got.attention, ref.attention);
   check(got.attention.length === ref.attention.length && maxErr <= 1e-5, `attention equals the native CLI (max abs error ${maxErr})`);
   check(got.masks.every((v, i) => v === ref.masks[i]), 'masks equal the native CLI at threshold 0.6');
   await page.screenshot({ path: path.join(shots, 'page-0.6.png'), fullPage: true });
@@ -161,8 +163,7 @@ try {
     return pages;
   });
   await page.setInputFiles('#files', photo);
-  await page.waitForFunction(() => /was reloaded/.test(document.querySelector('#notice').textContent), null, { timeout: 120000 })
-    .catch(async (e) => { console.error(await page.evaluate(() => ['#status', '#notice', '#error'].map((q) => document.querySelector(q).textContent))); throw e; });
+  await page.waitForFunction(() => /was reloaded/.test(document.querySelector('#notice').textContent), null, { timeout: 120000 });
   const oom = await page.textContent('#error');
   check(/out of memory/.test(oom), `out of memory (${grown} pages taken) reported: "${oom.trim().slice(0, 90)}"`);
   await page.setInputFiles('#files', path.join(root, 'tests/fixtures/images/coffee.png'));
@@ -195,7 +196,7 @@ try {
       attention: Array.from(window.dinoDemo.items[0].r.attention),
       masks: Array.from(window.dinoDemo.items[0].masks),
     }));
-    const err = got.attention.reduce((mx, v, i) => Math.max(mx, Math.abs(v - refGpu.attention[i])), 0);
+    const err = maxAbs(got.attention, refGpu.attention);
     check(got.backend === 'webgpu' && got.attention.length === refGpu.attention.length && err <= 1e-4,
       `WebGPU attention in the page equals the native CLI (max abs error ${err.toExponential(2)}, ${ms} ms on SwiftShader)`);
     const flipped = got.masks.filter((v, i) => v !== refGpu.masks[i]).length;

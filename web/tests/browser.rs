@@ -51,11 +51,36 @@ fn field(v: &JsValue, k: &str) -> JsValue {
     Reflect::get(v, &k.into()).unwrap()
 }
 
+/// The fixture model on `backend` ('cpu', 'webgpu' or 'auto').
+async fn model_on(backend: &str) -> Dino {
+    Dino::load(
+        Uint8Array::from(WEIGHTS),
+        obj(&[("backend", backend.into())]),
+    )
+    .await
+    .map_err(JsValue::from)
+    .unwrap_or_else(|e| panic!("the fixture loads on {backend}: {e:?}"))
+}
+
 async fn model() -> Dino {
-    Dino::load(Uint8Array::from(WEIGHTS), obj(&[("backend", "cpu".into())]))
-        .await
-        .map_err(JsValue::from)
-        .expect("the fixture loads")
+    model_on("cpu").await
+}
+
+/// A `Float32Array` field of a result object.
+fn f32_field(v: &JsValue, k: &str) -> Vec<f32> {
+    field(v, k).dyn_into::<Float32Array>().unwrap().to_vec()
+}
+
+/// A `Uint8Array` field of a result object.
+fn u8_field(v: &JsValue, k: &str) -> Vec<u8> {
+    field(v, k).dyn_into::<Uint8Array>().unwrap().to_vec()
+}
+
+/// Max abs error of a CLS feature against the PyTorch fixture, relative to its norm.
+fn cls_rel_error(f: &[f32]) -> f32 {
+    let want = npy_f32(CLS_EVAL);
+    let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+    max_abs(f, &want) / norm
 }
 
 fn message(e: JsValue) -> String {
@@ -88,16 +113,10 @@ async fn attention_and_masks_match_the_reference() {
     assert_eq!(field(&r, "heads").as_f64(), Some(2.0));
     assert_eq!(field(&r, "gridH").as_f64(), Some(18.0));
     assert_eq!(field(&r, "gridW").as_f64(), Some(28.0));
-    let attn = field(&r, "attention")
-        .dyn_into::<Float32Array>()
-        .unwrap()
-        .to_vec();
+    let attn = f32_field(&r, "attention");
     let err = max_abs(&attn, &npy_f32(ATTN_NONE));
     assert!(err <= 1e-5, "attention max abs error {err}");
-    let masks = field(&r, "masks")
-        .dyn_into::<Uint8Array>()
-        .unwrap()
-        .to_vec();
+    let masks = u8_field(&r, "masks");
     assert_eq!(masks, npy_data(MASKS_NONE));
     // recomputed from the attention alone (what the page's slider does)
     let again = dino_web::threshold_masks(&attn, 2, 0.6)
@@ -118,9 +137,7 @@ async fn features_match_the_reference_and_inputs_agree() {
         .map_err(JsValue::from)
         .unwrap()
         .to_vec();
-    let want = npy_f32(CLS_EVAL);
-    let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let rel = max_abs(&f, &want) / norm;
+    let rel = cls_rel_error(&f);
     assert!(rel <= 1e-5, "CLS relative error {rel}");
     // the same pixels as ImageData and as a Blob
     let img = image::load_from_memory(CHELSEA).unwrap().to_rgba8();
@@ -245,19 +262,9 @@ async fn copy_descriptors_group_duplicates() {
 mod webgpu {
     use super::*;
 
-    async fn gpu_model(backend: &str) -> Dino {
-        Dino::load(
-            Uint8Array::from(WEIGHTS),
-            obj(&[("backend", backend.into())]),
-        )
-        .await
-        .map_err(JsValue::from)
-        .expect("the fixture loads on WebGPU")
-    }
-
     #[wasm_bindgen_test]
     async fn webgpu_attention_matches_the_reference() {
-        let m = gpu_model("webgpu").await;
+        let m = model_on("webgpu").await;
         assert_eq!(m.backend(), "webgpu");
         let r = m
             .attention(
@@ -270,19 +277,13 @@ mod webgpu {
         assert_eq!(field(&r, "backend").as_string().as_deref(), Some("webgpu"));
         assert_eq!(field(&r, "gridH").as_f64(), Some(18.0));
         assert_eq!(field(&r, "gridW").as_f64(), Some(28.0));
-        let attn = field(&r, "attention")
-            .dyn_into::<Float32Array>()
-            .unwrap()
-            .to_vec();
+        let attn = f32_field(&r, "attention");
         let err = max_abs(&attn, &npy_f32(ATTN_NONE));
         console_log!("WebGPU attention vs PyTorch: max abs error {err:e}");
         assert!(err <= 1e-4, "WebGPU attention max abs error {err}");
         // masks cut a sorted cumulative sum: only patches within float noise of the cut
         // may flip
-        let masks = field(&r, "masks")
-            .dyn_into::<Uint8Array>()
-            .unwrap()
-            .to_vec();
+        let masks = u8_field(&r, "masks");
         let want = npy_data(MASKS_NONE);
         let flipped = masks.iter().zip(want).filter(|(a, b)| a != b).count();
         console_log!("WebGPU masks: {flipped} of {} patches differ", want.len());
@@ -295,7 +296,7 @@ mod webgpu {
 
     #[wasm_bindgen_test]
     async fn webgpu_features_equal_the_cpu_path() {
-        let gpu = gpu_model("auto").await;
+        let gpu = model_on("auto").await;
         assert_eq!(gpu.backend(), "webgpu", "{:?}", gpu.backend_note());
         assert!(gpu.backend_note().unwrap().contains("WebGPU"));
         let cpu = model().await;
@@ -306,9 +307,7 @@ mod webgpu {
             .map_err(JsValue::from)
             .unwrap()
             .to_vec();
-        let want = npy_f32(CLS_EVAL);
-        let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
-        let rel = max_abs(&f, &want) / norm;
+        let rel = cls_rel_error(&f);
         console_log!("WebGPU CLS vs PyTorch: relative error {rel:e}");
         assert!(rel <= 1e-4, "WebGPU CLS relative error {rel}");
         let opts = || obj(&[("size", 160.into())]);
