@@ -63,16 +63,17 @@ class DataAugmentationDINO:
         normalize = transforms.Compose([
             transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
         g, l = args.global_crop_size, args.local_crop_size
+        r = dict(radius_min=args.blur_radius[0], radius_max=args.blur_radius[1])
         self.global1 = transforms.Compose([
             transforms.RandomResizedCrop(g, scale=tuple(args.global_crops_scale), interpolation=Image.BICUBIC),
-            flip_and_color_jitter, GaussianBlur(1.0), normalize])
+            flip_and_color_jitter, GaussianBlur(1.0, **r), normalize])
         self.global2 = transforms.Compose([
             transforms.RandomResizedCrop(g, scale=tuple(args.global_crops_scale), interpolation=Image.BICUBIC),
-            flip_and_color_jitter, GaussianBlur(0.1), Solarization(0.2), normalize])
+            flip_and_color_jitter, GaussianBlur(0.1, **r), Solarization(0.2), normalize])
         self.n_local = args.local_crops_number
         self.local = transforms.Compose([
             transforms.RandomResizedCrop(l, scale=tuple(args.local_crops_scale), interpolation=Image.BICUBIC),
-            flip_and_color_jitter, GaussianBlur(p=0.5), normalize])
+            flip_and_color_jitter, GaussianBlur(p=0.5, **r), normalize])
 
     def __call__(self, image):
         return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.n_local)]
@@ -150,6 +151,8 @@ def main():
     ap.add_argument("--local-crops-scale", type=float, nargs=2, default=(0.05, 0.4))
     ap.add_argument("--global-crop-size", type=int, default=224)
     ap.add_argument("--local-crop-size", type=int, default=96)
+    ap.add_argument("--blur-radius", type=float, nargs=2, default=(0.1, 2.0),
+                    help="range of the Gaussian blur radius (official: 0.1 2.0, for 224 px crops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workers", type=int, default=1)

@@ -117,4 +117,11 @@ fn multi_crop_is_deterministic_and_shaped() {
         ..Default::default()
     };
     assert!(bad.validate().is_err());
+    for blur_radius in [(0.0, 1.0), (2.0, 1.0), (0.1, f64::NAN), (0.1, 1e6)] {
+        let bad = MultiCropConfig {
+            blur_radius,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err(), "{blur_radius:?}");
+    }
 }

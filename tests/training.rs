@@ -334,3 +334,61 @@ fn sgd_and_lars_steps_match_pytorch() {
         }
     }
 }
+
+/// The collapse diagnostics on cases with known answers: identical rows (the center removes
+/// them: uniform targets, both entropies log K), two images peaked on different dimensions
+/// (per-image ~0, batch mean log 2), and a value checked against a direct computation.
+#[test]
+fn teacher_entropies_detect_both_collapses() {
+    let dev = burn::tensor::Device::flex();
+    let k = 16usize;
+    let read = |t: Tensor<1>| t.into_data().to_vec::<f32>().unwrap();
+    let mut loss = DinoLoss::new(k, 4, &dev);
+    // uniform collapse: every image the same output, centered away
+    let same = Tensor::<2>::ones([4, k], &dev);
+    loss.center = Tensor::ones([1, k], &dev);
+    let h = read(loss.teacher_entropies(same, 0.04));
+    let log_k = (k as f32).ln();
+    assert!(
+        (h[0] - log_k).abs() < 1e-5 && (h[1] - log_k).abs() < 1e-5,
+        "{h:?}"
+    );
+    // sharp and spread: rows 0, 2 peak on dim 0, rows 1, 3 on dim 5
+    loss.center = Tensor::zeros([1, k], &dev);
+    let mut v = vec![0f32; 4 * k];
+    for r in 0..4 {
+        v[r * k + if r % 2 == 0 { 0 } else { 5 }] = 1.0;
+    }
+    let peaked = Tensor::<2>::from_data(TensorData::new(v.clone(), [4, k]), &dev);
+    let h = read(loss.teacher_entropies(peaked, 0.01));
+    assert!(h[0] < 1e-3, "per-image entropy of one-hot targets: {h:?}");
+    assert!(
+        (h[1] - 2f32.ln()).abs() < 1e-3,
+        "two equally used dims: {h:?}"
+    );
+    // a mild case against the formula
+    let t = 0.5f64;
+    let p: Vec<Vec<f64>> = (0..4)
+        .map(|r| {
+            let e: Vec<f64> = (0..k).map(|j| (v[r * k + j] as f64 / t).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        })
+        .collect();
+    let per_image = p
+        .iter()
+        .map(|row| -row.iter().map(|q| q * q.ln()).sum::<f64>())
+        .sum::<f64>()
+        / 4.0;
+    let mean: Vec<f64> = (0..k)
+        .map(|j| p.iter().map(|r| r[j]).sum::<f64>() / 4.0)
+        .collect();
+    let of_mean = -mean.iter().map(|q| q * q.ln()).sum::<f64>();
+    let peaked = Tensor::<2>::from_data(TensorData::new(v, [4, k]), &dev);
+    let h = read(loss.teacher_entropies(peaked, t));
+    assert!(
+        (h[0] as f64 - per_image).abs() < 1e-5,
+        "{h:?} vs {per_image}"
+    );
+    assert!((h[1] as f64 - of_mean).abs() < 1e-5, "{h:?} vs {of_mean}");
+}

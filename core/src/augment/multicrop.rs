@@ -19,6 +19,9 @@ pub struct MultiCropConfig {
     pub global_scale: (f64, f64),
     pub local_scale: (f64, f64),
     pub local_crops: usize,
+    /// Range of the Gaussian blur radius (sigma) in pixels, drawn uniformly. The official
+    /// (0.1, 2.0) is meant for 224 px crops; small images want it scaled down.
+    pub blur_radius: (f64, f64),
 }
 
 impl Default for MultiCropConfig {
@@ -29,6 +32,7 @@ impl Default for MultiCropConfig {
             global_scale: (0.4, 1.0),
             local_scale: (0.05, 0.4),
             local_crops: 8,
+            blur_radius: (0.1, 2.0),
         }
     }
 }
@@ -43,6 +47,13 @@ impl MultiCropConfig {
             return Err(Error::Input(format!(
                 "crop scales must satisfy 0 < min <= max <= 1: global {:?}, local {:?}",
                 self.global_scale, self.local_scale
+            )));
+        }
+        let (lo, hi) = self.blur_radius;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 64.0) {
+            return Err(Error::Input(format!(
+                "blur radius must satisfy 0 < min <= max <= 64: {:?}",
+                self.blur_radius
             )));
         }
         Ok(())
@@ -64,10 +75,32 @@ pub fn multi_crop(
 ) -> Result<Vec<RgbImage>> {
     let mut crops = Vec::with_capacity(cfg.ncrops());
     // global 1: blur always; global 2: blur p=0.1, solarize p=0.2; locals: blur p=0.5
-    crops.push(view(img, cfg.global_size, cfg.global_scale, 1.0, 0.0, rng)?);
-    crops.push(view(img, cfg.global_size, cfg.global_scale, 0.1, 0.2, rng)?);
+    let blur = cfg.blur_radius;
+    crops.push(view(
+        img,
+        cfg.global_size,
+        cfg.global_scale,
+        (1.0, blur),
+        0.0,
+        rng,
+    )?);
+    crops.push(view(
+        img,
+        cfg.global_size,
+        cfg.global_scale,
+        (0.1, blur),
+        0.2,
+        rng,
+    )?);
     for _ in 0..cfg.local_crops {
-        crops.push(view(img, cfg.local_size, cfg.local_scale, 0.5, 0.0, rng)?);
+        crops.push(view(
+            img,
+            cfg.local_size,
+            cfg.local_scale,
+            (0.5, blur),
+            0.0,
+            rng,
+        )?);
     }
     Ok(crops)
 }
@@ -76,7 +109,7 @@ fn view(
     img: &RgbImage,
     size: u32,
     scale: (f64, f64),
-    blur_p: f64,
+    (blur_p, (blur_min, blur_max)): (f64, (f64, f64)),
     solarize_p: f64,
     rng: &mut impl Rng,
 ) -> Result<RgbImage> {
@@ -91,9 +124,9 @@ fn view(
     if rng.random::<f64>() < 0.2 {
         out = pil_ops::grayscale(&out);
     }
-    // utils.GaussianBlur: `random.random() <= p`, radius U[0.1, 2]
+    // utils.GaussianBlur: `random.random() <= p`, radius U[min, max] (officially [0.1, 2])
     if rng.random::<f64>() <= blur_p {
-        let radius = rng.random_range(0.1..=2.0);
+        let radius = rng.random_range(blur_min..=blur_max);
         out = pil_ops::gaussian_blur(&out, radius as f32);
     }
     if solarize_p > 0.0 && rng.random::<f64>() < solarize_p {

@@ -43,6 +43,8 @@ pub struct TrainConfig {
     pub global_crop_size: u32,
     /// Side of the local crops (96 officially).
     pub local_crop_size: u32,
+    /// Gaussian blur radius range in pixels (hard-coded (0.1, 2.0) officially, for 224 px).
+    pub blur_radius: (f64, f64),
     /// Hidden width and bottleneck of the head (2048 / 256 officially).
     pub head_hidden_dim: usize,
     pub head_bottleneck_dim: usize,
@@ -89,6 +91,7 @@ impl Default for TrainConfig {
             local_crops_scale: (0.05, 0.4),
             global_crop_size: 224,
             local_crop_size: 96,
+            blur_radius: (0.1, 2.0),
             head_hidden_dim: 2048,
             head_bottleneck_dim: 256,
             head_layers: 3,
@@ -180,6 +183,7 @@ impl TrainConfig {
             global_scale: self.global_crops_scale,
             local_scale: self.local_crops_scale,
             local_crops: self.local_crops_number,
+            blur_radius: self.blur_radius,
         }
     }
 

@@ -65,6 +65,20 @@ impl DinoLoss {
         total.expect("at least two crops") / terms as f64
     }
 
+    /// Collapse diagnostics of the teacher targets (the two curves of the paper's Fig. 7):
+    /// `[mean per-image entropy, entropy of the batch-mean target]`, in nats. The first near
+    /// log K means uniform collapse (centering wins), the second near 0 means one dimension
+    /// dominates every image (sharpening wins); a healthy run keeps the first low and the
+    /// second high.
+    pub fn teacher_entropies(&self, teacher_out: Tensor<2>, teacher_temp: f64) -> Tensor<1> {
+        let logits = (teacher_out.inner() - self.center.clone()) / teacher_temp;
+        let p = softmax(logits.clone(), 1);
+        let per_image = (p.clone() * log_softmax(logits, 1)).sum_dim(1).mean().neg();
+        let mean = p.mean_dim(0);
+        let of_mean = (mean.clone() * mean.clamp_min(1e-30).log()).sum().neg();
+        Tensor::cat(vec![per_image, of_mean], 0)
+    }
+
     /// `center = m * center + (1 - m) * mean(teacher_out)` over the batch.
     pub fn update_center(&mut self, teacher_out: Tensor<2>) {
         let batch_center = teacher_out.inner().mean_dim(0);

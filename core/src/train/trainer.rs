@@ -22,6 +22,10 @@ pub struct StepStats {
     pub wd: f64,
     pub momentum: f64,
     pub teacher_temp: f64,
+    /// Mean entropy of the teacher's targets (see [`DinoLoss::teacher_entropies`]).
+    pub teacher_entropy: f64,
+    /// Entropy of the batch-mean teacher target.
+    pub batch_entropy: f64,
 }
 
 /// The schedules of a run, one value per iteration (temperature: per epoch).
@@ -175,13 +179,13 @@ impl Trainer {
         let student_out = self.student().forward(groups)?;
         let temp = self.schedules.teacher_temp[epoch];
         let loss = self.loss.forward(student_out, teacher_out.clone(), temp);
-        let value = loss
-            .clone()
-            .inner()
+        // one readback for the loss and the diagnostics (each readback waits for a GPU)
+        let entropies = self.loss.teacher_entropies(teacher_out.clone(), temp);
+        let values = Tensor::cat(vec![loss.clone().inner(), entropies], 0)
             .into_data()
             .try_to_vec::<f32>()
-            .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?[0]
-            as f64;
+            .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?;
+        let value = values[0] as f64;
         if !value.is_finite() {
             return Err(Error::Input(format!(
                 "the loss is {value} at iteration {it} (epoch {epoch}): stopping, as the official \
@@ -212,6 +216,8 @@ impl Trainer {
             wd: settings.weight_decay,
             momentum: m,
             teacher_temp: temp,
+            teacher_entropy: values[1] as f64,
+            batch_entropy: values[2] as f64,
         })
     }
 }

@@ -129,6 +129,9 @@ pub struct Args {
     /// Side of the local crops in pixels. [96]
     #[arg(long)]
     local_crop_size: Option<u32>,
+    /// Range of the Gaussian blur radius in pixels; scale it down for small images. [0.1 2.0]
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"])]
+    blur_radius: Option<Vec<f64>>,
     /// Hidden width of the head's MLP. [2048]
     #[arg(long)]
     head_hidden_dim: Option<usize>,
@@ -217,6 +220,9 @@ impl Args {
         if let Some(v) = &self.local_crops_scale {
             c.local_crops_scale = (v[0], v[1]);
         }
+        if let Some(v) = &self.blur_radius {
+            c.blur_radius = (v[0], v[1]);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -241,6 +247,11 @@ struct Record {
     momentum: f64,
     teacher_temp: f64,
     img_per_s: f64,
+    /// Collapse diagnostics (absent in logs of older versions).
+    #[serde(default)]
+    teacher_entropy: f64,
+    #[serde(default)]
+    batch_entropy: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -400,8 +411,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         records.push(rec);
         bar.set_prefix(format!("epoch {}/{}", stats.epoch + 1, cfg.epochs));
         bar.set_message(format!(
-            "loss {:.4} lr {:.2e} wd {:.3} m {:.4} τt {:.3} {:.1} img/s (crops {:.0} img/s)",
+            "loss {:.4} H(t) {:.2}/{:.2} lr {:.2e} wd {:.3} m {:.4} τt {:.3} {:.1} img/s (crops {:.0} img/s)",
             stats.loss,
+            stats.teacher_entropy,
+            stats.batch_entropy,
             stats.lr,
             stats.wd,
             stats.momentum,
@@ -426,7 +439,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 epoch,
                 &records[records.len() - niter.min(records.len())..],
             )?;
-            plot(&out, &records)?;
+            plot(&out, &records, cfg.out_dim)?;
             let snapshot = out
                 .join("attention")
                 .join(format!("epoch{:03}.png", epoch + 1));
@@ -465,6 +478,8 @@ fn record(s: &StepStats, img_per_s: f64) -> Record {
         momentum: s.momentum,
         teacher_temp: s.teacher_temp,
         img_per_s,
+        teacher_entropy: s.teacher_entropy,
+        batch_entropy: s.batch_entropy,
     }
 }
 
@@ -498,6 +513,7 @@ fn epoch_log(out: &Path, epoch: usize, recs: &[Record]) -> anyhow::Result<()> {
         "train_loss": avg(|r| r.loss), "train_lr": avg(|r| r.lr), "train_wd": avg(|r| r.wd),
         "train_momentum": avg(|r| r.momentum), "train_teacher_temp": avg(|r| r.teacher_temp),
         "img_per_s": avg(|r| r.img_per_s), "epoch": epoch,
+        "teacher_entropy": avg(|r| r.teacher_entropy), "batch_entropy": avg(|r| r.batch_entropy),
     });
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -507,7 +523,7 @@ fn epoch_log(out: &Path, epoch: usize, recs: &[Record]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plot(out: &Path, records: &[Record]) -> anyhow::Result<()> {
+fn plot(out: &Path, records: &[Record], out_dim: usize) -> anyhow::Result<()> {
     use crate::plots::{Series, chart_grid, line_chart};
     use plotters::style::full_palette::{BLUE_600, GREEN_700, ORANGE_700, PURPLE_600, RED_600};
     let per_iter = |f: fn(&Record) -> f64| {
@@ -544,6 +560,30 @@ fn plot(out: &Path, records: &[Record]) -> anyhow::Result<()> {
             Series {
                 label: "epoch mean",
                 points: epoch_mean,
+                color: RED_600,
+            },
+        ],
+    )?;
+    let n = records.len();
+    let log_k = (out_dim as f64).ln();
+    line_chart(
+        &out.join("plots").join("collapse.png"),
+        "teacher target entropy (nats)",
+        "iteration",
+        &[
+            Series {
+                label: "per image",
+                points: per_iter(|r| r.teacher_entropy),
+                color: BLUE_600,
+            },
+            Series {
+                label: "of the batch mean",
+                points: per_iter(|r| r.batch_entropy),
+                color: GREEN_700,
+            },
+            Series {
+                label: "log K",
+                points: vec![(0.0, log_k), (n.saturating_sub(1) as f64, log_k)],
                 color: RED_600,
             },
         ],
