@@ -21,7 +21,11 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let bytes = std::fs::read(fixture("train/step.safetensors")).unwrap();
+        Self::load_file("train/step.safetensors")
+    }
+
+    fn load_file(name: &str) -> Self {
+        let bytes = std::fs::read(fixture(name)).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let meta = header.metadata().as_ref().unwrap()["reference"].clone();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -84,6 +88,7 @@ fn configs(fx: &Fixture) -> (VitConfig, HeadConfig) {
         bottleneck_dim: g("bottleneck"),
         nlayers: 3,
         norm_last_layer: true,
+        use_bn: false,
     };
     (vit, head)
 }
@@ -342,7 +347,7 @@ fn sgd_and_lars_steps_match_pytorch() {
 fn teacher_entropies_detect_both_collapses() {
     let dev = burn::tensor::Device::flex();
     let k = 16usize;
-    let read = |t: Tensor<1>| t.into_data().to_vec::<f32>().unwrap();
+    let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
     let mut loss = DinoLoss::new(k, 4, &dev);
     // uniform collapse: every image the same output, centered away
     let same = Tensor::<2>::ones([4, k], &dev);
@@ -391,4 +396,112 @@ fn teacher_entropies_detect_both_collapses() {
         "{h:?} vs {per_image}"
     );
     assert!((h[1] as f64 - of_mean).abs() < 1e-5, "{h:?} vs {of_mean}");
+}
+
+/// `use_bn_in_head`: two AdamW iterations with BatchNorm in both heads against PyTorch
+/// (make_train_fixtures.py, `step_bn.safetensors`): outputs, loss, and every tensor of both
+/// networks afterwards, the BatchNorm running statistics included (the teacher's move with its
+/// own forward passes, not by the EMA).
+#[test]
+fn bn_head_training_iterations_match_pytorch() {
+    let fx = Fixture::load_file("train/step_bn.safetensors");
+    let (vit, mut head) = configs(&fx);
+    head.use_bn = true;
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    let mut student = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &ad).unwrap();
+    let mut teacher = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
+    assert_eq!(student.head.norms.len(), 2);
+    let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
+    let mut opt = DinoOptimizer::new(OptimizerKind::AdamW);
+    let (e, n) = (fx.u("epochs"), fx.u("niter"));
+    let lr = cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0);
+    let wd = cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0);
+    let mom = cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0);
+    let temp = teacher_temp_schedule(
+        fx.f("warmup_teacher_temp"),
+        fx.f("teacher_temp"),
+        fx.u("warmup_teacher_temp_epochs"),
+        e,
+    );
+    let crops: Vec<Tensor<4>> = (0..4)
+        .map(|i| fx.tensor(&format!("crop.{i}"), &dev))
+        .collect();
+    let globals = Tensor::cat(crops[..2].to_vec(), 0);
+    let locals = Tensor::cat(crops[2..].to_vec(), 0);
+    for (step, info) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
+        let s = format!("step{step}.");
+        let epoch = info["epoch"].as_u64().unwrap() as usize;
+        let it = info["iteration"].as_u64().unwrap() as usize;
+        let teacher_out = teacher.forward(vec![globals.clone()]).unwrap();
+        let student_out = student
+            .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
+            .unwrap();
+        for (name, got) in [
+            ("teacher_output", to_vec(teacher_out.clone())),
+            ("student_output", to_vec(student_out.clone().inner())),
+        ] {
+            assert_close(name, &got, &fx.get(&(s.clone() + name)).data, 1e-4);
+        }
+        let loss = loss_fn.forward(student_out, teacher_out.clone(), temp[epoch]);
+        let lv = to_vec(loss.clone().inner())[0];
+        let want = fx.get(&(s.clone() + "loss")).data[0];
+        assert!(
+            ((lv - want) / want).abs() <= 1e-4,
+            "step {step}: {lv} vs {want}"
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &student);
+        let settings = StepSettings {
+            lr: lr[it],
+            weight_decay: wd[it],
+            clip_grad: fx.f("clip_grad"),
+            freeze_last_layer: epoch < fx.u("freeze_last_layer"),
+        };
+        student = opt.step(student, grads, settings);
+        teacher = ema_update(teacher, &student, mom[it]);
+        loss_fn.update_center(teacher_out);
+        // outputs, loss and every tensor after the first step hold 1e-4; after the second
+        // Adam step a few backbone tensors land at 1e-4..4e-4 (f32 rounding in the BatchNorm
+        // backward, amplified by Adam's normalisation of small gradients)
+        let tol = if step == 0 { 1e-4 } else { 1e-3 };
+        for (who, net) in [("student", &student), ("teacher", &teacher)] {
+            let sd = net.to_state_dict().unwrap();
+            let want = fx.prefixed(&format!("{s}{who}."));
+            assert_eq!(sd.len(), want.len(), "{who} tensor count");
+            for (k, t) in want.iter() {
+                let got = sd.get(k).unwrap_or_else(|| panic!("{who} lacks {k}"));
+                let name = format!("step {step} {who}.{k}");
+                if k.ends_with("attn.qkv.bias") {
+                    // the key bias: see two_training_iterations_match_pytorch
+                    let d = t.shape[0] / 3;
+                    assert_close(&name, &got.data[..d], &t.data[..d], tol);
+                    assert_close(&name, &got.data[2 * d..], &t.data[2 * d..], tol);
+                } else if k == "backbone.norm.bias"
+                    || k == "head.mlp.0.bias"
+                    || k == "head.mlp.3.bias"
+                    || k.ends_with("running_mean")
+                {
+                    // a shift the next BatchNorm removes: the true gradient is exactly zero and
+                    // Adam turns both frameworks' rounding noise into steps of up to ~lr (the
+                    // running means average those biases, so they inherit it)
+                    let err = max_abs(&got.data, &t.data) as f64;
+                    let moved: f64 = lr[..=it].iter().sum::<f64>() * 2.0;
+                    assert!(err <= moved, "{name}: off by {err} (lr {})", lr[it]);
+                } else {
+                    assert_close(&name, &got.data, &t.data, tol);
+                }
+            }
+        }
+        assert_close(
+            "center",
+            &to_vec(loss_fn.center.clone()),
+            &fx.get(&(s + "center")).data,
+            1e-4,
+        );
+    }
+    // the official layout round-trips, and the head's config is recognised from it
+    let sd = teacher.head.to_state_dict().unwrap();
+    assert!(sd.contains("mlp.1.running_var") && sd.contains("mlp.6.weight"));
+    let detected = dino_core::train::DinoHead::detect_config(&sd, true).unwrap();
+    assert_eq!(detected, head);
 }

@@ -16,11 +16,13 @@ class DINOHead(nn.Module):
     PyTorch's default init (their random streams were drawn that way)."""
 
     def __init__(self, in_dim, out_dim, hidden=2048, bottleneck=256, nlayers=3, norm_last_layer=True,
-                 official_init=False):
+                 official_init=False, use_bn=False):
         super().__init__()
-        layers = [nn.Linear(in_dim, hidden), nn.GELU()]
+        bn = [nn.BatchNorm1d(hidden)] if use_bn else []
+        layers = [nn.Linear(in_dim, hidden), *bn, nn.GELU()]
         for _ in range(nlayers - 2):
-            layers += [nn.Linear(hidden, hidden), nn.GELU()]
+            bn = [nn.BatchNorm1d(hidden)] if use_bn else []
+            layers += [nn.Linear(hidden, hidden), *bn, nn.GELU()]
         layers.append(nn.Linear(hidden, bottleneck))
         self.mlp = nn.Sequential(*layers)
         if official_init:

@@ -46,7 +46,7 @@ FREEZE_LAST_LAYER = 1
 class Net(nn.Module):
     """MultiCropWrapper(backbone, head) with the official forward."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, use_bn=False):
         super().__init__()
         torch.manual_seed(seed)
         self.backbone = make_vit(CFG["dim"], CFG["depth"], CFG["heads"], CFG["patch"], img=CFG["img"])
@@ -54,7 +54,8 @@ class Net(nn.Module):
         with torch.no_grad():
             for p in self.backbone.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        self.head = DINOHead(CFG["dim"], CFG["out_dim"], hidden=CFG["hidden"], bottleneck=CFG["bottleneck"])
+        self.head = DINOHead(CFG["dim"], CFG["out_dim"], hidden=CFG["hidden"], bottleneck=CFG["bottleneck"],
+                             use_bn=use_bn)
 
     def features(self, x):
         b, _, h, w = x.shape
@@ -109,7 +110,7 @@ class LARS(torch.optim.Optimizer):
 def official_names(state):
     """MultiCropWrapper state dict keys: backbone.* (timm = official), head.mlp.{0,2,4}.*,
     head.last_layer.weight_{g,v}."""
-    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+    return {k: v.detach().clone().contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
 def main():
@@ -246,6 +247,70 @@ def main():
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, "step.safetensors"),
               metadata={"reference": json.dumps(meta)})
     print("wrote", os.path.join(OUT, "step.safetensors"))
+    bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta)
+
+
+def bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta):
+    """`use_bn_in_head`: the same two AdamW iterations with BatchNorm in both heads. As in
+    main_dino.py the teacher stays in train mode (batch statistics; its running statistics move
+    with its own forward passes and are not averaged). Writes train/step_bn.safetensors."""
+    from safetensors.torch import save_file
+
+    student = Net(seed=5, use_bn=True)
+    teacher = Net(seed=6, use_bn=True)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    with torch.no_grad():  # BatchNorm affine parameters away from (1, 0), so they matter
+        for m in student.head.mlp:
+            if isinstance(m, nn.BatchNorm1d):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+    teacher.load_state_dict(student.state_dict())
+    reg, noreg = [], []
+    for n_, p in student.named_parameters():
+        (noreg if n_.endswith(".bias") or len(p.shape) == 1 else reg).append(p)
+    opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}])
+    loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
+    tensors = {f"init.{k}": v for k, v in official_names(student.state_dict()).items()}
+    tensors.update({f"crop.{i}": c for i, c in enumerate(crops)})
+    for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
+        it = epoch * NITER + it_in_epoch
+        for i, group in enumerate(opt.param_groups):
+            group["lr"] = lr_schedule[it]
+            if i == 0:
+                group["weight_decay"] = wd_schedule[it]
+        t_out = teacher(crops[:2])
+        s_out = student(crops)
+        loss = loss_fn(s_out, t_out, epoch)
+        opt.zero_grad()
+        loss.backward()
+        for p in student.parameters():
+            if p.grad is not None:
+                c = CLIP / (p.grad.data.norm(2) + 1e-6)
+                if c < 1:
+                    p.grad.data.mul_(c)
+        if epoch < FREEZE_LAST_LAYER:
+            for n_, p in student.named_parameters():
+                if "last_layer" in n_:
+                    p.grad = None
+        opt.step()
+        with torch.no_grad():
+            m = momentum_schedule[it]
+            for pq, pk in zip(student.parameters(), teacher.parameters()):
+                pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+        s = f"step{step}."
+        tensors[s + "loss"] = loss.detach().reshape(1)
+        tensors[s + "teacher_output"] = t_out.detach()
+        tensors[s + "student_output"] = s_out.detach()
+        for who, net in (("student", student), ("teacher", teacher)):
+            for k, v in official_names(net.state_dict()).items():
+                tensors[f"{s}{who}.{k}"] = v
+        tensors[s + "center"] = loss_fn.center.detach().clone()
+        print(f"bn head step {step}: loss {loss.item():.6f}")
+    path = os.path.join(OUT, "step_bn.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
+    print("wrote", path)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ pub struct TrainConfig {
     pub num_heads: Option<usize>,
     pub out_dim: usize,
     pub norm_last_layer: bool,
+    /// BatchNorm in the head's MLP (both networks use batch statistics, as officially).
+    pub use_bn_in_head: bool,
     pub momentum_teacher: f64,
     pub warmup_teacher_temp: f64,
     pub teacher_temp: f64,
@@ -71,6 +73,7 @@ impl Default for TrainConfig {
             num_heads: None,
             out_dim: 65536,
             norm_last_layer: true,
+            use_bn_in_head: false,
             momentum_teacher: 0.996,
             warmup_teacher_temp: 0.04,
             teacher_temp: 0.04,
@@ -173,6 +176,7 @@ impl TrainConfig {
             bottleneck_dim: self.head_bottleneck_dim,
             nlayers: self.head_layers,
             norm_last_layer: self.norm_last_layer,
+            use_bn: self.use_bn_in_head,
         }
     }
 

@@ -52,7 +52,9 @@ pub fn ema_update(teacher: DinoNet, student: &DinoNet, m: f64) -> DinoNet {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let key = self.path.join(".");
             let (id, t, mapper) = param.consume();
-            let Some(s) = self.student.remove(&key) else {
+            // BatchNorm buffers are not parameters: the official EMA leaves the teacher's own
+            let buffer = key.ends_with("running_mean") || key.ends_with("running_var");
+            let Some(s) = self.student.remove(&key).filter(|_| !buffer) else {
                 return Param::from_mapped_value(id, t, mapper);
             };
             let shape = t.shape();

@@ -7,6 +7,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::HeadBatchNorm;
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict, transpose};
 use crate::{Error, Result};
@@ -24,6 +25,9 @@ pub struct HeadConfig {
     pub nlayers: usize,
     /// Keep the weight-norm gain `g` fixed to 1 (`norm_last_layer`, true officially).
     pub norm_last_layer: bool,
+    /// BatchNorm after each hidden layer of the MLP (`use_bn_in_head`, false officially).
+    #[serde(default)]
+    pub use_bn: bool,
 }
 
 impl Default for HeadConfig {
@@ -34,6 +38,7 @@ impl Default for HeadConfig {
             bottleneck_dim: 256,
             nlayers: 3,
             norm_last_layer: true,
+            use_bn: false,
         }
     }
 }
@@ -62,6 +67,17 @@ impl HeadConfig {
         shapes.push((self.hidden_dim, self.bottleneck_dim));
         shapes
     }
+
+    /// Index of MLP layer `i` in the official `nn.Sequential` (GELU, and BatchNorm with
+    /// `use_bn`, take indices too) and of the BatchNorm after it.
+    fn linear_key(&self, i: usize) -> usize {
+        if self.has_bn() { 3 * i } else { 2 * i }
+    }
+
+    /// Official: BatchNorm only when the MLP has hidden layers.
+    fn has_bn(&self) -> bool {
+        self.use_bn && self.nlayers > 1
+    }
 }
 
 /// The projection head. `last_layer_v` is the weight-norm direction `[out_dim, bottleneck]`
@@ -69,6 +85,8 @@ impl HeadConfig {
 #[derive(Module, Debug)]
 pub struct DinoHead {
     pub mlp: Vec<Linear>,
+    /// One per hidden layer with `use_bn`, else empty.
+    pub norms: Vec<HeadBatchNorm>,
     pub last_layer_v: Param<Tensor<2>>,
     pub last_layer_g: Option<Param<Tensor<2>>>,
 }
@@ -92,6 +110,9 @@ impl DinoHead {
                 bias: Some(Initializer::Zeros.init([o], device)),
             });
         }
+        let norms = (0..if cfg.has_bn() { cfg.nlayers - 1 } else { 0 })
+            .map(|_| HeadBatchNorm::new(cfg.hidden_dim, device))
+            .collect();
         let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
         let (o, k) = (cfg.out_dim, cfg.bottleneck_dim);
         let v = RawTensor::new(vec![o, k], crate::rng::uniform(rng, o * k, -bound, bound))?;
@@ -100,6 +121,7 @@ impl DinoHead {
             (!cfg.norm_last_layer).then(|| Initializer::Ones.init([cfg.out_dim, 1], device));
         Ok(Self {
             mlp,
+            norms,
             last_layer_v,
             last_layer_g,
         })
@@ -111,6 +133,9 @@ impl DinoHead {
         let mut x = x;
         for (i, layer) in self.mlp.iter().enumerate() {
             x = layer.forward(x);
+            if let Some(norm) = self.norms.get(i) {
+                x = norm.forward(x);
+            }
             if i + 1 < n {
                 x = gelu(x);
             }
@@ -135,7 +160,8 @@ impl DinoHead {
 }
 
 impl DinoHead {
-    /// Builds the head from official keys (`mlp.{0,2,4}.{weight,bias}`,
+    /// Builds the head from official keys (`mlp.{0,2,4}.{weight,bias}`, or `mlp.{0,3,6}` with
+    /// BatchNorms at `mlp.{1,4}`,
     /// `last_layer.weight_g`, `last_layer.weight_v`), every tensor used.
     pub fn from_state_dict(
         in_dim: usize,
@@ -145,14 +171,31 @@ impl DinoHead {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut mlp = Vec::new();
-        for (i, (fan_in, fan_out)) in cfg.mlp_shapes(in_dim).into_iter().enumerate() {
-            let w = sd.take(&format!("mlp.{}.weight", 2 * i), &[fan_out, fan_in])?;
-            let b = sd.take(&format!("mlp.{}.bias", 2 * i), &[fan_out])?;
+        let mut norms = Vec::new();
+        let shapes = cfg.mlp_shapes(in_dim);
+        for (i, &(fan_in, fan_out)) in shapes.iter().enumerate() {
+            let k = cfg.linear_key(i);
+            let w = sd.take(&format!("mlp.{k}.weight"), &[fan_out, fan_in])?;
+            let b = sd.take(&format!("mlp.{k}.bias"), &[fan_out])?;
             let w = RawTensor::new(vec![fan_in, fan_out], transpose(&w.data, fan_out, fan_in))?;
             mlp.push(Linear {
                 weight: w.into_param(device),
                 bias: Some(b.into_param(device)),
             });
+            if cfg.has_bn() && i + 1 < shapes.len() {
+                let key = |name: &str| format!("mlp.{}.{name}", k + 1);
+                let mut take = |name: &str| sd.take(&key(name), &[fan_out]);
+                let (w, b) = (take("weight")?, take("bias")?);
+                let (m, v) = (take("running_mean")?, take("running_var")?);
+                // an int64 step counter in PyTorch; nothing here depends on it
+                sd.remove(&key("num_batches_tracked"));
+                norms.push(HeadBatchNorm::from_tensors(
+                    w.into_param(device),
+                    b.into_param(device),
+                    m.into_param::<1>(device).val(),
+                    v.into_param::<1>(device).val(),
+                ));
+            }
         }
         let v = sd.take("last_layer.weight_v", &[cfg.out_dim, cfg.bottleneck_dim])?;
         let g = sd.take("last_layer.weight_g", &[cfg.out_dim, 1])?;
@@ -170,6 +213,7 @@ impl DinoHead {
         };
         Ok(Self {
             mlp,
+            norms,
             last_layer_v: v.into_param(device),
             last_layer_g,
         })
@@ -178,18 +222,25 @@ impl DinoHead {
     /// The head under official keys (weight_g is all ones when fixed).
     pub fn to_state_dict(&self) -> Result<StateDict> {
         let mut sd = StateDict::new();
+        let stride = if self.norms.is_empty() { 2 } else { 3 };
         for (i, l) in self.mlp.iter().enumerate() {
+            let k = stride * i;
             let w = RawTensor::from_tensor(l.weight.val())?;
             let (fi, fo) = (w.shape[0], w.shape[1]);
             sd.insert(
-                format!("mlp.{}.weight", 2 * i),
+                format!("mlp.{k}.weight"),
                 RawTensor::new(vec![fo, fi], transpose(&w.data, fi, fo))?,
             );
             if let Some(b) = &l.bias {
-                sd.insert(
-                    format!("mlp.{}.bias", 2 * i),
-                    RawTensor::from_tensor(b.val())?,
-                );
+                sd.insert(format!("mlp.{k}.bias"), RawTensor::from_tensor(b.val())?);
+            }
+            if let Some(n) = self.norms.get(i) {
+                let key = |name: &str| format!("mlp.{}.{name}", k + 1);
+                sd.insert(key("weight"), RawTensor::from_tensor(n.weight.val())?);
+                sd.insert(key("bias"), RawTensor::from_tensor(n.bias.val())?);
+                let (m, v) = (n.running_mean.value_sync(), n.running_var.value_sync());
+                sd.insert(key("running_mean"), RawTensor::from_tensor(m)?);
+                sd.insert(key("running_var"), RawTensor::from_tensor(v)?);
             }
         }
         let v = RawTensor::from_tensor(self.last_layer_v.val())?;
@@ -211,8 +262,11 @@ impl DinoHead {
                 "'last_layer.weight_v' has shape {v:?}"
             )));
         };
+        // with BatchNorm, `mlp.1` is a norm (it has running statistics) and layers are 3 apart
+        let use_bn = sd.contains("mlp.1.running_mean");
+        let stride = if use_bn { 3 } else { 2 };
         let mut nlayers = 0;
-        while sd.contains(&format!("mlp.{}.weight", 2 * nlayers)) {
+        while sd.contains(&format!("mlp.{}.weight", stride * nlayers)) {
             nlayers += 1;
         }
         if nlayers == 0 {
@@ -229,6 +283,7 @@ impl DinoHead {
             bottleneck_dim,
             nlayers,
             norm_last_layer,
+            use_bn,
         })
     }
 }

@@ -69,6 +69,9 @@ pub struct Args {
     /// Weight-normalise the head's last layer with a fixed gain. [true]
     #[arg(long)]
     norm_last_layer: Option<bool>,
+    /// BatchNorm after the hidden layers of the head (batch statistics in both networks). [false]
+    #[arg(long)]
+    use_bn_in_head: Option<bool>,
     /// Base teacher EMA momentum, raised to 1 by a cosine. [0.996]
     #[arg(long)]
     momentum_teacher: Option<f64>,
@@ -178,6 +181,7 @@ impl Args {
             patch_size,
             out_dim,
             norm_last_layer,
+            use_bn_in_head,
             momentum_teacher,
             warmup_teacher_temp,
             teacher_temp,
