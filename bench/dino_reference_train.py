@@ -105,6 +105,17 @@ class Backbone(nn.Module):
         return m.norm(t)[:, 0]
 
 
+@torch.no_grad()
+def teacher_entropies(teacher_output, dino_loss, epoch):
+    """dino-rs's collapse diagnostics: mean entropy of the teacher targets and entropy of their
+    batch mean (before the center update, as the loss sees them)."""
+    logits = (teacher_output - dino_loss.center) / dino_loss.teacher_temp_schedule[epoch]
+    p = F.softmax(logits, dim=-1)
+    per_image = -(p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    mean = p.mean(0)
+    return per_image.item(), -(mean * mean.clamp_min(1e-30).log()).sum().item()
+
+
 class MultiCropWrapper(nn.Module):
     def __init__(self, backbone, head):
         super().__init__()
@@ -199,7 +210,7 @@ def main():
     log = open(os.path.join(args.out, "log.txt"), "w")
     start = time.time()
     for epoch in range(args.epochs):
-        losses, t0 = [], time.time()
+        losses, entropies, t0 = [], [], time.time()
         for it_in_epoch, (images, _) in enumerate(loader):
             it = niter * epoch + it_in_epoch
             for i, group in enumerate(optimizer.param_groups):
@@ -209,6 +220,7 @@ def main():
             images = [im.to(dev, non_blocking=True) for im in images]
             teacher_output = teacher(images[:2])
             student_output = student(images)
+            entropies.append(teacher_entropies(teacher_output, dino_loss, epoch))
             loss = dino_loss(student_output, teacher_output, epoch)
             if not math.isfinite(loss.item()):
                 sys.exit(f"loss is {loss.item()}, stopping")
@@ -231,6 +243,8 @@ def main():
                     pk.data.mul_(m).add_((1 - m) * pq.detach().data)
             losses.append(loss.item())
         stats = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                 "teacher_entropy": float(np.mean([e[0] for e in entropies])),
+                 "batch_entropy": float(np.mean([e[1] for e in entropies])),
                  "img_per_s": niter * args.batch_size / (time.time() - t0)}
         log.write(json.dumps(stats) + "\n")
         log.flush()
