@@ -102,6 +102,86 @@ fn transpose2(t: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     dino_core::weights::transpose(t, rows, cols)
 }
 
+/// The fixture's schedules (lr already batch-scaled) and its crops, as every test here runs
+/// them.
+struct Run {
+    lr: Vec<f64>,
+    wd: Vec<f64>,
+    mom: Vec<f64>,
+    temp: Vec<f64>,
+    globals: Tensor<4>,
+    locals: Tensor<4>,
+}
+
+impl Run {
+    fn new(fx: &Fixture, dev: &burn::tensor::Device) -> Self {
+        let (e, n) = (fx.u("epochs"), fx.u("niter"));
+        let crops: Vec<Tensor<4>> = (0..4)
+            .map(|i| fx.tensor(&format!("crop.{i}"), dev))
+            .collect();
+        Self {
+            lr: cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0),
+            wd: cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0),
+            mom: cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0),
+            temp: teacher_temp_schedule(
+                fx.f("warmup_teacher_temp"),
+                fx.f("teacher_temp"),
+                fx.u("warmup_teacher_temp_epochs"),
+                e,
+            ),
+            globals: Tensor::cat(crops[..2].to_vec(), 0),
+            locals: Tensor::cat(crops[2..].to_vec(), 0),
+        }
+    }
+}
+
+/// The optimiser settings of iteration `it` (in `epoch`).
+fn step_settings(fx: &Fixture, lr: &[f64], wd: &[f64], epoch: usize, it: usize) -> StepSettings {
+    StepSettings {
+        lr: lr[it],
+        weight_decay: wd[it],
+        clip_grad: fx.f("clip_grad"),
+        freeze_last_layer: epoch < fx.u("freeze_last_layer"),
+    }
+}
+
+/// Every tensor of `net` against the fixture's tensors under `prefix`, at relative error `tol`.
+/// Tensors whose true gradient is exactly zero (`zero_grad`, and the key third of every qkv
+/// bias: the key bias adds the same q.b to every score of a row, so softmax cancels it) only
+/// carry both frameworks' rounding noise, which Adam's first steps (~lr * sign(g)) amplify:
+/// those are compared in absolute terms, within `moved`.
+fn assert_net_matches(
+    fx: &Fixture,
+    prefix: &str,
+    net: &DinoNet,
+    tol: f32,
+    moved: f64,
+    zero_grad: impl Fn(&str) -> bool,
+) {
+    let sd = net.to_state_dict().unwrap();
+    let want = fx.prefixed(prefix);
+    assert_eq!(sd.len(), want.len(), "{prefix} tensor count");
+    for (k, t) in want.iter() {
+        let got = sd.get(k).unwrap_or_else(|| panic!("{prefix} lacks {k}"));
+        assert_eq!(got.shape, t.shape, "{prefix}{k}");
+        let name = format!("{prefix}{k}");
+        let within_moved = |got: &[f32], want: &[f32]| {
+            let err = max_abs(got, want) as f64;
+            assert!(err <= moved, "{name}: off by {err} (allowed {moved})");
+        };
+        if zero_grad(k) {
+            within_moved(&got.data, &t.data);
+        } else if k.ends_with("attn.qkv.bias") {
+            let d = t.shape[0] / 3;
+            assert_close(&name, &got.data[..d], &t.data[..d], tol);
+            assert_close(&name, &got.data[2 * d..], &t.data[2 * d..], tol);
+            within_moved(&got.data[d..2 * d], &t.data[d..2 * d]);
+        } else {
+            assert_close(&name, &got.data, &t.data, tol);
+        }
+    }
+}
+
 #[test]
 fn schedules_match_the_official_ones() {
     let fx = Fixture::load();
@@ -151,21 +231,14 @@ fn two_training_iterations_match_pytorch() {
     let mut teacher = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
     let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
     let mut opt = DinoOptimizer::new(OptimizerKind::AdamW);
-    let (e, n) = (fx.u("epochs"), fx.u("niter"));
-    let lr = cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0);
-    let wd = cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0);
-    let mom = cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0);
-    let temp = teacher_temp_schedule(
-        fx.f("warmup_teacher_temp"),
-        fx.f("teacher_temp"),
-        fx.u("warmup_teacher_temp_epochs"),
-        e,
-    );
-    let crops: Vec<Tensor<4>> = (0..4)
-        .map(|i| fx.tensor(&format!("crop.{i}"), &dev))
-        .collect();
-    let globals = Tensor::cat(crops[..2].to_vec(), 0);
-    let locals = Tensor::cat(crops[2..].to_vec(), 0);
+    let Run {
+        lr,
+        wd,
+        mom,
+        temp,
+        globals,
+        locals,
+    } = Run::new(&fx, &dev);
 
     for (step, info) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
         let s = format!("step{step}.");
@@ -236,41 +309,15 @@ fn two_training_iterations_match_pytorch() {
         let g1 = to_vec(grads.get::<1>(student.backbone.norm.gamma.id).unwrap());
         assert_close("grad norm.weight", &g1, &want("backbone.norm.weight"), 1e-4);
 
-        let settings = StepSettings {
-            lr: lr[it],
-            weight_decay: wd[it],
-            clip_grad: fx.f("clip_grad"),
-            freeze_last_layer: epoch < fx.u("freeze_last_layer"),
-        };
-        student = opt.step(student, grads, settings);
+        student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
         teacher = ema_update(teacher, &student, mom[it]);
         loss_fn.update_center(teacher_out);
 
         for (who, net) in [("student", &student), ("teacher", &teacher)] {
-            let sd = net.to_state_dict().unwrap();
-            let want = fx.prefixed(&format!("{s}{who}."));
-            assert_eq!(sd.len(), want.len(), "{who} tensor count");
-            for (k, t) in want.iter() {
-                let got = sd.get(k).unwrap_or_else(|| panic!("{who} lacks {k}"));
-                assert_eq!(got.shape, t.shape, "{who}.{k}");
-                let name = format!("step {step} {who}.{k}");
-                if k.ends_with("attn.qkv.bias") {
-                    // The key bias adds the same q.b to every score of a row, so softmax makes
-                    // its true gradient exactly zero; both frameworks see rounding noise, which
-                    // Adam's first steps (~lr * sign(g)) amplify. Compare q and v at 1e-4 and k
-                    // within one learning rate.
-                    let d = t.shape[0] / 3;
-                    assert_close(&name, &got.data[..d], &t.data[..d], 1e-4);
-                    assert_close(&name, &got.data[2 * d..], &t.data[2 * d..], 1e-4);
-                    let k_err = max_abs(&got.data[d..2 * d], &t.data[d..2 * d]);
-                    assert!(
-                        k_err as f64 <= 2.0 * lr[it],
-                        "{name}: key bias off by {k_err}"
-                    );
-                } else {
-                    assert_close(&name, &got.data, &t.data, 1e-4);
-                }
-            }
+            // the key bias within one learning rate step either way
+            assert_net_matches(&fx, &format!("{s}{who}."), net, 1e-4, 2.0 * lr[it], |_| {
+                false
+            });
         }
         assert_close(
             "center",
@@ -286,21 +333,14 @@ fn sgd_and_lars_steps_match_pytorch() {
     let fx = Fixture::load();
     let (vit, head) = configs(&fx);
     let dev = device();
-    let (e, n) = (fx.u("epochs"), fx.u("niter"));
-    let lr = cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0);
-    let wd = cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0);
-    let mom = cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0);
-    let temp = teacher_temp_schedule(
-        fx.f("warmup_teacher_temp"),
-        fx.f("teacher_temp"),
-        fx.u("warmup_teacher_temp_epochs"),
-        e,
-    );
-    let crops: Vec<Tensor<4>> = (0..4)
-        .map(|i| fx.tensor(&format!("crop.{i}"), &dev))
-        .collect();
-    let globals = Tensor::cat(crops[..2].to_vec(), 0);
-    let locals = Tensor::cat(crops[2..].to_vec(), 0);
+    let Run {
+        lr,
+        wd,
+        mom,
+        temp,
+        globals,
+        locals,
+    } = Run::new(&fx, &dev);
     for (name, kind) in [("sgd", OptimizerKind::Sgd), ("lars", OptimizerKind::Lars)] {
         let mut student =
             DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev.clone().autodiff())
@@ -322,13 +362,7 @@ fn sgd_and_lars_steps_match_pytorch() {
                 "{name} step {step}: loss {lv} vs {want}"
             );
             let grads = GradientsParams::from_grads(loss.backward(), &student);
-            let settings = StepSettings {
-                lr: lr[it],
-                weight_decay: wd[it],
-                clip_grad: fx.f("clip_grad"),
-                freeze_last_layer: epoch < fx.u("freeze_last_layer"),
-            };
-            student = opt.step(student, grads, settings);
+            student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
             teacher = ema_update(teacher, &student, mom[it]);
             loss_fn.update_center(t_out);
         }
@@ -414,21 +448,14 @@ fn bn_head_training_iterations_match_pytorch() {
     assert_eq!(student.head.norms.len(), 2);
     let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
     let mut opt = DinoOptimizer::new(OptimizerKind::AdamW);
-    let (e, n) = (fx.u("epochs"), fx.u("niter"));
-    let lr = cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0);
-    let wd = cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0);
-    let mom = cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0);
-    let temp = teacher_temp_schedule(
-        fx.f("warmup_teacher_temp"),
-        fx.f("teacher_temp"),
-        fx.u("warmup_teacher_temp_epochs"),
-        e,
-    );
-    let crops: Vec<Tensor<4>> = (0..4)
-        .map(|i| fx.tensor(&format!("crop.{i}"), &dev))
-        .collect();
-    let globals = Tensor::cat(crops[..2].to_vec(), 0);
-    let locals = Tensor::cat(crops[2..].to_vec(), 0);
+    let Run {
+        lr,
+        wd,
+        mom,
+        temp,
+        globals,
+        locals,
+    } = Run::new(&fx, &dev);
     for (step, info) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
         let s = format!("step{step}.");
         let epoch = info["epoch"].as_u64().unwrap() as usize;
@@ -451,46 +478,25 @@ fn bn_head_training_iterations_match_pytorch() {
             "step {step}: {lv} vs {want}"
         );
         let grads = GradientsParams::from_grads(loss.backward(), &student);
-        let settings = StepSettings {
-            lr: lr[it],
-            weight_decay: wd[it],
-            clip_grad: fx.f("clip_grad"),
-            freeze_last_layer: epoch < fx.u("freeze_last_layer"),
-        };
-        student = opt.step(student, grads, settings);
+        student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
         teacher = ema_update(teacher, &student, mom[it]);
         loss_fn.update_center(teacher_out);
         // outputs, loss and every tensor after the first step hold 1e-4; after the second
         // Adam step a few backbone tensors land at 1e-4..4e-4 (f32 rounding in the BatchNorm
         // backward, amplified by Adam's normalisation of small gradients)
         let tol = if step == 0 { 1e-4 } else { 1e-3 };
+        // shifts a following BatchNorm removes have an exactly zero true gradient (the running
+        // means average those biases, so they inherit their noise); Adam may have moved them
+        // by up to ~lr per step so far
+        let cancelled = |k: &str| {
+            k == "backbone.norm.bias"
+                || k == "head.mlp.0.bias"
+                || k == "head.mlp.3.bias"
+                || k.ends_with("running_mean")
+        };
+        let moved: f64 = lr[..=it].iter().sum::<f64>() * 2.0;
         for (who, net) in [("student", &student), ("teacher", &teacher)] {
-            let sd = net.to_state_dict().unwrap();
-            let want = fx.prefixed(&format!("{s}{who}."));
-            assert_eq!(sd.len(), want.len(), "{who} tensor count");
-            for (k, t) in want.iter() {
-                let got = sd.get(k).unwrap_or_else(|| panic!("{who} lacks {k}"));
-                let name = format!("step {step} {who}.{k}");
-                if k.ends_with("attn.qkv.bias") {
-                    // the key bias: see two_training_iterations_match_pytorch
-                    let d = t.shape[0] / 3;
-                    assert_close(&name, &got.data[..d], &t.data[..d], tol);
-                    assert_close(&name, &got.data[2 * d..], &t.data[2 * d..], tol);
-                } else if k == "backbone.norm.bias"
-                    || k == "head.mlp.0.bias"
-                    || k == "head.mlp.3.bias"
-                    || k.ends_with("running_mean")
-                {
-                    // a shift the next BatchNorm removes: the true gradient is exactly zero and
-                    // Adam turns both frameworks' rounding noise into steps of up to ~lr (the
-                    // running means average those biases, so they inherit it)
-                    let err = max_abs(&got.data, &t.data) as f64;
-                    let moved: f64 = lr[..=it].iter().sum::<f64>() * 2.0;
-                    assert!(err <= moved, "{name}: off by {err} (lr {})", lr[it]);
-                } else {
-                    assert_close(&name, &got.data, &t.data, tol);
-                }
-            }
+            assert_net_matches(&fx, &format!("{s}{who}."), net, tol, moved, cancelled);
         }
         assert_close(
             "center",
