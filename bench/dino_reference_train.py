@@ -31,7 +31,8 @@ from PIL import Image, ImageFilter, ImageOps
 from torchvision import datasets, transforms
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
-from dino_official import DINOHead, DINOLoss, cosine_scheduler  # noqa: E402,F401 (bench_reference imports them from here)
+from dino_official import (  # noqa: E402,F401 (bench_reference imports DINOHead, DINOLoss, cosine_scheduler from here)
+    DINOHead, DINOLoss, cancel_gradients_last_layer, clip_gradients, cosine_scheduler, ema_update, get_params_groups)
 from make_fixtures import interpolate_pos_encoding  # noqa: E402
 
 
@@ -194,11 +195,7 @@ def main():
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
-    regularized, not_regularized = [], []
-    for name, p in student.named_parameters():
-        if p.requires_grad:
-            (not_regularized if name.endswith(".bias") or len(p.shape) == 1 else regularized).append(p)
-    optimizer = torch.optim.AdamW([{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(get_params_groups(student))
     niter = len(loader)
     lr_schedule = cosine_scheduler(args.lr * args.batch_size / 256.0, args.min_lr, args.epochs, niter,
                                    warmup_epochs=args.warmup_epochs)
@@ -227,20 +224,10 @@ def main():
             optimizer.zero_grad()
             loss.backward()
             if args.clip_grad:
-                for p in student.parameters():
-                    if p.grad is not None:
-                        clip_coef = args.clip_grad / (p.grad.data.norm(2) + 1e-6)
-                        if clip_coef < 1:
-                            p.grad.data.mul_(clip_coef)
-            if epoch < args.freeze_last_layer:
-                for n, p in student.named_parameters():
-                    if "last_layer" in n:
-                        p.grad = None
+                clip_gradients(student, args.clip_grad)
+            cancel_gradients_last_layer(epoch, student, args.freeze_last_layer)
             optimizer.step()
-            with torch.no_grad():
-                m = momentum_schedule[it]
-                for pq, pk in zip(student.parameters(), teacher.parameters()):
-                    pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+            ema_update(student, teacher, momentum_schedule[it])
             losses.append(loss.item())
         stats = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                  "teacher_entropy": float(np.mean([e[0] for e in entropies])),

@@ -83,3 +83,41 @@ def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epoch
     iters = np.arange(epochs * niter_per_ep - warmup_iters)
     schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
     return np.concatenate((warmup_schedule, schedule))
+
+
+def get_params_groups(model):
+    """`utils.get_params_groups`: no weight decay on biases and 1-D tensors."""
+    regularized, not_regularized = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (not_regularized if name.endswith(".bias") or len(p.shape) == 1 else regularized).append(p)
+    return [{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}]
+
+
+def clip_gradients(model, clip):
+    """`utils.clip_gradients`: each gradient tensor to norm `clip`; returns the norms before."""
+    norms = []
+    for p in model.parameters():
+        if p.grad is not None:
+            param_norm = p.grad.data.norm(2)
+            norms.append(param_norm.item())
+            clip_coef = clip / (param_norm + 1e-6)
+            if clip_coef < 1:
+                p.grad.data.mul_(clip_coef)
+    return norms
+
+
+def cancel_gradients_last_layer(epoch, model, freeze_last_layer):
+    """`utils.cancel_gradients_last_layer`."""
+    if epoch >= freeze_last_layer:
+        return
+    for n, p in model.named_parameters():
+        if "last_layer" in n:
+            p.grad = None
+
+
+@torch.no_grad()
+def ema_update(student, teacher, m):
+    """The teacher's EMA of `train_one_epoch`: parameters only (buffers are not averaged)."""
+    for param_q, param_k in zip(student.parameters(), teacher.parameters()):
+        param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)

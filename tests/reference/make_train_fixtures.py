@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dino_official import DINOHead, DINOLoss, cosine_scheduler  # noqa: E402
+from dino_official import (  # noqa: E402
+    DINOHead, DINOLoss, cancel_gradients_last_layer, clip_gradients, cosine_scheduler, ema_update, get_params_groups)
 from make_fixtures import interpolate_pos_encoding, make_vit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +114,29 @@ def official_names(state):
     return {k: v.detach().clone().contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
+def set_schedules(opt, it, lr_schedule, wd_schedule):
+    for i, group in enumerate(opt.param_groups):
+        group["lr"] = lr_schedule[it]
+        if i == 0:
+            group["weight_decay"] = wd_schedule[it]
+
+
+def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules):
+    """One iteration of `train_one_epoch`; returns the loss and both outputs."""
+    lr_schedule, wd_schedule, momentum_schedule = schedules
+    set_schedules(opt, it, lr_schedule, wd_schedule)
+    t_out = teacher(crops[:2])
+    s_out = student(crops)
+    loss = loss_fn(s_out, t_out, epoch)
+    opt.zero_grad()
+    loss.backward()
+    clip_gradients(student, CLIP)
+    cancel_gradients_last_layer(epoch, student, FREEZE_LAST_LAYER)
+    opt.step()
+    ema_update(student, teacher, momentum_schedule[it])
+    return loss, s_out, t_out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     student = Net(seed=3)
@@ -122,12 +146,7 @@ def main():
         p.requires_grad = False
     teacher.eval()  # no dropout anywhere; the official teacher has no drop path either
 
-    regularized, not_regularized = [], []
-    for name, p in student.named_parameters():
-        if not p.requires_grad:
-            continue
-        (not_regularized if name.endswith(".bias") or len(p.shape) == 1 else regularized).append(p)
-    optimizer = torch.optim.AdamW([{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(get_params_groups(student))
     # LR is the already batch-scaled peak (lr x batch / 256 in main_dino.py)
     lr_schedule = cosine_scheduler(LR, MIN_LR, EPOCHS, NITER, warmup_epochs=WARMUP_EPOCHS)
     wd_schedule = cosine_scheduler(WD, WD_END, EPOCHS, NITER)
@@ -146,33 +165,19 @@ def main():
     steps = []
     for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
         it = epoch * NITER + it_in_epoch
-        for i, group in enumerate(optimizer.param_groups):
-            group["lr"] = lr_schedule[it]
-            if i == 0:
-                group["weight_decay"] = wd_schedule[it]
+        set_schedules(optimizer, it, lr_schedule, wd_schedule)
         teacher_output = teacher(crops[:2])
         student_output = student(crops)
         loss = dino_loss(student_output, teacher_output, epoch)
         optimizer.zero_grad()
         loss.backward()
+        # the raw gradients, before clipping, are part of the fixture: this loop spells out
+        # train_step
         grads = {n: p.grad.detach().clone() for n, p in student.named_parameters() if p.grad is not None}
-        norms = []
-        for name, p in student.named_parameters():
-            if p.grad is not None:
-                pn = p.grad.data.norm(2)
-                norms.append(pn.item())
-                clip_coef = CLIP / (pn + 1e-6)
-                if clip_coef < 1:
-                    p.grad.data.mul_(clip_coef)
-        if epoch < FREEZE_LAST_LAYER:
-            for n, p in student.named_parameters():
-                if "last_layer" in n:
-                    p.grad = None
+        norms = clip_gradients(student, CLIP)
+        cancel_gradients_last_layer(epoch, student, FREEZE_LAST_LAYER)
         optimizer.step()
-        with torch.no_grad():
-            m = momentum_schedule[it]
-            for pq, pk in zip(student.parameters(), teacher.parameters()):
-                pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+        ema_update(student, teacher, momentum_schedule[it])
         s = f"step{step}."
         tensors[s + "loss"] = loss.detach().reshape(1)
         tensors[s + "student_output"] = student_output.detach()
@@ -199,37 +204,12 @@ def main():
         te.load_state_dict(st.state_dict())
         for p in te.parameters():
             p.requires_grad = False
-        reg, noreg = [], []
-        for n_, p in st.named_parameters():
-            if p.requires_grad:
-                (noreg if n_.endswith(".bias") or len(p.shape) == 1 else reg).append(p)
-        groups = [{"params": reg}, {"params": noreg, "weight_decay": 0.0}]
+        groups = get_params_groups(st)
         opt = torch.optim.SGD(groups, lr=0, momentum=0.9) if name == "sgd" else LARS(groups)
         loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
         for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
-            it = epoch * NITER + it_in_epoch
-            for i, group in enumerate(opt.param_groups):
-                group["lr"] = lr_schedule[it]
-                if i == 0:
-                    group["weight_decay"] = wd_schedule[it]
-            t_out = te(crops[:2])
-            loss = loss_fn(st(crops), t_out, epoch)
-            opt.zero_grad()
-            loss.backward()
-            for p in st.parameters():
-                if p.grad is not None:
-                    c = CLIP / (p.grad.data.norm(2) + 1e-6)
-                    if c < 1:
-                        p.grad.data.mul_(c)
-            if epoch < FREEZE_LAST_LAYER:
-                for n_, p in st.named_parameters():
-                    if "last_layer" in n_:
-                        p.grad = None
-            opt.step()
-            with torch.no_grad():
-                m = momentum_schedule[it]
-                for pq, pk in zip(st.parameters(), te.parameters()):
-                    pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+            loss, _, _ = train_step(st, te, opt, loss_fn, crops, epoch, epoch * NITER + it_in_epoch,
+                                    (lr_schedule, wd_schedule, momentum_schedule))
             tensors[f"{name}.step{step}.loss"] = loss.detach().reshape(1)
         for k, v in official_names(st.state_dict()).items():
             tensors[f"{name}.student.{k}"] = v
@@ -258,47 +238,21 @@ def bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta):
 
     student = Net(seed=5, use_bn=True)
     teacher = Net(seed=6, use_bn=True)
-    teacher.load_state_dict(student.state_dict())
-    for p in teacher.parameters():
-        p.requires_grad = False
     with torch.no_grad():  # BatchNorm affine parameters away from (1, 0), so they matter
         for m in student.head.mlp:
             if isinstance(m, nn.BatchNorm1d):
                 m.weight.add_(0.1 * torch.randn_like(m.weight))
                 m.bias.add_(0.1 * torch.randn_like(m.bias))
     teacher.load_state_dict(student.state_dict())
-    reg, noreg = [], []
-    for n_, p in student.named_parameters():
-        (noreg if n_.endswith(".bias") or len(p.shape) == 1 else reg).append(p)
-    opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}])
+    for p in teacher.parameters():
+        p.requires_grad = False
+    opt = torch.optim.AdamW(get_params_groups(student))
     loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
     tensors = {f"init.{k}": v for k, v in official_names(student.state_dict()).items()}
     tensors.update({f"crop.{i}": c for i, c in enumerate(crops)})
     for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
-        it = epoch * NITER + it_in_epoch
-        for i, group in enumerate(opt.param_groups):
-            group["lr"] = lr_schedule[it]
-            if i == 0:
-                group["weight_decay"] = wd_schedule[it]
-        t_out = teacher(crops[:2])
-        s_out = student(crops)
-        loss = loss_fn(s_out, t_out, epoch)
-        opt.zero_grad()
-        loss.backward()
-        for p in student.parameters():
-            if p.grad is not None:
-                c = CLIP / (p.grad.data.norm(2) + 1e-6)
-                if c < 1:
-                    p.grad.data.mul_(c)
-        if epoch < FREEZE_LAST_LAYER:
-            for n_, p in student.named_parameters():
-                if "last_layer" in n_:
-                    p.grad = None
-        opt.step()
-        with torch.no_grad():
-            m = momentum_schedule[it]
-            for pq, pk in zip(student.parameters(), teacher.parameters()):
-                pk.data.mul_(m).add_((1 - m) * pq.detach().data)
+        loss, s_out, t_out = train_step(student, teacher, opt, loss_fn, crops, epoch, epoch * NITER + it_in_epoch,
+                                        (lr_schedule, wd_schedule, momentum_schedule))
         s = f"step{step}."
         tensors[s + "loss"] = loss.detach().reshape(1)
         tensors[s + "teacher_output"] = t_out.detach()
