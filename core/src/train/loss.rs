@@ -35,12 +35,21 @@ impl DinoLoss {
         teacher_out: Tensor<2>,
         teacher_temp: f64,
     ) -> Tensor<1> {
-        let student = (student_out / self.student_temp).chunk(self.ncrops, 0);
-        let teacher = softmax(
+        self.forward_targets(student_out, self.teacher_targets(teacher_out, teacher_temp))
+    }
+
+    /// The teacher's targets: `softmax((teacher_out - center) / teacher_temp)`, no gradient.
+    pub fn teacher_targets(&self, teacher_out: Tensor<2>, teacher_temp: f64) -> Tensor<2> {
+        softmax(
             (teacher_out.inner() - self.center.clone()) / teacher_temp,
             1,
         )
-        .chunk(2, 0);
+    }
+
+    /// [`Self::forward`] from targets already computed by [`Self::teacher_targets`].
+    pub fn forward_targets(&self, student_out: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        let student = (student_out / self.student_temp).chunk(self.ncrops, 0);
+        let teacher = targets.chunk(2, 0);
         let log_probs: Vec<Tensor<2>> = student.into_iter().map(|s| log_softmax(s, 1)).collect();
         let mut total: Option<Tensor<1>> = None;
         let mut terms = 0usize;
@@ -71,11 +80,15 @@ impl DinoLoss {
     /// dominates every image (sharpening wins); a healthy run keeps the first low and the
     /// second high.
     pub fn teacher_entropies(&self, teacher_out: Tensor<2>, teacher_temp: f64) -> Tensor<1> {
-        let logits = (teacher_out.inner() - self.center.clone()) / teacher_temp;
-        let p = softmax(logits.clone(), 1);
-        let per_image = (p.clone() * log_softmax(logits, 1)).sum_dim(1).mean().neg();
-        let mean = p.mean_dim(0);
-        let of_mean = (mean.clone() * mean.clamp_min(1e-30).log()).sum().neg();
+        Self::target_entropies(self.teacher_targets(teacher_out, teacher_temp))
+    }
+
+    /// [`Self::teacher_entropies`] of targets already computed.
+    pub fn target_entropies(p: Tensor<2>) -> Tensor<1> {
+        // p log p -> 0 as p -> 0: the clamp only keeps log(0) out
+        let entropy = |q: Tensor<2>| (q.clone() * q.clamp_min(1e-30).log()).sum_dim(1).neg();
+        let per_image = entropy(p.clone()).mean();
+        let of_mean = entropy(p.mean_dim(0)).reshape([1]);
         Tensor::cat(vec![per_image, of_mean], 0)
     }
 

@@ -178,9 +178,10 @@ impl Trainer {
         let teacher_out = self.teacher().forward(vec![globals])?;
         let student_out = self.student().forward(groups)?;
         let temp = self.schedules.teacher_temp[epoch];
-        let loss = self.loss.forward(student_out, teacher_out.clone(), temp);
+        let targets = self.loss.teacher_targets(teacher_out.clone(), temp);
+        let loss = self.loss.forward_targets(student_out, targets.clone());
         // one readback for the loss and the diagnostics (each readback waits for a GPU)
-        let entropies = self.loss.teacher_entropies(teacher_out.clone(), temp);
+        let entropies = DinoLoss::target_entropies(targets);
         let values = Tensor::cat(vec![loss.clone().inner(), entropies], 0)
             .into_data()
             .try_to_vec::<f32>()
