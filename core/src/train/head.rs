@@ -68,16 +68,16 @@ impl HeadConfig {
         shapes
     }
 
-    /// Index of MLP layer `i` in the official `nn.Sequential` (GELU, and BatchNorm with
-    /// `use_bn`, take indices too) and of the BatchNorm after it.
-    fn linear_key(&self, i: usize) -> usize {
-        if self.has_bn() { 3 * i } else { 2 * i }
-    }
-
     /// Official: BatchNorm only when the MLP has hidden layers.
     fn has_bn(&self) -> bool {
         self.use_bn && self.nlayers > 1
     }
+}
+
+/// Distance between the linear layers of the official `nn.Sequential` MLP: each is followed by
+/// a GELU, and with BatchNorm by the norm first.
+fn mlp_stride(with_bn: bool) -> usize {
+    if with_bn { 3 } else { 2 }
 }
 
 /// The projection head. `last_layer_v` is the weight-norm direction `[out_dim, bottleneck]`
@@ -174,7 +174,7 @@ impl DinoHead {
         let mut norms = Vec::new();
         let shapes = cfg.mlp_shapes(in_dim);
         for (i, &(fan_in, fan_out)) in shapes.iter().enumerate() {
-            let k = cfg.linear_key(i);
+            let k = mlp_stride(cfg.has_bn()) * i;
             let w = sd.take(&format!("mlp.{k}.weight"), &[fan_out, fan_in])?;
             let b = sd.take(&format!("mlp.{k}.bias"), &[fan_out])?;
             let w = RawTensor::new(vec![fan_in, fan_out], transpose(&w.data, fan_out, fan_in))?;
@@ -222,7 +222,7 @@ impl DinoHead {
     /// The head under official keys (weight_g is all ones when fixed).
     pub fn to_state_dict(&self) -> Result<StateDict> {
         let mut sd = StateDict::new();
-        let stride = if self.norms.is_empty() { 2 } else { 3 };
+        let stride = mlp_stride(!self.norms.is_empty());
         for (i, l) in self.mlp.iter().enumerate() {
             let k = stride * i;
             let w = RawTensor::from_tensor(l.weight.val())?;
@@ -264,7 +264,7 @@ impl DinoHead {
         };
         // with BatchNorm, `mlp.1` is a norm (it has running statistics) and layers are 3 apart
         let use_bn = sd.contains("mlp.1.running_mean");
-        let stride = if use_bn { 3 } else { 2 };
+        let stride = mlp_stride(use_bn);
         let mut nlayers = 0;
         while sd.contains(&format!("mlp.{}.weight", stride * nlayers)) {
             nlayers += 1;
