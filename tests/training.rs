@@ -8,8 +8,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use dino_core::VitConfig;
 use dino_core::train::{
-    DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind, StepSettings, cosine_scheduler,
-    ema_update, teacher_temp_schedule,
+    DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind, StepSettings,
+    cosine_scheduler, ema_update, teacher_temp_schedule,
 };
 use dino_core::weights::{RawTensor, StateDict};
 use dino_tests::*;
@@ -508,6 +508,20 @@ fn bn_head_training_iterations_match_pytorch() {
     // the official layout round-trips, and the head's config is recognised from it
     let sd = teacher.head.to_state_dict().unwrap();
     assert!(sd.contains("mlp.1.running_var") && sd.contains("mlp.6.weight"));
-    let detected = dino_core::train::DinoHead::detect_config(&sd, true).unwrap();
+    let detected = DinoHead::detect_config(&sd, true).unwrap();
     assert_eq!(detected, head);
+    // a head of the other kind is an error naming the missing key, not a partial load
+    let plain = HeadConfig {
+        use_bn: false,
+        ..head.clone()
+    };
+    let err = DinoHead::from_state_dict(vit.dim, &plain, &mut sd.clone(), &dev).unwrap_err();
+    assert!(err.to_string().contains("mlp.2.weight"), "{err}");
+    let mut rng = dino_core::rng::seeded(0);
+    let mut plain_sd = DinoHead::new(vit.dim, &plain, &dev, &mut rng)
+        .unwrap()
+        .to_state_dict()
+        .unwrap();
+    let err = DinoHead::from_state_dict(vit.dim, &head, &mut plain_sd, &dev).unwrap_err();
+    assert!(err.to_string().contains("mlp.1.weight"), "{err}");
 }
