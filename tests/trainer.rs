@@ -225,3 +225,94 @@ fn a_non_finite_loss_stops_the_run_without_updating() {
         "weights changed"
     );
 }
+
+#[test]
+fn data_parallel_over_two_devices_equals_one_device() {
+    // Two parts of a batch, each with its own copy of the networks (here both on the CPU), the
+    // gradients averaged and the center all-reduced: the run of one device with the whole
+    // batch. Drop-path is off because its masks are drawn per part.
+    let mut cfg = tiny_config();
+    cfg.batch_size = 4;
+    cfg.drop_path_rate = 0.0;
+    let ld = loader(&cfg);
+    let n = ld.niter_per_epoch();
+    assert_eq!(n, 2);
+    let mut one = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    let mut two = Trainer::new(cfg, n, &device()).unwrap();
+    two.set_devices(vec![device(), device()]).unwrap();
+    assert_eq!(two.devices().len(), 2);
+    // 4 iterations: the last layer is frozen in the first epoch, updated in the second
+    let (a, b) = (run(&mut one, &ld, 4), run(&mut two, &ld, 4));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "losses {a:?} vs {b:?}");
+    }
+    // The key bias has an exactly zero true gradient (softmax ignores a constant per query),
+    // so AdamW moves it by rounding noise of either sign, up to the learning rate per step:
+    // its weights agree within the summed learning rates and its optimiser state is noise.
+    let moved = 2.0 * one.schedules.lr[..4].iter().sum::<f64>() as f32;
+    let (sa, sb) = (state(&one), state(&two));
+    assert_eq!(sa.len(), sb.len());
+    for ((k, va), (kb, vb)) in sa.iter().zip(&sb) {
+        assert_eq!(k, kb);
+        let worst =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let scale = va.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        if k.contains("attn.qkv.bias") {
+            let d = va.len() / 3;
+            let (q, key, v) = (0..d, d..2 * d, 2 * d..3 * d);
+            for r in [q, v] {
+                let w = worst(&va[r.clone()], &vb[r]);
+                assert!(w <= 1e-4 * scale, "{k}: {w} (scale {scale})");
+            }
+            if !k.starts_with("optimizer.") {
+                let w = worst(&va[key.clone()], &vb[key]);
+                assert!(w <= moved, "{k} key part: {w} (allowed {moved})");
+            }
+        } else {
+            let w = worst(va, vb);
+            assert!(w <= 1e-4 * scale, "{k}: {w} (scale {scale})");
+        }
+    }
+}
+
+#[test]
+fn data_parallel_refuses_what_it_cannot_split() {
+    let mut cfg = tiny_config();
+    cfg.batch_size = 4;
+    let mut t = Trainer::new(cfg.clone(), 2, &device()).unwrap();
+    let e = t.set_devices(vec![device(); 3]).unwrap_err().to_string();
+    assert!(e.contains("cannot be split over 3 devices"), "{e}");
+    cfg.use_bn_in_head = true;
+    let mut t = Trainer::new(cfg, 2, &device()).unwrap();
+    let e = t.set_devices(vec![device(); 2]).unwrap_err().to_string();
+    assert!(e.contains("SyncBatchNorm"), "{e}");
+    assert!(
+        t.set_devices(vec![device()]).is_ok(),
+        "one device always works"
+    );
+}
+
+#[test]
+fn a_batch_splits_into_the_images_of_each_part() {
+    // 4 images, 2 global and 3 local crops; every value names (crop, image)
+    let (b, locals) = (4, 3);
+    // floats per crop: 3 x 2 x 2 (global), 3 x 1 x 1 (local)
+    let (g, l) = (12, 3);
+    let tag = |c: usize, i: usize| (10 * c + i) as f32;
+    let batch = dino_core::data::CropBatch {
+        globals: (0..2 * b)
+            .flat_map(|r| vec![tag(r / b, r % b); g])
+            .collect(),
+        locals: (0..locals * b)
+            .flat_map(|r| vec![tag(r / b, r % b); l])
+            .collect(),
+        batch: b,
+    };
+    let part = batch.shard(1, 2, locals).unwrap();
+    assert_eq!(part.batch, 2);
+    let rows = |d: &[f32], n: usize| d.chunks(n).map(|c| c[0]).collect::<Vec<_>>();
+    assert_eq!(rows(&part.globals, g), [2.0, 3.0, 12.0, 13.0]);
+    assert_eq!(rows(&part.locals, l), [2.0, 3.0, 12.0, 13.0, 22.0, 23.0]);
+    assert!(batch.shard(0, 3, locals).is_err(), "4 images in 3 parts");
+    assert!(batch.shard(2, 2, locals).is_err(), "no part 2 of 2");
+}

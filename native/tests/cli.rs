@@ -482,9 +482,21 @@ fn train_refuses_bad_settings_and_data() {
         err.contains("skipping unreadable image") && err.contains("broken.jpg"),
         "{err}"
     );
+    // data parallel: the batch of 2 does not split over 3 devices; zero devices is no run
+    let mut three = train_args_with(s(&data), s(&out), "2", "0");
+    three.extend(["--devices", "3", "--no-resume"]);
+    let e = fails(&three);
+    assert!(e.contains("cannot be split over 3 devices"), "{e}");
+    three.extend(["--devices", "0"]);
+    let e = fails(&three);
+    assert!(e.contains("at least 1"), "{e}");
     let text = ok(&["train", "--print-config"]);
     let cfg: toml::Value = toml::from_str(&text).unwrap();
     assert_eq!(cfg["arch"].as_str(), Some("vit_tiny"));
+    // a flag given twice takes its last value (scripts append overrides to a recipe)
+    let text = ok(&["train", "--print-config", "--epochs", "3", "--epochs", "5"]);
+    let cfg: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(cfg["epochs"].as_integer(), Some(5));
 }
 
 /// An ImageFolder of fixture photos: two classes, one of them with a JPEG.

@@ -46,6 +46,38 @@ pub struct CropBatch {
     pub batch: usize,
 }
 
+impl CropBatch {
+    /// Images `k * B / n .. (k + 1) * B / n` of every crop, in the same layout: the part of the
+    /// batch that device `k` of `n` trains on (as `DistributedSampler` gives each rank its own
+    /// images). `local_crops`: local crops per image.
+    pub fn shard(&self, k: usize, n: usize, local_crops: usize) -> Result<CropBatch> {
+        if n == 0 || k >= n || !self.batch.is_multiple_of(n) {
+            return Err(crate::Error::Input(format!(
+                "a batch of {} images cannot be split into {n} equal parts (part {k})",
+                self.batch
+            )));
+        }
+        let s = self.batch / n;
+        let rows = |data: &[f32], crops: usize| -> Vec<f32> {
+            if crops == 0 || data.is_empty() {
+                return Vec::new();
+            }
+            let row = data.len() / (crops * self.batch);
+            (0..crops)
+                .flat_map(|c| {
+                    let start = (c * self.batch + k * s) * row;
+                    data[start..start + s * row].iter().copied()
+                })
+                .collect()
+        };
+        Ok(CropBatch {
+            globals: rows(&self.globals, 2),
+            locals: rows(&self.locals, local_crops),
+            batch: s,
+        })
+    }
+}
+
 /// Multi-crop batches over an image source.
 pub struct MultiCropLoader {
     source: Arc<dyn ImageSource>,

@@ -85,17 +85,45 @@ impl DinoLoss {
 
     /// [`Self::teacher_entropies`] of targets already computed.
     pub fn target_entropies(p: Tensor<2>) -> Tensor<1> {
-        // p log p -> 0 as p -> 0: the clamp only keeps log(0) out
-        let entropy = |q: Tensor<2>| (q.clone() * q.clamp_min(1e-30).log()).sum_dim(1).neg();
-        let per_image = entropy(p.clone()).mean();
-        let of_mean = entropy(p.mean_dim(0)).reshape([1]);
-        Tensor::cat(vec![per_image, of_mean], 0)
+        let rows = p.dims()[0];
+        Self::entropies_from_sums(Self::target_sums(p), rows)
+    }
+
+    /// What the diagnostics need from one part of a batch, so parts on several devices can be
+    /// added: `[1 + K]` = (sum of the rows' entropies, sum of the rows).
+    pub fn target_sums(p: Tensor<2>) -> Tensor<1> {
+        let k = p.dims()[1];
+        let per_row = entropy(p.clone()).sum();
+        Tensor::cat(vec![per_row, p.sum_dim(0).reshape([k])], 0)
+    }
+
+    /// [`Self::target_entropies`] from [`Self::target_sums`] added over `rows` rows.
+    pub fn entropies_from_sums(sums: Tensor<1>, rows: usize) -> Tensor<1> {
+        let k = sums.dims()[0] - 1;
+        let per_image = sums.clone().slice(0..1) / rows as f64;
+        let mean = (sums.slice(1..k + 1) / rows as f64).reshape([1, k]);
+        Tensor::cat(vec![per_image, entropy(mean)], 0)
     }
 
     /// `center = m * center + (1 - m) * mean(teacher_out)` over the batch.
     pub fn update_center(&mut self, teacher_out: Tensor<2>) {
         let batch_center = teacher_out.inner().mean_dim(0);
+        self.update_center_mean(batch_center);
+    }
+
+    /// [`Self::update_center`] from the batch mean `[1, K]` (all-reduced over devices).
+    pub fn update_center_mean(&mut self, batch_center: Tensor<2>) {
         self.center = self.center.clone() * self.center_momentum
             + batch_center * (1.0 - self.center_momentum);
     }
+}
+
+/// Entropy of each row of a distribution `[N, K]` in nats (`p log p -> 0` as `p -> 0`: the
+/// clamp only keeps log(0) out).
+fn entropy(q: Tensor<2>) -> Tensor<1> {
+    let n = q.dims()[0];
+    (q.clone() * q.clamp_min(1e-30).log())
+        .sum_dim(1)
+        .neg()
+        .reshape([n])
 }

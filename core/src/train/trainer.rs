@@ -2,7 +2,8 @@
 //! teacher on the global crops, student on all crops, loss, backward, clipping, frozen last
 //! layer, optimiser step with the iteration's lr and weight decay, teacher EMA, center update.
 
-use burn::optim::GradientsParams;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{
@@ -75,6 +76,20 @@ pub struct Trainer {
     /// Next global iteration (epoch * niter_per_epoch + iteration in epoch).
     pub iteration: usize,
     pub device: Device,
+    /// Devices the batch is split over, the first being `device` (see [`Trainer::set_devices`]).
+    devices: Vec<Device>,
+}
+
+/// One device's share of an iteration, kept until its backward pass.
+struct Part {
+    /// The student on that device (the trainer's own on the first).
+    student: DinoNet,
+    /// Mean loss of the part (autodiff).
+    loss: Tensor<1>,
+    /// [`DinoLoss::target_sums`] of the part's teacher targets.
+    target_sums: Tensor<1>,
+    /// Sum of the teacher outputs over the part's rows, `[K]`.
+    teacher_sum: Tensor<1>,
 }
 
 impl Trainer {
@@ -117,6 +132,7 @@ impl Trainer {
             niter_per_epoch,
             iteration: 0,
             device: device.clone(),
+            devices: vec![device.clone()],
             cfg,
             student: Some(student),
             teacher: Some(teacher),
@@ -149,6 +165,94 @@ impl Trainer {
         self.iteration >= self.total_iterations()
     }
 
+    /// Teacher and student forward passes and the loss of one part of a batch on `device`
+    /// (`first`: the trainer's own device and networks; otherwise copies moved there).
+    fn forward_part(
+        &self,
+        shard: &CropBatch,
+        device: &Device,
+        first: bool,
+        temp: f64,
+    ) -> Result<Part> {
+        let crops = self.cfg.crops();
+        let b = shard.batch;
+        let (g, l) = (crops.global_size as usize, crops.local_size as usize);
+        let ad = self.cfg.student_device(device);
+        let (student, teacher, loss) = if first {
+            (
+                self.student().clone(),
+                self.teacher().clone(),
+                self.loss.clone(),
+            )
+        } else {
+            let loss = DinoLoss {
+                center: self.loss.center.clone().to_device(device),
+                ..self.loss.clone()
+            };
+            (
+                self.student().clone().fork(&ad),
+                self.teacher().clone().fork(device),
+                loss,
+            )
+        };
+        let globals = || TensorData::new(shard.globals.clone(), [2 * b, 3, g, g]);
+        let mut groups = vec![Tensor::<4>::from_data(globals(), &ad)];
+        if crops.local_crops > 0 {
+            let n = crops.local_crops * b;
+            groups.push(Tensor::from_data(
+                TensorData::new(shard.locals.clone(), [n, 3, l, l]),
+                &ad,
+            ));
+        }
+        let teacher_out = teacher.forward(vec![Tensor::from_data(globals(), device)])?;
+        let student_out = student.forward(groups)?;
+        let targets = loss.teacher_targets(teacher_out.clone(), temp);
+        Ok(Part {
+            loss: loss.forward_targets(student_out, targets.clone()),
+            target_sums: DinoLoss::target_sums(targets),
+            teacher_sum: teacher_out.inner().sum_dim(0).reshape([self.cfg.out_dim]),
+            student,
+        })
+    }
+
+    /// Splits every batch into equal parts, one per device, as DDP over GPUs does: each device
+    /// runs a copy of both networks on its part, the gradients are averaged on the first
+    /// device (the trainer's, which also keeps the optimiser state and the center), and the
+    /// center takes the mean teacher output over all parts (the official all-reduce). The
+    /// first device must be the trainer's; `cfg.batch_size` is the whole batch of an
+    /// iteration (official: `batch_size_per_gpu` x GPUs), so it must divide by the devices.
+    /// The networks are copied to the other devices at every step.
+    pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<()> {
+        let n = devices.len();
+        if devices.first() != Some(&self.device) {
+            return Err(Error::Input(
+                "data parallel: the first device must be the trainer's own".into(),
+            ));
+        }
+        if !self.cfg.batch_size.is_multiple_of(n) {
+            return Err(Error::Input(format!(
+                "data parallel: a batch of {} images cannot be split over {n} devices; use a \
+                 multiple of {n}",
+                self.cfg.batch_size
+            )));
+        }
+        if n > 1 && self.cfg.use_bn_in_head {
+            return Err(Error::Input(
+                "data parallel with BatchNorm in the head needs synchronised batch statistics \
+                 (the official SyncBatchNorm), which is not implemented: use one device or \
+                 use_bn_in_head = false"
+                    .into(),
+            ));
+        }
+        self.devices = devices;
+        Ok(())
+    }
+
+    /// The devices a batch is split over (one: no data parallelism).
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
     /// One iteration on a batch of crops. Fails on a non-finite loss (nothing is updated).
     pub fn step(&mut self, batch: &CropBatch) -> Result<StepStats> {
         let it = self.iteration;
@@ -157,32 +261,33 @@ impl Trainer {
         }
         let epoch = self.epoch();
         let crops = self.cfg.crops();
-        let b = batch.batch;
-        let (g, l) = (crops.global_size as usize, crops.local_size as usize);
-        let globals: Tensor<4> = Tensor::from_data(
-            TensorData::new(batch.globals.clone(), [2 * b, 3, g, g]),
-            &self.device,
-        );
-        // drop-path masks: a stream per iteration, so runs resume exactly
-        let ad = self.cfg.student_device(&self.device);
-        crate::rng::seed_drop_path(mix(self.cfg.seed, it as u64, 0xD209));
-        let g_data = TensorData::new(batch.globals.clone(), [2 * b, 3, g, g]);
-        let mut groups = vec![Tensor::<4>::from_data(g_data, &ad)];
-        if crops.local_crops > 0 {
-            let n = crops.local_crops * b;
-            groups.push(Tensor::from_data(
-                TensorData::new(batch.locals.clone(), [n, 3, l, l]),
-                &ad,
-            ));
-        }
-        let teacher_out = self.teacher().forward(vec![globals])?;
-        let student_out = self.student().forward(groups)?;
+        let n = self.devices.len();
         let temp = self.schedules.teacher_temp[epoch];
-        let targets = self.loss.teacher_targets(teacher_out.clone(), temp);
-        let loss = self.loss.forward_targets(student_out, targets.clone());
-        // one readback for the loss and the diagnostics (each readback waits for a GPU)
-        let entropies = DinoLoss::target_entropies(targets);
-        let values = Tensor::cat(vec![loss.clone().inner(), entropies], 0)
+        // drop-path masks: a stream per iteration, so runs resume exactly
+        crate::rng::seed_drop_path(mix(self.cfg.seed, it as u64, 0xD209));
+        let mut parts = Vec::with_capacity(n);
+        for (k, device) in self.devices.iter().enumerate() {
+            let shard = if n == 1 {
+                batch.clone()
+            } else {
+                batch.shard(k, n, crops.local_crops)?
+            };
+            parts.push(self.forward_part(&shard, device, k == 0, temp)?);
+        }
+        // the loss and the diagnostics of all parts, read back at once (a readback waits for
+        // the GPUs)
+        let scale = 1.0 / n as f64;
+        let rows = 2 * batch.batch;
+        let mut loss = parts[0].loss.clone().inner();
+        let mut sums = parts[0].target_sums.clone();
+        let mut teacher_sum = parts[0].teacher_sum.clone();
+        for p in &parts[1..] {
+            loss = loss + p.loss.clone().inner().to_device(&self.device);
+            sums = sums + p.target_sums.clone().to_device(&self.device);
+            teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(&self.device);
+        }
+        let entropies = DinoLoss::entropies_from_sums(sums, rows);
+        let values = Tensor::cat(vec![loss * scale, entropies], 0)
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?;
@@ -194,7 +299,20 @@ impl Trainer {
                  the last checkpoint"
             )));
         }
-        let grads = GradientsParams::from_grads(loss.backward(), self.student());
+        // the mean gradient over the parts, on the first device
+        let grads = if n == 1 {
+            GradientsParams::from_grads(parts[0].loss.backward(), &parts[0].student)
+        } else {
+            let mut sum = GradientsAccumulator::<DinoNet>::new();
+            for p in &parts {
+                let g =
+                    GradientsParams::from_grads((p.loss.clone() * scale).backward(), &p.student);
+                sum.accumulate(&p.student, g.to_device(&self.device, &p.student));
+            }
+            sum.grads()
+        };
+        let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
+        drop(parts);
         let settings = StepSettings {
             lr: self.schedules.lr[it],
             weight_decay: self.schedules.wd[it],
@@ -207,7 +325,7 @@ impl Trainer {
         let teacher = self.teacher.take().expect("in place");
         self.teacher = Some(ema_update(teacher, &student, m));
         self.student = Some(student);
-        self.loss.update_center(teacher_out);
+        self.loss.update_center_mean(teacher_out_mean);
         self.iteration += 1;
         Ok(StepStats {
             epoch,

@@ -16,8 +16,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::backend::Backend;
 
 /// Every flag overrides one field of the training config (defaults: `main_dino.py`'s, or the
-/// small demo run when no `--data` is given; `--print-config` shows the result).
+/// small demo run when no `--data` is given; `--print-config` shows the result). A flag given
+/// twice takes its last value, so scripts can append overrides to a recipe.
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 pub struct Args {
     /// Folder of images, searched recursively (class subfolders are ignored). Without it,
     /// a short demo run on the built-in photos.
@@ -41,6 +43,11 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
+    /// Data parallel over this many devices of `--device` (GPUs 0..N-1): each takes
+    /// batch_size / N images of every iteration. On the CPU the parts run one after another on
+    /// the same cores (the numbers of an N-GPU run, no speed-up).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    devices: usize,
     /// Attention maps of a few fixed images every this many epochs (0: never).
     #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     attention_every: usize,
@@ -327,6 +334,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if resume_from.is_none() {
         trainer = Trainer::new(cfg.clone(), niter, &device)?;
+    }
+    if args.devices != 1 {
+        trainer.set_devices(args.device.devices(args.devices)?)?;
+        eprintln!(
+            "data parallel: {} images on each of {} {:?} devices",
+            cfg.batch_size / args.devices,
+            args.devices,
+            args.device
+        );
     }
     std::fs::write(out.join("config.toml"), cfg.to_toml()).context("writing config.toml")?;
     let vit = cfg.vit()?;
