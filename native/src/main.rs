@@ -1,5 +1,6 @@
 //! `dino`: DINO Vision Transformers from the command line.
 
+mod allocator;
 mod backend;
 mod builtin;
 mod commands;
@@ -14,11 +15,6 @@ mod npy;
 mod plots;
 
 use clap::{Parser, Subcommand};
-
-// Tensor ops allocate and free large buffers all the time: mimalloc keeps them for reuse
-// instead of returning them to the kernel (page faults were ~6% of a training step).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
 #[derive(Parser)]
@@ -71,6 +67,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
