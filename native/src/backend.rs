@@ -1,6 +1,6 @@
 //! Which Burn backend runs the model: picked at run time, compiled in by cargo features.
 
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
 use clap::ValueEnum;
 
 /// `--device`: `cpu` (burn-flex) is always there; GPU backends with their cargo feature.
@@ -18,29 +18,56 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn device(self) -> anyhow::Result<Device> {
-        self.device_of(DeviceKind::DefaultDevice)
-    }
-
-    /// `n` devices for data parallelism: the GPUs 0..n-1 of the backend (the default adapter
-    /// when n is 1), or the CPU n times.
+    /// `n` devices for data parallelism: the first `n` adapters the backend finds (discrete
+    /// GPUs first), the default one when n is 1, or the CPU n times. Too few is an error.
     pub fn devices(self, n: usize) -> anyhow::Result<Vec<Device>> {
         match n {
             0 => anyhow::bail!("--devices must be at least 1"),
             1 => Ok(vec![self.device()?]),
             _ if matches!(self, Backend::Cpu) => Ok(vec![self.device()?; n]),
-            _ => (0..n)
-                .map(|i| self.device_of(DeviceKind::DiscreteGpu(i)))
-                .collect(),
+            _ => {
+                let found = self.enumerate()?;
+                if found.len() < n {
+                    anyhow::bail!(
+                        "--devices {n}: the {self:?} backend finds {} device(s) on this machine",
+                        found.len()
+                    );
+                }
+                Ok(found.into_iter().take(n).collect())
+            }
         }
     }
 
-    /// The device of this backend on the adapter `kind` (ignored by the CPU).
-    #[cfg_attr(
-        not(any(feature = "wgpu", feature = "vulkan", feature = "metal")),
-        allow(unused_variables)
-    )]
-    fn device_of(self, kind: DeviceKind) -> anyhow::Result<Device> {
+    /// Every GPU of a GPU backend, discrete ones first; software adapters (a CPU rasterizer
+    /// such as lavapipe, which wgpu lists too) are left out.
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
+    fn enumerate(self) -> anyhow::Result<Vec<Device>> {
+        use burn::tensor::DeviceType;
+        let found = match self {
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Device::enumerate(DeviceType::Wgpu),
+            #[cfg(feature = "vulkan")]
+            Backend::Vulkan => Device::enumerate(DeviceType::Vulkan),
+            #[cfg(feature = "metal")]
+            Backend::Metal => Device::enumerate(DeviceType::Metal),
+            // the CPU, or a backend this build lacks (its error)
+            _ => return Ok(vec![self.device()?]),
+        };
+        Ok(found
+            .into_vec()
+            .into_iter()
+            .filter(|d| d.identity().is_none_or(|id| id.physical.is_some()))
+            .collect())
+    }
+
+    /// Without GPU backends: the CPU, or the error of the backend this build lacks.
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
+    fn enumerate(self) -> anyhow::Result<Vec<Device>> {
+        Ok(vec![self.device()?])
+    }
+
+    /// The backend's default device.
+    pub fn device(self) -> anyhow::Result<Device> {
         let missing = |f: &str| {
             anyhow::bail!(
                 "this `dino` was built without the `{f}` backend: rebuild with \
@@ -50,15 +77,15 @@ impl Backend {
         match self {
             Backend::Cpu => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Ok(Device::wgpu(kind)),
+            Backend::Wgpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => missing("wgpu"),
             #[cfg(feature = "vulkan")]
-            Backend::Vulkan => Ok(Device::vulkan(kind)),
+            Backend::Vulkan => Ok(Device::vulkan(Default::default())),
             #[cfg(not(feature = "vulkan"))]
             Backend::Vulkan => missing("vulkan"),
             #[cfg(feature = "metal")]
-            Backend::Metal => Ok(Device::metal(kind)),
+            Backend::Metal => Ok(Device::metal(Default::default())),
             #[cfg(not(feature = "metal"))]
             Backend::Metal => missing("metal"),
         }

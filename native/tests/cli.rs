@@ -490,6 +490,11 @@ fn train_refuses_bad_settings_and_data() {
     three.extend(["--devices", "0"]);
     let e = fails(&three);
     assert!(e.contains("at least 1"), "{e}");
+    if !cfg!(feature = "vulkan") {
+        three.extend(["--devices", "2", "--device", "vulkan"]);
+        let e = fails(&three);
+        assert!(e.contains("built without the `vulkan` backend"), "{e}");
+    }
     let text = ok(&["train", "--print-config"]);
     let cfg: toml::Value = toml::from_str(&text).unwrap();
     assert_eq!(cfg["arch"].as_str(), Some("vit_tiny"));

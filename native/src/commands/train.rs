@@ -288,7 +288,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(crate::builtin::BuiltinPhotos)
         }
     };
-    let device = args.device.device()?;
+    // the first of the data-parallel devices (the only one by default) keeps the run's state
+    let devices = args.device.devices(args.devices)?;
+    let device = devices[0].clone();
 
     // resume: an explicit file, else the output folder's checkpoint
     let ckpt = out.join("checkpoint.safetensors");
@@ -335,8 +337,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if resume_from.is_none() {
         trainer = Trainer::new(cfg.clone(), niter, &device)?;
     }
-    if args.devices != 1 {
-        trainer.set_devices(args.device.devices(args.devices)?)?;
+    if devices.len() > 1 {
+        trainer.set_devices(devices)?;
         eprintln!(
             "data parallel: {} images on each of {} {:?} devices",
             cfg.batch_size / args.devices,
