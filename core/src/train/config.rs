@@ -29,6 +29,7 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub weight_decay_end: f64,
     pub clip_grad: f64,
+    /// Images per iteration over all devices (official: `batch_size_per_gpu` x GPUs).
     pub batch_size: usize,
     pub epochs: usize,
     pub freeze_last_layer: usize,

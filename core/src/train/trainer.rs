@@ -2,6 +2,8 @@
 //! teacher on the global crops, student on all crops, loss, backward, clipping, frozen last
 //! layer, optimiser step with the iteration's lr and weight decay, teacher EMA, center update.
 
+use std::borrow::Cow;
+
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -268,9 +270,9 @@ impl Trainer {
         let mut parts = Vec::with_capacity(n);
         for (k, device) in self.devices.iter().enumerate() {
             let shard = if n == 1 {
-                batch.clone()
+                Cow::Borrowed(batch)
             } else {
-                batch.shard(k, n, crops.local_crops)?
+                Cow::Owned(batch.shard(k, n, crops.local_crops)?)
             };
             parts.push(self.forward_part(&shard, device, k == 0, temp)?);
         }

@@ -100,7 +100,7 @@ pub struct Args {
     /// Per-tensor gradient norm limit (0: off). [3.0]
     #[arg(long)]
     clip_grad: Option<f64>,
-    /// Images per batch. [64]
+    /// Images per iteration, over all devices (official: batch_size_per_gpu x GPUs). [64]
     #[arg(long)]
     batch_size: Option<usize>,
     /// Training epochs. [100]
