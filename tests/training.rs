@@ -145,6 +145,94 @@ fn step_settings(fx: &Fixture, lr: &[f64], wd: &[f64], epoch: usize, it: usize) 
     }
 }
 
+/// A fixture's run replayed from its initial weights: both networks, the loss and the
+/// optimiser, stepped as `train_one_epoch` does.
+struct Replay {
+    student: DinoNet,
+    teacher: DinoNet,
+    loss_fn: DinoLoss,
+    opt: DinoOptimizer,
+    run: Run,
+}
+
+impl Replay {
+    fn new(fx: &Fixture, vit: &VitConfig, head: &HeadConfig, kind: OptimizerKind) -> Self {
+        let dev = device();
+        let init = |d: &burn::tensor::Device| {
+            DinoNet::from_state_dict(vit, head, fx.prefixed("init."), d).unwrap()
+        };
+        Self {
+            student: init(&dev.clone().autodiff()),
+            teacher: init(&dev),
+            loss_fn: DinoLoss::new(head.out_dim, 4, &dev),
+            opt: DinoOptimizer::new(kind),
+            run: Run::new(fx, &dev),
+        }
+    }
+
+    /// One iteration: teacher on the global crops, student on all, the loss checked against
+    /// the fixture's `{prefix}loss` (relative 1e-4), backward, optimiser step, EMA, center.
+    /// `inspect` sees the teacher and student outputs and the gradients before the update.
+    fn step(
+        &mut self,
+        fx: &Fixture,
+        (epoch, it): (usize, usize),
+        prefix: &str,
+        inspect: impl FnOnce(&Tensor<2>, &Tensor<2>, &GradientsParams, &DinoNet),
+    ) {
+        let Run {
+            lr,
+            wd,
+            mom,
+            temp,
+            globals,
+            locals,
+        } = &self.run;
+        let teacher_out = self.teacher.forward(vec![globals.clone()]).unwrap();
+        let student_out = self
+            .student
+            .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
+            .unwrap();
+        let loss = self
+            .loss_fn
+            .forward(student_out.clone(), teacher_out.clone(), temp[epoch]);
+        let lv = to_vec(loss.clone().inner())[0];
+        let want = fx.get(&format!("{prefix}loss")).data[0];
+        assert!(
+            ((lv - want) / want).abs() <= 1e-4,
+            "{prefix}loss: {lv} vs {want}"
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &self.student);
+        inspect(&teacher_out, &student_out, &grads, &self.student);
+        let settings = step_settings(fx, lr, wd, epoch, it);
+        let student = self.opt.step(self.student.clone(), grads, settings);
+        self.teacher = ema_update(self.teacher.clone(), &student, mom[it]);
+        self.student = student;
+        self.loss_fn.update_center(teacher_out);
+    }
+
+    /// The fixture's (epoch, iteration) of each recorded step.
+    fn steps(fx: &Fixture) -> Vec<(usize, usize)> {
+        let at = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap() as usize;
+        fx.meta["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|info| (at(info, "epoch"), at(info, "iteration")))
+            .collect()
+    }
+
+    /// The center after a step against the fixture's `{prefix}center`.
+    fn assert_center(&self, fx: &Fixture, prefix: &str) {
+        assert_close(
+            "center",
+            &to_vec(self.loss_fn.center.clone()),
+            &fx.get(&format!("{prefix}center")).data,
+            1e-4,
+        );
+    }
+}
+
 /// Every tensor of `net` against the fixture's tensors under `prefix`, at relative error `tol`.
 /// Tensors whose true gradient is exactly zero (`zero_grad`, and the key third of every qkv
 /// bias: the key bias adds the same q.b to every score of a row, so softmax cancels it) only
@@ -225,106 +313,73 @@ fn schedules_match_the_official_ones() {
 fn two_training_iterations_match_pytorch() {
     let fx = Fixture::load();
     let (vit, head) = configs(&fx);
-    let dev = device();
-    let ad = dev.clone().autodiff();
-    let mut student = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &ad).unwrap();
-    let mut teacher = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
-    let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
-    let mut opt = DinoOptimizer::new(OptimizerKind::AdamW);
-    let Run {
-        lr,
-        wd,
-        mom,
-        temp,
-        globals,
-        locals,
-    } = Run::new(&fx, &dev);
-
-    for (step, info) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
+    let mut replay = Replay::new(&fx, &vit, &head, OptimizerKind::AdamW);
+    for (step, (epoch, it)) in Replay::steps(&fx).into_iter().enumerate() {
         let s = format!("step{step}.");
-        let epoch = info["epoch"].as_u64().unwrap() as usize;
-        let it = info["iteration"].as_u64().unwrap() as usize;
-        let teacher_out = teacher.forward(vec![globals.clone()]).unwrap();
-        let student_out = student
-            .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
-            .unwrap();
-        assert_close(
-            "teacher output",
-            &to_vec(teacher_out.clone()),
-            &fx.get(&(s.clone() + "teacher_output")).data,
-            1e-4,
+        replay.step(
+            &fx,
+            (epoch, it),
+            &s,
+            |teacher_out, student_out, grads, student| {
+                assert_close(
+                    "teacher output",
+                    &to_vec(teacher_out.clone()),
+                    &fx.get(&(s.clone() + "teacher_output")).data,
+                    1e-4,
+                );
+                assert_close(
+                    "student output",
+                    &to_vec(student_out.clone().inner()),
+                    &fx.get(&(s.clone() + "student_output")).data,
+                    1e-4,
+                );
+                let g2 = |id| to_vec(grads.get::<2>(id).unwrap());
+                let want = |n: &str| fx.get(&format!("{s}grad.{n}")).data.clone();
+                assert_close(
+                    "grad last_layer.weight_v",
+                    &g2(student.head.last_layer_v.id),
+                    &want("head.last_layer.weight_v"),
+                    1e-4,
+                );
+                let w0 = &student.head.mlp[0].weight;
+                let [fi, fo] = w0.val().dims();
+                assert_close(
+                    "grad mlp.0.weight",
+                    &transpose2(&g2(w0.id), fi, fo),
+                    &want("head.mlp.0.weight"),
+                    1e-4,
+                );
+                let qkv = &student.backbone.blocks[0].attn.qkv.weight;
+                let [fi, fo] = qkv.val().dims();
+                assert_close(
+                    "grad qkv",
+                    &transpose2(&g2(qkv.id), fi, fo),
+                    &want("backbone.blocks.0.attn.qkv.weight"),
+                    1e-4,
+                );
+                let g3 = |id| to_vec(grads.get::<3>(id).unwrap());
+                assert_close(
+                    "grad cls_token",
+                    &g3(student.backbone.cls_token.id),
+                    &want("backbone.cls_token"),
+                    1e-4,
+                );
+                assert_close(
+                    "grad pos_embed",
+                    &g3(student.backbone.pos_embed.id),
+                    &want("backbone.pos_embed"),
+                    1e-4,
+                );
+                let g1 = to_vec(grads.get::<1>(student.backbone.norm.gamma.id).unwrap());
+                assert_close("grad norm.weight", &g1, &want("backbone.norm.weight"), 1e-4);
+            },
         );
-        assert_close(
-            "student output",
-            &to_vec(student_out.clone().inner()),
-            &fx.get(&(s.clone() + "student_output")).data,
-            1e-4,
-        );
-        let loss = loss_fn.forward(student_out, teacher_out.clone(), temp[epoch]);
-        let lv = to_vec(loss.clone().inner())[0];
-        let want = fx.get(&(s.clone() + "loss")).data[0];
-        assert!(
-            ((lv - want) / want).abs() <= 1e-4,
-            "step {step}: loss {lv} vs {want}"
-        );
-
-        let grads = GradientsParams::from_grads(loss.backward(), &student);
-        let g2 = |id| to_vec(grads.get::<2>(id).unwrap());
-        let want = |n: &str| fx.get(&format!("{s}grad.{n}")).data.clone();
-        assert_close(
-            "grad last_layer.weight_v",
-            &g2(student.head.last_layer_v.id),
-            &want("head.last_layer.weight_v"),
-            1e-4,
-        );
-        let w0 = &student.head.mlp[0].weight;
-        let [fi, fo] = w0.val().dims();
-        assert_close(
-            "grad mlp.0.weight",
-            &transpose2(&g2(w0.id), fi, fo),
-            &want("head.mlp.0.weight"),
-            1e-4,
-        );
-        let qkv = &student.backbone.blocks[0].attn.qkv.weight;
-        let [fi, fo] = qkv.val().dims();
-        assert_close(
-            "grad qkv",
-            &transpose2(&g2(qkv.id), fi, fo),
-            &want("backbone.blocks.0.attn.qkv.weight"),
-            1e-4,
-        );
-        let g3 = |id| to_vec(grads.get::<3>(id).unwrap());
-        assert_close(
-            "grad cls_token",
-            &g3(student.backbone.cls_token.id),
-            &want("backbone.cls_token"),
-            1e-4,
-        );
-        assert_close(
-            "grad pos_embed",
-            &g3(student.backbone.pos_embed.id),
-            &want("backbone.pos_embed"),
-            1e-4,
-        );
-        let g1 = to_vec(grads.get::<1>(student.backbone.norm.gamma.id).unwrap());
-        assert_close("grad norm.weight", &g1, &want("backbone.norm.weight"), 1e-4);
-
-        student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
-        teacher = ema_update(teacher, &student, mom[it]);
-        loss_fn.update_center(teacher_out);
-
-        for (who, net) in [("student", &student), ("teacher", &teacher)] {
+        let lr = replay.run.lr[it];
+        for (who, net) in [("student", &replay.student), ("teacher", &replay.teacher)] {
             // the key bias within one learning rate step either way
-            assert_net_matches(&fx, &format!("{s}{who}."), net, 1e-4, 2.0 * lr[it], |_| {
-                false
-            });
+            assert_net_matches(&fx, &format!("{s}{who}."), net, 1e-4, 2.0 * lr, |_| false);
         }
-        assert_close(
-            "center",
-            &to_vec(loss_fn.center.clone()),
-            &fx.get(&(s + "center")).data,
-            1e-4,
-        );
+        replay.assert_center(&fx, &s);
     }
 }
 
@@ -332,41 +387,12 @@ fn two_training_iterations_match_pytorch() {
 fn sgd_and_lars_steps_match_pytorch() {
     let fx = Fixture::load();
     let (vit, head) = configs(&fx);
-    let dev = device();
-    let Run {
-        lr,
-        wd,
-        mom,
-        temp,
-        globals,
-        locals,
-    } = Run::new(&fx, &dev);
     for (name, kind) in [("sgd", OptimizerKind::Sgd), ("lars", OptimizerKind::Lars)] {
-        let mut student =
-            DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev.clone().autodiff())
-                .unwrap();
-        let mut teacher =
-            DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
-        let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
-        let mut opt = DinoOptimizer::new(kind);
-        for (step, (epoch, it)) in [(0usize, 1usize), (1, 2)].into_iter().enumerate() {
-            let t_out = teacher.forward(vec![globals.clone()]).unwrap();
-            let s_out = student
-                .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
-                .unwrap();
-            let loss = loss_fn.forward(s_out, t_out.clone(), temp[epoch]);
-            let lv = to_vec(loss.clone().inner())[0];
-            let want = fx.get(&format!("{name}.step{step}.loss")).data[0];
-            assert!(
-                ((lv - want) / want).abs() <= 1e-4,
-                "{name} step {step}: loss {lv} vs {want}"
-            );
-            let grads = GradientsParams::from_grads(loss.backward(), &student);
-            student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
-            teacher = ema_update(teacher, &student, mom[it]);
-            loss_fn.update_center(t_out);
+        let mut replay = Replay::new(&fx, &vit, &head, kind);
+        for (step, at) in [(0usize, 1usize), (1, 2)].into_iter().enumerate() {
+            replay.step(&fx, at, &format!("{name}.step{step}."), |_, _, _, _| {});
         }
-        let sd = student.to_state_dict().unwrap();
+        let sd = replay.student.to_state_dict().unwrap();
         for (k, t) in fx.prefixed(&format!("{name}.student.")).iter() {
             let got = sd.get(k).unwrap_or_else(|| panic!("{name}: no {k}"));
             assert_close(&format!("{name} {k}"), &got.data, &t.data, 1e-4);
@@ -442,45 +468,18 @@ fn bn_head_training_iterations_match_pytorch() {
     let (vit, mut head) = configs(&fx);
     head.use_bn = true;
     let dev = device();
-    let ad = dev.clone().autodiff();
-    let mut student = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &ad).unwrap();
-    let mut teacher = DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), &dev).unwrap();
-    assert_eq!(student.head.norms.len(), 2);
-    let mut loss_fn = DinoLoss::new(head.out_dim, 4, &dev);
-    let mut opt = DinoOptimizer::new(OptimizerKind::AdamW);
-    let Run {
-        lr,
-        wd,
-        mom,
-        temp,
-        globals,
-        locals,
-    } = Run::new(&fx, &dev);
-    for (step, info) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
+    let mut replay = Replay::new(&fx, &vit, &head, OptimizerKind::AdamW);
+    assert_eq!(replay.student.head.norms.len(), 2);
+    for (step, (epoch, it)) in Replay::steps(&fx).into_iter().enumerate() {
         let s = format!("step{step}.");
-        let epoch = info["epoch"].as_u64().unwrap() as usize;
-        let it = info["iteration"].as_u64().unwrap() as usize;
-        let teacher_out = teacher.forward(vec![globals.clone()]).unwrap();
-        let student_out = student
-            .forward(vec![globals.clone().autodiff(), locals.clone().autodiff()])
-            .unwrap();
-        for (name, got) in [
-            ("teacher_output", to_vec(teacher_out.clone())),
-            ("student_output", to_vec(student_out.clone().inner())),
-        ] {
-            assert_close(name, &got, &fx.get(&(s.clone() + name)).data, 1e-4);
-        }
-        let loss = loss_fn.forward(student_out, teacher_out.clone(), temp[epoch]);
-        let lv = to_vec(loss.clone().inner())[0];
-        let want = fx.get(&(s.clone() + "loss")).data[0];
-        assert!(
-            ((lv - want) / want).abs() <= 1e-4,
-            "step {step}: {lv} vs {want}"
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &student);
-        student = opt.step(student, grads, step_settings(&fx, &lr, &wd, epoch, it));
-        teacher = ema_update(teacher, &student, mom[it]);
-        loss_fn.update_center(teacher_out);
+        replay.step(&fx, (epoch, it), &s, |teacher_out, student_out, _, _| {
+            for (name, got) in [
+                ("teacher_output", to_vec(teacher_out.clone())),
+                ("student_output", to_vec(student_out.clone().inner())),
+            ] {
+                assert_close(name, &got, &fx.get(&(s.clone() + name)).data, 1e-4);
+            }
+        });
         // outputs, loss and every tensor after the first step hold 1e-4; after the second
         // Adam step a few backbone tensors land at 1e-4..4e-4 (f32 rounding in the BatchNorm
         // backward, amplified by Adam's normalisation of small gradients)
@@ -494,17 +493,13 @@ fn bn_head_training_iterations_match_pytorch() {
                 || k == "head.mlp.3.bias"
                 || k.ends_with("running_mean")
         };
-        let moved: f64 = lr[..=it].iter().sum::<f64>() * 2.0;
-        for (who, net) in [("student", &student), ("teacher", &teacher)] {
+        let moved: f64 = replay.run.lr[..=it].iter().sum::<f64>() * 2.0;
+        for (who, net) in [("student", &replay.student), ("teacher", &replay.teacher)] {
             assert_net_matches(&fx, &format!("{s}{who}."), net, tol, moved, cancelled);
         }
-        assert_close(
-            "center",
-            &to_vec(loss_fn.center.clone()),
-            &fx.get(&(s + "center")).data,
-            1e-4,
-        );
+        replay.assert_center(&fx, &s);
     }
+    let teacher = &replay.teacher;
     // the official layout round-trips, and the head's config is recognised from it
     let sd = teacher.head.to_state_dict().unwrap();
     assert!(sd.contains("mlp.1.running_var") && sd.contains("mlp.6.weight"));
