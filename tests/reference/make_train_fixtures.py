@@ -121,8 +121,9 @@ def set_schedules(opt, it, lr_schedule, wd_schedule):
             group["weight_decay"] = wd_schedule[it]
 
 
-def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules):
-    """One iteration of `train_one_epoch`; returns the loss and both outputs."""
+def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules, raw_grads=None):
+    """One iteration of `train_one_epoch`; returns the loss, both outputs and the gradient norms
+    before clipping. `raw_grads`, a dict, receives the gradients before clipping."""
     lr_schedule, wd_schedule, momentum_schedule = schedules
     set_schedules(opt, it, lr_schedule, wd_schedule)
     t_out = teacher(crops[:2])
@@ -130,11 +131,14 @@ def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules):
     loss = loss_fn(s_out, t_out, epoch)
     opt.zero_grad()
     loss.backward()
-    clip_gradients(student, CLIP)
+    if raw_grads is not None:
+        raw_grads.update({n: p.grad.detach().clone() for n, p in student.named_parameters()
+                          if p.grad is not None})
+    norms = clip_gradients(student, CLIP)
     cancel_gradients_last_layer(epoch, student, FREEZE_LAST_LAYER)
     opt.step()
     ema_update(student, teacher, momentum_schedule[it])
-    return loss, s_out, t_out
+    return loss, s_out, t_out, norms
 
 
 def main():
@@ -165,19 +169,10 @@ def main():
     steps = []
     for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
         it = epoch * NITER + it_in_epoch
-        set_schedules(optimizer, it, lr_schedule, wd_schedule)
-        teacher_output = teacher(crops[:2])
-        student_output = student(crops)
-        loss = dino_loss(student_output, teacher_output, epoch)
-        optimizer.zero_grad()
-        loss.backward()
-        # the raw gradients, before clipping, are part of the fixture: this loop spells out
-        # train_step
-        grads = {n: p.grad.detach().clone() for n, p in student.named_parameters() if p.grad is not None}
-        norms = clip_gradients(student, CLIP)
-        cancel_gradients_last_layer(epoch, student, FREEZE_LAST_LAYER)
-        optimizer.step()
-        ema_update(student, teacher, momentum_schedule[it])
+        grads = {}
+        loss, student_output, teacher_output, norms = train_step(
+            student, teacher, optimizer, dino_loss, crops, epoch, it,
+            (lr_schedule, wd_schedule, momentum_schedule), raw_grads=grads)
         s = f"step{step}."
         tensors[s + "loss"] = loss.detach().reshape(1)
         tensors[s + "student_output"] = student_output.detach()
@@ -208,7 +203,7 @@ def main():
         opt = torch.optim.SGD(groups, lr=0, momentum=0.9) if name == "sgd" else LARS(groups)
         loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
         for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
-            loss, _, _ = train_step(st, te, opt, loss_fn, crops, epoch, epoch * NITER + it_in_epoch,
+            loss, _, _, _ = train_step(st, te, opt, loss_fn, crops, epoch, epoch * NITER + it_in_epoch,
                                     (lr_schedule, wd_schedule, momentum_schedule))
             tensors[f"{name}.step{step}.loss"] = loss.detach().reshape(1)
         for k, v in official_names(st.state_dict()).items():
@@ -251,8 +246,9 @@ def bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta):
     tensors = {f"init.{k}": v for k, v in official_names(student.state_dict()).items()}
     tensors.update({f"crop.{i}": c for i, c in enumerate(crops)})
     for step, (epoch, it_in_epoch) in enumerate([(0, 1), (1, 0)]):
-        loss, s_out, t_out = train_step(student, teacher, opt, loss_fn, crops, epoch, epoch * NITER + it_in_epoch,
-                                        (lr_schedule, wd_schedule, momentum_schedule))
+        loss, s_out, t_out, _ = train_step(student, teacher, opt, loss_fn, crops, epoch,
+                                           epoch * NITER + it_in_epoch,
+                                           (lr_schedule, wd_schedule, momentum_schedule))
         s = f"step{step}."
         tensors[s + "loss"] = loss.detach().reshape(1)
         tensors[s + "teacher_output"] = t_out.detach()
