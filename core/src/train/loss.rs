@@ -80,13 +80,9 @@ impl DinoLoss {
     /// dominates every image (sharpening wins); a healthy run keeps the first low and the
     /// second high.
     pub fn teacher_entropies(&self, teacher_out: Tensor<2>, teacher_temp: f64) -> Tensor<1> {
-        Self::target_entropies(self.teacher_targets(teacher_out, teacher_temp))
-    }
-
-    /// [`Self::teacher_entropies`] of targets already computed.
-    pub fn target_entropies(p: Tensor<2>) -> Tensor<1> {
-        let rows = p.dims()[0];
-        Self::entropies_from_sums(Self::target_sums(p), rows)
+        let rows = teacher_out.dims()[0];
+        let targets = self.teacher_targets(teacher_out, teacher_temp);
+        Self::entropies_from_sums(Self::target_sums(targets), rows)
     }
 
     /// What the diagnostics need from one part of a batch, so parts on several devices can be
@@ -97,7 +93,7 @@ impl DinoLoss {
         Tensor::cat(vec![per_row, p.sum_dim(0).reshape([k])], 0)
     }
 
-    /// [`Self::target_entropies`] from [`Self::target_sums`] added over `rows` rows.
+    /// [`Self::teacher_entropies`] from [`Self::target_sums`] added over `rows` rows.
     pub fn entropies_from_sums(sums: Tensor<1>, rows: usize) -> Tensor<1> {
         let k = sums.dims()[0] - 1;
         let per_image = sums.clone().slice(0..1) / rows as f64;
