@@ -83,7 +83,14 @@ impl Tensors for Trainer {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    assert_resumes_exactly(tiny_config());
+    assert_resumes_exactly(tiny_config(), 1);
+}
+
+#[test]
+fn resumed_data_parallel_run_equals_uninterrupted_run() {
+    // the parts of a batch run on threads at the same time, drop path included: still one
+    // exact run
+    assert_resumes_exactly(tiny_config(), 2);
 }
 
 #[test]
@@ -91,23 +98,29 @@ fn resumed_run_with_batchnorm_head_equals_uninterrupted_run() {
     // the BatchNorm running statistics travel in the checkpoint too
     let mut cfg = tiny_config();
     cfg.use_bn_in_head = true;
-    assert_resumes_exactly(cfg);
+    assert_resumes_exactly(cfg, 1);
 }
 
 /// 7 iterations straight, and 3 + save + load + 4: the same losses and every tensor of the
-/// checkpoint (networks, optimiser state, center) equal bit for bit.
-fn assert_resumes_exactly(cfg: TrainConfig) {
+/// checkpoint (networks, optimiser state, center) equal bit for bit. `parts`: the batch split
+/// over that many copies of the device.
+fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
     let ld = loader(&cfg);
     let n = ld.niter_per_epoch();
     assert_eq!(n, 5); // 11 images / batch 2, the last one dropped
     let dev = device();
+    let new = |cfg: &TrainConfig| {
+        let mut t = Trainer::new(cfg.clone(), n, &dev).unwrap();
+        t.set_devices(vec![dev.clone(); parts]).unwrap();
+        t
+    };
 
     // 7 iterations: the resumed part crosses the epoch boundary (5)
-    let mut straight = Trainer::new(cfg.clone(), n, &dev).unwrap();
+    let mut straight = new(&cfg);
     let losses = run(&mut straight, &ld, 7);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 
-    let mut first = Trainer::new(cfg.clone(), n, &dev).unwrap();
+    let mut first = new(&cfg);
     let early = run(&mut first, &ld, 3);
     assert_eq!(early, losses[..3], "same seed, same run");
     let dir = tempfile::tempdir().unwrap();
@@ -115,6 +128,7 @@ fn assert_resumes_exactly(cfg: TrainConfig) {
     first.save(&path).unwrap();
     drop(first);
     let mut resumed = Trainer::load(&path, &dev).unwrap();
+    resumed.set_devices(vec![dev.clone(); parts]).unwrap();
     assert_eq!((resumed.iteration, resumed.epoch()), (3, 0));
     let late = run(&mut resumed, &ld, 4);
     assert_eq!(late, losses[3..], "resumed losses");

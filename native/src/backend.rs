@@ -38,6 +38,22 @@ impl Backend {
         }
     }
 
+    /// How many parts a batch of `batch` images runs as when `--devices` is not given: one
+    /// device on GPUs; on the CPU 4 parts at the same time (2, 1 when the batch does not split),
+    /// because burn-flex runs its element-wise ops on one thread and only its matrix products
+    /// on all cores: parts on their own threads fill the idle cores (measured on 2 cores:
+    /// 1.6x the images/s of one part on a small ViT, 1.2x on ViT-S/16; BENCHMARKS.md). A
+    /// BatchNorm head needs one part (no synchronised batch statistics).
+    pub fn default_parts(self, batch: usize, bn_head: bool) -> usize {
+        match self {
+            Backend::Cpu if !bn_head => [4, 2]
+                .into_iter()
+                .find(|n| batch.is_multiple_of(*n))
+                .unwrap_or(1),
+            _ => 1,
+        }
+    }
+
     /// Every GPU of a GPU backend, discrete ones first; software adapters (a CPU rasterizer
     /// such as lavapipe, which wgpu lists too) are left out.
     #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
@@ -89,5 +105,25 @@ impl Backend {
             #[cfg(not(feature = "metal"))]
             Backend::Metal => missing("metal"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn the_cpu_splits_a_batch_into_as_many_parts_as_it_can_up_to_four() {
+        let parts = |b, bn| Backend::Cpu.default_parts(b, bn);
+        assert_eq!(
+            [parts(64, false), parts(6, false), parts(7, false)],
+            [4, 2, 1]
+        );
+        assert_eq!(parts(64, true), 1, "BatchNorm head: one part");
+        assert_eq!(
+            Backend::Vulkan.default_parts(64, false),
+            1,
+            "one GPU by default"
+        );
     }
 }

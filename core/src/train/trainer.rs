@@ -2,8 +2,6 @@
 //! teacher on the global crops, student on all crops, loss, backward, clipping, frozen last
 //! layer, optimiser step with the iteration's lr and weight decay, teacher EMA, center update.
 
-use std::borrow::Cow;
-
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -82,16 +80,18 @@ pub struct Trainer {
     devices: Vec<Device>,
 }
 
-/// One device's share of an iteration, kept until its backward pass.
+/// One device's share of an iteration, after its backward pass.
 struct Part {
-    /// The student on that device (the trainer's own on the first).
-    student: DinoNet,
-    /// Mean loss of the part (autodiff).
+    /// Mean loss of the part.
     loss: Tensor<1>,
     /// [`DinoLoss::target_sums`] of the part's teacher targets.
     target_sums: Tensor<1>,
     /// Sum of the teacher outputs over the part's rows, `[K]`.
     teacher_sum: Tensor<1>,
+    /// The part's gradients (of its loss / number of parts), on the trainer's device.
+    grads: GradientsParams,
+    /// The student the gradients belong to (the trainer's own on the first device).
+    student: DinoNet,
 }
 
 impl Trainer {
@@ -167,14 +167,16 @@ impl Trainer {
         self.iteration >= self.total_iterations()
     }
 
-    /// Teacher and student forward passes and the loss of one part of a batch on `device`
-    /// (`first`: the trainer's own device and networks; otherwise copies moved there).
-    fn forward_part(
+    /// One part of a batch on `device`: teacher and student forward passes, the loss, and
+    /// the backward pass of `loss * scale` (`first`: the trainer's own device and networks;
+    /// otherwise copies moved there). Runs on its own thread when there are several parts.
+    fn run_part(
         &self,
         shard: &CropBatch,
         device: &Device,
         first: bool,
         temp: f64,
+        scale: f64,
     ) -> Result<Part> {
         let crops = self.cfg.crops();
         let b = shard.batch;
@@ -209,10 +211,21 @@ impl Trainer {
         let teacher_out = teacher.forward(vec![Tensor::from_data(globals(), device)])?;
         let student_out = student.forward(groups)?;
         let targets = loss.teacher_targets(teacher_out.clone(), temp);
+        let part_loss = loss.forward_targets(student_out, targets.clone());
+        let backward = if scale == 1.0 {
+            part_loss.backward()
+        } else {
+            (part_loss.clone() * scale).backward()
+        };
+        let mut grads = GradientsParams::from_grads(backward, &student);
+        if !first {
+            grads = grads.to_device(&self.device, &student);
+        }
         Ok(Part {
-            loss: loss.forward_targets(student_out, targets.clone()),
+            loss: part_loss.inner(),
             target_sums: DinoLoss::target_sums(targets),
             teacher_sum: teacher_out.inner().sum_dim(0).reshape([self.cfg.out_dim]),
+            grads,
             student,
         })
     }
@@ -265,26 +278,45 @@ impl Trainer {
         let crops = self.cfg.crops();
         let n = self.devices.len();
         let temp = self.schedules.teacher_temp[epoch];
-        // drop-path masks: a stream per iteration, so runs resume exactly
-        crate::rng::seed_drop_path(mix(self.cfg.seed, it as u64, 0xD209));
-        let mut parts = Vec::with_capacity(n);
-        for (k, device) in self.devices.iter().enumerate() {
-            let shard = if n == 1 {
-                Cow::Borrowed(batch)
-            } else {
-                Cow::Owned(batch.shard(k, n, crops.local_crops)?)
-            };
-            parts.push(self.forward_part(&shard, device, k == 0, temp)?);
-        }
-        // the loss and the diagnostics of all parts, read back at once (a readback waits for
-        // the GPUs)
+        // drop-path masks: a stream per iteration and part, so runs resume exactly
+        let drop_path_seed = |k: usize| mix(self.cfg.seed, it as u64, 0xD209 + ((k as u64) << 32));
         let scale = 1.0 / n as f64;
+        let parts: Vec<Part> = if n == 1 {
+            crate::rng::seed_drop_path(drop_path_seed(0));
+            vec![self.run_part(batch, &self.device, true, temp, scale)?]
+        } else {
+            // one thread per part: GPUs work at the same time, and on a CPU one part's
+            // single-threaded element-wise ops overlap the other's matrix products
+            let shards = (0..n)
+                .map(|k| batch.shard(k, n, crops.local_crops))
+                .collect::<Result<Vec<_>>>()?;
+            let this = &*self;
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = shards
+                    .iter()
+                    .zip(&this.devices)
+                    .enumerate()
+                    .map(|(k, (shard, device))| {
+                        scope.spawn(move || {
+                            crate::rng::seed_drop_path(drop_path_seed(k));
+                            this.run_part(shard, device, k == 0, temp, scale)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect::<Result<Vec<_>>>()
+            })?
+        };
+        // the loss and the diagnostics of all parts, read back at once (a readback waits for
+        // the GPUs); nothing is updated before the loss is known to be finite
         let rows = 2 * batch.batch;
-        let mut loss = parts[0].loss.clone().inner();
+        let mut loss = parts[0].loss.clone();
         let mut sums = parts[0].target_sums.clone();
         let mut teacher_sum = parts[0].teacher_sum.clone();
         for p in &parts[1..] {
-            loss = loss + p.loss.clone().inner().to_device(&self.device);
+            loss = loss + p.loss.clone().to_device(&self.device);
             sums = sums + p.target_sums.clone().to_device(&self.device);
             teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(&self.device);
         }
@@ -303,18 +335,15 @@ impl Trainer {
         }
         // the mean gradient over the parts, on the first device
         let grads = if n == 1 {
-            GradientsParams::from_grads(parts[0].loss.backward(), &parts[0].student)
+            parts.into_iter().next().expect("one part").grads
         } else {
             let mut sum = GradientsAccumulator::<DinoNet>::new();
-            for p in &parts {
-                let g =
-                    GradientsParams::from_grads((p.loss.clone() * scale).backward(), &p.student);
-                sum.accumulate(&p.student, g.to_device(&self.device, &p.student));
+            for p in parts {
+                sum.accumulate(&p.student, p.grads);
             }
             sum.grads()
         };
         let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
-        drop(parts);
         let settings = StepSettings {
             lr: self.schedules.lr[it],
             weight_decay: self.schedules.wd[it],

@@ -72,6 +72,10 @@ pub struct Args {
     /// Interleaved rounds: each round times every engine in turn.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Train step: split each batch over this many devices of `--device`, as `dino train
+    /// --devices` does (on the CPU: that many parts of the batch at the same time).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     /// Train step: where the PyTorch reference runs (`cuda` times it in fp32 and TF32).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     torch_device: String,
@@ -194,9 +198,16 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 local_crops_number: args.local_crops,
                 epochs: 1000,
                 warmup_epochs: 0,
+                batch_size: args.batch[0],
                 ..TrainConfig::default()
             };
-            let trainer = std::cell::RefCell::new(Trainer::new(cfg.clone(), 1, &device)?);
+            if let Some(b) = args.batch.iter().find(|&&b| b % args.devices.max(1) != 0) {
+                anyhow::bail!("--batch {b} does not split over --devices {}", args.devices);
+            }
+            let devices = args.device.devices(args.devices)?;
+            let mut trainer = Trainer::new(cfg.clone(), 1, &devices[0])?;
+            trainer.set_devices(devices)?;
+            let trainer = std::cell::RefCell::new(trainer);
             let mut rng = dino_core::rng::seeded(0);
             let batches: Vec<CropBatch> = args
                 .batch
@@ -216,8 +227,12 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 })
                 .collect();
             let batches = &batches;
+            let name = match args.devices {
+                1 => burn_name(args.device),
+                n => format!("{}, {n} parts", burn_name(args.device)),
+            };
             let runners = vec![(
-                burn_name(args.device),
+                name,
                 Runner::Ours(Box::new(move |i| {
                     trainer.borrow_mut().step(&batches[i])?;
                     Ok(())

@@ -44,10 +44,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
     /// Data parallel over this many devices of `--device` (GPUs 0..N-1): each takes
-    /// batch_size / N images of every iteration. On the CPU the parts run one after another on
-    /// the same cores (the numbers of an N-GPU run, no speed-up).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    devices: usize,
+    /// batch_size / N images of every iteration, on its own thread. On the CPU: the batch runs
+    /// as N parts at the same time, which keeps every core busy. [default: 1 on GPUs; 4 on the
+    /// CPU, or 2 or 1 when the batch does not split that way, 1 with a BatchNorm head]
+    #[arg(long, value_name = "N")]
+    devices: Option<usize>,
     /// Attention maps of a few fixed images every this many epochs (0: never).
     #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     attention_every: usize,
@@ -289,7 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     // the first of the data-parallel devices (the only one by default) keeps the run's state
-    let devices = args.device.devices(args.devices)?;
+    let mut devices = args.device.devices(args.devices.unwrap_or(1))?;
     let device = devices[0].clone();
 
     // resume: an explicit file, else the output folder's checkpoint
@@ -337,14 +338,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if resume_from.is_none() {
         trainer = Trainer::new(cfg.clone(), niter, &device)?;
     }
-    if devices.len() > 1 {
+    if args.devices.is_none() {
+        // on the CPU the batch splits by default (the run's own batch size, when resuming)
+        let n = args
+            .device
+            .default_parts(cfg.batch_size, cfg.use_bn_in_head);
+        devices = vec![device.clone(); n];
+    }
+    let n = devices.len();
+    if n > 1 {
         trainer.set_devices(devices)?;
-        eprintln!(
-            "data parallel: {} images on each of {} {:?} devices",
-            cfg.batch_size / args.devices,
-            args.devices,
-            args.device
-        );
+        match args.device {
+            Backend::Cpu => eprintln!(
+                "CPU: each batch runs as {n} parts of {} images at the same time (--devices 1: \
+                 one part)",
+                cfg.batch_size / n
+            ),
+            other => eprintln!(
+                "data parallel: {} images on each of {n} {other:?} devices",
+                cfg.batch_size / n
+            ),
+        }
     }
     std::fs::write(out.join("config.toml"), cfg.to_toml()).context("writing config.toml")?;
     let vit = cfg.vit()?;
