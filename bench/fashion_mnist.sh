@@ -5,7 +5,7 @@
 # random init, all evaluated by `dino knn` on the full 60k / 10k split.
 #
 #   sudo apt-get install dataset-fashion-mnist
-#   bash bench/fashion_mnist.sh [WORKDIR]        # ~45 min on 2 cores
+#   bash bench/fashion_mnist.sh [WORKDIR]        # ~50 min on 2 cores (dino-rs ~20, PyTorch ~20-27)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W="${1:-/tmp/fmbench}"
