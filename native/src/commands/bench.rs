@@ -73,9 +73,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Train step: split each batch over this many devices of `--device`, as `dino train
-    /// --devices` does (on the CPU: that many parts of the batch at the same time).
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// --devices` does (on the CPU: that many parts of the batch at the same time). [default:
+    /// what `dino train` does for these batch sizes]
+    #[arg(long, value_name = "N")]
+    devices: Option<usize>,
     /// Train step: where the PyTorch reference runs (`cuda` times it in fp32 and TF32).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     torch_device: String,
@@ -201,10 +202,17 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 batch_size: args.batch[0],
                 ..TrainConfig::default()
             };
-            if let Some(b) = args.batch.iter().find(|&&b| b % args.devices.max(1) != 0) {
-                anyhow::bail!("--batch {b} does not split over --devices {}", args.devices);
+            let parts = args.devices.unwrap_or_else(|| {
+                let by_batch = args
+                    .batch
+                    .iter()
+                    .map(|&b| args.device.default_parts(b, false));
+                by_batch.min().unwrap_or(1)
+            });
+            if let Some(b) = args.batch.iter().find(|&&b| b % parts.max(1) != 0) {
+                anyhow::bail!("--batch {b} does not split over --devices {parts}");
             }
-            let devices = args.device.devices(args.devices)?;
+            let devices = args.device.devices(parts)?;
             let mut trainer = Trainer::new(cfg.clone(), 1, &devices[0])?;
             trainer.set_devices(devices)?;
             let trainer = std::cell::RefCell::new(trainer);
@@ -227,7 +235,7 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 })
                 .collect();
             let batches = &batches;
-            let name = match args.devices {
+            let name = match parts {
                 1 => burn_name(args.device),
                 n => format!("{}, {n} parts", burn_name(args.device)),
             };
