@@ -343,7 +343,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let n = args
             .device
             .default_parts(cfg.batch_size, cfg.use_bn_in_head);
-        devices = vec![device.clone(); n];
+        devices = args.device.devices(n)?;
     }
     let n = devices.len();
     if n > 1 {
