@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use dino_core::VitConfig;
@@ -341,21 +342,20 @@ fn two_training_iterations_match_pytorch() {
                     &want("head.last_layer.weight_v"),
                     1e-4,
                 );
-                let w0 = &student.head.mlp[0].weight;
-                let [fi, fo] = w0.val().dims();
-                assert_close(
+                // Burn stores a Linear weight as [in, out], PyTorch as [out, in]
+                let linear = |what: &str, w: &Param<Tensor<2>>, key: &str| {
+                    let [fi, fo] = w.val().dims();
+                    assert_close(what, &transpose2(&g2(w.id), fi, fo), &want(key), 1e-4);
+                };
+                linear(
                     "grad mlp.0.weight",
-                    &transpose2(&g2(w0.id), fi, fo),
-                    &want("head.mlp.0.weight"),
-                    1e-4,
+                    &student.head.mlp[0].weight,
+                    "head.mlp.0.weight",
                 );
-                let qkv = &student.backbone.blocks[0].attn.qkv.weight;
-                let [fi, fo] = qkv.val().dims();
-                assert_close(
+                linear(
                     "grad qkv",
-                    &transpose2(&g2(qkv.id), fi, fo),
-                    &want("backbone.blocks.0.attn.qkv.weight"),
-                    1e-4,
+                    &student.backbone.blocks[0].attn.qkv.weight,
+                    "backbone.blocks.0.attn.qkv.weight",
                 );
                 let g3 = |id| to_vec(grads.get::<3>(id).unwrap());
                 assert_close(
