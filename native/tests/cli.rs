@@ -490,6 +490,20 @@ fn train_refuses_bad_settings_and_data() {
     three.extend(["--devices", "0"]);
     let e = fails(&three);
     assert!(e.contains("at least 1"), "{e}");
+    // the training-step benchmark splits its batches the same way
+    let e = fails(&[
+        "bench",
+        "--mode",
+        "train-step",
+        "--batch",
+        "3",
+        "--devices",
+        "2",
+    ]);
+    assert!(
+        e.contains("--batch 3 does not split over --devices 2"),
+        "{e}"
+    );
     if !cfg!(feature = "vulkan") {
         three.extend(["--devices", "2", "--device", "vulkan"]);
         let e = fails(&three);
