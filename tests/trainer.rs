@@ -303,6 +303,66 @@ fn data_parallel_over_two_devices_equals_one_device() {
 }
 
 #[test]
+fn accumulated_micro_batches_equal_the_same_split_over_devices() {
+    // Gradient accumulation: two micro-batches one after another on one device update as two
+    // parts on two devices do, bit for bit, drop path included (the same masks per piece).
+    let mut cfg = tiny_config();
+    cfg.batch_size = 4;
+    let ld = loader(&cfg);
+    let n = ld.niter_per_epoch();
+    let mut accumulated = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    accumulated.set_accumulation(2).unwrap();
+    assert_eq!(accumulated.accum_steps(), 2);
+    let mut parts = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    parts.set_devices(vec![device(), device()]).unwrap();
+    let (a, b) = (run(&mut accumulated, &ld, 4), run(&mut parts, &ld, 4));
+    assert_eq!(a, b, "losses");
+    assert!(state(&accumulated) == state(&parts), "weights differ");
+    // without drop path, the losses of the whole batch at once (the weights: as in
+    // data_parallel_over_two_devices_equals_one_device)
+    cfg.drop_path_rate = 0.0;
+    let mut whole = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    let mut micro = Trainer::new(cfg, n, &device()).unwrap();
+    micro.set_accumulation(4).unwrap();
+    let (c, d) = (run(&mut whole, &ld, 4), run(&mut micro, &ld, 4));
+    for (x, y) in c.iter().zip(&d) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "losses {c:?} vs {d:?}");
+    }
+    // 2 devices x 2 micro-batches of one image each
+    let mut both = Trainer::new(accumulated.cfg.clone(), n, &device()).unwrap();
+    both.set_devices(vec![device(), device()]).unwrap();
+    both.set_accumulation(2).unwrap();
+    let e = run(&mut both, &ld, 2);
+    assert!(e.iter().all(|l| l.is_finite()), "{e:?}");
+}
+
+#[test]
+fn accumulation_refuses_what_it_cannot_split() {
+    let mut cfg = tiny_config();
+    cfg.batch_size = 4;
+    let mut t = Trainer::new(cfg.clone(), 2, &device()).unwrap();
+    let e = t.set_accumulation(0).unwrap_err().to_string();
+    assert!(e.contains("at least one micro-batch"), "{e}");
+    let e = t.set_accumulation(3).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot be split over 1 device(s) x 3 accumulation steps"),
+        "{e}"
+    );
+    t.set_accumulation(4).unwrap();
+    let e = t.set_devices(vec![device(); 2]).unwrap_err().to_string();
+    assert!(e.contains("2 device(s) x 4 accumulation steps"), "{e}");
+    assert_eq!((t.devices().len(), t.accum_steps()), (1, 4));
+    cfg.use_bn_in_head = true;
+    let mut t = Trainer::new(cfg, 2, &device()).unwrap();
+    let e = t.set_accumulation(2).unwrap_err().to_string();
+    assert!(e.contains("BatchNorm"), "{e}");
+    assert!(
+        t.set_accumulation(1).is_ok(),
+        "no accumulation always works"
+    );
+}
+
+#[test]
 fn data_parallel_refuses_what_it_cannot_split() {
     let mut cfg = tiny_config();
     cfg.batch_size = 4;

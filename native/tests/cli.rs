@@ -490,6 +490,19 @@ fn train_refuses_bad_settings_and_data() {
     three.extend(["--devices", "0"]);
     let e = fails(&three);
     assert!(e.contains("at least 1"), "{e}");
+    // gradient accumulation: 2 images as 3 micro-batches do not split; as 2 they train
+    three.extend(["--devices", "1", "--accum-steps", "3"]);
+    let e = fails(&three);
+    assert!(e.contains("1 device(s) x 3 accumulation steps"), "{e}");
+    three.extend(["--accum-steps", "2"]);
+    let r = dino(&three);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("gradient accumulation: each batch of 2 runs as 2 micro-batches of 1 images"),
+        "{err}"
+    );
+    three.extend(["--accum-steps", "1", "--no-resume"]);
     // the training-step benchmark splits its batches the same way
     let e = fails(&[
         "bench",

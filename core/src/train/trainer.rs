@@ -78,17 +78,19 @@ pub struct Trainer {
     pub device: Device,
     /// Devices the batch is split over, the first being `device` (see [`Trainer::set_devices`]).
     devices: Vec<Device>,
+    /// Micro-batches each device runs one after another (see [`Trainer::set_accumulation`]).
+    accum_steps: usize,
 }
 
 /// One device's share of an iteration, after its backward pass.
 struct Part {
-    /// Mean loss of the part.
+    /// Sum of the mean losses of the part's micro-batches.
     loss: Tensor<1>,
     /// [`DinoLoss::target_sums`] of the part's teacher targets.
     target_sums: Tensor<1>,
     /// Sum of the teacher outputs over the part's rows, `[K]`.
     teacher_sum: Tensor<1>,
-    /// The part's gradients (of its loss / number of parts), on the trainer's device.
+    /// The part's gradients (of its loss / number of micro-batches), on the trainer's device.
     grads: GradientsParams,
     /// The student the gradients belong to (the trainer's own on the first device).
     student: DinoNet,
@@ -135,6 +137,7 @@ impl Trainer {
             iteration: 0,
             device: device.clone(),
             devices: vec![device.clone()],
+            accum_steps: 1,
             cfg,
             student: Some(student),
             teacher: Some(teacher),
@@ -167,19 +170,24 @@ impl Trainer {
         self.iteration >= self.total_iterations()
     }
 
-    /// One part of a batch on `device`: teacher and student forward passes, the loss, and
-    /// the backward pass of `loss * scale` (`first`: the trainer's own device and networks;
-    /// otherwise copies moved there). Runs on its own thread when there are several parts.
+    /// One device's part of a batch: for each of its micro-batches (one unless accumulating)
+    /// teacher and student forward passes, the loss and the backward pass of `loss * scale`,
+    /// the gradients summed as they come so that only one micro-batch's activations live at a
+    /// time (`first`: the trainer's own device and networks; otherwise copies moved there).
+    /// `micro[j]` draws its drop-path masks from `drop_path_seed(first_micro + j)`. Runs on its
+    /// own thread when there are several parts.
+    #[allow(clippy::too_many_arguments)]
     fn run_part(
         &self,
-        shard: &CropBatch,
+        micro: &[CropBatch],
+        first_micro: usize,
+        drop_path_seed: impl Fn(usize) -> u64,
         device: &Device,
         first: bool,
         temp: f64,
         scale: f64,
     ) -> Result<Part> {
         let crops = self.cfg.crops();
-        let b = shard.batch;
         let (g, l) = (crops.global_size as usize, crops.local_size as usize);
         let ad = self.cfg.student_device(device);
         let (student, teacher, loss) = if first {
@@ -199,32 +207,50 @@ impl Trainer {
                 loss,
             )
         };
-        let globals = || TensorData::new(shard.globals.clone(), [2 * b, 3, g, g]);
-        let mut groups = vec![Tensor::<4>::from_data(globals(), &ad)];
-        if crops.local_crops > 0 {
-            let n = crops.local_crops * b;
-            groups.push(Tensor::from_data(
-                TensorData::new(shard.locals.clone(), [n, 3, l, l]),
-                &ad,
-            ));
+        let mut sum = GradientsAccumulator::<DinoNet>::new();
+        let mut totals: Option<(Tensor<1>, Tensor<1>, Tensor<1>)> = None;
+        for (j, shard) in micro.iter().enumerate() {
+            crate::rng::seed_drop_path(drop_path_seed(first_micro + j));
+            let b = shard.batch;
+            let globals = || TensorData::new(shard.globals.clone(), [2 * b, 3, g, g]);
+            let mut groups = vec![Tensor::<4>::from_data(globals(), &ad)];
+            if crops.local_crops > 0 {
+                let n = crops.local_crops * b;
+                groups.push(Tensor::from_data(
+                    TensorData::new(shard.locals.clone(), [n, 3, l, l]),
+                    &ad,
+                ));
+            }
+            let teacher_out = teacher.forward(vec![Tensor::from_data(globals(), device)])?;
+            let student_out = student.forward(groups)?;
+            let targets = loss.teacher_targets(teacher_out.clone(), temp);
+            let micro_loss = loss.forward_targets(student_out, targets.clone());
+            let backward = if scale == 1.0 {
+                micro_loss.backward()
+            } else {
+                (micro_loss.clone() * scale).backward()
+            };
+            sum.accumulate(&student, GradientsParams::from_grads(backward, &student));
+            let values = (
+                micro_loss.inner(),
+                DinoLoss::target_sums(targets),
+                teacher_out.inner().sum_dim(0).reshape([self.cfg.out_dim]),
+            );
+            totals = Some(match totals {
+                None => values,
+                Some((a, b, c)) => (a + values.0, b + values.1, c + values.2),
+            });
         }
-        let teacher_out = teacher.forward(vec![Tensor::from_data(globals(), device)])?;
-        let student_out = student.forward(groups)?;
-        let targets = loss.teacher_targets(teacher_out.clone(), temp);
-        let part_loss = loss.forward_targets(student_out, targets.clone());
-        let backward = if scale == 1.0 {
-            part_loss.backward()
-        } else {
-            (part_loss.clone() * scale).backward()
-        };
-        let mut grads = GradientsParams::from_grads(backward, &student);
+        let (loss, target_sums, teacher_sum) =
+            totals.ok_or_else(|| Error::Input("a part without micro-batches".into()))?;
+        let mut grads = sum.grads();
         if !first {
             grads = grads.to_device(&self.device, &student);
         }
         Ok(Part {
-            loss: part_loss.inner(),
-            target_sums: DinoLoss::target_sums(targets),
-            teacher_sum: teacher_out.inner().sum_dim(0).reshape([self.cfg.out_dim]),
+            loss,
+            target_sums,
+            teacher_sum,
             grads,
             student,
         })
@@ -244,13 +270,7 @@ impl Trainer {
                 "data parallel: the first device must be the trainer's own".into(),
             ));
         }
-        if !self.cfg.batch_size.is_multiple_of(n) {
-            return Err(Error::Input(format!(
-                "data parallel: a batch of {} images cannot be split over {n} devices; use a \
-                 multiple of {n}",
-                self.cfg.batch_size
-            )));
-        }
+        self.check_split(n, self.accum_steps)?;
         if n > 1 && self.cfg.use_bn_in_head {
             return Err(Error::Input(
                 "data parallel with BatchNorm in the head needs synchronised batch statistics \
@@ -261,6 +281,54 @@ impl Trainer {
         }
         self.devices = devices;
         Ok(())
+    }
+
+    /// Gradient accumulation: each device's part of a batch runs as `steps` micro-batches one
+    /// after another, their gradients summed before the single update of the iteration, so a
+    /// batch needs the activation memory of `batch_size / (devices x steps)` images only. The
+    /// update equals the one of the whole batch up to float rounding (as with several devices:
+    /// the loss is a mean over images and the center the mean over the whole batch), except
+    /// that drop-path masks are drawn per micro-batch: `steps` micro-batches on one device give
+    /// the same weights as `steps` devices. Not in the official code, which has no accumulation.
+    pub fn set_accumulation(&mut self, steps: usize) -> Result<()> {
+        if steps == 0 {
+            return Err(Error::Input(
+                "gradient accumulation needs at least one micro-batch per step".into(),
+            ));
+        }
+        self.check_split(self.devices.len(), steps)?;
+        if steps > 1 && self.cfg.use_bn_in_head {
+            return Err(Error::Input(
+                "gradient accumulation with BatchNorm in the head would normalise each \
+                 micro-batch with its own statistics: use use_bn_in_head = false or no \
+                 accumulation"
+                    .into(),
+            ));
+        }
+        self.accum_steps = steps;
+        Ok(())
+    }
+
+    /// Micro-batches per device and iteration (1: no gradient accumulation).
+    pub fn accum_steps(&self) -> usize {
+        self.accum_steps
+    }
+
+    /// The batch must split into `devices x steps` equal micro-batches.
+    fn check_split(&self, devices: usize, steps: usize) -> Result<()> {
+        let pieces = devices * steps;
+        if self.cfg.batch_size.is_multiple_of(pieces) {
+            return Ok(());
+        }
+        let over = match steps {
+            1 => format!("{devices} devices"),
+            _ => format!("{devices} device(s) x {steps} accumulation steps"),
+        };
+        Err(Error::Input(format!(
+            "data parallel: a batch of {} images cannot be split over {over}; use a multiple \
+             of {pieces}",
+            self.cfg.batch_size
+        )))
     }
 
     /// The devices a batch is split over (one: no data parallelism).
@@ -280,26 +348,36 @@ impl Trainer {
         let temp = self.schedules.teacher_temp[epoch];
         // drop-path masks: a stream per iteration and part, so runs resume exactly
         let drop_path_seed = |k: usize| mix(self.cfg.seed, it as u64, 0xD209 + ((k as u64) << 32));
-        let scale = 1.0 / n as f64;
+        let a = self.accum_steps;
+        let scale = 1.0 / (n * a) as f64;
+        // micro-batch j of part k: images of piece k * a + j of n * a, its own drop-path stream
+        let micro = |k: usize| -> Result<Vec<CropBatch>> {
+            (0..a)
+                .map(|j| batch.shard(k * a + j, n * a, crops.local_crops))
+                .collect()
+        };
         let parts: Vec<Part> = if n == 1 {
-            crate::rng::seed_drop_path(drop_path_seed(0));
-            vec![self.run_part(batch, &self.device, true, temp, scale)?]
+            let whole;
+            let micro = if a == 1 {
+                std::slice::from_ref(batch)
+            } else {
+                whole = micro(0)?;
+                &whole[..]
+            };
+            vec![self.run_part(micro, 0, drop_path_seed, &self.device, true, temp, scale)?]
         } else {
             // one thread per part: GPUs work at the same time, and on a CPU one part's
             // single-threaded element-wise ops overlap the other's matrix products
-            let shards = (0..n)
-                .map(|k| batch.shard(k, n, crops.local_crops))
-                .collect::<Result<Vec<_>>>()?;
+            let shards = (0..n).map(micro).collect::<Result<Vec<_>>>()?;
             let this = &*self;
             std::thread::scope(|scope| {
                 let handles: Vec<_> = shards
                     .iter()
                     .zip(&this.devices)
                     .enumerate()
-                    .map(|(k, (shard, device))| {
+                    .map(|(k, (micro, device))| {
                         scope.spawn(move || {
-                            crate::rng::seed_drop_path(drop_path_seed(k));
-                            this.run_part(shard, device, k == 0, temp, scale)
+                            this.run_part(micro, k * a, drop_path_seed, device, k == 0, temp, scale)
                         })
                     })
                     .collect();

@@ -49,6 +49,13 @@ pub struct Args {
     /// CPU, or 2 or 1 when the batch does not split that way, 1 with a BatchNorm head]
     #[arg(long, value_name = "N")]
     devices: Option<usize>,
+    /// Gradient accumulation: each device (or CPU part) runs its share of a batch as N
+    /// micro-batches one after another and the iteration updates once with their summed
+    /// gradients: the batch of --batch-size with the activation memory of
+    /// batch_size / (devices x N) images (not in the official code). Give the same value when
+    /// resuming.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    accum_steps: usize,
     /// Attention maps of a few fixed images every this many epochs (0: never).
     #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     attention_every: usize,
@@ -340,9 +347,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.devices.is_none() {
         // on the CPU the batch splits by default (the run's own batch size, when resuming)
-        let n = args
-            .device
-            .default_parts(cfg.batch_size, cfg.use_bn_in_head);
+        // (of the micro-batch when accumulating)
+        let a = args.accum_steps.max(1);
+        let per_step = if cfg.batch_size.is_multiple_of(a) {
+            cfg.batch_size / a
+        } else {
+            cfg.batch_size
+        };
+        let n = args.device.default_parts(per_step, cfg.use_bn_in_head);
         devices = args.device.devices(n)?;
     }
     let n = devices.len();
@@ -359,6 +371,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 cfg.batch_size / n
             ),
         }
+    }
+    if args.accum_steps != 1 {
+        trainer.set_accumulation(args.accum_steps)?;
+        eprintln!(
+            "gradient accumulation: each batch of {} runs as {} micro-batches of {} images{}, \
+             one update per batch",
+            cfg.batch_size,
+            args.accum_steps,
+            cfg.batch_size / (n * args.accum_steps),
+            if n > 1 { " per part" } else { "" }
+        );
     }
     std::fs::write(out.join("config.toml"), cfg.to_toml()).context("writing config.toml")?;
     let vit = cfg.vit()?;
