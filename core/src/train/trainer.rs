@@ -82,7 +82,7 @@ pub struct Trainer {
     accum_steps: usize,
 }
 
-/// One device's share of an iteration, after its backward pass.
+/// One device's share of an iteration, after its backward passes.
 struct Part {
     /// Sum of the mean losses of the part's micro-batches.
     loss: Tensor<1>,
@@ -90,7 +90,8 @@ struct Part {
     target_sums: Tensor<1>,
     /// Sum of the teacher outputs over the part's rows, `[K]`.
     teacher_sum: Tensor<1>,
-    /// The part's gradients (of its loss / number of micro-batches), on the trainer's device.
+    /// The gradients of its micro-batch losses, each scaled by 1 / (devices x micro-batches)
+    /// so that the parts sum to the gradient of the batch's mean loss; on the trainer's device.
     grads: GradientsParams,
     /// The student the gradients belong to (the trainer's own on the first device).
     student: DinoNet,
