@@ -321,13 +321,16 @@ impl Trainer {
         if self.cfg.batch_size.is_multiple_of(pieces) {
             return Ok(());
         }
-        let over = match steps {
-            1 => format!("{devices} devices"),
-            _ => format!("{devices} device(s) x {steps} accumulation steps"),
+        let (what, over) = match steps {
+            1 => ("data parallel", format!("{devices} devices")),
+            _ => (
+                "gradient accumulation",
+                format!("{devices} device(s) x {steps} accumulation steps"),
+            ),
         };
         Err(Error::Input(format!(
-            "data parallel: a batch of {} images cannot be split over {over}; use a multiple \
-             of {pieces}",
+            "{what}: a batch of {} images cannot be split over {over}; use a multiple of \
+             {pieces}",
             self.cfg.batch_size
         )))
     }
