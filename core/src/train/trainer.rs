@@ -75,8 +75,8 @@ pub struct Trainer {
     pub niter_per_epoch: usize,
     /// Next global iteration (epoch * niter_per_epoch + iteration in epoch).
     pub iteration: usize,
-    pub device: Device,
-    /// Devices the batch is split over, the first being `device` (see [`Trainer::set_devices`]).
+    /// Devices the batch is split over; the first is the trainer's own, which holds the
+    /// networks, the optimiser state and the center (see [`Trainer::set_devices`]).
     devices: Vec<Device>,
     /// Micro-batches each device runs one after another (see [`Trainer::set_accumulation`]).
     accum_steps: usize,
@@ -136,7 +136,6 @@ impl Trainer {
             schedules: Schedules::new(&cfg, niter_per_epoch),
             niter_per_epoch,
             iteration: 0,
-            device: device.clone(),
             devices: vec![device.clone()],
             accum_steps: 1,
             cfg,
@@ -246,7 +245,7 @@ impl Trainer {
             totals.ok_or_else(|| Error::Input("a part without micro-batches".into()))?;
         let mut grads = sum.grads();
         if !first {
-            grads = grads.to_device(&self.device, &student);
+            grads = grads.to_device(self.device(), &student);
         }
         Ok(Part {
             loss,
@@ -266,7 +265,7 @@ impl Trainer {
     /// The networks are copied to the other devices at every step.
     pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<()> {
         let n = devices.len();
-        if devices.first() != Some(&self.device) {
+        if devices.first() != Some(self.device()) {
             return Err(Error::Input(
                 "data parallel: the first device must be the trainer's own".into(),
             ));
@@ -340,6 +339,11 @@ impl Trainer {
         &self.devices
     }
 
+    /// The trainer's own device: networks, optimiser state and center live there.
+    pub fn device(&self) -> &Device {
+        &self.devices[0]
+    }
+
     /// One iteration on a batch of crops. Fails on a non-finite loss (nothing is updated).
     pub fn step(&mut self, batch: &CropBatch) -> Result<StepStats> {
         let it = self.iteration;
@@ -368,7 +372,7 @@ impl Trainer {
                 whole = micro(0)?;
                 &whole[..]
             };
-            vec![self.run_part(micro, 0, drop_path_seed, &self.device, true, temp, scale)?]
+            vec![self.run_part(micro, 0, drop_path_seed, self.device(), true, temp, scale)?]
         } else {
             // one thread per part: GPUs work at the same time, and on a CPU one part's
             // single-threaded element-wise ops overlap the other's matrix products
@@ -398,9 +402,9 @@ impl Trainer {
         let mut sums = parts[0].target_sums.clone();
         let mut teacher_sum = parts[0].teacher_sum.clone();
         for p in &parts[1..] {
-            loss = loss + p.loss.clone().to_device(&self.device);
-            sums = sums + p.target_sums.clone().to_device(&self.device);
-            teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(&self.device);
+            loss = loss + p.loss.clone().to_device(self.device());
+            sums = sums + p.target_sums.clone().to_device(self.device());
+            teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(self.device());
         }
         let entropies = DinoLoss::entropies_from_sums(sums, rows);
         let values = Tensor::cat(vec![loss * scale, entropies], 0)
