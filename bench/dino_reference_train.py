@@ -132,6 +132,34 @@ class MultiCropWrapper(nn.Module):
         return self.head(torch.cat(output))
 
 
+def start_run(args):
+    """Seeds, thread count and output folder, as every bench training script starts."""
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+
+
+def image_folder_loader(args, transform):
+    """The training folder (ImageFolder, RGB) and its shuffled, drop-last loader."""
+    dataset = datasets.ImageFolder(args.data, transform=transform,
+                                   loader=lambda p: Image.open(p).convert("RGB"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.workers, drop_last=True,
+                                         persistent_workers=args.workers > 0)
+    return dataset, loader
+
+
+def save_backbone(backbone, out, start):
+    """Writes OUT/teacher_backbone.safetensors in the official key layout (what `dino knn` reads)."""
+    from safetensors.torch import save_file
+
+    state = {k.removeprefix("vit."): v.contiguous() for k, v in backbone.state_dict().items()}
+    save_file(state, os.path.join(out, "teacher_backbone.safetensors"))
+    print(f"trained in {time.time() - start:.0f} s; wrote {out}/teacher_backbone.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -171,17 +199,8 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: strict fp32 like dino-rs)")
     args = ap.parse_args()
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-
-    dataset = datasets.ImageFolder(args.data, transform=DataAugmentationDINO(args),
-                                   loader=lambda p: Image.open(p).convert("RGB"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.workers, drop_last=True,
-                                         persistent_workers=args.workers > 0)
+    start_run(args)
+    _, loader = image_folder_loader(args, DataAugmentationDINO(args))
     student = MultiCropWrapper(Backbone(args, args.drop_path_rate), DINOHead(
         args.embed_dim, args.out_dim, hidden=args.head_hidden_dim, bottleneck=args.head_bottleneck_dim,
         norm_last_layer=args.norm_last_layer, official_init=True))
@@ -237,12 +256,7 @@ def main():
         log.flush()
         print(json.dumps(stats), flush=True)
 
-    from safetensors.torch import save_file
-
-    state = {k.replace("backbone.vit.", ""): v.contiguous() for k, v in teacher.state_dict().items()
-             if k.startswith("backbone.vit.")}
-    save_file(state, os.path.join(args.out, "teacher_backbone.safetensors"))
-    print(f"trained in {time.time() - start:.0f} s; wrote {args.out}/teacher_backbone.safetensors")
+    save_backbone(teacher.backbone, args.out, start)
 
 
 if __name__ == "__main__":

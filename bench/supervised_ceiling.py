@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 
@@ -28,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from torchvision import datasets, transforms
+from torchvision import transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dino_reference_train import Backbone  # noqa: E402
+from dino_reference_train import Backbone, image_folder_loader, save_backbone, start_run  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 from dino_official import cosine_scheduler  # noqa: E402
@@ -59,21 +58,13 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-
+    start_run(args)
     augment = transforms.Compose([
         transforms.RandomResizedCrop(args.global_crop_size, scale=tuple(args.global_crops_scale),
                                      interpolation=Image.BICUBIC),
         transforms.RandomHorizontalFlip(p=0.5),
         transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    dataset = datasets.ImageFolder(args.data, transform=augment, loader=lambda p: Image.open(p).convert("RGB"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.workers, drop_last=True,
-                                         persistent_workers=args.workers > 0)
+    dataset, loader = image_folder_loader(args, augment)
     backbone = Backbone(args, args.drop_path_rate)
     classifier = nn.Linear(args.embed_dim, len(dataset.classes))
     params = list(backbone.parameters()) + list(classifier.parameters())
@@ -105,12 +96,7 @@ def main():
         log.flush()
         print(json.dumps(stats), flush=True)
 
-    from safetensors.torch import save_file
-
-    state = {k.replace("vit.", "", 1): v.contiguous() for k, v in backbone.state_dict().items()
-             if k.startswith("vit.") and not k.startswith("vit.head")}
-    save_file(state, os.path.join(args.out, "teacher_backbone.safetensors"))
-    print(f"trained in {time.time() - start:.0f} s; wrote {args.out}/teacher_backbone.safetensors")
+    save_backbone(backbone, args.out, start)
 
 
 if __name__ == "__main__":
