@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI), the
-# browser package in headless Chromium (wasm-bindgen-test), and the demo page end to end
-# (trunk build, playwright-core). Installs the browser tools first when missing
-# (tests/setup-browser-tools.sh).
+# Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI, the video
+# tests on real footage), the browser package in headless Chromium (wasm-bindgen-test), and
+# the demo page end to end (trunk build, playwright-core). First installs whatever of that is
+# missing (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...);
+# a test whose tool is still missing fails, it never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tests/setup-tools.sh
 cargo test --release --workspace "$@"
-bash tests/setup-browser-tools.sh
 (
     cd web
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \

@@ -556,41 +556,57 @@ fn video_writes_frames_and_animations() {
     .unwrap();
     use image::AnimationDecoder;
     assert_eq!(gif.into_frames().count(), 4);
-    // a real video file: decoded with ffmpeg where it is installed, else a clear message
+    // a video file without ffmpeg on the PATH: a clear message naming the missing tool
     let video = tmp.path().join("clip.avi");
     std::fs::write(&video, b"RIFF....AVI not really").unwrap();
-    let has_ffmpeg = Command::new("ffmpeg")
+    let no_tools = tmp.path().join("empty-path");
+    std::fs::create_dir_all(&no_tools).unwrap();
+    let err = common::fails_with_env(
+        &[("PATH", s(&no_tools))],
+        &["video", "-w", &w, s(&video), "--out", s(&out)],
+    );
+    assert!(err.contains("needs ffmpeg"), "{err}");
+    // with ffmpeg (required: tests/setup-tools.sh installs it), a broken file is a clear
+    // error and a real MP4 is decoded and written back
+    require_ffmpeg();
+    let err = fails(&["video", "-w", &w, s(&video), "--out", s(&out)]);
+    assert!(err.contains("ffmpeg could not decode"), "{err}");
+    let mp4 = tmp.path().join("clip.mp4");
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "5", "-i"])
+        .arg(frames.join("%05d.jpg"))
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&mp4)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out2 = tmp.path().join("o2");
+    let log = ok(&[
+        "video",
+        "-w",
+        &w,
+        s(&mp4),
+        "--out",
+        s(&out2),
+        "--resize",
+        "160",
+    ]);
+    assert!(log.contains("4 frames at 5 fps"), "{log}");
+    assert!(out2.join("attention.mp4").exists() && out2.join("attention.gif").exists());
+}
+
+/// The video tests need ffmpeg: a missing one fails the test with the way to install it
+/// (never a silent skip).
+fn require_ffmpeg() {
+    let found = Command::new("ffmpeg")
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let err = fails(&["video", "-w", &w, s(&video), "--out", s(&out)]);
-    if has_ffmpeg {
-        assert!(err.contains("ffmpeg could not decode"), "{err}");
-        let mp4 = tmp.path().join("clip.mp4");
-        let st = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-framerate", "5", "-i"])
-            .arg(frames.join("%05d.jpg"))
-            .args(["-pix_fmt", "yuv420p"])
-            .arg(&mp4)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let out2 = tmp.path().join("o2");
-        let log = ok(&[
-            "video",
-            "-w",
-            &w,
-            s(&mp4),
-            "--out",
-            s(&out2),
-            "--resize",
-            "160",
-        ]);
-        assert!(log.contains("4 frames at 5 fps"), "{log}");
-        assert!(out2.join("attention.mp4").exists() && out2.join("attention.gif").exists());
-    } else {
-        assert!(err.contains("needs ffmpeg"), "{err}");
-    }
+    assert!(
+        found,
+        "ffmpeg is required by the video tests but not installed: run `bash tests/setup-tools.sh` \
+         (or `sudo apt-get install ffmpeg`)"
+    );
 }
 
 #[test]
@@ -649,29 +665,33 @@ fn pca_colours_patches_and_removes_background() {
     ]);
 }
 
-/// `vtest.avi` of Debian's opencv-doc (real footage: people walking), where installed or
-/// fetched by `.ci/run` (which sets DINO_REQUIRE_VTEST so that CI cannot skip this).
-fn vtest() -> Option<PathBuf> {
+/// `vtest.avi` of Debian's opencv-doc (real footage: people walking): `$DINO_VTEST`, the
+/// installed package's copy, or the one `tests/setup-tools.sh` unpacks into
+/// `~/.cache/dino-rs`. A missing file fails the test with the way to get it (never a skip).
+fn vtest() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_default();
     let candidates = [
         std::env::var("DINO_VTEST").unwrap_or_default(),
         "/usr/share/doc/opencv-doc/examples/data/vtest.avi".to_string(),
         format!("{home}/.cache/dino-rs/vtest.avi"),
     ];
-    let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("DINO_REQUIRE_VTEST").is_err(),
-            "vtest.avi is required but missing (apt-get install opencv-doc)"
-        );
-        eprintln!("vtest.avi not found: the real-footage video test is skipped");
-    }
-    found
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "vtest.avi is required by the real-footage video test but missing: run \
+                 `bash tests/setup-tools.sh` (it unpacks it from Debian's opencv-doc into \
+                 ~/.cache/dino-rs) or set DINO_VTEST"
+            )
+        })
 }
 
 #[test]
 fn video_and_propagation_on_real_footage() {
-    let Some(avi) = vtest() else { return };
+    require_ffmpeg();
+    let avi = vtest();
     let tmp = tempfile::tempdir().unwrap();
     let w = weights();
     let out = tmp.path().join("vt");

@@ -6,7 +6,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn dino(args: &[&str]) -> Output {
+    dino_with_env(&[], args)
+}
+
+/// Runs `dino` with some environment variables set (e.g. a `PATH` without ffmpeg).
+pub fn dino_with_env(env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dino"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("dino runs")
@@ -36,7 +42,12 @@ pub fn ok_all(args: &[&str]) -> String {
 /// Runs a command that must fail cleanly: exit code 1, an `error:` line (after any
 /// warnings), no panic.
 pub fn fails(args: &[&str]) -> String {
-    let out = dino(args);
+    fails_with_env(&[], args)
+}
+
+/// As [`fails`], with some environment variables set.
+pub fn fails_with_env(env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = dino_with_env(env, args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "dino {args:?}: {err}");
     assert!(

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Everything the test command needs, installed piece by piece and only when missing
+# (idempotent, safe on a fresh machine of the project's kind):
+#   - ffmpeg (the video tests decode and encode real videos) and OpenCV's vtest.avi (real
+#     footage, unpacked from Debian's opencv-doc into ~/.cache/dino-rs);
+#   - Debian chromium and chromium-driver (headless browser tests);
+#   - node and npm only when the machine has none: a Node.js that ships its own npm conflicts
+#     with Debian's `npm` package, so the two are never asked for together with chromium;
+#   - the wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk;
+#   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools.
+# Needs apt (as root or with sudo), rustup and cargo.
+set -euo pipefail
+WB_VER=0.2.130      # must equal wasm-bindgen in Cargo.lock
+TRUNK_VER=0.21.14   # 0.22 needs a newer rustc
+CACHE="$HOME/.cache/dino-rs"
+NPM_TOOLS="${NPM_TOOLS:-$CACHE/npm-tools}"
+VTEST="$CACHE/vtest.avi"
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+t() { local s=$SECONDS; "$@"; echo "[setup] $(( SECONDS - s ))s: $*" >&2; }
+APT_UPDATED=0
+apt_update() {
+    [ "$APT_UPDATED" = 1 ] || t $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+    APT_UPDATED=1
+}
+# One Debian package at a time, so that a conflict names the package it comes from.
+apt_install() {
+    apt_update
+    t $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$1" >/dev/null
+}
+mkdir -p "$CACHE"
+
+command -v ffmpeg >/dev/null || apt_install ffmpeg
+command -v chromium >/dev/null || apt_install chromium
+command -v chromedriver >/dev/null || apt_install chromium-driver
+command -v node >/dev/null || apt_install nodejs
+command -v npm >/dev/null || apt_install npm
+
+# Real footage for the video tests: only vtest.avi is unpacked from the opencv-doc package.
+if [ ! -s "$VTEST" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download opencv-doc >/dev/null 2>&1) ||
+        { apt_update; (cd "$tmp" && t apt-get download opencv-doc >/dev/null); }
+    dpkg-deb --fsys-tarfile "$tmp"/opencv-doc_*.deb |
+        tar -x -O ./usr/share/doc/opencv-doc/examples/data/vtest.avi > "$VTEST.part"
+    [ -s "$VTEST.part" ] || { echo "[setup] vtest.avi missing from opencv-doc" >&2; exit 1; }
+    mv "$VTEST.part" "$VTEST"
+    rm -rf "$tmp"; trap - EXIT
+fi
+
+rustup target list --installed | grep -q wasm32-unknown-unknown ||
+    t rustup target add wasm32-unknown-unknown
+if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WB_VER" ]; then
+    # no --locked: its lockfile pins a webpki-roots version the registry mirror lacks
+    t cargo install wasm-bindgen-cli --version "$WB_VER" --force --quiet
+fi
+if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VER" ]; then
+    t cargo install trunk --version "$TRUNK_VER" --locked --force --quiet
+fi
+if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node_modules/.bin/wasm-opt" ]; then
+    mkdir -p "$NPM_TOOLS"
+    t npm --prefix "$NPM_TOOLS" install --no-audit --no-fund --silent \
+        playwright-core@1.65.1 binaryen@132.0.0
+fi
+ffmpeg -version | head -1; chromium --version; chromedriver --version | head -1
+node --version; npm --version; wasm-bindgen --version; trunk --version; ls -l "$VTEST" 2>/dev/null || true
