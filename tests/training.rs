@@ -510,13 +510,13 @@ fn bn_head_training_iterations_match_pytorch() {
         use_bn: false,
         ..head.clone()
     };
-    let err = DinoHead::from_state_dict(vit.dim, &plain, &mut sd.clone(), &dev).unwrap_err();
+    let err = DinoHead::from_state_dict(vit.dim, &plain, sd.clone(), &dev).unwrap_err();
     assert!(err.to_string().contains("mlp.2.weight"), "{err}");
     let mut rng = dino_core::rng::seeded(0);
-    let mut plain_sd = DinoHead::new(vit.dim, &plain, &dev, &mut rng)
+    let plain_sd = DinoHead::new(vit.dim, &plain, &dev, &mut rng)
         .unwrap()
         .to_state_dict()
         .unwrap();
-    let err = DinoHead::from_state_dict(vit.dim, &head, &mut plain_sd, &dev).unwrap_err();
+    let err = DinoHead::from_state_dict(vit.dim, &head, plain_sd, &dev).unwrap_err();
     assert!(err.to_string().contains("mlp.1.weight"), "{err}");
 }

@@ -14,6 +14,8 @@ pub mod kernels;
 pub mod matmul;
 pub mod parallel;
 
+use crate::model::VitParams;
+use crate::model::params::ParamSource;
 use crate::model::pos_embed::{bicubic_matrix, official_scale_factor};
 use crate::weights::{StateDict, transpose};
 use crate::{Error, Result, VitConfig};
@@ -70,54 +72,36 @@ pub struct Outputs {
 
 impl CpuVit {
     /// Builds the engine from official-layout tensors (all used, shapes checked).
-    pub fn from_state_dict(config: &VitConfig, mut sd: StateDict) -> Result<Self> {
-        config.validate()?;
-        let d = config.dim;
-        let p = config.patch;
-        let hid = config.mlp_hidden;
-        let mut take = |k: &str, s: &[usize]| sd.take(k, s).map(|t| t.data);
-        let conv = take("patch_embed.proj.weight", &[d, 3, p, p])?;
-        let patch = (
-            transpose(&conv, d, 3 * p * p),
-            take("patch_embed.proj.bias", &[d])?,
-        );
-        let cls_token = take("cls_token", &[1, 1, d])?;
-        let pos_embed = take("pos_embed", &[1, config.num_positions() + 1, d])?;
-        let mut blocks = Vec::with_capacity(config.depth);
-        for i in 0..config.depth {
-            let mut ln = |n: &str| -> Result<(Vec<f32>, Vec<f32>)> {
-                Ok((
-                    take(&format!("blocks.{i}.{n}.weight"), &[d])?,
-                    take(&format!("blocks.{i}.{n}.bias"), &[d])?,
-                ))
-            };
-            let (ln1, ln2) = (ln("norm1")?, ln("norm2")?);
-            let mut lin = |n: &str, i_: usize, o: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-                let w = take(&format!("blocks.{i}.{n}.weight"), &[o, i_])?;
-                Ok((
-                    transpose(&w, o, i_),
-                    take(&format!("blocks.{i}.{n}.bias"), &[o])?,
-                ))
-            };
-            blocks.push(BlockWeights {
-                ln1,
-                qkv: lin("attn.qkv", d, 3 * d)?,
-                proj: lin("attn.proj", d, d)?,
-                ln2,
-                fc1: lin("mlp.fc1", d, hid)?,
-                fc2: lin("mlp.fc2", hid, d)?,
-            });
-        }
-        let norm = (take("norm.weight", &[d])?, take("norm.bias", &[d])?);
-        sd.finish()?;
-        Ok(Self {
+    pub fn from_state_dict(config: &VitConfig, sd: StateDict) -> Result<Self> {
+        let source = ParamSource::load(sd);
+        let params = VitParams::new(config, &source.root())?;
+        source.finish()?;
+        Ok(Self::from_params(config, params))
+    }
+
+    /// The engine of the official-layout tensors `p` (see [`VitParams::new`]).
+    pub fn from_params(config: &VitConfig, p: VitParams) -> Self {
+        let (d, k) = (config.dim, 3 * config.patch * config.patch);
+        let blocks = p
+            .blocks
+            .into_iter()
+            .map(|b| BlockWeights {
+                ln1: b.norm1.into_host(),
+                qkv: b.qkv.into_host(),
+                proj: b.proj.into_host(),
+                ln2: b.norm2.into_host(),
+                fc1: b.fc1.into_host(),
+                fc2: b.fc2.into_host(),
+            })
+            .collect();
+        Self {
             config: config.clone(),
-            patch,
-            cls_token,
-            pos_embed,
+            patch: (transpose(&p.patch.0.data, d, k), p.patch.1.data),
+            cls_token: p.cls_token.data,
+            pos_embed: p.pos_embed.data,
             blocks,
-            norm,
-        })
+            norm: p.norm.into_host(),
+        }
     }
 
     /// The same model as a Burn one (weights read back from it).

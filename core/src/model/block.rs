@@ -2,10 +2,38 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
 
+use super::params::{Init, LinearParams, NormParams, Params};
 use super::{DropPath, SelfAttention};
+use crate::{Result, VitConfig};
+
+/// One block's tensors in the official layout (`blocks.{i}.*`).
+#[derive(Clone, Debug)]
+pub struct BlockParams {
+    pub norm1: NormParams,
+    pub qkv: LinearParams,
+    pub proj: LinearParams,
+    pub norm2: NormParams,
+    pub fc1: LinearParams,
+    pub fc2: LinearParams,
+}
+
+impl BlockParams {
+    pub fn new(config: &VitConfig, vb: &Params) -> Result<Self> {
+        let (d, hid) = (config.dim, config.mlp_hidden);
+        let w = Init::Normal(0.02);
+        Ok(Self {
+            norm1: NormParams::new(d, &vb.pp("norm1"))?,
+            qkv: LinearParams::new(d, 3 * d, w, &vb.pp("attn.qkv"))?,
+            proj: LinearParams::new(d, d, w, &vb.pp("attn.proj"))?,
+            norm2: NormParams::new(d, &vb.pp("norm2"))?,
+            fc1: LinearParams::new(d, hid, w, &vb.pp("mlp.fc1"))?,
+            fc2: LinearParams::new(hid, d, w, &vb.pp("mlp.fc2"))?,
+        })
+    }
+}
 
 /// `Mlp` of the official code: fc1, exact GELU, fc2.
 #[derive(Module, Debug)]
@@ -31,6 +59,30 @@ pub struct Block {
 }
 
 impl Block {
+    /// The Burn block of `p` with stochastic depth `drop_path`.
+    pub fn from_params(
+        p: BlockParams,
+        config: &VitConfig,
+        drop_path: f64,
+        device: &Device,
+    ) -> Self {
+        let eps = config.layer_norm_eps;
+        Self {
+            norm1: p.norm1.into_burn(eps, device),
+            attn: SelfAttention {
+                qkv: p.qkv.into_burn(device),
+                proj: p.proj.into_burn(device),
+                heads: config.heads,
+            },
+            norm2: p.norm2.into_burn(eps, device),
+            mlp: Mlp {
+                fc1: p.fc1.into_burn(device),
+                fc2: p.fc2.into_burn(device),
+            },
+            drop_path: DropPath { rate: drop_path },
+        }
+    }
+
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let y = self.attn.forward(self.norm1.forward(x.clone()));
         self.finish(x, y)

@@ -1,13 +1,15 @@
 //! `VisionTransformer` of the official `vision_transformer.py`.
 
 use burn::module::{Module, Param};
+use burn::nn::LayerNorm;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
+use super::params::{Init, NormParams, ParamSource, Params, module_state_dict};
 use super::pos_embed::interpolate_pos_embed;
-use super::{Block, DropPath, Mlp, PatchEmbed, SelfAttention};
+use super::{Block, BlockParams, PatchEmbed};
 use crate::rng::SeededRng;
+use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result, VitConfig};
 
 /// The DINO ViT backbone (no classification head: `num_classes = 0`).
@@ -33,88 +35,112 @@ pub struct Features {
     pub grid: (usize, usize),
 }
 
+/// The ViT's tensors in the official layout (keys, shapes, initialisers): the one place the
+/// architecture is spelled out. The Burn model and the CPU engine are both built from it.
+#[derive(Clone, Debug)]
+pub struct VitParams {
+    /// `patch_embed.proj`: weight `[D, 3, p, p]`, bias `[D]`.
+    pub patch: (RawTensor, RawTensor),
+    pub cls_token: RawTensor,
+    pub pos_embed: RawTensor,
+    pub blocks: Vec<BlockParams>,
+    pub norm: NormParams,
+}
+
+impl VitParams {
+    /// The official `VisionTransformer` with `_init_weights`: Linear weights N(0, 0.02), zero
+    /// biases, LayerNorm 1/0, `cls_token` and `pos_embed` N(0, 0.02), the patch convolution
+    /// with PyTorch's default (uniform ±1/sqrt(fan_in)).
+    pub fn new(config: &VitConfig, vb: &Params) -> Result<Self> {
+        config.validate()?;
+        let (d, p) = (config.dim, config.patch);
+        let bound = Init::Uniform(1.0 / ((3 * p * p) as f64).sqrt());
+        let proj = vb.pp("patch_embed.proj");
+        let patch = (
+            proj.get("weight", &[d, 3, p, p], bound)?,
+            proj.get("bias", &[d], bound)?,
+        );
+        let cls_token = vb.get("cls_token", &[1, 1, d], Init::Normal(0.02))?;
+        let pos_embed = vb.get(
+            "pos_embed",
+            &[1, config.num_positions() + 1, d],
+            Init::Normal(0.02),
+        )?;
+        let blocks = (0..config.depth)
+            .map(|i| BlockParams::new(config, &vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<_>>()?;
+        let norm = NormParams::new(d, &vb.pp("norm"))?;
+        Ok(Self {
+            patch,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+        })
+    }
+}
+
 impl VisionTransformer {
-    /// A randomly initialised model as the official `_init_weights`: Linear weights
-    /// N(0, 0.02) (the official truncation at +-2 is 100 sigma away), zero biases,
-    /// LayerNorm 1/0, `cls_token` and `pos_embed` N(0, 0.02), the patch convolution
-    /// with PyTorch's default (uniform +-1/sqrt(fan_in)).
+    /// The model of `config` with parameters from `vb` (drawn or loaded), stochastic depth
+    /// at `config.drop_path_rate`.
+    pub fn new_from(config: &VitConfig, vb: &Params, device: &Device) -> Result<Self> {
+        let params = VitParams::new(config, vb)?;
+        let eps = config.layer_norm_eps;
+        let p = config.patch;
+        let mut proj = Conv2dConfig::new([3, config.dim], [p, p])
+            .with_stride([p, p])
+            .init(device);
+        let (w, b) = params.patch;
+        proj.weight = w.into_param(device);
+        proj.bias = Some(b.into_param(device));
+        let blocks = params
+            .blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| Block::from_params(b, config, drop_path_rate(config, i), device))
+            .collect();
+        Ok(Self {
+            patch_embed: PatchEmbed { proj },
+            cls_token: params.cls_token.into_param(device),
+            pos_embed: params.pos_embed.into_param(device),
+            blocks,
+            norm: params.norm.into_burn(eps, device),
+            config: config.clone(),
+        })
+    }
+
+    /// A randomly initialised model as the official `_init_weights` (seed 0).
     pub fn new(config: &VitConfig, device: &Device) -> Result<Self> {
         Self::new_seeded(config, device, &mut crate::rng::seeded(0))
     }
 
     /// [`Self::new`] drawing from `rng` (host-side, so runs are reproducible).
     pub fn new_seeded(config: &VitConfig, device: &Device, rng: &mut SeededRng) -> Result<Self> {
-        config.validate()?;
-        let d = config.dim;
-        let mut normal = |shape: &[usize]| -> Tensor<1> {
-            let n = shape.iter().product();
-            Tensor::from_data(
-                TensorData::new(crate::rng::normal(rng, n, 0.0, 0.02), [n]),
-                device,
-            )
-        };
-        let mut linear = |i: usize, o: usize| Linear {
-            weight: Param::from_tensor(normal(&[i, o]).reshape([i, o])),
-            bias: Some(Param::from_tensor(Tensor::zeros([o], device))),
-        };
-        let mut blocks_lin = Vec::with_capacity(config.depth);
-        for _ in 0..config.depth {
-            blocks_lin.push([
-                linear(d, 3 * d),
-                linear(d, d),
-                linear(d, config.mlp_hidden),
-                linear(config.mlp_hidden, d),
-            ]);
+        Self::new_from(config, &ParamSource::init(rng).root(), device)
+    }
+
+    /// Builds the model from official-layout tensors. Every tensor must be present with
+    /// the shape `config` implies, and none may be left over.
+    pub fn from_state_dict(config: &VitConfig, sd: StateDict, device: &Device) -> Result<Self> {
+        let source = ParamSource::load(sd);
+        let model = Self::new_from(config, &source.root(), device)?;
+        source.finish()?;
+        Ok(model)
+    }
+
+    /// The weights in the official layout (PyTorch orientation), e.g. for export: the keys
+    /// [`VitParams::new`] reads.
+    pub fn to_state_dict(&self) -> Result<StateDict> {
+        module_state_dict(self)
+    }
+
+    /// Sets stochastic depth with the official linear per-block rule.
+    pub fn set_drop_path_rate(&mut self, rate: f64) {
+        self.config.drop_path_rate = rate;
+        let config = self.config.clone();
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.drop_path.rate = drop_path_rate(&config, i);
         }
-        let cls_token = Param::from_tensor(normal(&[d]).reshape([1, 1, d]));
-        let pos_embed = Param::from_tensor(normal(&[(config.num_positions() + 1) * d]).reshape([
-            1,
-            config.num_positions() + 1,
-            d,
-        ]));
-        let ln = || {
-            LayerNormConfig::new(d)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device)
-        };
-        let p = config.patch;
-        let bound = 1.0 / ((3 * p * p) as f64).sqrt();
-        let mut proj = Conv2dConfig::new([3, d], [p, p])
-            .with_stride([p, p])
-            .init(device);
-        let w = crate::rng::uniform(rng, d * 3 * p * p, -bound, bound);
-        proj.weight =
-            Param::from_tensor(Tensor::from_data(TensorData::new(w, [d, 3, p, p]), device));
-        let b = crate::rng::uniform(rng, d, -bound, bound);
-        proj.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b, [d]),
-            device,
-        )));
-        let blocks = blocks_lin
-            .into_iter()
-            .enumerate()
-            .map(|(i, [qkv, proj, fc1, fc2])| Block {
-                norm1: ln(),
-                attn: SelfAttention {
-                    qkv,
-                    proj,
-                    heads: config.heads,
-                },
-                norm2: ln(),
-                mlp: Mlp { fc1, fc2 },
-                drop_path: DropPath {
-                    rate: drop_path_rate(config, i),
-                },
-            })
-            .collect();
-        Ok(Self {
-            patch_embed: PatchEmbed { proj },
-            cls_token,
-            pos_embed,
-            blocks,
-            norm: ln(),
-            config: config.clone(),
-        })
     }
 
     /// Checks a `[B, C, H, W]` input and returns its patch grid.
@@ -225,7 +251,7 @@ fn split_tokens(t: Tensor<3>, b: usize, grid: (usize, usize)) -> Features {
 }
 
 /// Stochastic depth of block `i`: `linspace(0, rate, depth)[i]`.
-fn drop_path_rate(config: &VitConfig, i: usize) -> f64 {
+pub fn drop_path_rate(config: &VitConfig, i: usize) -> f64 {
     if config.depth <= 1 {
         return 0.0;
     }

@@ -2,14 +2,15 @@
 //! normalisation, then a weight-normalised linear layer without bias.
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear};
+use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::HeadBatchNorm;
+use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
 use crate::rng::SeededRng;
-use crate::weights::{RawTensor, StateDict, transpose};
+use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
 
 /// Sizes of the projection head (defaults of `main_dino.py`).
@@ -92,37 +93,62 @@ pub struct DinoHead {
 }
 
 impl DinoHead {
-    /// Official initialisation: MLP weights N(0, 0.02) with zero biases; the last layer keeps
-    /// PyTorch's default Linear init (uniform +-1/sqrt(in)), because the official code creates
-    /// it after applying `_init_weights`; `g` = 1.
-    pub fn new(
-        in_dim: usize,
-        cfg: &HeadConfig,
-        device: &Device,
-        rng: &mut SeededRng,
-    ) -> Result<Self> {
+    /// The head of `cfg` on `in_dim` features with parameters from `vb` under the official
+    /// keys (`mlp.{0,2,4}.{weight,bias}`, or `mlp.{0,3,6}` with BatchNorms at `mlp.{1,4}`;
+    /// `last_layer.weight_v`, `last_layer.weight_g`). Drawn as the official code does: MLP
+    /// weights N(0, 0.02) with zero biases; the last layer keeps PyTorch's default Linear init
+    /// (uniform ±1/sqrt(in)), because the official code creates it after applying
+    /// `_init_weights`; `g` = 1. A loaded `g` must be all ones when `norm_last_layer` fixes it.
+    pub fn new_from(in_dim: usize, cfg: &HeadConfig, vb: &Params, device: &Device) -> Result<Self> {
         cfg.validate()?;
+        let shapes = cfg.mlp_shapes(in_dim);
+        let stride = mlp_stride(cfg.has_bn());
         let mut mlp = Vec::new();
-        for (i, o) in cfg.mlp_shapes(in_dim) {
-            let w = RawTensor::new(vec![i, o], crate::rng::normal(rng, i * o, 0.0, 0.02))?;
-            mlp.push(Linear {
-                weight: w.into_param(device),
-                bias: Some(Initializer::Zeros.init([o], device)),
-            });
+        let mut norms = Vec::new();
+        for (i, &(fan_in, fan_out)) in shapes.iter().enumerate() {
+            let layer = vb.pp(format!("mlp.{}", stride * i));
+            mlp.push(
+                LinearParams::new(fan_in, fan_out, Init::Normal(0.02), &layer)?.into_burn(device),
+            );
+            if cfg.has_bn() && i + 1 < shapes.len() {
+                let bn = vb.pp(format!("mlp.{}", stride * i + 1));
+                let get = |name: &str, init| bn.get(name, &[fan_out], init);
+                let (w, b) = (get("weight", Init::Ones)?, get("bias", Init::Zeros)?);
+                let (m, v) = (
+                    get("running_mean", Init::Zeros)?,
+                    get("running_var", Init::Ones)?,
+                );
+                // an int64 step counter in PyTorch; nothing here depends on it
+                bn.ignore("num_batches_tracked");
+                norms.push(HeadBatchNorm::from_tensors(
+                    w.into_param(device),
+                    b.into_param(device),
+                    m.into_param::<1>(device).val(),
+                    v.into_param::<1>(device).val(),
+                ));
+            }
         }
-        let norms = (0..if cfg.has_bn() { cfg.nlayers - 1 } else { 0 })
-            .map(|_| HeadBatchNorm::new(cfg.hidden_dim, device))
-            .collect();
-        let bound = 1.0 / (cfg.bottleneck_dim as f64).sqrt();
         let (o, k) = (cfg.out_dim, cfg.bottleneck_dim);
-        let v = RawTensor::new(vec![o, k], crate::rng::uniform(rng, o * k, -bound, bound))?;
-        let last_layer_v = v.into_param(device);
-        let last_layer_g =
-            (!cfg.norm_last_layer).then(|| Initializer::Ones.init([cfg.out_dim, 1], device));
+        let last = vb.pp("last_layer");
+        let bound = Init::Uniform(1.0 / (k as f64).sqrt());
+        let v = last.get("weight_v", &[o, k], bound)?;
+        let g = last.get("weight_g", &[o, 1], Init::Ones)?;
+        let last_layer_g = if cfg.norm_last_layer {
+            if g.data.iter().any(|&x| (x - 1.0).abs() > 1e-6) {
+                return Err(Error::Weights(
+                    "'last_layer.weight_g' is not all ones but the head is configured with \
+                     norm_last_layer = true"
+                        .into(),
+                ));
+            }
+            None
+        } else {
+            Some(g.into_param(device))
+        };
         Ok(Self {
             mlp,
             norms,
-            last_layer_v,
+            last_layer_v: v.into_param(device),
             last_layer_g,
         })
     }
@@ -157,100 +183,69 @@ impl DinoHead {
         }
         x.matmul(w.transpose())
     }
-}
 
-impl DinoHead {
-    /// Builds the head from official keys (`mlp.{0,2,4}.{weight,bias}`, or `mlp.{0,3,6}` with
-    /// BatchNorms at `mlp.{1,4}`,
-    /// `last_layer.weight_g`, `last_layer.weight_v`), every tensor used.
+    /// A head drawn from `rng` as the official code initialises it.
+    pub fn new(
+        in_dim: usize,
+        cfg: &HeadConfig,
+        device: &Device,
+        rng: &mut SeededRng,
+    ) -> Result<Self> {
+        Self::new_from(in_dim, cfg, &ParamSource::init(rng).root(), device)
+    }
+
+    /// The head from official keys, every tensor used.
     pub fn from_state_dict(
         in_dim: usize,
         cfg: &HeadConfig,
-        sd: &mut StateDict,
+        sd: StateDict,
         device: &Device,
     ) -> Result<Self> {
-        cfg.validate()?;
-        let mut mlp = Vec::new();
-        let mut norms = Vec::new();
-        let shapes = cfg.mlp_shapes(in_dim);
-        for (i, &(fan_in, fan_out)) in shapes.iter().enumerate() {
-            let k = mlp_stride(cfg.has_bn()) * i;
-            let w = sd.take(&format!("mlp.{k}.weight"), &[fan_out, fan_in])?;
-            let b = sd.take(&format!("mlp.{k}.bias"), &[fan_out])?;
-            let w = RawTensor::new(vec![fan_in, fan_out], transpose(&w.data, fan_out, fan_in))?;
-            mlp.push(Linear {
-                weight: w.into_param(device),
-                bias: Some(b.into_param(device)),
-            });
-            if cfg.has_bn() && i + 1 < shapes.len() {
-                let key = |name: &str| format!("mlp.{}.{name}", k + 1);
-                let mut take = |name: &str| sd.take(&key(name), &[fan_out]);
-                let (w, b) = (take("weight")?, take("bias")?);
-                let (m, v) = (take("running_mean")?, take("running_var")?);
-                // an int64 step counter in PyTorch; nothing here depends on it
-                sd.remove(&key("num_batches_tracked"));
-                norms.push(HeadBatchNorm::from_tensors(
-                    w.into_param(device),
-                    b.into_param(device),
-                    m.into_param::<1>(device).val(),
-                    v.into_param::<1>(device).val(),
-                ));
-            }
-        }
-        let v = sd.take("last_layer.weight_v", &[cfg.out_dim, cfg.bottleneck_dim])?;
-        let g = sd.take("last_layer.weight_g", &[cfg.out_dim, 1])?;
-        let last_layer_g = if cfg.norm_last_layer {
-            if g.data.iter().any(|&x| (x - 1.0).abs() > 1e-6) {
-                return Err(Error::Weights(
-                    "'last_layer.weight_g' is not all ones but the head is configured with \
-                     norm_last_layer = true"
-                        .into(),
-                ));
-            }
-            None
-        } else {
-            Some(g.into_param(device))
-        };
-        Ok(Self {
-            mlp,
-            norms,
-            last_layer_v: v.into_param(device),
-            last_layer_g,
-        })
+        let source = ParamSource::load(sd);
+        let head = Self::new_from(in_dim, cfg, &source.root(), device)?;
+        source.finish()?;
+        Ok(head)
     }
 
-    /// The head under official keys (weight_g is all ones when fixed).
+    /// The head under the official keys [`Self::new_from`] reads (`weight_g` all ones when
+    /// fixed): Burn's field paths with the MLP's layer indices spread as in the official
+    /// `nn.Sequential` (GELUs and BatchNorms between the linear layers).
     pub fn to_state_dict(&self) -> Result<StateDict> {
-        let mut sd = StateDict::new();
         let stride = mlp_stride(!self.norms.is_empty());
-        for (i, l) in self.mlp.iter().enumerate() {
-            let k = stride * i;
-            let w = RawTensor::from_tensor(l.weight.val())?;
-            let (fi, fo) = (w.shape[0], w.shape[1]);
-            sd.insert(
-                format!("mlp.{k}.weight"),
-                RawTensor::new(vec![fo, fi], transpose(&w.data, fi, fo))?,
-            );
-            if let Some(b) = &l.bias {
-                sd.insert(format!("mlp.{k}.bias"), RawTensor::from_tensor(b.val())?);
-            }
-            if let Some(n) = self.norms.get(i) {
-                let key = |name: &str| format!("mlp.{}.{name}", k + 1);
-                sd.insert(key("weight"), RawTensor::from_tensor(n.weight.val())?);
-                sd.insert(key("bias"), RawTensor::from_tensor(n.bias.val())?);
-                let (m, v) = (n.running_mean.value_sync(), n.running_var.value_sync());
-                sd.insert(key("running_mean"), RawTensor::from_tensor(m)?);
-                sd.insert(key("running_var"), RawTensor::from_tensor(v)?);
-            }
+        // a running statistic updated on this thread is pending until synchronised
+        for n in &self.norms {
+            n.running_mean.value_sync();
+            n.running_var.value_sync();
         }
-        let v = RawTensor::from_tensor(self.last_layer_v.val())?;
-        let out = v.shape[0];
-        sd.insert("last_layer.weight_v", v);
-        let g = match &self.last_layer_g {
-            Some(g) => RawTensor::from_tensor(g.val())?,
-            None => RawTensor::new(vec![out, 1], vec![1.0; out])?,
-        };
-        sd.insert("last_layer.weight_g", g);
+        let mut sd = StateDict::new();
+        for (k, t) in module_state_dict(self)? {
+            let (field, rest) = k.split_once('.').unwrap_or((&k, ""));
+            let index = |r: &str| -> (usize, String) {
+                let (i, name) = r.split_once('.').unwrap_or((r, ""));
+                (i.parse().unwrap_or(0), name.to_string())
+            };
+            let key = match field {
+                "mlp" => {
+                    let (i, name) = index(rest);
+                    format!("mlp.{}.{name}", stride * i)
+                }
+                "norms" => {
+                    let (i, name) = index(rest);
+                    format!("mlp.{}.{name}", stride * i + 1)
+                }
+                "last_layer_v" => "last_layer.weight_v".into(),
+                "last_layer_g" => "last_layer.weight_g".into(),
+                _ => k.clone(),
+            };
+            sd.insert(key, t);
+        }
+        if self.last_layer_g.is_none() {
+            let out = self.last_layer_v.dims()[0];
+            sd.insert(
+                "last_layer.weight_g",
+                RawTensor::new(vec![out, 1], vec![1.0; out])?,
+            );
+        }
         Ok(sd)
     }
 

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::{DinoHead, HeadConfig};
+use crate::model::params::ParamSource;
 use crate::weights::StateDict;
 use crate::{Result, VisionTransformer, VitConfig};
 
@@ -19,37 +20,35 @@ impl DinoNet {
     /// Randomly initialised (official init) from `seed`.
     pub fn new(vit: &VitConfig, head: &HeadConfig, device: &Device, seed: u64) -> Result<Self> {
         let mut rng = crate::rng::seeded(seed);
+        Self::new_from(vit, head, &ParamSource::init(&mut rng), device)
+    }
+
+    /// The network with parameters from `source` under the official `MultiCropWrapper` keys
+    /// (`backbone.*`, `head.*`).
+    pub fn new_from(
+        vit: &VitConfig,
+        head: &HeadConfig,
+        source: &ParamSource,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = source.root();
         Ok(Self {
-            backbone: VisionTransformer::new_seeded(vit, device, &mut rng)?,
-            head: DinoHead::new(vit.dim, head, device, &mut rng)?,
+            backbone: VisionTransformer::new_from(vit, &vb.pp("backbone"), device)?,
+            head: DinoHead::new_from(vit.dim, head, &vb.pp("head"), device)?,
         })
     }
 
-    /// Builds the network from official `MultiCropWrapper` keys (`backbone.*`, `head.*`).
+    /// Builds the network from official `MultiCropWrapper` keys, every tensor used.
     pub fn from_state_dict(
         vit: &VitConfig,
         head: &HeadConfig,
         sd: StateDict,
         device: &Device,
     ) -> Result<Self> {
-        let mut backbone = StateDict::new();
-        let mut head_sd = StateDict::new();
-        let mut other = StateDict::new();
-        for (k, t) in sd {
-            if let Some(r) = k.strip_prefix("backbone.") {
-                backbone.insert(r, t);
-            } else if let Some(r) = k.strip_prefix("head.") {
-                head_sd.insert(r, t);
-            } else {
-                other.insert(k, t);
-            }
-        }
-        other.finish()?;
-        let head = DinoHead::from_state_dict(vit.dim, head, &mut head_sd, device)?;
-        head_sd.finish()?;
-        let mut backbone = VisionTransformer::from_state_dict(vit, backbone, device)?;
-        backbone.set_drop_path_rate(vit.drop_path_rate);
-        Ok(Self { backbone, head })
+        let source = ParamSource::load(sd);
+        let net = Self::new_from(vit, head, &source, device)?;
+        source.finish()?;
+        Ok(net)
     }
 
     /// Official `MultiCropWrapper` keys.

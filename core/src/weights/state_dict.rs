@@ -129,7 +129,7 @@ impl StateDict {
             .map(|(k, t)| format!("'{k}' {:?}", t.shape))
             .collect();
         Err(Error::Weights(format!(
-            "{} unexpected tensor(s) the ViT does not use: {}{}",
+            "{} unexpected tensor(s) the model does not use: {}{}",
             self.tensors.len(),
             extra.join(", "),
             if self.tensors.len() > 8 { ", ..." } else { "" }
