@@ -252,8 +252,5 @@ fn split_tokens(t: Tensor<3>, b: usize, grid: (usize, usize)) -> Features {
 
 /// Stochastic depth of block `i`: `linspace(0, rate, depth)[i]`.
 pub fn drop_path_rate(config: &VitConfig, i: usize) -> f64 {
-    if config.depth <= 1 {
-        return 0.0;
-    }
-    config.drop_path_rate * i as f64 / (config.depth - 1) as f64
+    crate::train::linspace(0.0, config.drop_path_rate, config.depth)[i]
 }

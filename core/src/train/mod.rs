@@ -21,6 +21,6 @@ pub use head_norm::HeadBatchNorm;
 pub use loss::DinoLoss;
 pub use net::DinoNet;
 pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings};
-pub use schedule::{cosine_scheduler, teacher_temp_schedule};
+pub use schedule::{cosine_scheduler, linspace, teacher_temp_schedule};
 #[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};

@@ -1,5 +1,16 @@
 //! The per-iteration schedules of `main_dino.py` (`utils.cosine_scheduler`), value for value.
 
+/// `np.linspace(start, end, n)`: `n` evenly spaced values, both ends included (`[start]`
+/// when `n` is 1).
+pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![start];
+    }
+    (0..n)
+        .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
 /// Linear warm-up from `start_warmup` to `base` over `warmup_epochs`, then a cosine from
 /// `base` to `final_value`, one value per iteration (`epochs * niter_per_ep` values).
 pub fn cosine_scheduler(
@@ -12,15 +23,8 @@ pub fn cosine_scheduler(
 ) -> Vec<f64> {
     let total = epochs * niter_per_ep;
     let warmup_iters = (warmup_epochs * niter_per_ep).min(total);
-    let mut out = Vec::with_capacity(total);
-    // np.linspace(start, base, n): endpoint included
-    for i in 0..warmup_iters {
-        out.push(if warmup_iters == 1 {
-            start_warmup
-        } else {
-            start_warmup + (base - start_warmup) * i as f64 / (warmup_iters - 1) as f64
-        });
-    }
+    let mut out = linspace(start_warmup, base, warmup_iters);
+    out.reserve(total - warmup_iters);
     let n = total - warmup_iters;
     for i in 0..n {
         let cos = (std::f64::consts::PI * i as f64 / n as f64).cos();
@@ -37,15 +41,7 @@ pub fn teacher_temp_schedule(
     warmup_epochs: usize,
     epochs: usize,
 ) -> Vec<f64> {
-    let w = warmup_epochs.min(epochs);
-    let mut out = Vec::with_capacity(epochs);
-    for i in 0..w {
-        out.push(if w == 1 {
-            warmup
-        } else {
-            warmup + (temp - warmup) * i as f64 / (w - 1) as f64
-        });
-    }
+    let mut out = linspace(warmup, temp, warmup_epochs.min(epochs));
     out.resize(epochs, temp);
     out
 }
