@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use dino_core::data::{ImageFolder, MultiCropLoader};
+use dino_core::train::run::{Flow, Quiet, Record, RunDir, StepEvent, TrainObserver, train};
 use dino_core::train::{TrainConfig, Trainer};
 use dino_core::weights::{CheckpointKey, LoadOptions, WeightFormat, load_file};
 use dino_tests::*;
@@ -101,43 +102,82 @@ fn resumed_run_with_batchnorm_head_equals_uninterrupted_run() {
     assert_resumes_exactly(cfg, 1);
 }
 
-/// 7 iterations straight, and 3 + save + load + 4: the same losses and every tensor of the
-/// checkpoint (networks, optimiser state, center) equal bit for bit. `parts`: the batch split
-/// over that many copies of the device.
+/// The real training loop ([`train`]): a run straight through (2 epochs of 5 iterations), and
+/// one stopped after 3 iterations, loaded from its checkpoint and run to the end: the same
+/// losses, every tensor of the checkpoint (networks, optimiser state, center) equal bit for bit,
+/// the same metrics and log (timings aside). `parts`: the batch split over that many copies of
+/// the device.
 fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
-    let ld = loader(&cfg);
+    let ld = Arc::new(loader(&cfg));
     let n = ld.niter_per_epoch();
     assert_eq!(n, 5); // 11 images / batch 2, the last one dropped
     let dev = device();
-    let new = |cfg: &TrainConfig| {
-        let mut t = Trainer::new(cfg.clone(), n, &dev).unwrap();
+    let with_parts = |mut t: Trainer| {
         t.set_devices(vec![dev.clone(); parts]).unwrap();
         t
     };
-
-    // 7 iterations: the resumed part crosses the epoch boundary (5)
-    let mut straight = new(&cfg);
-    let losses = run(&mut straight, &ld, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        RunDir(dir.path().join("straight")),
+        RunDir(dir.path().join("stopped")),
+    );
+    let mut straight = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
+    train(&mut straight, ld.clone(), &a, &mut Quiet).unwrap();
+    let losses = logged_losses(&a);
+    assert_eq!(losses.len(), 10);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 
-    let mut first = new(&cfg);
-    let early = run(&mut first, &ld, 3);
-    assert_eq!(early, losses[..3], "same seed, same run");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checkpoint.safetensors");
-    first.save(&path).unwrap();
+    let mut first = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
+    let summary = train(&mut first, ld.clone(), &b, &mut StopAt(3)).unwrap();
+    assert_eq!(summary.steps, 3);
+    assert_eq!(logged_losses(&b), losses[..3], "same seed, same run");
     drop(first);
-    let mut resumed = Trainer::load(&path, &dev).unwrap();
-    resumed.set_devices(vec![dev.clone(); parts]).unwrap();
+    let mut resumed = with_parts(Trainer::load(&b.checkpoint(), &dev).unwrap());
     assert_eq!((resumed.iteration, resumed.epoch()), (3, 0));
-    let late = run(&mut resumed, &ld, 4);
-    assert_eq!(late, losses[3..], "resumed losses");
-    let (a, b) = (state(&straight), state(&resumed));
-    assert_eq!(a.len(), b.len());
-    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+    train(&mut resumed, ld, &b, &mut Quiet).unwrap();
+    assert_eq!(logged_losses(&b), losses, "resumed losses");
+    let (sa, sb) = (state(&straight), state(&resumed));
+    assert_eq!(sa.len(), sb.len());
+    for ((ka, va), (kb, vb)) in sa.iter().zip(&sb) {
         assert_eq!(ka, kb);
         assert!(va == vb, "{ka} differs after resuming");
     }
+    for f in [RunDir::checkpoint, RunDir::teacher] {
+        assert!(std::fs::read(f(&a)).unwrap() == std::fs::read(f(&b)).unwrap());
+    }
+    let timeless = |d: &RunDir| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(d.log()).unwrap();
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("img_per_s");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(timeless(&a).len(), 2);
+    assert_eq!(timeless(&a), timeless(&b), "log.txt");
+}
+
+/// Stops the loop after this many steps.
+struct StopAt(usize);
+
+impl TrainObserver for StopAt {
+    fn on_step(&mut self, e: &StepEvent) -> Flow {
+        if e.stats.iteration + 1 >= self.0 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
+/// The losses of `metrics.jsonl`, in iteration order.
+fn logged_losses(d: &RunDir) -> Vec<f64> {
+    let text = std::fs::read_to_string(d.metrics()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Record>(l).unwrap().loss)
+        .collect()
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod model_args;
 mod npy;
 mod plots;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
 #[derive(Parser)]
@@ -68,7 +68,8 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     allocator::keep_freed_memory();
-    let cli = Cli::parse();
+    let cmd = Cli::command().mut_subcommand("train", commands::train::with_defaults_in_help);
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

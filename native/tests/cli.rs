@@ -445,6 +445,77 @@ fn a_killed_run_resumes_to_the_same_weights() {
 }
 
 #[test]
+fn a_resumed_run_refuses_recipe_changes_and_applies_harmless_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = fixture("images");
+    let mut args = train_args_with(s(&data), s(&out), "1", "0");
+    args.extend(["--attention-every", "0"]);
+    ok(&args);
+    // a recipe flag that differs from the checkpoint's config is refused, naming each
+    let mut changed = args.clone();
+    changed.extend(["--teacher-temp", "0.07", "--lr", "0.01"]);
+    let e = fails(&changed);
+    assert!(
+        e.contains("--teacher-temp 0.07 (the run has 0.04)")
+            && e.contains("--lr 0.01 (the run has 0.0005)")
+            && e.contains("--no-resume"),
+        "{e}"
+    );
+    // so is the same change from a --config file
+    let toml = dir.path().join("run.toml");
+    std::fs::write(&toml, "teacher_temp = 0.07\n").unwrap();
+    let mut from_file = args.clone();
+    from_file.extend(["--config", s(&toml)]);
+    let e = fails(&from_file);
+    assert!(e.contains("--teacher-temp 0.07"), "{e}");
+    // a flag equal to the run's own value is no change; a harmless one applies
+    let mut same = args.clone();
+    same.extend(["--teacher-temp", "0.04", "--checkpoint-every", "2"]);
+    let log = common::ok_all(&same);
+    assert!(
+        log.contains("checkpoint_every = 2 (was 1) applies") && !log.contains("teacher_temp"),
+        "{log}"
+    );
+    // an unknown field in a config file is an error naming it
+    std::fs::write(&toml, "teacher_temperature = 0.07\n").unwrap();
+    let e = fails(&from_file);
+    assert!(e.contains("teacher_temperature"), "{e}");
+}
+
+#[test]
+fn train_help_shows_the_official_defaults() {
+    // every field of the config is a flag whose help shows TrainConfig::default()'s value
+    let help = ok(&["train", "--help"]);
+    let official = ok(&["train", "--data", "anywhere", "--print-config"]);
+    let table: toml::Table = official.parse().unwrap();
+    assert!(table.len() >= 30, "{official}");
+    for (field, value) in &table {
+        let flag = format!("--{}", field.replace('_', "-"));
+        let at = help
+            .find(&format!("\n      {flag} "))
+            .unwrap_or_else(|| panic!("{flag} missing from the help"))
+            + 1;
+        let shown = match value {
+            toml::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        // this flag's entry: up to the next line that starts another flag
+        let entry: Vec<&str> = help[at..]
+            .lines()
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+            .map(|(_, l)| l)
+            .collect();
+        let entry = entry.join(" ");
+        assert!(
+            entry.contains(&format!("[official: {shown}]")),
+            "{flag}: {entry}"
+        );
+    }
+}
+
+#[test]
 fn train_refuses_bad_settings_and_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");

@@ -135,7 +135,40 @@ impl TrainConfig {
 
     /// Reads a TOML file; fields it does not set keep their defaults.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Input(format!("training config: {e}")))
+        Self::default().merged(&parse_table(text)?)
+    }
+
+    /// This config with the fields of `overrides` (a TOML table: a `--config` file, flags)
+    /// replaced; an unknown field or a value of the wrong type is an error naming it.
+    pub fn merged(&self, overrides: &toml::Table) -> Result<Self> {
+        let mut table = self.to_table();
+        for (k, v) in overrides {
+            table.insert(k.clone(), v.clone());
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Input(format!("training config: {}", e.message())))
+    }
+
+    /// The fields of `overrides` whose value differs from this config's, with both values
+    /// (`field`, this config's value, the override's), in field order.
+    pub fn differences(&self, overrides: &toml::Table) -> Result<Vec<(String, String, String)>> {
+        let mine = self.to_table();
+        let theirs = self.merged(overrides)?.to_table();
+        let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+        Ok(overrides
+            .keys()
+            .filter(|k| mine.get(*k) != theirs.get(*k))
+            .map(|k| (k.clone(), show(mine.get(k)), show(theirs.get(k))))
+            .collect())
+    }
+
+    /// Every field as a TOML table (unset optional fields left out).
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self).expect("config serialises") {
+            toml::Value::Table(t) => t,
+            _ => unreachable!("a struct serialises to a table"),
+        }
     }
 
     pub fn to_toml(&self) -> String {
@@ -229,4 +262,10 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// A TOML document as a table (a `--config` file).
+pub fn parse_table(text: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>()
+        .map_err(|e| Error::Input(format!("training config: {}", e.message())))
 }

@@ -10,11 +10,13 @@ mod head_norm;
 mod loss;
 mod net;
 mod optim;
+#[cfg(not(target_family = "wasm"))]
+pub mod run;
 mod schedule;
 #[cfg(not(target_family = "wasm"))]
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{TrainConfig, parse_table};
 pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};
 pub use head_norm::HeadBatchNorm;

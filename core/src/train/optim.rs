@@ -18,10 +18,12 @@ use crate::{Error, Result};
 
 /// Which update rule (`--optimizer`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// `torch.optim.AdamW` (betas 0.9/0.999, eps 1e-8): recommended for ViTs.
     #[default]
+    #[cfg_attr(feature = "cli", value(name = "adamw"))]
     AdamW,
     /// `torch.optim.SGD(momentum=0.9)` with coupled weight decay.
     Sgd,

@@ -12,6 +12,5 @@ pub mod linear;
 pub mod pca;
 pub mod propagate;
 pub mod retrieve;
-pub mod snapshots;
 pub mod train;
 pub mod video;

@@ -1,0 +1,283 @@
+//! `dino train`: the recipe of `main_dino.py` on a folder of images (or the built-in photos).
+//! This shell turns flags into a config, opens or resumes the run and picks the devices; the
+//! loop itself (checkpoints, logs, exact resume) is core's [`dino_core::train::run::train`],
+//! watched here by a progress bar, plots and attention snapshots ([`progress::Progress`]).
+
+mod flags;
+mod plots;
+mod progress;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use dino_core::data::{ImageFolder, ImageSource, MultiCropLoader};
+use dino_core::train::run::{RunDir, train};
+use dino_core::train::{TrainConfig, Trainer};
+
+use crate::backend::Backend;
+pub use flags::with_defaults_in_help;
+
+/// Every recipe flag overrides one field of the training config (defaults: `main_dino.py`'s, or
+/// the small demo run when no `--data` is given; `--print-config` shows the result). A flag
+/// given twice takes its last value, so scripts can append overrides to a recipe. When a run
+/// resumes, a flag that differs from the checkpoint's config is refused, except the ones that
+/// do not change the results (`--saveckp-freq`, `--checkpoint-every`,
+/// `--gradient-checkpointing`), which apply.
+#[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// Folder of images, searched recursively (class subfolders are ignored). Without it,
+    /// a short demo run on the built-in photos.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Where checkpoints, logs, plots and attention maps go.
+    #[arg(long, default_value = "dino_output", value_name = "DIR")]
+    output_dir: PathBuf,
+    /// A TOML file with any of the config fields over the official defaults (flags override
+    /// it; `--print-config` writes one).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Resume from this checkpoint (default: `OUTPUT_DIR/checkpoint.safetensors` if present).
+    #[arg(long, value_name = "FILE")]
+    resume: Option<PathBuf>,
+    /// Start from scratch even if the output folder holds a checkpoint (it is overwritten).
+    #[arg(long)]
+    no_resume: bool,
+    /// Print the effective config as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    device: Backend,
+    /// Data parallel over this many devices of `--device` (GPUs 0..N-1): each takes
+    /// batch_size / N images of every iteration, on its own thread. On the CPU: the batch runs
+    /// as N parts at the same time, which keeps every core busy. [default: 1 on GPUs; 4 on the
+    /// CPU, or 2 or 1 when the batch does not split that way, 1 with a BatchNorm head]
+    #[arg(long, value_name = "N")]
+    devices: Option<usize>,
+    /// Gradient accumulation: each device (or CPU part) runs its share of a batch as N
+    /// micro-batches one after another and the iteration updates once with their summed
+    /// gradients: the batch of --batch-size with the activation memory of
+    /// batch_size / (devices x N) images (not in the official code). Give the same value when
+    /// resuming.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    accum_steps: usize,
+    /// Attention maps of a few fixed images every this many epochs (0: never).
+    #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
+    attention_every: usize,
+    /// How many images the attention snapshots show.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    attention_images: usize,
+
+    #[command(flatten)]
+    recipe: flags::RecipeFlags,
+}
+
+/// Config fields a resumed run may change: they alter neither the results nor the schedules.
+const CHANGEABLE_ON_RESUME: [&str; 3] =
+    ["saveckp_freq", "checkpoint_every", "gradient_checkpointing"];
+
+impl Args {
+    /// The fields the user set: the `--config` file's, then the flags'.
+    fn overrides(&self) -> anyhow::Result<toml::Table> {
+        let mut table = match &self.config {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                dino_core::train::parse_table(&text)
+                    .with_context(|| format!("reading {}", f.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        table.extend(self.recipe.table());
+        Ok(table)
+    }
+
+    /// The official defaults (the demo's without `--data` and `--config`), then the overrides.
+    fn config(&self, overrides: &toml::Table) -> anyhow::Result<TrainConfig> {
+        let base = match (&self.data, &self.config) {
+            (None, None) => TrainConfig::demo(),
+            _ => TrainConfig::default(),
+        };
+        let cfg = base.merged(overrides)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// A resumed run keeps its recipe: overrides that change it are refused (all named), the
+/// harmless ones applied.
+fn resume_config(ckpt: &TrainConfig, overrides: &toml::Table) -> anyhow::Result<TrainConfig> {
+    let diffs = ckpt.differences(overrides)?;
+    let (apply, refuse): (Vec<_>, Vec<_>) = diffs
+        .into_iter()
+        .partition(|(k, _, _)| CHANGEABLE_ON_RESUME.contains(&k.as_str()));
+    if !refuse.is_empty() {
+        let list: Vec<String> = refuse
+            .iter()
+            .map(|(k, was, now)| format!("--{} {now} (the run has {was})", k.replace('_', "-")))
+            .collect();
+        bail!(
+            "the checkpoint's run has a different recipe: {}. A resumed run continues its own \
+             recipe; start a new run with --no-resume or another --output-dir, or leave the \
+             flag(s) out",
+            list.join(", ")
+        );
+    }
+    let mut table = toml::Table::new();
+    for (k, was, now) in &apply {
+        eprintln!("note: {k} = {now} (was {was}) applies to the resumed run");
+        table.insert(k.clone(), overrides[k].clone());
+    }
+    Ok(ckpt.merged(&table)?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let overrides = args.overrides()?;
+    let mut cfg = args.config(&overrides)?;
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let dir = RunDir(args.output_dir.clone());
+    std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
+    let source: Arc<dyn ImageSource> = match &args.data {
+        Some(data) => {
+            let folder = ImageFolder::scan(data)?;
+            eprintln!("data: {} images under {}", folder.len(), data.display());
+            Arc::new(folder)
+        }
+        None => {
+            eprintln!(
+                "data: the {} built-in photos (a demo run; give --data DIR to train on your images)",
+                crate::builtin::BuiltinPhotos.len()
+            );
+            Arc::new(crate::builtin::BuiltinPhotos)
+        }
+    };
+    // the first of the data-parallel devices (the only one by default) keeps the run's state
+    let device = args.device.devices(1)?.remove(0);
+
+    // resume: an explicit file, else the output folder's checkpoint
+    let ckpt = dir.checkpoint();
+    let resume_from = match (&args.resume, args.no_resume) {
+        (Some(f), _) => Some(f.clone()),
+        (None, false) if ckpt.exists() => Some(ckpt.clone()),
+        _ => None,
+    };
+    let mut resumed = match &resume_from {
+        Some(f) => {
+            let mut t = Trainer::load(f, &device)?;
+            t.cfg = resume_config(&t.cfg, &overrides)?;
+            cfg = t.cfg.clone();
+            eprintln!(
+                "resuming {} at epoch {}, iteration {}",
+                f.display(),
+                t.epoch(),
+                t.iteration
+            );
+            Some(t)
+        }
+        None => None,
+    };
+    let loader = Arc::new(MultiCropLoader::new(
+        source.clone(),
+        cfg.crops(),
+        cfg.batch_size,
+        cfg.seed,
+        cfg.dataset_repeats,
+    )?);
+    let niter = loader.niter_per_epoch();
+    let mut trainer = match resumed.take() {
+        Some(t) if t.niter_per_epoch != niter => bail!(
+            "the checkpoint was trained with {} iterations per epoch, this data gives {niter}: \
+             resume with the same data, or start a new run (--no-resume)",
+            t.niter_per_epoch
+        ),
+        Some(t) => t,
+        None => Trainer::new(cfg.clone(), niter, &device)?,
+    };
+    let n = match args.devices {
+        Some(n) => n,
+        // on the CPU the batch splits by default (of the micro-batch when accumulating)
+        None => {
+            let a = args.accum_steps.max(1);
+            let per_step = if cfg.batch_size.is_multiple_of(a) {
+                cfg.batch_size / a
+            } else {
+                cfg.batch_size
+            };
+            args.device.default_parts(per_step, cfg.use_bn_in_head)
+        }
+    };
+    let devices = args.device.devices(n)?;
+    if n > 1 {
+        trainer.set_devices(devices)?;
+        match args.device {
+            Backend::Cpu => eprintln!(
+                "CPU: each batch runs as {n} parts of {} images at the same time (--devices 1: \
+                 one part)",
+                cfg.batch_size / n
+            ),
+            other => eprintln!(
+                "data parallel: {} images on each of {n} {other:?} devices",
+                cfg.batch_size / n
+            ),
+        }
+    }
+    if args.accum_steps != 1 {
+        trainer.set_accumulation(args.accum_steps)?;
+        eprintln!(
+            "gradient accumulation: each batch of {} runs as {} micro-batches of {} images{}, \
+             one update per batch",
+            cfg.batch_size,
+            args.accum_steps,
+            cfg.batch_size / (n * args.accum_steps),
+            if n > 1 { " per part" } else { "" }
+        );
+    }
+    let vit = cfg.vit()?;
+    eprintln!(
+        "model: {} ({:.2} M parameters), head {} -> {}, {} crops of {} px + {} of {} px, batch {}, \
+         {} epochs x {niter} iterations",
+        vit.name(),
+        vit.num_params() as f64 / 1e6,
+        cfg.head_hidden_dim,
+        cfg.out_dim,
+        2,
+        cfg.global_crop_size,
+        cfg.local_crops_number,
+        cfg.local_crop_size,
+        cfg.batch_size,
+        cfg.epochs,
+    );
+    if trainer.finished() {
+        eprintln!(
+            "the run is already finished ({} epochs); exporting the teacher",
+            cfg.epochs
+        );
+    }
+    let mut progress = progress::Progress::new(&trainer, dir.0.clone(), &*source);
+    progress.attention_every = args.attention_every;
+    progress.attention_images = args.attention_images;
+    let summary = train(&mut trainer, loader, &dir, &mut progress)?;
+    progress.bar.finish();
+    if summary.skipped > 0 {
+        eprintln!("{} unreadable image(s) were skipped", summary.skipped);
+    }
+    if summary.steps > 0 {
+        eprintln!(
+            "data pipeline: {:.1} images/s per worker pool (multi-crop of {} views each)",
+            summary.crops_per_s,
+            cfg.crops().ncrops()
+        );
+    }
+    eprintln!(
+        "wrote {} (teacher backbone) and {} (full training state)",
+        dir.teacher().display(),
+        dir.checkpoint().display()
+    );
+    Ok(())
+}
