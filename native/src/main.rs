@@ -59,6 +59,14 @@ enum Command {
     Bench(commands::bench::Args),
 }
 
+/// The command-line name of a choice (`--method kmeans`), for reports and messages.
+pub fn choice_name<T: clap::ValueEnum>(value: &T) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
 fn main() {
     // `dino inspect | head`: a closed pipe ends the process quietly, as for other Unix tools,
     // instead of a panic in println!

@@ -17,8 +17,8 @@ pub struct WeightsArgs {
     #[arg(long, short = 'w', value_name = "FILE")]
     pub weights: PathBuf,
     /// Network to take from a training checkpoint.
-    #[arg(long, value_name = "KEY", default_value = "teacher", value_parser = ["teacher", "student"])]
-    pub checkpoint_key: String,
+    #[arg(long, value_name = "KEY", value_enum, default_value_t = CheckpointKey::Teacher)]
+    pub checkpoint_key: CheckpointKey,
     /// Number of attention heads (default: from the file's header, else dim / 64 as in
     /// every official model).
     #[arg(long, value_name = "N")]
@@ -26,16 +26,24 @@ pub struct WeightsArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub device: Backend,
-    /// On the CPU: `fast` (fused kernels, the default) or `burn` (the Burn model on burn-flex,
-    /// the same code that runs on GPUs). Both match the PyTorch reference.
-    #[arg(long, default_value = "fast", value_parser = ["fast", "burn"])]
-    pub engine: String,
+    /// Which implementation runs on the CPU (both match the PyTorch reference).
+    #[arg(long, value_enum, default_value_t = CpuEngine::Fast)]
+    pub engine: CpuEngine,
+}
+
+/// The CPU implementations of the model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuEngine {
+    /// The fused CPU engine (dino_core::cpu): the fastest.
+    Fast,
+    /// The Burn model on burn-flex: the same code that runs on GPUs.
+    Burn,
 }
 
 impl WeightsArgs {
     pub fn load_weights(&self) -> anyhow::Result<LoadedWeights> {
         let opts = LoadOptions {
-            checkpoint_key: self.checkpoint_key.parse::<CheckpointKey>()?,
+            checkpoint_key: self.checkpoint_key,
             heads: self.heads,
         };
         Ok(load_file(&self.weights, &opts)?)
@@ -45,7 +53,7 @@ impl WeightsArgs {
     pub fn load_engine(&self) -> anyhow::Result<Engine> {
         let w = self.load_weights()?;
         let what = || format!("{}", self.weights.display());
-        if matches!(self.device, Backend::Cpu) && self.engine == "fast" {
+        if matches!(self.device, Backend::Cpu) && self.engine == CpuEngine::Fast {
             return Ok(Engine::Cpu(
                 CpuVit::from_state_dict(&w.config, w.state).with_context(what)?,
             ));

@@ -32,6 +32,7 @@ use crate::{Error, Result, VitConfig};
 
 /// Which network of a training checkpoint to load.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum CheckpointKey {
     /// The EMA teacher: what DINO evaluates and releases.
     #[default]

@@ -36,9 +36,9 @@ pub struct Args {
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Time PyTorch and ONNX Runtime too: `auto` (when python3 can import torch), `on`, `off`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
-    reference: String,
+    /// Time PyTorch and ONNX Runtime too.
+    #[arg(long, value_enum, default_value_t = Reference::Auto)]
+    reference: Reference,
     /// Python interpreter for the reference.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -48,9 +48,9 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
-    /// Which dino-rs engines to time on the CPU: `all` (the CPU engine and burn-flex) or `cpu`.
-    #[arg(long, default_value = "all", value_parser = ["all", "cpu"])]
-    engine: String,
+    /// Which dino-rs engines to time on the CPU.
+    #[arg(long, value_enum, default_value_t = Engines::All)]
+    engine: Engines,
     /// What to time.
     #[arg(long, value_enum, default_value_t = Mode::Forward)]
     mode: Mode,
@@ -77,12 +77,36 @@ pub struct Args {
     /// what `dino train` does for these batch sizes]
     #[arg(long, value_name = "N")]
     devices: Option<usize>,
-    /// Train step: where the PyTorch reference runs (`cuda` times it in fp32 and TF32).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    torch_device: String,
+    /// Train step: where the PyTorch reference runs.
+    #[arg(long, value_enum, default_value_t = TorchDevice::Cpu)]
+    torch_device: TorchDevice,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Reference {
+    /// When python3 can import torch.
+    Auto,
+    /// Always (an error when the reference cannot run).
+    On,
+    Off,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Engines {
+    /// The CPU engine and burn-flex.
+    All,
+    /// The CPU engine only.
+    Cpu,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TorchDevice {
+    Cpu,
+    /// An NVIDIA GPU, timed in fp32 and TF32.
+    Cuda,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -170,7 +194,7 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                     })),
                 ));
             }
-            if args.engine != "cpu" || engine.is_none() {
+            if args.engine != Engines::Cpu || engine.is_none() {
                 let (model, inputs) = (&model, &inputs);
                 runners.push((
                     burn_name(args.device),
@@ -307,7 +331,7 @@ fn measure(
 ) -> anyhow::Result<()> {
     let mut reference = None;
     let mut reference_note = None;
-    if args.reference != "off" {
+    if args.reference != Reference::Off {
         match ReferenceServer::start(args, threads) {
             Ok(server) => {
                 for (k, name) in server.engines.iter().enumerate() {
@@ -315,7 +339,7 @@ fn measure(
                 }
                 reference = Some(server);
             }
-            Err(e) if args.reference == "auto" => reference_note = Some(format!("{e:#}")),
+            Err(e) if args.reference == Reference::Auto => reference_note = Some(format!("{e:#}")),
             Err(e) => return Err(e),
         }
     }
@@ -431,7 +455,7 @@ impl ReferenceServer {
             .args(["--local-size", &args.local_size.to_string()])
             .args(["--local-crops", &args.local_crops.to_string()])
             .args(["--out-dim", &args.out_dim.to_string()])
-            .args(["--torch-device", &args.torch_device])
+            .args(["--torch-device", &crate::choice_name(&args.torch_device)])
             .arg("--image")
             .arg(&args.image)
             .stdin(Stdio::piped())

@@ -12,6 +12,7 @@ use dino_core::features::{kmeans::kmeans, l2_normalize, metrics, pca::Pca};
 use dino_core::imaging::Resize;
 use image::{Rgb, RgbImage};
 
+use crate::choice_name;
 use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
@@ -27,12 +28,12 @@ pub struct Args {
     /// Number of clusters (default: the number of class subfolders, else 10).
     #[arg(long)]
     k: Option<usize>,
-    /// `kmeans` or `agglomerative` (hierarchical; up to 20,000 images).
-    #[arg(long, default_value = "kmeans", value_parser = ["kmeans", "agglomerative"])]
-    method: String,
+    /// The clustering algorithm.
+    #[arg(long, value_enum, default_value_t = Method::Kmeans)]
+    method: Method,
     /// Linkage of the agglomerative clustering.
-    #[arg(long, default_value = "ward", value_parser = ["ward", "average", "complete", "single"])]
-    linkage: String,
+    #[arg(long, value_enum, default_value_t = Linkage::Ward)]
+    linkage: Linkage,
     /// k-means restarts (the best is kept).
     #[arg(long, default_value_t = 4)]
     restarts: usize,
@@ -42,9 +43,9 @@ pub struct Args {
     /// Baseline: cluster raw normalised pixels instead of DINO features.
     #[arg(long)]
     raw_pixels: bool,
-    /// The 2-D map: `tsne`, `pca` or `none`.
-    #[arg(long, default_value = "tsne", value_parser = ["tsne", "pca", "none"])]
-    map: String,
+    /// The 2-D map of the collection.
+    #[arg(long, value_enum, default_value_t = MapKind::Tsne)]
+    map: MapKind,
     /// t-SNE perplexity (lowered for small collections).
     #[arg(long, default_value_t = 30.0)]
     perplexity: f32,
@@ -63,6 +64,36 @@ pub struct Args {
     /// Where the results go.
     #[arg(long, short, default_value = "clusters")]
     out: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Method {
+    /// k-means with k-means++ seeding and restarts.
+    Kmeans,
+    /// Hierarchical clustering cut at k clusters (up to 20,000 images).
+    Agglomerative,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Linkage {
+    /// Merges that least increase the within-cluster variance.
+    Ward,
+    /// Mean distance between the members of two clusters.
+    Average,
+    /// Largest distance between the members of two clusters.
+    Complete,
+    /// Smallest distance between the members of two clusters (chains).
+    Single,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MapKind {
+    /// t-SNE of the features (neighbourhoods kept; slow above ~10k images).
+    Tsne,
+    /// The first two principal components (fast, linear).
+    Pca,
+    /// No map.
+    None,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -121,9 +152,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .min(n);
     anyhow::ensure!(k >= 1, "--k must be at least 1");
     let t1 = std::time::Instant::now();
-    let labels = match args.method.as_str() {
-        "kmeans" => kmeans(&rows, dim, k, args.restarts, 300, args.seed)?.labels,
-        _ => agglomerative(&rows, dim, k, &args.linkage)?,
+    let labels = match args.method {
+        Method::Kmeans => kmeans(&rows, dim, k, args.restarts, 300, args.seed)?.labels,
+        Method::Agglomerative => agglomerative(&rows, dim, k, args.linkage)?,
     };
     let cluster_s = t1.elapsed().as_secs_f64();
     let scores = classes.as_ref().map(|c| {
@@ -153,10 +184,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     labels.iter().for_each(|&l| sizes[l] += 1);
 
     let t2 = std::time::Instant::now();
-    let coords = match args.map.as_str() {
-        "none" => None,
-        "pca" => Some(pca_map(&rows, dim)?),
-        _ => Some(tsne_map(&rows, dim, args.perplexity)?),
+    let coords = match args.map {
+        MapKind::None => None,
+        MapKind::Pca => Some(pca_map(&rows, dim)?),
+        MapKind::Tsne => Some(tsne_map(&rows, dim, args.perplexity)?),
     };
     let map_s = t2.elapsed().as_secs_f64();
     if let Some(xy) = &coords {
@@ -167,11 +198,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "folder": args.dir,
         "images": n,
         "features": if args.raw_pixels { "raw pixels" } else { "DINO CLS" },
-        "method": args.method,
+        "method": choice_name(&args.method),
         "k": k,
         "cluster_sizes": sizes,
         "scores_against_subfolders": scores,
-        "map": args.map,
+        "map": choice_name(&args.map),
         "seconds": {"features": features_s, "clustering": cluster_s, "map": map_s},
     });
     std::fs::write(
@@ -180,7 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     println!(
         "{n} images in {k} clusters ({}, {}); sizes {:?}",
-        args.method,
+        choice_name(&args.method),
         if args.raw_pixels {
             "raw pixels"
         } else {
@@ -210,17 +241,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Agglomerative clustering cut at `k` clusters (Euclidean distances of the rows).
-fn agglomerative(rows: &[f32], d: usize, k: usize, linkage: &str) -> anyhow::Result<Vec<usize>> {
+fn agglomerative(rows: &[f32], d: usize, k: usize, linkage: Linkage) -> anyhow::Result<Vec<usize>> {
     let n = rows.len() / d;
     anyhow::ensure!(
         n <= 20_000,
         "agglomerative clustering keeps all {n}^2/2 distances: use --method kmeans above 20,000 images"
     );
     let method = match linkage {
-        "ward" => kodama::Method::Ward,
-        "average" => kodama::Method::Average,
-        "complete" => kodama::Method::Complete,
-        _ => kodama::Method::Single,
+        Linkage::Ward => kodama::Method::Ward,
+        Linkage::Average => kodama::Method::Average,
+        Linkage::Complete => kodama::Method::Complete,
+        Linkage::Single => kodama::Method::Single,
     };
     let mut condensed = Vec::with_capacity(n * (n - 1) / 2);
     for i in 0..n {

@@ -13,6 +13,7 @@ use dino_core::data::ImageFolder;
 use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca, search::Index};
 use dino_core::imaging::Resize;
 
+use crate::choice_name;
 use crate::engine::Engine;
 use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
@@ -34,10 +35,9 @@ pub struct Args {
     /// Neighbours kept per image (a group can still grow larger, through its members).
     #[arg(long, default_value_t = 10)]
     k: usize,
-    /// Descriptor: `copy` (CLS + GeM of patch tokens, the official copy-detection feature)
-    /// or `cls` (the CLS token alone).
-    #[arg(long, default_value = "copy", value_parser = ["copy", "cls"])]
-    descriptor: String,
+    /// The image descriptor compared.
+    #[arg(long, value_enum, default_value_t = Descriptor::Copy)]
+    descriptor: Descriptor,
     /// How images are resized (the official copy detection: 320x320).
     #[arg(long, default_value = "320x320")]
     resize: Resize,
@@ -66,6 +66,14 @@ pub struct Args {
     show: usize,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Descriptor {
+    /// CLS + GeM (p = 4) of the patch tokens: the official copy-detection feature.
+    Copy,
+    /// The CLS token alone.
+    Cls,
+}
+
 /// Descriptors of a list of files with the given settings (unreadable files skipped and
 /// listed in the stats).
 #[allow(clippy::too_many_arguments)]
@@ -74,23 +82,27 @@ pub fn descriptors(
     weights: &Path,
     files: &[PathBuf],
     resize: &Resize,
-    kind: &str,
+    kind: Descriptor,
     batch_size: usize,
     index_file: Option<&Path>,
     label: &str,
 ) -> anyhow::Result<(FeatureStore, UpdateStats)> {
     let d = engine.config().dim;
-    let signature = format!("dedup:{kind}:{resize}:{}", weights_identity(weights)?);
+    let signature = format!(
+        "dedup:{}:{resize}:{}",
+        choice_name(&kind),
+        weights_identity(weights)?
+    );
     let recipe = Recipe {
         resize,
         batch_size,
         label,
-        dim: if kind == "copy" { 2 * d } else { d },
+        dim: if kind == Descriptor::Copy { 2 * d } else { d },
     };
     let (store, stats) =
         FeatureStore::of_files(index_file, &signature, engine, files, &recipe, |imgs| {
             let t = engine.tokens(imgs)?;
-            Ok(if kind == "copy" {
+            Ok(if kind == Descriptor::Copy {
                 descriptor::copy_detection(&t.cls, &t.patches, d)
             } else {
                 t.cls
@@ -119,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &args.weights.weights,
         &folder.files,
         &args.resize,
-        &args.descriptor,
+        args.descriptor,
         args.batch_size,
         args.index_file.as_deref(),
         "describing",
@@ -145,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &args.weights.weights,
                 &w.files,
                 &args.resize,
-                &args.descriptor,
+                args.descriptor,
                 args.batch_size,
                 None,
                 "whitening",
@@ -194,7 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "folder": args.dir,
         "images": n,
         "skipped": skipped,
-        "descriptor": args.descriptor,
+        "descriptor": choice_name(&args.descriptor),
         "descriptor_dim": dim,
         "whitening": args.whiten_from.as_ref().map(|p| p.display().to_string())
             .or(args.whiten_self.then(|| "self".to_string())),

@@ -103,7 +103,7 @@ fn features(
         "weights": args.weights.weights, "weights_len": std::fs::metadata(&args.weights.weights).map(|m| m.len()).ok(),
         "weights_modified": std::fs::metadata(&args.weights.weights).and_then(|m| m.modified()).ok()
             .map(|t| format!("{t:?}")),
-        "key": args.weights.checkpoint_key, "mode": mode, "resize": args.splits.resize.to_string(),
+        "key": args.weights.checkpoint_key.as_str(), "mode": mode, "resize": args.splits.resize.to_string(),
         "train": train.files, "val": val.files,
     })
     .to_string();

@@ -43,9 +43,21 @@ pub struct Args {
     /// Process at most this many frames.
     #[arg(long)]
     max_frames: Option<usize>,
-    /// Which animations to write: `gif`, `mp4`, `both` or `none`.
-    #[arg(long, default_value = "both", value_parser = ["gif", "mp4", "both", "none"])]
-    animation: String,
+    /// Which animations to write beside the frames.
+    #[arg(long, value_enum, default_value_t = Animation::Both)]
+    animation: Animation,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Animation {
+    /// An animated GIF (written here, always possible).
+    Gif,
+    /// An H.264 MP4 (needs ffmpeg).
+    Mp4,
+    /// Both: the MP4 where ffmpeg is installed.
+    Both,
+    /// Frames only.
+    None,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -120,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     let mut wrote = vec![format!("{} frames attn-*.png", rendered.len())];
-    if matches!(args.animation.as_str(), "gif" | "both") {
+    if matches!(args.animation, Animation::Gif | Animation::Both) {
         // GIFs of full-size frames get huge: at most GIF_SIDE px on the long side
         let small: Vec<image::RgbImage> = rendered
             .iter()
@@ -139,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         frames::write_gif(&small, fps, &args.out.join("attention.gif"))?;
         wrote.push("attention.gif".into());
     }
-    if matches!(args.animation.as_str(), "mp4" | "both") {
+    if matches!(args.animation, Animation::Mp4 | Animation::Both) {
         if frames::has_ffmpeg() && skipped == 0 {
             frames::write_mp4(
                 &args.out.join("attn-%06d.png"),
@@ -147,7 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &args.out.join("attention.mp4"),
             )?;
             wrote.push("attention.mp4".into());
-        } else if args.animation == "mp4" {
+        } else if args.animation == Animation::Mp4 {
             anyhow::bail!(
                 "writing MP4 needs ffmpeg (sudo apt-get install ffmpeg) and no skipped frames"
             );
