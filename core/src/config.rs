@@ -69,7 +69,7 @@ impl VitConfig {
             "small" => Self::vit_small(patch),
             "base" => Self::vit_base(patch),
             other => {
-                return Err(Error::Input(format!(
+                return Err(Error::Config(format!(
                     "unknown architecture '{other}': expected vit_tiny, vit_small or vit_base"
                 )));
             }
@@ -90,7 +90,7 @@ impl VitConfig {
 
     /// Checks the invariants every other function relies on.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Input(format!("invalid ViT configuration: {msg}")));
+        let bad = |msg: String| Err(Error::Config(format!("invalid ViT configuration: {msg}")));
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.patch == 0 {
             return bad(format!(
                 "dim {}, depth {}, heads {} and patch {} must all be positive",
@@ -132,11 +132,14 @@ impl VitConfig {
         }
         let (gh, gw) = (h / p, w / p);
         if gh * gw > MAX_TOKENS {
-            return Err(Error::Input(format!(
-                "a {h}x{w} input makes {gh}x{gw} = {} patches at patch size {p}, more than the \
-                 limit of {MAX_TOKENS}: resize it (e.g. --resize 480x480)",
-                gh * gw
-            )));
+            return Err(Error::TooManyTokens {
+                h,
+                w,
+                gh,
+                gw,
+                patch: p,
+                limit: MAX_TOKENS,
+            });
         }
         Ok((gh, gw))
     }

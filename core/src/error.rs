@@ -22,7 +22,49 @@ pub enum Error {
     /// A weights file is not a checkpoint we know, or does not match the model.
     #[error("weights: {0}")]
     Weights(String),
-    /// A tensor or option has a size the model cannot take.
+    /// A setting is out of range or inconsistent: an architecture, a training recipe, crop
+    /// sizes, a head.
+    #[error("{0}")]
+    Config(String),
+    /// The data cannot give what a run needs: no images, fewer than a batch, none readable.
+    #[error("{0}")]
+    Data(String),
+    /// An image too large for a forward pass: more patches than [`crate::config::MAX_TOKENS`].
+    #[error(
+        "a {h}x{w} input makes {gh}x{gw} = {tokens} patches at patch size {patch}, more than \
+         the limit of {limit}: resize it",
+        tokens = gh * gw
+    )]
+    TooManyTokens {
+        h: usize,
+        w: usize,
+        gh: usize,
+        gw: usize,
+        patch: usize,
+        limit: usize,
+    },
+    /// The weights do not say how many attention heads the model has, and the official rule
+    /// (dim / 64) does not apply.
+    #[error(
+        "weights: cannot tell the number of heads of a {dim}-dim model (official models use \
+         dim / 64): give it explicitly"
+    )]
+    UnknownHeads { dim: usize },
+    /// A PyTorch `.pth` given as bytes: its zip and pickle reader needs a file.
+    #[error("weights: this is a PyTorch .pth checkpoint, which can only be read from a file")]
+    PthNeedsFile,
+    /// The training loss stopped being finite (the official code stops too).
+    #[error(
+        "the loss is {loss} at iteration {iteration} (epoch {epoch}): stopping, as the official \
+         code does. Lower the learning rate or the teacher temperature, or resume from the \
+         last checkpoint"
+    )]
+    Diverged {
+        loss: f64,
+        iteration: usize,
+        epoch: usize,
+    },
+    /// Any other argument the operation cannot take (a count, a size, a threshold, a shape).
     #[error("{0}")]
     Input(String),
 }

@@ -102,7 +102,17 @@ fn main() {
         Command::Pca(a) => commands::pca::run(*a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {e:#}{}", hint(&e));
         std::process::exit(1);
+    }
+}
+
+/// The flag that fixes a core error, where there is one (the core names no flags).
+fn hint(e: &anyhow::Error) -> &'static str {
+    use dino_core::Error;
+    match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
+        Some(Error::TooManyTokens { .. }) => " (e.g. --resize 480x480)",
+        Some(Error::UnknownHeads { .. }) => " (--heads N)",
+        _ => "",
     }
 }

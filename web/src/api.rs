@@ -73,7 +73,8 @@ pub fn threshold_masks(
     threshold: f64,
 ) -> Result<Uint8Array, JsError> {
     let t = check_threshold(threshold).map_err(|e| JsError::new(&e))?;
-    let m = mass_threshold_masks(attention, heads, t).map_err(|e| JsError::new(&e.to_string()))?;
+    let m =
+        mass_threshold_masks(attention, heads, t).map_err(|e| JsError::new(&crate::explain(e)))?;
     Ok(Uint8Array::from(&m[..]))
 }
 
@@ -103,10 +104,10 @@ pub fn find_duplicates(
     let n = descriptors.len() / dim;
     let mut rows = descriptors.to_vec();
     l2_normalize(&mut rows, dim);
-    let index = Index::new(&rows, dim).map_err(|e| JsError::new(&e.to_string()))?;
+    let index = Index::new(&rows, dim).map_err(|e| JsError::new(&crate::explain(e)))?;
     let hits = index
         .search(&rows, k.unwrap_or(10).max(1), true)
-        .map_err(|e| JsError::new(&e.to_string()))?;
+        .map_err(|e| JsError::new(&crate::explain(e)))?;
     let pairs = groups::pairs_above(&hits, threshold as f32);
     let found = groups::connected_groups(n, &pairs);
     let out = Object::new();
@@ -165,7 +166,7 @@ impl Dino {
             checkpoint_key: CheckpointKey::Teacher,
             heads,
         };
-        let w = load_bytes(&bytes.to_vec(), &opts).map_err(|e| JsError::new(&e.to_string()))?;
+        let w = load_bytes(&bytes.to_vec(), &opts).map_err(|e| JsError::new(&crate::explain(e)))?;
         if let Some(p) = get(&options, "patch").and_then(|v| v.as_f64())
             && p as usize != w.config.patch
         {
@@ -240,7 +241,7 @@ impl Dino {
             .await?;
         let heads = self.runner.config().heads;
         let masks = mass_threshold_masks(&out.attention, heads, opts.threshold)
-            .map_err(|e| JsError::new(&e.to_string()))?;
+            .map_err(|e| JsError::new(&crate::explain(e)))?;
         let ms = now_ms() - t0;
         let r = Object::new();
         set(&r, "heads", heads as u32);
@@ -324,7 +325,8 @@ impl Dino {
 
     async fn prepare(&self, image: &JsValue, resize: &Resize) -> Result<image::RgbImage, JsError> {
         let rgb = to_rgb(image).await.map_err(|e| JsError::new(&e))?;
-        prepare(&rgb, resize, self.runner.config().patch).map_err(|e| JsError::new(&e.to_string()))
+        prepare(&rgb, resize, self.runner.config().patch)
+            .map_err(|e| JsError::new(&crate::explain(e)))
     }
 
     async fn cls(&self, image: &JsValue, resize: &Resize) -> Result<Vec<f32>, JsError> {

@@ -24,4 +24,46 @@ mod webgpu;
 
 #[cfg(target_family = "wasm")]
 pub use api::{Dino, find_duplicates, threshold_masks};
+
+/// A core error as the page's caller should read it: with the JavaScript option that fixes
+/// it where there is one (the core names no flags or options).
+pub fn explain(e: dino_core::Error) -> String {
+    use dino_core::Error;
+    let hint = match &e {
+        Error::TooManyTokens { .. } => " (pass a smaller size, e.g. { size: 480 })",
+        Error::UnknownHeads { .. } => " (pass { heads: N } to Dino.load)",
+        Error::PthNeedsFile => {
+            ": convert it once with the command line (dino export -w FILE.pth -o \
+             model.safetensors) and load the .safetensors"
+        }
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
 pub use options::{AttentionOptions, BackendChoice};
+
+#[cfg(test)]
+mod tests {
+    use dino_core::Error;
+
+    #[test]
+    fn core_errors_get_the_javascript_option_that_fixes_them() {
+        let e = super::explain(Error::PthNeedsFile);
+        assert!(e.contains(".pth") && e.contains("dino export"), "{e}");
+        let e = super::explain(Error::UnknownHeads { dim: 48 });
+        assert!(e.contains("48-dim") && e.contains("{ heads: N }"), "{e}");
+        let big = Error::TooManyTokens {
+            h: 2048,
+            w: 2048,
+            gh: 128,
+            gw: 128,
+            patch: 16,
+            limit: 16_384,
+        };
+        let e = super::explain(big);
+        assert!(
+            e.contains("16384 patches") && e.contains("size: 480"),
+            "{e}"
+        );
+    }
+}

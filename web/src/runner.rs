@@ -15,7 +15,7 @@ impl Runner {
     pub fn cpu(config: &VitConfig, state: StateDict) -> Result<Self, String> {
         CpuVit::from_state_dict(config, state)
             .map(Runner::Cpu)
-            .map_err(|e| e.to_string())
+            .map_err(crate::explain)
     }
 
     #[cfg(feature = "webgpu")]
@@ -26,7 +26,7 @@ impl Runner {
     ) -> Result<Self, String> {
         dino_core::VisionTransformer::from_state_dict(config, state, &device)
             .map(|m| Runner::WebGpu(Box::new(m), device))
-            .map_err(|e| e.to_string())
+            .map_err(crate::explain)
     }
 
     pub fn config(&self) -> &VitConfig {
@@ -55,7 +55,7 @@ impl Runner {
         want: Outputs,
     ) -> Result<CpuFeatures, String> {
         match self {
-            Runner::Cpu(e) => e.run(&chw, 1, h, w, want).map_err(|e| e.to_string()),
+            Runner::Cpu(e) => e.run(&chw, 1, h, w, want).map_err(crate::explain),
             #[cfg(feature = "webgpu")]
             Runner::WebGpu(m, device) => gpu::run(m, device, chw, h, w, want).await,
         }
@@ -89,10 +89,10 @@ mod gpu {
     ) -> Result<CpuFeatures, String> {
         let x = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
         let (features, attention) = if want.attention {
-            let (f, a) = m.forward_with_cls_attention(x).map_err(|e| e.to_string())?;
+            let (f, a) = m.forward_with_cls_attention(x).map_err(crate::explain)?;
             (f, Some(a))
         } else {
-            (m.forward_features(x).map_err(|e| e.to_string())?, None)
+            (m.forward_features(x).map_err(crate::explain)?, None)
         };
         let grid = features.grid;
         let cls = read(features.cls).await?;

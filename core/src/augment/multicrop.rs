@@ -41,17 +41,17 @@ impl MultiCropConfig {
     pub fn validate(&self) -> Result<()> {
         let ok_scale = |s: (f64, f64)| 0.0 < s.0 && s.0 <= s.1 && s.1 <= 1.0;
         if self.global_size == 0 || self.local_size == 0 {
-            return Err(Error::Input("crop sizes must be positive".into()));
+            return Err(Error::Config("crop sizes must be positive".into()));
         }
         if !ok_scale(self.global_scale) || !ok_scale(self.local_scale) {
-            return Err(Error::Input(format!(
+            return Err(Error::Config(format!(
                 "crop scales must satisfy 0 < min <= max <= 1: global {:?}, local {:?}",
                 self.global_scale, self.local_scale
             )));
         }
         let (lo, hi) = self.blur_radius;
         if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 64.0) {
-            return Err(Error::Input(format!(
+            return Err(Error::Config(format!(
                 "blur radius must satisfy 0 < min <= max <= 64: {:?}",
                 self.blur_radius
             )));

@@ -24,18 +24,18 @@ pub struct ImageFolder {
 impl ImageFolder {
     pub fn scan(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            return Err(Error::Input(format!("{}: not a folder", root.display())));
+            return Err(Error::Data(format!("{}: not a folder", root.display())));
         }
         let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(root).follow_links(true) {
-            let entry = entry.map_err(|e| Error::Input(format!("{}: {e}", root.display())))?;
+            let entry = entry.map_err(|e| Error::Data(format!("{}: {e}", root.display())))?;
             if entry.file_type().is_file() && is_image(entry.path()) {
                 files.push(entry.into_path());
             }
         }
         files.sort();
         if files.is_empty() {
-            return Err(Error::Input(format!(
+            return Err(Error::Data(format!(
                 "{}: no images found (looked for {} files, recursively)",
                 root.display(),
                 IMAGE_EXTENSIONS.join(", ")

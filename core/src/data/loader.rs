@@ -107,7 +107,7 @@ impl MultiCropLoader {
         cfg.validate()?;
         let n = source.len() * repeats.max(1);
         if batch == 0 || n < batch {
-            return Err(crate::Error::Input(format!(
+            return Err(crate::Error::Data(format!(
                 "a batch of {batch} needs at least that many images per epoch; the data has {} \
                  ({} images x {} repeats)",
                 n,
@@ -176,7 +176,7 @@ impl MultiCropLoader {
                     }
                 }
             }
-            Err(crate::Error::Input(
+            Err(crate::Error::Data(
                 "no readable image left in the data".into(),
             ))
         };

@@ -44,7 +44,7 @@ impl std::str::FromStr for Resize {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Input(format!(
-                "--resize '{s}': expected 'eval', 'eval:SHORT/CROP', 'none', a short side \
+                "resize '{s}': expected 'eval', 'eval:SHORT/CROP', 'none', a short side \
                  like '480', a long side limit like 'max:224', or HEIGHTxWIDTH like '480x640'"
             ))
         };

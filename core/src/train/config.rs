@@ -147,7 +147,9 @@ impl TrainConfig {
         }
         toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| Error::Input(format!("training config: {}", e.message())))
+            .map_err(|e: toml::de::Error| {
+                Error::Config(format!("training config: {}", e.message()))
+            })
     }
 
     /// The fields of `overrides` whose value differs from this config's, with both values
@@ -227,7 +229,7 @@ impl TrainConfig {
 
     /// Checks everything a run relies on before it starts.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Input(format!("training config: {m}")));
+        let bad = |m: String| Err(Error::Config(format!("training config: {m}")));
         self.vit()?.validate()?;
         self.head().validate()?;
         self.crops().validate()?;
@@ -267,5 +269,5 @@ impl TrainConfig {
 /// A TOML document as a table (a `--config` file).
 pub fn parse_table(text: &str) -> Result<toml::Table> {
     text.parse::<toml::Table>()
-        .map_err(|e| Error::Input(format!("training config: {}", e.message())))
+        .map_err(|e| Error::Config(format!("training config: {}", e.message())))
 }

@@ -51,7 +51,7 @@ impl HeadConfig {
             || self.bottleneck_dim == 0
             || self.nlayers == 0
         {
-            return Err(Error::Input(format!("invalid head sizes: {self:?}")));
+            return Err(Error::Config(format!("invalid head sizes: {self:?}")));
         }
         Ok(())
     }

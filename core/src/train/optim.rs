@@ -38,7 +38,7 @@ impl std::str::FromStr for OptimizerKind {
             "adamw" => Ok(Self::AdamW),
             "sgd" => Ok(Self::Sgd),
             "lars" => Ok(Self::Lars),
-            o => Err(Error::Input(format!(
+            o => Err(Error::Config(format!(
                 "optimizer '{o}': expected adamw, sgd or lars"
             ))),
         }

@@ -139,7 +139,7 @@ pub fn train(
 ) -> Result<RunSummary> {
     let niter = trainer.niter_per_epoch;
     if loader.niter_per_epoch() != niter {
-        return Err(Error::Input(format!(
+        return Err(Error::Data(format!(
             "the run has {niter} iterations per epoch, the data gives {}",
             loader.niter_per_epoch()
         )));
@@ -163,7 +163,7 @@ pub fn train(
     while !trainer.finished() {
         let (batch, skipped, t_aug) = rx
             .recv()
-            .map_err(|_| Error::Input("the data loader stopped".into()))??;
+            .map_err(|_| Error::Data("the data loader stopped".into()))??;
         summary.skipped += skipped.len();
         aug_time += t_aug;
         aug_images += batch.batch;

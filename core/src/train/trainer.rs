@@ -102,7 +102,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, niter_per_epoch: usize, device: &Device) -> Result<Self> {
         cfg.validate()?;
         if niter_per_epoch == 0 {
-            return Err(Error::Input("an epoch needs at least one iteration".into()));
+            return Err(Error::Data("an epoch needs at least one iteration".into()));
         }
         let student = DinoNet::new(
             &cfg.vit()?,
@@ -272,7 +272,7 @@ impl Trainer {
         }
         self.check_split(n, self.accum_steps)?;
         if n > 1 && self.cfg.use_bn_in_head {
-            return Err(Error::Input(
+            return Err(Error::Config(
                 "data parallel with BatchNorm in the head needs synchronised batch statistics \
                  (the official SyncBatchNorm), which is not implemented: use one device or \
                  use_bn_in_head = false"
@@ -292,13 +292,13 @@ impl Trainer {
     /// the same weights as `steps` devices. Not in the official code, which has no accumulation.
     pub fn set_accumulation(&mut self, steps: usize) -> Result<()> {
         if steps == 0 {
-            return Err(Error::Input(
+            return Err(Error::Config(
                 "gradient accumulation needs at least one micro-batch per step".into(),
             ));
         }
         self.check_split(self.devices.len(), steps)?;
         if steps > 1 && self.cfg.use_bn_in_head {
-            return Err(Error::Input(
+            return Err(Error::Config(
                 "gradient accumulation with BatchNorm in the head would normalise each \
                  micro-batch with its own statistics: use use_bn_in_head = false or no \
                  accumulation"
@@ -327,7 +327,7 @@ impl Trainer {
                 format!("{devices} device(s) x {steps} accumulation steps"),
             ),
         };
-        Err(Error::Input(format!(
+        Err(Error::Config(format!(
             "{what}: a batch of {} images cannot be split over {over}; use a multiple of \
              {pieces}",
             self.cfg.batch_size
@@ -413,11 +413,11 @@ impl Trainer {
             .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?;
         let value = values[0] as f64;
         if !value.is_finite() {
-            return Err(Error::Input(format!(
-                "the loss is {value} at iteration {it} (epoch {epoch}): stopping, as the official \
-                 code does. Lower the learning rate or the teacher temperature, or resume from \
-                 the last checkpoint"
-            )));
+            return Err(Error::Diverged {
+                loss: value,
+                iteration: it,
+                epoch,
+            });
         }
         // the mean gradient over the parts, on the first device
         let grads = if n == 1 {

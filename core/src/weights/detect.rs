@@ -57,12 +57,7 @@ pub fn detect_config(sd: &StateDict, heads: Option<usize>) -> Result<VitConfig> 
     let heads = match heads {
         Some(h) => h,
         None if dim % 64 == 0 => dim / 64,
-        None => {
-            return bad(format!(
-                "cannot tell the number of heads of a {dim}-dim model (official models use \
-                 dim / 64): give it explicitly (--heads)"
-            ));
-        }
+        None => return Err(Error::UnknownHeads { dim }),
     };
     let config = VitConfig {
         dim,

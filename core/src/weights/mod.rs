@@ -110,18 +110,14 @@ pub fn load_file(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Resul
 }
 
 /// Loads weights from bytes: safetensors only (official layout, Hugging Face layout or this
-/// project's). PyTorch `.pth` needs a file; convert it once with `dino export`.
+/// project's). PyTorch `.pth` needs a file ([`Error::PthNeedsFile`]).
 pub fn load_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedWeights> {
     match format::sniff(bytes) {
         format::Container::Safetensors => {
             let (raw, meta) = safetensors_file::read(bytes)?;
             finish(raw, Some(meta), opts)
         }
-        format::Container::Pytorch => Err(Error::Weights(
-            "this is a PyTorch .pth checkpoint, which can only be read from a file: convert it \
-             with `dino export --weights FILE.pth --out model.safetensors`"
-                .into(),
-        )),
+        format::Container::Pytorch => Err(Error::PthNeedsFile),
         format::Container::Unknown => Err(Error::Weights(format!(
             "not a safetensors checkpoint ({})",
             format::describe(bytes)
