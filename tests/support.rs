@@ -1,9 +1,14 @@
-//! Helpers shared by the cross-crate tests: fixture paths, `.npy` reading, comparisons.
+//! Helpers shared by every test of the workspace (the cross-crate tests here, the CLI's
+//! end-to-end tests, the browser package's tests in wasm): fixture paths, `.npy` reading,
+//! comparisons; with the `models` feature, building fixture models.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+#[cfg(feature = "models")]
 use burn::tensor::{Device, Tensor};
+#[cfg(feature = "models")]
 use dino_core::VisionTransformer;
+#[cfg(feature = "models")]
 use dino_core::weights::{LoadOptions, load_file};
 
 /// `tests/fixtures/...`
@@ -19,10 +24,20 @@ pub fn manifest() -> serde_json::Value {
     serde_json::from_str(&text).expect("valid manifest")
 }
 
-/// A `.npy` file as (shape, values as f32).
+/// A `.npy` fixture as (shape, values as f32).
 pub fn read_npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    read_npy_file(&fixture(rel))
+}
+
+/// A `.npy` file as (shape, values as f32).
+pub fn read_npy_file(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    npy_from_bytes(&bytes)
+}
+
+/// `.npy` bytes (f32, or u8 widened to f32) as (shape, values).
+pub fn npy_from_bytes(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    let npy = npyz::NpyFile::new(bytes).expect("npy header");
     let shape = npy.shape().iter().map(|&s| s as usize).collect();
     let data = match npy.dtype() {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => {
@@ -38,11 +53,24 @@ pub fn read_npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
     (shape, data)
 }
 
+/// The values of a u8 `.npy` file (masks).
+pub fn read_npy_u8_file(path: &Path) -> Vec<u8> {
+    npy_u8(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// The values of u8 `.npy` bytes (masks).
+pub fn npy_u8(bytes: &[u8]) -> Vec<u8> {
+    let npy = npyz::NpyFile::new(bytes).expect("npy header");
+    npy.into_vec::<u8>().expect("u8 data")
+}
+
+#[cfg(feature = "models")]
 pub fn device() -> Device {
     Device::flex()
 }
 
 /// Loads a fixture model the way the CLI does.
+#[cfg(feature = "models")]
 pub fn load_model(rel: &str, heads: Option<usize>) -> VisionTransformer {
     let opts = LoadOptions {
         heads,
@@ -52,6 +80,7 @@ pub fn load_model(rel: &str, heads: Option<usize>) -> VisionTransformer {
     VisionTransformer::from_state_dict(&w.config, w.state, &device()).expect("model builds")
 }
 
+#[cfg(feature = "models")]
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 tensor")
 }

@@ -6,35 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{dino, fails, ok, read_json, s};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
-}
-
-fn npy_f32(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec::<f32>().unwrap())
-}
-
-fn npy_u8(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    npyz::NpyFile::new(&bytes[..])
-        .unwrap()
-        .into_vec::<u8>()
-        .unwrap()
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use dino_tests::{fixture, max_abs, read_npy_file, read_npy_u8_file};
 
 #[test]
 fn help_explains_every_subcommand() {
@@ -89,13 +61,13 @@ fn attention_matches_the_reference() {
         "-o",
         s(dir.path()),
     ]);
-    let (shape, attn) = npy_f32(&dir.path().join("attention.npy"));
+    let (shape, attn) = read_npy_file(&dir.path().join("attention.npy"));
     assert_eq!(shape, vec![2, 18, 28]);
-    let want = npy_f32(&fixture("outputs/s16_chelsea_none_attention.npy")).1;
+    let want = read_npy_file(&fixture("outputs/s16_chelsea_none_attention.npy")).1;
     assert!(max_abs(&attn, &want) <= 1e-5);
     assert_eq!(
-        npy_u8(&dir.path().join("masks.npy")),
-        npy_u8(&fixture("outputs/s16_chelsea_none_masks.npy"))
+        read_npy_u8_file(&dir.path().join("masks.npy")),
+        read_npy_u8_file(&fixture("outputs/s16_chelsea_none_masks.npy"))
     );
     for png in [
         "img.png",
@@ -130,13 +102,13 @@ fn attention_patch8_with_heads_override() {
         s(dir.path()),
     ];
     ok(&args);
-    let (shape, attn) = npy_f32(&dir.path().join("attention.npy"));
+    let (shape, attn) = read_npy_file(&dir.path().join("attention.npy"));
     assert_eq!(shape, vec![3, 50, 75]);
-    let want = npy_f32(&fixture("outputs/p8_coffee_none_attention.npy")).1;
+    let want = read_npy_file(&fixture("outputs/p8_coffee_none_attention.npy")).1;
     assert!(max_abs(&attn, &want) <= 1e-5);
     assert_eq!(
-        npy_u8(&dir.path().join("masks.npy")),
-        npy_u8(&fixture("outputs/p8_coffee_none_masks.npy"))
+        read_npy_u8_file(&dir.path().join("masks.npy")),
+        read_npy_u8_file(&fixture("outputs/p8_coffee_none_masks.npy"))
     );
     // no --heads: 48 dims do not split by the dim/64 rule
     let err = fails(&["attention", "-w", s(&w), s(&img), "-o", s(dir.path())]);
@@ -160,15 +132,15 @@ fn embed_rows_follow_argument_order() {
         "-o",
         s(&out),
     ]);
-    let (shape, f) = npy_f32(&out);
+    let (shape, f) = read_npy_file(&out);
     assert_eq!(shape, vec![2, 128]);
-    let want = npy_f32(&fixture("outputs/s16_batch_eval_cls.npy")).1;
+    let want = read_npy_file(&fixture("outputs/s16_batch_eval_cls.npy")).1;
     // reference rows: chelsea, coffee, rocket
     assert!(max_abs(&f[..128], &want[128..256]) <= 1e-4);
     assert!(max_abs(&f[128..], &want[..128]) <= 1e-4);
     // --l2 gives unit rows
     ok(&["embed", "-w", s(&w), s(&c), "--l2", "-o", s(&out)]);
-    let f = npy_f32(&out).1;
+    let f = read_npy_file(&out).1;
     let norm: f32 = f.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5);
 }
@@ -228,8 +200,8 @@ fn inspect_and_export() {
         "-o",
         s(&a),
     ]);
-    let want = npy_f32(&fixture("outputs/p8_coffee_none_attention.npy")).1;
-    assert!(max_abs(&npy_f32(&a.join("attention.npy")).1, &want) <= 1e-5);
+    let want = read_npy_file(&fixture("outputs/p8_coffee_none_attention.npy")).1;
+    assert!(max_abs(&read_npy_file(&a.join("attention.npy")).1, &want) <= 1e-5);
 }
 
 #[test]
@@ -243,73 +215,66 @@ fn bad_inputs_fail_cleanly() {
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
 
-    let e = fails(&[
-        "attention",
-        "-w",
-        "/nonexistent/w.pth",
-        s(&img),
-        "-o",
-        s(&o),
-    ]);
-    assert!(e.contains("/nonexistent/w.pth"), "{e}");
-    let e = fails(&["attention", "-w", s(&img), s(&img), "-o", s(&o)]);
-    assert!(e.contains("not a checkpoint"), "{e}");
-    let e = fails(&["attention", "-w", s(&w), s(&corrupt), "-o", s(&o)]);
-    assert!(
-        e.contains("corrupt.jpg") && e.contains("cannot decode"),
-        "{e}"
-    );
-    let e = fails(&["embed", "-w", s(&w), s(&img), s(&empty), "-o", s(&o)]);
-    assert!(e.contains("empty.png") && e.contains("empty"), "{e}");
-    let e = fails(&[
-        "attention",
-        "-w",
-        s(&w),
-        "--threshold",
-        "1.5",
-        s(&img),
-        "-o",
-        s(&o),
-    ]);
-    assert!(e.contains("threshold"), "{e}");
-    let e = fails(&[
-        "attention",
-        "-w",
-        s(&w),
-        "--resize",
-        "8x8",
-        s(&img),
-        "-o",
-        s(&o),
-    ]);
-    assert!(e.contains("smaller than one 16x16 patch"), "{e}");
-    let e = fails(&[
-        "attention",
-        "-w",
-        s(&w),
-        "--resize",
-        "4000x4000",
-        s(&img),
-        "-o",
-        s(&o),
-    ]);
-    assert!(e.contains("limit"), "{e}");
-    let e = fails(&["inspect", "-w", s(&w), "--heads", "3"]);
-    assert!(e.contains("not divisible by 3 heads"), "{e}");
+    let (w, img, o) = (s(&w), s(&img), s(&o));
+    let attention = |extra: &[&'static str], image: &str| -> Vec<String> {
+        let mut a: Vec<String> = ["attention", "-w", w].map(String::from).to_vec();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a.extend([image, "-o", o].map(String::from));
+        a
+    };
+    // each bad input, and what its error message must say
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            ["attention", "-w", "/nonexistent/w.pth", img, "-o", o]
+                .map(String::from)
+                .to_vec(),
+            vec!["/nonexistent/w.pth"],
+        ),
+        (
+            ["attention", "-w", img, img, "-o", o]
+                .map(String::from)
+                .to_vec(),
+            vec!["not a checkpoint"],
+        ),
+        (
+            attention(&[], s(&corrupt)),
+            vec!["corrupt.jpg", "cannot decode"],
+        ),
+        (
+            ["embed", "-w", w, img, s(&empty), "-o", o]
+                .map(String::from)
+                .to_vec(),
+            vec!["empty.png", "empty"],
+        ),
+        (attention(&["--threshold", "1.5"], img), vec!["threshold"]),
+        (
+            attention(&["--resize", "8x8"], img),
+            vec!["smaller than one 16x16 patch"],
+        ),
+        (
+            attention(&["--resize", "4000x4000"], img),
+            vec!["limit", "--resize 480x480"],
+        ),
+        (
+            ["inspect", "-w", w, "--heads", "3"]
+                .map(String::from)
+                .to_vec(),
+            vec!["not divisible by 3 heads"],
+        ),
+    ];
+    for (args, expected) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = fails(&args);
+        for want in expected {
+            assert!(e.contains(want), "dino {args:?}: {e}");
+        }
+    }
     // argument errors are clap's (exit code 2) with a usage hint
-    let out = dino(&[
-        "attention",
-        "-w",
-        s(&w),
-        "--resize",
-        "big",
-        s(&img),
-        "-o",
-        s(&o),
-    ]);
+    let args = attention(&["--resize", "big"], img);
+    let out = dino(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resize"));
-    assert!(!o.join("attention.npy").exists());
+    assert!(!Path::new(o).join("attention.npy").exists());
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -11,11 +11,8 @@ use common::{fails, ok_all as ok, read_json, s};
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
 
-const WEIGHTS: &str = "../tests/fixtures/weights/s16_backbone.pth";
-
 fn weights() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(WEIGHTS)
+    dino_tests::fixture("weights/s16_backbone.pth")
         .display()
         .to_string()
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference numerics of DINO training steps, for tests/training.rs.
+"""Reference numerics of DINO training steps, for tests/training_vs_pytorch.rs.
 
 A tiny ViT (timm, official architecture) + DINOHead as student and teacher, fixed random crops
 (2 global 32 px + 2 local 16 px, so the local crops interpolate the position embeddings), and

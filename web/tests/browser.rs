@@ -4,6 +4,7 @@
 //! and bad input rejects the promise with a message.
 #![cfg(target_family = "wasm")]
 
+use dino_tests::{max_abs, npy_from_bytes, npy_u8};
 use dino_web::Dino;
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -18,25 +19,8 @@ const ATTN_NONE: &[u8] =
 const MASKS_NONE: &[u8] = include_bytes!("../../tests/fixtures/outputs/s16_chelsea_none_masks.npy");
 const CLS_EVAL: &[u8] = include_bytes!("../../tests/fixtures/outputs/s16_chelsea_eval_cls.npy");
 
-/// The data bytes of a little-endian .npy file (version 1 or 2 header).
-fn npy_data(bytes: &[u8]) -> &[u8] {
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let (len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    &bytes[start + len..]
-}
-
 fn npy_f32(bytes: &[u8]) -> Vec<f32> {
-    npy_data(bytes)
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    npy_from_bytes(bytes).1
 }
 
 fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
@@ -87,14 +71,6 @@ fn message(e: JsValue) -> String {
     field(&e, "message").as_string().unwrap_or_default()
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[wasm_bindgen_test]
 async fn attention_and_masks_match_the_reference() {
     let m = model().await;
@@ -117,7 +93,7 @@ async fn attention_and_masks_match_the_reference() {
     let err = max_abs(&attn, &npy_f32(ATTN_NONE));
     assert!(err <= 1e-5, "attention max abs error {err}");
     let masks = u8_field(&r, "masks");
-    assert_eq!(masks, npy_data(MASKS_NONE));
+    assert_eq!(masks, npy_u8(MASKS_NONE));
     // recomputed from the attention alone (what the page's slider does)
     let again = dino_web::threshold_masks(&attn, 2, 0.6)
         .map_err(JsValue::from)
@@ -284,8 +260,8 @@ mod webgpu {
         // masks cut a sorted cumulative sum: only patches within float noise of the cut
         // may flip
         let masks = u8_field(&r, "masks");
-        let want = npy_data(MASKS_NONE);
-        let flipped = masks.iter().zip(want).filter(|(a, b)| a != b).count();
+        let want = npy_u8(MASKS_NONE);
+        let flipped = masks.iter().zip(&want).filter(|(a, b)| a != b).count();
         console_log!("WebGPU masks: {flipped} of {} patches differ", want.len());
         assert!(
             flipped <= 2,
