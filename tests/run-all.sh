@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI, the video
 # tests on real footage), the browser package in headless Chromium (wasm-bindgen-test), and
-# the demo page end to end (trunk build, playwright-core). First installs whatever of that is
+# the demo page end to end (trunk build, playwright-core). The browser tests and the page
+# build the package with the same profile and features, so its dependencies compile once. First installs whatever of that is
 # missing (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...);
 # a test whose tool is still missing fails, it never skips.
 set -euo pipefail
@@ -13,7 +14,7 @@ cargo test --release --workspace "$@"
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-        cargo test --release --target wasm32-unknown-unknown --features webgpu "$@"
+        cargo test --release --target wasm32-unknown-unknown --features webgpu --test browser "$@"
 )
 (cd www && trunk build --release)
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
