@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use dino_core::data::{ImageFolder, MultiCropLoader};
+use dino_core::data::{ImageFolder, MultiCropBatches, MultiCropLoader};
 use dino_core::train::run::{Flow, Quiet, Record, RunDir, StepEvent, TrainObserver, train};
 use dino_core::train::{TrainConfig, Trainer};
 use dino_core::weights::{CheckpointKey, LoadOptions, WeightFormat, load_file};
@@ -122,19 +122,19 @@ fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
         RunDir(dir.path().join("stopped")),
     );
     let mut straight = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
-    train(&mut straight, ld.clone(), &a, &mut Quiet).unwrap();
+    train(&mut straight, batches(&ld), &a, &mut Quiet).unwrap();
     let losses = logged_losses(&a);
     assert_eq!(losses.len(), 10);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 
     let mut first = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
-    let summary = train(&mut first, ld.clone(), &b, &mut StopAt(3)).unwrap();
+    let summary = train(&mut first, batches(&ld), &b, &mut StopAt(3)).unwrap();
     assert_eq!(summary.steps, 3);
     assert_eq!(logged_losses(&b), losses[..3], "same seed, same run");
     drop(first);
     let mut resumed = with_parts(Trainer::load(&b.checkpoint(), &dev).unwrap());
     assert_eq!((resumed.iteration, resumed.epoch()), (3, 0));
-    train(&mut resumed, ld, &b, &mut Quiet).unwrap();
+    train(&mut resumed, batches(&ld), &b, &mut Quiet).unwrap();
     assert_eq!(logged_losses(&b), losses, "resumed losses");
     let (sa, sb) = (state(&straight), state(&resumed));
     assert_eq!(sa.len(), sb.len());
@@ -159,12 +159,16 @@ fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
     assert_eq!(timeless(&a), timeless(&b), "log.txt");
 }
 
+fn batches(ld: &Arc<MultiCropLoader>) -> MultiCropBatches {
+    MultiCropBatches::new(ld.clone())
+}
+
 /// Stops the loop after this many steps.
 struct StopAt(usize);
 
-impl TrainObserver for StopAt {
+impl<R> TrainObserver<R> for StopAt {
     fn on_step(&mut self, e: &StepEvent) -> Flow {
-        if e.stats.iteration + 1 >= self.0 {
+        if e.record.iteration + 1 >= self.0 {
             Flow::Stop
         } else {
             Flow::Continue
@@ -176,7 +180,7 @@ impl TrainObserver for StopAt {
 fn logged_losses(d: &RunDir) -> Vec<f64> {
     let text = std::fs::read_to_string(d.metrics()).unwrap();
     text.lines()
-        .map(|l| serde_json::from_str::<Record>(l).unwrap().loss)
+        .map(|l| serde_json::from_str::<Record>(l).unwrap().get("loss"))
         .collect()
 }
 

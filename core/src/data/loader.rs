@@ -222,6 +222,42 @@ impl MultiCropLoader {
     }
 }
 
+/// The loader's batches in order for the training loop ([`crate::train::run::train`]),
+/// each epoch's shuffled order computed once.
+pub struct MultiCropBatches {
+    loader: Arc<MultiCropLoader>,
+    order: Option<(usize, Vec<usize>)>,
+}
+
+impl MultiCropBatches {
+    pub fn new(loader: Arc<MultiCropLoader>) -> Self {
+        Self {
+            loader,
+            order: None,
+        }
+    }
+}
+
+impl crate::train::run::Batches for MultiCropBatches {
+    type Batch = CropBatch;
+
+    fn niter_per_epoch(&self) -> usize {
+        self.loader.niter_per_epoch()
+    }
+
+    fn batch(&mut self, epoch: usize, it: usize) -> Result<(CropBatch, Vec<Skipped>)> {
+        if self.order.as_ref().map(|o| o.0) != Some(epoch) {
+            self.order = Some((epoch, self.loader.epoch_order(epoch)));
+        }
+        let order = &self.order.as_ref().expect("set").1;
+        self.loader.batch(epoch, it, order)
+    }
+
+    fn images(batch: &CropBatch) -> usize {
+        batch.batch
+    }
+}
+
 /// A 64-bit mix of three numbers (SplitMix64 steps), for independent RNG streams.
 pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     let mut z = a ^ b.rotate_left(21) ^ c.rotate_left(42);

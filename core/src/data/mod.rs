@@ -4,4 +4,4 @@ mod folder;
 mod loader;
 
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder, is_image};
-pub use loader::{CropBatch, ImageSource, MultiCropLoader, Skipped, mix};
+pub use loader::{CropBatch, ImageSource, MultiCropBatches, MultiCropLoader, Skipped, mix};

@@ -4,6 +4,8 @@
 #[cfg(not(target_family = "wasm"))]
 mod checkpoint;
 mod config;
+#[cfg(not(target_family = "wasm"))]
+mod dino_run;
 mod ema;
 mod head;
 mod head_norm;

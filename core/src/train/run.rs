@@ -1,68 +1,98 @@
-//! The training loop of `main_dino.py` (its `train_dino` around `train_one_epoch`): crops made
-//! ahead of the step on a loader thread, one [`Trainer::step`] per batch, the rolling checkpoint
-//! after every epoch (and every `checkpoint_every` iterations), numbered copies every
-//! `saveckp_freq` epochs, a metrics line per iteration (`metrics.jsonl`), the official per-epoch
-//! `log.txt`, and the teacher backbone exported at the end. Everything it writes is atomic, and
-//! a resumed run continues its logs from the checkpoint's iteration.
+//! The training loop of `main_dino.py` (its `train_dino` around `train_one_epoch`), shared by
+//! every method (DINO's [`Trainer`], PAWS): batches made ahead of the step on a loader thread,
+//! one step per batch, the rolling checkpoint after every epoch (and every `checkpoint_every`
+//! iterations), numbered copies every `saveckp_freq` epochs, a metrics line per iteration
+//! (`metrics.jsonl`), the official per-epoch `log.txt`, and the trained model exported at the
+//! end. Everything it writes is atomic, and a resumed run continues its logs from the
+//! checkpoint's iteration.
 //!
-//! Callers watch the run through a [`TrainObserver`] (as Burn's `Learner` takes callbacks): the
-//! CLI draws its progress bar, plots and attention snapshots there; tests drive the same loop.
+//! A method plugs in through [`TrainRun`] (one step, its checkpoint, its export) and
+//! [`Batches`] (where its batches come from); callers watch the run through a
+//! [`TrainObserver`] (as Burn's `Learner` takes callbacks): the CLI draws its progress bar,
+//! plots and snapshots there; tests drive the same loop.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StepStats, Trainer};
-use crate::data::{CropBatch, MultiCropLoader, Skipped};
+use crate::data::Skipped;
 use crate::{Error, Result};
 
-/// One iteration as `metrics.jsonl` holds it.
+/// One iteration's numbers (`loss` first), in the order a progress bar shows them.
+pub type Metrics = Vec<(&'static str, f64)>;
+
+/// A training run in memory that the loop can drive.
+pub trait TrainRun {
+    type Batch: Send + 'static;
+    /// Next global iteration (epoch * iterations per epoch + iteration in the epoch).
+    fn iteration(&self) -> usize;
+    fn niter_per_epoch(&self) -> usize;
+    fn total_iterations(&self) -> usize;
+    /// One optimisation step on `batch`; its metrics (not the throughput, which the loop adds).
+    fn step(&mut self, batch: &Self::Batch) -> Result<Metrics>;
+    /// The whole run's state as a checkpoint file's bytes (what resuming reads).
+    fn checkpoint_bytes(&self) -> Result<Vec<u8>>;
+    /// The run's settings as TOML (`config.toml`).
+    fn config_toml(&self) -> String;
+    /// Checkpoint every this many iterations too (0: per epoch only).
+    fn checkpoint_every(&self) -> usize;
+    /// Keep a numbered copy every this many epochs (0: never).
+    fn saveckp_freq(&self) -> usize;
+    /// Writes the model every other command loads (DINO: the teacher backbone).
+    fn export(&self, dir: &RunDir) -> Result<()>;
+    /// The name of a metric in the official `log.txt` (`loss` -> `train_loss`).
+    fn log_key(key: &str) -> String {
+        format!("train_{key}")
+    }
+
+    fn finished(&self) -> bool {
+        self.iteration() >= self.total_iterations()
+    }
+    fn epoch(&self) -> usize {
+        self.iteration() / self.niter_per_epoch()
+    }
+}
+
+/// Where a method's batches come from; owned by the loader thread.
+pub trait Batches: Send + 'static {
+    type Batch: Send + 'static;
+    fn niter_per_epoch(&self) -> usize;
+    /// Batch `it` of `epoch` (deterministic given the seed), with the images found unreadable
+    /// while making it (replaced by others).
+    fn batch(&mut self, epoch: usize, it: usize) -> Result<(Self::Batch, Vec<Skipped>)>;
+    /// Images in a batch (for the throughput).
+    fn images(batch: &Self::Batch) -> usize;
+}
+
+/// One iteration as `metrics.jsonl` holds it: its position and its metrics by name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Record {
     pub epoch: usize,
     pub iteration: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub wd: f64,
-    pub momentum: f64,
-    pub teacher_temp: f64,
-    pub img_per_s: f64,
-    /// Collapse diagnostics (absent in logs of older versions).
-    #[serde(default)]
-    pub teacher_entropy: f64,
-    #[serde(default)]
-    pub batch_entropy: f64,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, f64>,
 }
 
 impl Record {
-    fn new(s: &StepStats, img_per_s: f64) -> Self {
-        Self {
-            epoch: s.epoch,
-            iteration: s.iteration,
-            loss: s.loss,
-            lr: s.lr,
-            wd: s.wd,
-            momentum: s.momentum,
-            teacher_temp: s.teacher_temp,
-            img_per_s,
-            teacher_entropy: s.teacher_entropy,
-            batch_entropy: s.batch_entropy,
-        }
+    /// A metric's value (NaN when the record does not have it).
+    pub fn get(&self, key: &str) -> f64 {
+        self.values.get(key).copied().unwrap_or(f64::NAN)
     }
 }
 
 /// What the loop tells its observer after each step.
 pub struct StepEvent<'a> {
-    pub stats: &'a StepStats,
     pub record: &'a Record,
+    /// The metrics of the step in the method's order (`record` has them by name).
+    pub metrics: &'a Metrics,
     /// Images found unreadable while this batch was made (replaced by others).
     pub skipped: &'a [Skipped],
-    /// Multi-crop throughput of the loader so far (images per second of its worker pool).
-    pub crops_per_s: f64,
+    /// Throughput of the batch making so far (images per second of its worker pool).
+    pub batches_per_s: f64,
 }
 
 /// Whether the loop goes on after a step.
@@ -74,19 +104,19 @@ pub enum Flow {
 }
 
 /// Receives the loop's progress; every method has a default that only watches.
-pub trait TrainObserver {
+pub trait TrainObserver<R: ?Sized> {
     /// After each step (its metrics line is written).
     fn on_step(&mut self, _event: &StepEvent) -> Flow {
         Flow::Continue
     }
     /// After epoch `epoch` (0-based) is complete: the checkpoint and `log.txt` are written;
     /// `records` holds every iteration of the run so far.
-    fn on_epoch(&mut self, _epoch: usize, _trainer: &Trainer, _records: &[Record]) {}
+    fn on_epoch(&mut self, _epoch: usize, _run: &R, _records: &[Record]) {}
 }
 
 /// An observer that watches nothing.
 pub struct Quiet;
-impl TrainObserver for Quiet {}
+impl<R: ?Sized> TrainObserver<R> for Quiet {}
 
 /// The files of a run's output folder.
 #[derive(Clone, Debug)]
@@ -121,114 +151,117 @@ impl RunDir {
 pub struct RunSummary {
     /// Unreadable images skipped over the run.
     pub skipped: usize,
-    /// Multi-crop images per second of the loader's worker pool (0 when no step ran).
-    pub crops_per_s: f64,
+    /// Images per second of the batch making (0 when no step ran).
+    pub batches_per_s: f64,
     /// Steps this call ran.
     pub steps: usize,
 }
 
-/// Runs `trainer` to its last epoch on `loader`'s batches, writing into `dir` (created if
-/// needed), then exports the teacher backbone; or, when the observer says [`Flow::Stop`],
-/// saves the checkpoint and returns early. `loader` must give the trainer's iterations per
-/// epoch.
-pub fn train(
-    trainer: &mut Trainer,
-    loader: Arc<MultiCropLoader>,
+/// Runs `run` to its last epoch on `batches`, writing into `dir` (created if needed), then
+/// exports the trained model; or, when the observer says [`Flow::Stop`], saves the checkpoint
+/// and returns early. `batches` must give the run's iterations per epoch.
+pub fn train<R, B>(
+    run: &mut R,
+    batches: B,
     dir: &RunDir,
-    observer: &mut dyn TrainObserver,
-) -> Result<RunSummary> {
-    let niter = trainer.niter_per_epoch;
-    if loader.niter_per_epoch() != niter {
+    observer: &mut dyn TrainObserver<R>,
+) -> Result<RunSummary>
+where
+    R: TrainRun,
+    B: Batches<Batch = R::Batch>,
+{
+    let niter = run.niter_per_epoch();
+    if batches.niter_per_epoch() != niter {
         return Err(Error::Data(format!(
             "the run has {niter} iterations per epoch, the data gives {}",
-            loader.niter_per_epoch()
+            batches.niter_per_epoch()
         )));
     }
     std::fs::create_dir_all(&dir.0).map_err(|e| Error::io(&dir.0, e))?;
-    crate::atomic_write(&dir.config(), trainer.cfg.to_toml().as_bytes())?;
+    crate::atomic_write(&dir.config(), run.config_toml().as_bytes())?;
     let mut summary = RunSummary::default();
-    if trainer.finished() {
-        export_teacher(trainer, dir)?;
+    if run.finished() {
+        run.export(dir)?;
         return Ok(summary);
     }
-    let mut records = read_records(&dir.metrics(), trainer.iteration);
+    let mut records = read_records(&dir.metrics(), run.iteration());
     write_records(&dir.metrics(), &records)?;
-    let mut metrics = std::fs::OpenOptions::new()
+    let mut metrics_file = std::fs::OpenOptions::new()
         .append(true)
         .open(dir.metrics())
         .map_err(|e| Error::io(dir.metrics(), e))?;
 
-    let rx = spawn_loader(loader, trainer.iteration, trainer.total_iterations(), niter);
-    let (mut aug_time, mut aug_images) = (0.0, 0usize);
-    while !trainer.finished() {
-        let (batch, skipped, t_aug) = rx
+    let rx = spawn_loader(batches, run.iteration(), run.total_iterations(), niter);
+    let (mut load_time, mut loaded) = (0.0, 0usize);
+    while !run.finished() {
+        let (epoch, iteration) = (run.epoch(), run.iteration());
+        let (batch, skipped, t_load) = rx
             .recv()
             .map_err(|_| Error::Data("the data loader stopped".into()))??;
+        let images = B::images(&batch);
         summary.skipped += skipped.len();
-        aug_time += t_aug;
-        aug_images += batch.batch;
+        load_time += t_load;
+        loaded += images;
         let t = Instant::now();
-        let stats = trainer.step(&batch)?;
+        let mut metrics = run.step(&batch)?;
         summary.steps += 1;
-        let record = Record::new(&stats, batch.batch as f64 / t.elapsed().as_secs_f64());
+        metrics.push(("img_per_s", images as f64 / t.elapsed().as_secs_f64()));
+        let record = Record {
+            epoch,
+            iteration,
+            values: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
         let line = serde_json::to_string(&record).expect("a record serialises");
-        writeln!(metrics, "{line}").map_err(|e| Error::io(dir.metrics(), e))?;
+        writeln!(metrics_file, "{line}").map_err(|e| Error::io(dir.metrics(), e))?;
         records.push(record);
-        summary.crops_per_s = aug_images as f64 / aug_time.max(1e-9);
+        summary.batches_per_s = loaded as f64 / load_time.max(1e-9);
         let flow = observer.on_step(&StepEvent {
-            stats: &stats,
             record: records.last().expect("pushed"),
+            metrics: &metrics,
             skipped: &skipped,
-            crops_per_s: summary.crops_per_s,
+            batches_per_s: summary.batches_per_s,
         });
-        let epoch_done = trainer.iteration.is_multiple_of(niter);
-        let every = trainer.cfg.checkpoint_every;
+        let epoch_done = run.iteration().is_multiple_of(niter);
+        let every = run.checkpoint_every();
         let stop = flow == Flow::Stop;
-        if epoch_done || stop || (every > 0 && trainer.iteration.is_multiple_of(every)) {
-            let bytes = trainer.checkpoint_bytes()?;
-            metrics
+        if epoch_done || stop || (every > 0 && run.iteration().is_multiple_of(every)) {
+            let bytes = run.checkpoint_bytes()?;
+            metrics_file
                 .sync_data()
                 .map_err(|e| Error::io(dir.metrics(), e))?;
             crate::atomic_write(&dir.checkpoint(), &bytes)?;
-            let epoch = trainer.epoch() - 1;
-            let freq = trainer.cfg.saveckp_freq;
+            let freq = run.saveckp_freq();
             if epoch_done && freq > 0 && epoch.is_multiple_of(freq) {
                 crate::atomic_write(&dir.numbered_checkpoint(epoch), &bytes)?;
             }
         }
         if epoch_done {
-            let epoch = trainer.epoch() - 1;
-            write_epoch_log(&dir.log(), &records)?;
-            observer.on_epoch(epoch, trainer, &records);
+            write_epoch_log::<R>(&dir.log(), &records)?;
+            observer.on_epoch(epoch, run, &records);
         }
         if stop {
             return Ok(summary);
         }
     }
-    export_teacher(trainer, dir)?;
+    run.export(dir)?;
     Ok(summary)
 }
 
-type Loaded = Result<(CropBatch, Vec<Skipped>, f64)>;
+type Loaded<T> = Result<(T, Vec<Skipped>, f64)>;
 
 /// Batches `start..total` made ahead on a thread (two in flight), each with the seconds it took.
-fn spawn_loader(
-    loader: Arc<MultiCropLoader>,
+fn spawn_loader<B: Batches>(
+    mut batches: B,
     start: usize,
     total: usize,
     niter: usize,
-) -> std::sync::mpsc::Receiver<Loaded> {
-    let (tx, rx) = sync_channel::<Loaded>(2);
+) -> Receiver<Loaded<B::Batch>> {
+    let (tx, rx) = sync_channel::<Loaded<B::Batch>>(2);
     std::thread::spawn(move || {
-        let mut order: Option<(usize, Vec<usize>)> = None;
         for git in start..total {
-            let (epoch, it) = (git / niter, git % niter);
-            if order.as_ref().map(|o| o.0) != Some(epoch) {
-                order = Some((epoch, loader.epoch_order(epoch)));
-            }
             let t = Instant::now();
-            let r = loader
-                .batch(epoch, it, &order.as_ref().expect("set").1)
+            let r = batches
+                .batch(git / niter, git % niter)
                 .map(|(b, s)| (b, s, t.elapsed().as_secs_f64()));
             if tx.send(r).is_err() {
                 return;
@@ -262,27 +295,17 @@ fn write_records(path: &Path, records: &[Record]) -> Result<()> {
 /// `log.txt` as the official code writes it, one JSON line of averages per epoch of the
 /// records (all finished); rewritten from them, so a resumed run's log equals an uninterrupted
 /// one's.
-fn write_epoch_log(path: &Path, records: &[Record]) -> Result<()> {
+fn write_epoch_log<R: TrainRun>(path: &Path, records: &[Record]) -> Result<()> {
     let mut text = String::new();
     for recs in records.chunk_by(|a, b| a.epoch == b.epoch) {
-        let n = recs.len() as f64;
-        let avg = |f: fn(&Record) -> f64| recs.iter().map(f).sum::<f64>() / n;
-        let line = serde_json::json!({
-            "train_loss": avg(|r| r.loss), "train_lr": avg(|r| r.lr), "train_wd": avg(|r| r.wd),
-            "train_momentum": avg(|r| r.momentum),
-            "train_teacher_temp": avg(|r| r.teacher_temp),
-            "img_per_s": avg(|r| r.img_per_s), "epoch": recs[0].epoch,
-            "teacher_entropy": avg(|r| r.teacher_entropy),
-            "batch_entropy": avg(|r| r.batch_entropy),
-        });
-        text.push_str(&line.to_string());
+        let mut line = serde_json::Map::new();
+        for key in recs[0].values.keys() {
+            let mean = recs.iter().map(|r| r.get(key)).sum::<f64>() / recs.len() as f64;
+            line.insert(R::log_key(key), serde_json::json!(mean));
+        }
+        line.insert("epoch".into(), serde_json::json!(recs[0].epoch));
+        text.push_str(&serde_json::Value::Object(line).to_string());
         text.push('\n');
     }
     crate::atomic_write(path, text.as_bytes())
-}
-
-/// The teacher backbone as this project's safetensors (what every command loads).
-pub fn export_teacher(trainer: &Trainer, dir: &RunDir) -> Result<()> {
-    let sd = trainer.teacher().backbone.to_state_dict()?;
-    crate::weights::save_safetensors(&dir.teacher(), &sd, &trainer.cfg.vit()?, false)
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use dino_core::data::{ImageFolder, ImageSource, MultiCropLoader};
+use dino_core::data::{ImageFolder, ImageSource, MultiCropBatches, MultiCropLoader};
 use dino_core::train::run::{RunDir, train};
 use dino_core::train::{TrainConfig, Trainer};
 
@@ -259,10 +259,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cfg.epochs
         );
     }
-    let mut progress = progress::Progress::new(&trainer, dir.0.clone(), &*source);
+    let mut progress = progress::Progress::new(&trainer, cfg.epochs, dir.0.clone(), &*source);
+    progress.out_dim = cfg.out_dim;
     progress.attention_every = args.attention_every;
     progress.attention_images = args.attention_images;
-    let summary = train(&mut trainer, loader, &dir, &mut progress)?;
+    let summary = train(
+        &mut trainer,
+        MultiCropBatches::new(loader),
+        &dir,
+        &mut progress,
+    )?;
     progress.bar.finish();
     if summary.skipped > 0 {
         eprintln!("{} unreadable image(s) were skipped", summary.skipped);
@@ -270,7 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if summary.steps > 0 {
         eprintln!(
             "data pipeline: {:.1} images/s per worker pool (multi-crop of {} views each)",
-            summary.crops_per_s,
+            summary.batches_per_s,
             cfg.crops().ncrops()
         );
     }

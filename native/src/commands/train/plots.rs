@@ -1,106 +1,128 @@
-//! The run's plots, redrawn after every epoch: the loss (per iteration and epoch mean), the
-//! collapse diagnostics (entropy of the teacher's targets per image and of their batch mean,
-//! against log K), and the four schedules.
+//! The run's plots, redrawn after every epoch from the metrics the method logs: the loss (per
+//! iteration and epoch mean, with its parts where the method has them), DINO's collapse
+//! diagnostics (entropy of the teacher's targets per image and of their batch mean, against
+//! log K), PAWS's support accuracy, and the schedules.
 
 use std::path::Path;
 
 use dino_core::train::run::Record;
+use plotters::style::RGBColor;
+use plotters::style::full_palette::{
+    BLUE_600, BROWN_600, GREEN_700, ORANGE_700, PURPLE_600, RED_600, TEAL_600,
+};
 
-/// Writes `plots/loss.png`, `plots/collapse.png` and `plots/schedules.png` under `out`.
+use crate::plots::{Series, chart_grid, line_chart};
+
+/// The schedules a run may log, with their chart titles.
+const SCHEDULES: [(&str, &str, RGBColor); 4] = [
+    ("lr", "learning rate", BLUE_600),
+    ("wd", "weight decay", GREEN_700),
+    ("momentum", "teacher momentum", ORANGE_700),
+    ("teacher_temp", "teacher temperature", PURPLE_600),
+];
+
+/// Writes `plots/loss.png`, `plots/schedules.png` and, where the run logs what they show,
+/// `plots/collapse.png` (DINO; `out_dim` is its K) and `plots/support.png` (PAWS) under `out`.
 pub fn plot(out: &Path, records: &[Record], out_dim: usize) -> anyhow::Result<()> {
-    use crate::plots::{Series, chart_grid, line_chart};
-    use plotters::style::full_palette::{BLUE_600, GREEN_700, ORANGE_700, PURPLE_600, RED_600};
-    let per_iter = |f: fn(&Record) -> f64| {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let has = |k: &str| first.values.contains_key(k);
+    let per_iter = |k: &str| -> Vec<(f64, f64)> {
         records
             .iter()
-            .map(|r| (r.iteration as f64, f(r)))
-            .collect::<Vec<_>>()
+            .map(|r| (r.iteration as f64, r.get(k)))
+            .collect()
     };
+    let dir = out.join("plots");
+    std::fs::create_dir_all(&dir)?;
     let epoch_mean: Vec<(f64, f64)> = records
         .chunk_by(|a, b| a.epoch == b.epoch)
         .map(|e| {
             let mid = (e[0].iteration + e[e.len() - 1].iteration) as f64 / 2.0;
-            (mid, e.iter().map(|r| r.loss).sum::<f64>() / e.len() as f64)
+            (
+                mid,
+                e.iter().map(|r| r.get("loss")).sum::<f64>() / e.len() as f64,
+            )
         })
         .collect();
-    std::fs::create_dir_all(out.join("plots"))?;
-    line_chart(
-        &out.join("plots").join("loss.png"),
-        "DINO loss",
-        "iteration",
-        &[
-            Series {
-                label: "per iteration",
-                points: per_iter(|r| r.loss),
-                color: BLUE_600,
-            },
-            Series {
-                label: "epoch mean",
-                points: epoch_mean,
-                color: RED_600,
-            },
-        ],
-    )?;
-    let n = records.len();
-    let log_k = (out_dim as f64).ln();
-    line_chart(
-        &out.join("plots").join("collapse.png"),
-        "teacher target entropy (nats)",
-        "iteration",
-        &[
-            Series {
-                label: "per image",
-                points: per_iter(|r| r.teacher_entropy),
-                color: BLUE_600,
-            },
-            Series {
-                label: "of the batch mean",
-                points: per_iter(|r| r.batch_entropy),
-                color: GREEN_700,
-            },
-            Series {
-                label: "log K",
-                points: vec![(0.0, log_k), (n.saturating_sub(1) as f64, log_k)],
-                color: RED_600,
-            },
-        ],
-    )?;
-    chart_grid(
-        &out.join("plots").join("schedules.png"),
-        "iteration",
-        &[
-            (
-                "learning rate",
+    let mut loss = vec![
+        Series {
+            label: "per iteration",
+            points: per_iter("loss"),
+            color: BLUE_600,
+        },
+        Series {
+            label: "epoch mean",
+            points: epoch_mean,
+            color: RED_600,
+        },
+    ];
+    // PAWS: the cross-entropy and the me-max regulariser the loss sums
+    for (k, label, color) in [
+        ("xent", "cross-entropy", TEAL_600),
+        ("me_max", "me-max", BROWN_600),
+    ] {
+        if has(k) {
+            loss.push(Series {
+                label,
+                points: per_iter(k),
+                color,
+            });
+        }
+    }
+    line_chart(&dir.join("loss.png"), "training loss", "iteration", &loss)?;
+    if has("teacher_entropy") {
+        let log_k = (out_dim.max(1) as f64).ln();
+        let last = records.last().map_or(0.0, |r| r.iteration as f64);
+        line_chart(
+            &dir.join("collapse.png"),
+            "teacher target entropy (nats)",
+            "iteration",
+            &[
                 Series {
-                    label: "lr",
-                    points: per_iter(|r| r.lr),
+                    label: "per image",
+                    points: per_iter("teacher_entropy"),
                     color: BLUE_600,
                 },
-            ),
-            (
-                "weight decay",
                 Series {
-                    label: "wd",
-                    points: per_iter(|r| r.wd),
+                    label: "of the batch mean",
+                    points: per_iter("batch_entropy"),
                     color: GREEN_700,
                 },
-            ),
-            (
-                "teacher momentum",
                 Series {
-                    label: "m",
-                    points: per_iter(|r| r.momentum),
-                    color: ORANGE_700,
+                    label: "log K",
+                    points: vec![(first.iteration as f64, log_k), (last, log_k)],
+                    color: RED_600,
                 },
-            ),
+            ],
+        )?;
+    }
+    if has("support_acc") {
+        line_chart(
+            &dir.join("support.png"),
+            "accuracy of the support batch's own soft-NN predictions",
+            "iteration",
+            &[Series {
+                label: "support accuracy",
+                points: per_iter("support_acc"),
+                color: GREEN_700,
+            }],
+        )?;
+    }
+    let schedules: Vec<(&str, Series)> = SCHEDULES
+        .iter()
+        .filter(|(k, _, _)| has(k))
+        .map(|&(k, title, color)| {
             (
-                "teacher temperature",
+                title,
                 Series {
-                    label: "τ",
-                    points: per_iter(|r| r.teacher_temp),
-                    color: PURPLE_600,
+                    label: k,
+                    points: per_iter(k),
+                    color,
                 },
-            ),
-        ],
-    )
+            )
+        })
+        .collect();
+    chart_grid(&dir.join("schedules.png"), "iteration", &schedules)
 }

@@ -1,0 +1,67 @@
+//! DINO's [`Trainer`] as a run of the shared training loop ([`super::run`]): its step's
+//! metrics, checkpoint, settings and export (the teacher backbone).
+
+use super::Trainer;
+use super::run::{Metrics, RunDir, TrainRun};
+use crate::Result;
+use crate::data::CropBatch;
+
+impl TrainRun for Trainer {
+    type Batch = CropBatch;
+
+    fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    fn niter_per_epoch(&self) -> usize {
+        self.niter_per_epoch
+    }
+
+    fn total_iterations(&self) -> usize {
+        Trainer::total_iterations(self)
+    }
+
+    fn step(&mut self, batch: &CropBatch) -> Result<Metrics> {
+        let s = Trainer::step(self, batch)?;
+        Ok(vec![
+            ("loss", s.loss),
+            ("teacher_entropy", s.teacher_entropy),
+            ("batch_entropy", s.batch_entropy),
+            ("lr", s.lr),
+            ("wd", s.wd),
+            ("momentum", s.momentum),
+            ("teacher_temp", s.teacher_temp),
+        ])
+    }
+
+    fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        Trainer::checkpoint_bytes(self)
+    }
+
+    fn config_toml(&self) -> String {
+        self.cfg.to_toml()
+    }
+
+    fn checkpoint_every(&self) -> usize {
+        self.cfg.checkpoint_every
+    }
+
+    fn saveckp_freq(&self) -> usize {
+        self.cfg.saveckp_freq
+    }
+
+    /// The teacher backbone as this project's safetensors (what every command loads).
+    fn export(&self, dir: &RunDir) -> Result<()> {
+        let sd = self.teacher().backbone.to_state_dict()?;
+        crate::weights::save_safetensors(&dir.teacher(), &sd, &self.cfg.vit()?, false)
+    }
+
+    /// The official names (`train_loss`, `train_lr`, ...); the collapse diagnostics and the
+    /// throughput keep theirs.
+    fn log_key(key: &str) -> String {
+        match key {
+            "img_per_s" | "teacher_entropy" | "batch_entropy" => key.to_string(),
+            k => format!("train_{k}"),
+        }
+    }
+}
