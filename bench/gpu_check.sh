@@ -7,10 +7,13 @@
 #
 #   bash bench/gpu_check.sh BINARY FM_TRAIN_TAR_XZ OUTDIR
 #
+# BINARY is `dino`; `dino-bench` is taken from beside it (or BENCH_BIN).
+#
 # The k-NN evaluation of the teachers is cheap and runs afterwards on any machine
 # (`dino knn`, see bench/fashion_mnist.sh).
 set -uo pipefail
 BIN="$1"; DATA_TAR="$2"; OUT="$3"
+BENCH="${BENCH_BIN:-$(dirname "$BIN")/dino-bench}"
 W=/tmp/gpucheck
 mkdir -p "$W" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -18,7 +21,7 @@ tar -C "$W" -xJf "$DATA_TAR"
 EPOCHS="${EPOCHS:-30}"
 
 echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32} =="
-timeout "${STEP_TIMEOUT:-220}" "$BIN" bench --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
+timeout "${STEP_TIMEOUT:-220}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
     --iters 4 --rounds 2 --warmup 1 --torch-device cuda --json "$OUT/train_step.json" 2>&1 |
     tee "$OUT/train_step.txt"
 

@@ -1,6 +1,7 @@
-//! `dino bench`: forward-pass timing of a ViT on this machine, printed as a table next to
-//! PyTorch and ONNX Runtime on the same model, threads and inputs, measured in the same run
-//! (by `tests/reference/bench_reference.py`, when Python with torch is installed).
+//! Forward-pass, training-step and augmentation timings on this machine, printed as a table
+//! next to PyTorch and ONNX Runtime (or torchvision) on the same model, threads and inputs,
+//! measured in the same run (by `tests/reference/bench_reference.py`, when Python with torch
+//! is installed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,7 +15,8 @@ use dino_core::data::CropBatch;
 use dino_core::train::{TrainConfig, Trainer};
 use dino_core::{VisionTransformer, VitConfig};
 
-use crate::backend::Backend;
+use dino_native::backend::Backend;
+use dino_native::choice_name;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value = "python3")]
     python: String,
     /// The reference timing script.
-    #[arg(long, default_value = "tests/reference/bench_reference.py")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/reference/bench_reference.py"))]
     reference_script: PathBuf,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
@@ -67,7 +69,7 @@ pub struct Args {
     #[arg(long, default_value_t = 65536)]
     out_dim: usize,
     /// Augment: the photo to crop.
-    #[arg(long, default_value = "tests/fixtures/images/chelsea.png")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/images/chelsea.png"))]
     image: PathBuf,
     /// Interleaved rounds: each round times every engine in turn.
     #[arg(long, default_value_t = 5)]
@@ -455,7 +457,7 @@ impl ReferenceServer {
             .args(["--local-size", &args.local_size.to_string()])
             .args(["--local-crops", &args.local_crops.to_string()])
             .args(["--out-dim", &args.out_dim.to_string()])
-            .args(["--torch-device", &crate::choice_name(&args.torch_device)])
+            .args(["--torch-device", &choice_name(&args.torch_device)])
             .arg("--image")
             .arg(&args.image)
             .stdin(Stdio::piped())

@@ -1,7 +1,5 @@
 //! `dino`: DINO Vision Transformers from the command line.
 
-mod allocator;
-mod backend;
 mod builtin;
 mod commands;
 mod engine;
@@ -15,6 +13,8 @@ mod npy;
 mod plots;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use dino_native::allocator;
+pub(crate) use dino_native::{backend, choice_name};
 
 /// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
 #[derive(Parser)]
@@ -55,16 +55,6 @@ enum Command {
     Cluster(Box<commands::cluster::Args>),
     /// Patch features as colours: PCA of patch tokens, background removed (DINOv2-style).
     Pca(Box<commands::pca::Args>),
-    /// Time the ViT forward pass (and PyTorch / ONNX Runtime side by side when installed).
-    Bench(commands::bench::Args),
-}
-
-/// The command-line name of a choice (`--method kmeans`), for reports and messages.
-pub fn choice_name<T: clap::ValueEnum>(value: &T) -> String {
-    value
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default()
 }
 
 fn main() {
@@ -90,7 +80,6 @@ fn main() {
         Command::Attention(a) => commands::attention::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
-        Command::Bench(a) => commands::bench::run(a, cli.threads),
         Command::Train(a) => commands::train::run(*a),
         Command::Knn(a) => commands::knn::run(*a),
         Command::Linear(a) => commands::linear::run(*a),

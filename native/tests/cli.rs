@@ -16,7 +16,6 @@ fn help_explains_every_subcommand() {
         "attention",
         "inspect",
         "export",
-        "bench",
         "dedup",
         "retrieve",
         "video",
@@ -26,10 +25,7 @@ fn help_explains_every_subcommand() {
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(&[cmd, "--help"]);
-        assert!(
-            help.contains("--weights") || cmd == "bench",
-            "{cmd}: {help}"
-        );
+        assert!(help.contains("--weights"), "{cmd}: {help}");
     }
     let att = ok(&["attention", "--help"]);
     for flag in [
@@ -539,20 +535,6 @@ fn train_refuses_bad_settings_and_data() {
         "{err}"
     );
     three.extend(["--accum-steps", "1", "--no-resume"]);
-    // the training-step benchmark splits its batches the same way
-    let e = fails(&[
-        "bench",
-        "--mode",
-        "train-step",
-        "--batch",
-        "3",
-        "--devices",
-        "2",
-    ]);
-    assert!(
-        e.contains("--batch 3 does not split over --devices 2"),
-        "{e}"
-    );
     if !cfg!(feature = "vulkan") {
         three.extend(["--devices", "2", "--device", "vulkan"]);
         let e = fails(&three);

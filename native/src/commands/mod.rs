@@ -1,7 +1,6 @@
 //! One file per subcommand.
 
 pub mod attention;
-pub mod bench;
 pub mod cluster;
 pub mod dedup;
 pub mod embed;
