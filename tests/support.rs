@@ -5,11 +5,15 @@
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "models")]
+use burn::tensor::TensorData;
+#[cfg(feature = "models")]
 use burn::tensor::{Device, Tensor};
 #[cfg(feature = "models")]
 use dino_core::VisionTransformer;
 #[cfg(feature = "models")]
-use dino_core::weights::{LoadOptions, load_file};
+use dino_core::weights::{LoadOptions, RawTensor, StateDict, load_file};
+#[cfg(feature = "models")]
+use std::collections::HashMap;
 
 /// `tests/fixtures/...`
 pub fn fixture(rel: &str) -> PathBuf {
@@ -100,4 +104,68 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den).sqrt() as f32
+}
+
+#[cfg(feature = "models")]
+/// A reference script's safetensors fixture: f32 tensors by name and its settings.
+pub struct Fixture {
+    pub tensors: HashMap<String, RawTensor>,
+    pub meta: serde_json::Value,
+}
+
+#[cfg(feature = "models")]
+impl Fixture {
+    /// `tests/fixtures/NAME`: its tensors and the JSON of its `reference` header entry.
+    pub fn load_file(name: &str) -> Self {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().as_ref().unwrap()["reference"].clone();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| {
+                let data = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                (k, RawTensor::new(v.shape().to_vec(), data).unwrap())
+            })
+            .collect();
+        Self {
+            tensors,
+            meta: serde_json::from_str(&meta).unwrap(),
+        }
+    }
+
+    pub fn get(&self, k: &str) -> &RawTensor {
+        self.tensors
+            .get(k)
+            .unwrap_or_else(|| panic!("fixture has no {k}"))
+    }
+
+    /// The tensors under `prefix`, prefix removed.
+    pub fn prefixed(&self, prefix: &str) -> StateDict {
+        let mut sd = StateDict::new();
+        for (k, t) in &self.tensors {
+            if let Some(r) = k.strip_prefix(prefix) {
+                sd.insert(r, t.clone());
+            }
+        }
+        sd
+    }
+
+    pub fn tensor<const D: usize>(&self, k: &str, device: &burn::tensor::Device) -> Tensor<D> {
+        let t = self.get(k);
+        Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+    }
+
+    pub fn f(&self, k: &str) -> f64 {
+        self.meta[k].as_f64().unwrap()
+    }
+
+    pub fn u(&self, k: &str) -> usize {
+        self.meta[k].as_u64().unwrap() as usize
+    }
 }

@@ -2,8 +2,6 @@
 //! multi-crop forward, loss, gradients, clipping, frozen last layer, AdamW with scheduled
 //! lr / weight decay, teacher EMA and center update; and the schedules value for value.
 
-use std::collections::HashMap;
-
 use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
@@ -12,71 +10,7 @@ use dino_core::train::{
     DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind, StepSettings,
     cosine_scheduler, ema_update, teacher_temp_schedule,
 };
-use dino_core::weights::{RawTensor, StateDict};
 use dino_tests::*;
-
-struct Fixture {
-    tensors: HashMap<String, RawTensor>,
-    meta: serde_json::Value,
-}
-
-impl Fixture {
-    fn load() -> Self {
-        Self::load_file("train/step.safetensors")
-    }
-
-    fn load_file(name: &str) -> Self {
-        let bytes = std::fs::read(fixture(name)).unwrap();
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = header.metadata().as_ref().unwrap()["reference"].clone();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| {
-                let data = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                (k, RawTensor::new(v.shape().to_vec(), data).unwrap())
-            })
-            .collect();
-        Self {
-            tensors,
-            meta: serde_json::from_str(&meta).unwrap(),
-        }
-    }
-
-    fn get(&self, k: &str) -> &RawTensor {
-        self.tensors
-            .get(k)
-            .unwrap_or_else(|| panic!("fixture has no {k}"))
-    }
-
-    fn prefixed(&self, prefix: &str) -> StateDict {
-        let mut sd = StateDict::new();
-        for (k, t) in &self.tensors {
-            if let Some(r) = k.strip_prefix(prefix) {
-                sd.insert(r, t.clone());
-            }
-        }
-        sd
-    }
-
-    fn tensor<const D: usize>(&self, k: &str, device: &burn::tensor::Device) -> Tensor<D> {
-        let t = self.get(k);
-        Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
-    }
-
-    fn f(&self, k: &str) -> f64 {
-        self.meta[k].as_f64().unwrap()
-    }
-
-    fn u(&self, k: &str) -> usize {
-        self.meta[k].as_u64().unwrap() as usize
-    }
-}
 
 fn configs(fx: &Fixture) -> (VitConfig, HeadConfig) {
     let c = &fx.meta["config"];
@@ -273,7 +207,7 @@ fn assert_net_matches(
 
 #[test]
 fn schedules_match_the_official_ones() {
-    let fx = Fixture::load();
+    let fx = Fixture::load_file("train/step.safetensors");
     let (e, n) = (fx.u("epochs"), fx.u("niter"));
     let check = |name: &str, got: Vec<f64>| {
         let want: Vec<f64> = fx.meta[name]
@@ -312,7 +246,7 @@ fn schedules_match_the_official_ones() {
 
 #[test]
 fn two_training_iterations_match_pytorch() {
-    let fx = Fixture::load();
+    let fx = Fixture::load_file("train/step.safetensors");
     let (vit, head) = configs(&fx);
     let mut replay = Replay::new(&fx, &vit, &head, OptimizerKind::AdamW);
     for (step, (epoch, it)) in Replay::steps(&fx).into_iter().enumerate() {
@@ -385,7 +319,7 @@ fn two_training_iterations_match_pytorch() {
 
 #[test]
 fn sgd_and_lars_steps_match_pytorch() {
-    let fx = Fixture::load();
+    let fx = Fixture::load_file("train/step.safetensors");
     let (vit, head) = configs(&fx);
     for (name, kind) in [("sgd", OptimizerKind::Sgd), ("lars", OptimizerKind::Lars)] {
         let mut replay = Replay::new(&fx, &vit, &head, kind);

@@ -18,6 +18,7 @@ pub mod features;
 pub mod imaging;
 pub mod masks;
 pub mod model;
+pub mod paws;
 pub mod rng;
 pub mod train;
 pub mod viz;

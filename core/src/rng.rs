@@ -52,3 +52,15 @@ pub fn drop_path_mask(n: usize, keep: f64) -> Vec<f32> {
             .collect()
     })
 }
+
+/// A 64-bit mix of three numbers (SplitMix64 steps), for independent RNG streams.
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a ^ b.rotate_left(21) ^ c.rotate_left(42);
+    for _ in 0..2 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}

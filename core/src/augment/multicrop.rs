@@ -4,7 +4,6 @@
 
 use image::RgbImage;
 use rand::Rng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::crop::{resized_crop, sample_crop};
@@ -119,7 +118,8 @@ fn view(
         out = pil_ops::hflip(&out);
     }
     if rng.random::<f64>() < 0.8 {
-        out = color_jitter(&out, rng);
+        // ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
+        out = pil_ops::color_jitter(&out, [0.4, 0.4, 0.2, 0.1], rng);
     }
     if rng.random::<f64>() < 0.2 {
         out = pil_ops::grayscale(&out);
@@ -133,25 +133,4 @@ fn view(
         out = pil_ops::solarize(&out);
     }
     Ok(out)
-}
-
-/// `ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)`: factors drawn first,
-/// then applied in a random order.
-fn color_jitter(img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
-    let mut order = [0usize, 1, 2, 3];
-    order.shuffle(rng);
-    let b = rng.random_range(0.6..=1.4) as f32;
-    let c = rng.random_range(0.6..=1.4) as f32;
-    let s = rng.random_range(0.8..=1.2) as f32;
-    let h = rng.random_range(-0.1..=0.1) as f32;
-    let mut out = img.clone();
-    for op in order {
-        out = match op {
-            0 => pil_ops::brightness(&out, b),
-            1 => pil_ops::contrast(&out, c),
-            2 => pil_ops::saturation(&out, s),
-            _ => pil_ops::hue(&out, h),
-        };
-    }
-    out
 }

@@ -4,6 +4,8 @@
 //! extended box blurs) and a horizontal flip.
 
 use image::{Rgb, RgbImage};
+use rand::Rng;
+use rand::seq::SliceRandom;
 
 /// `Image.blend(degenerate, img, factor)`: `deg + factor * (img - deg)` in float, truncated
 /// to 8 bits (clipped to [0, 255] when extrapolating).
@@ -55,7 +57,63 @@ pub fn grayscale(img: &RgbImage) -> RgbImage {
 
 /// `ImageOps.solarize(threshold=128)`: invert every value >= 128.
 pub fn solarize(img: &RgbImage) -> RgbImage {
-    map(img, |p| p.map(|v| if v < 128 { v } else { 255 - v }))
+    solarize_at(img, 128.0)
+}
+
+/// `ImageOps.solarize(img, threshold)` for any threshold (PAWS draws it in [0, 256)): invert
+/// every value not below it.
+pub fn solarize_at(img: &RgbImage, threshold: f64) -> RgbImage {
+    map(img, |p| {
+        p.map(|v| if (v as f64) < threshold { v } else { 255 - v })
+    })
+}
+
+/// `ImageOps.equalize`: per channel, Pillow's histogram equalisation (the lookup table of
+/// `_lut`: step = (pixels - count of the last used level) // 255, identity when 0).
+pub fn equalize(img: &RgbImage) -> RgbImage {
+    let mut luts = [[0u8; 256]; 3];
+    for (c, lut) in luts.iter_mut().enumerate() {
+        let mut h = [0u64; 256];
+        for p in img.pixels() {
+            h[p.0[c] as usize] += 1;
+        }
+        let used: Vec<u64> = h.iter().copied().filter(|&n| n > 0).collect();
+        let total: u64 = used.iter().sum();
+        let step = used.last().map_or(0, |last| (total - last) / 255);
+        if step == 0 {
+            *lut = std::array::from_fn(|i| i as u8);
+        } else {
+            let mut n = step / 2;
+            for (i, count) in h.iter().enumerate() {
+                lut[i] = (n / step).min(255) as u8;
+                n += count;
+            }
+        }
+    }
+    map(img, |p| std::array::from_fn(|c| luts[c][p[c] as usize]))
+}
+
+/// `ColorJitter(brightness, contrast, saturation, hue)` with strengths `[b, c, s, h]`: the
+/// four factors drawn first (U[max(0, 1 - x), 1 + x], hue U[-h, h]), then applied in a
+/// random order.
+pub fn color_jitter(img: &RgbImage, [b, c, s, h]: [f64; 4], rng: &mut impl Rng) -> RgbImage {
+    let mut order = [0usize, 1, 2, 3];
+    order.shuffle(rng);
+    let factor = |rng: &mut _, x: f64| Rng::random_range(rng, (1.0 - x).max(0.0)..=1.0 + x) as f32;
+    let bf = factor(rng, b);
+    let cf = factor(rng, c);
+    let sf = factor(rng, s);
+    let hf = rng.random_range(-h..=h) as f32;
+    let mut out = img.clone();
+    for op in order {
+        out = match op {
+            0 => brightness(&out, bf),
+            1 => contrast(&out, cf),
+            2 => saturation(&out, sf),
+            _ => hue(&out, hf),
+        };
+    }
+    out
 }
 
 /// Horizontal flip.

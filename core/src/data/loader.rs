@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::Result;
 use crate::augment::{MultiCropConfig, multi_crop};
 use crate::imaging::normalize_chw;
+pub use crate::rng::mix;
 
 /// Where images come from: indexable, decodable on any thread.
 pub trait ImageSource: Send + Sync {
@@ -256,16 +257,4 @@ impl crate::train::run::Batches for MultiCropBatches {
     fn images(batch: &CropBatch) -> usize {
         batch.batch
     }
-}
-
-/// A 64-bit mix of three numbers (SplitMix64 steps), for independent RNG streams.
-pub fn mix(a: u64, b: u64, c: u64) -> u64 {
-    let mut z = a ^ b.rotate_left(21) ^ c.rotate_left(42);
-    for _ in 0..2 {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-    }
-    z
 }

@@ -1,14 +1,19 @@
-//! The DINO Vision Transformer, one concept per file.
+//! The networks, one concept per file: the DINO Vision Transformer and, for PAWS, the Wide
+//! ResNet; every module built from a parameter source ([`params`]).
 
 mod attention;
+mod batch_norm;
 mod block;
+pub mod conv;
 mod drop_path;
 pub mod params;
 mod patch_embed;
 pub mod pos_embed;
 mod vit;
+pub mod wide_resnet;
 
 pub use attention::SelfAttention;
+pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
 pub use block::{Block, BlockParams, Mlp};
 pub use drop_path::DropPath;
 pub use patch_embed::PatchEmbed;

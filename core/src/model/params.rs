@@ -143,6 +143,15 @@ impl LinearParams {
         })
     }
 
+    /// PyTorch's default `nn.Linear` init: weight and bias U(±1/sqrt(in)).
+    pub fn pytorch_default(i: usize, o: usize, vb: &Params) -> Result<Self> {
+        let bound = Init::Uniform(1.0 / (i as f64).sqrt());
+        Ok(Self {
+            weight: vb.get("weight", &[o, i], bound)?,
+            bias: vb.get("bias", &[o], bound)?,
+        })
+    }
+
     /// `(in, out)`.
     pub fn dims(&self) -> (usize, usize) {
         (self.weight.shape[1], self.weight.shape[0])

@@ -141,15 +141,7 @@ impl TrainConfig {
     /// This config with the fields of `overrides` (a TOML table: a `--config` file, flags)
     /// replaced; an unknown field or a value of the wrong type is an error naming it.
     pub fn merged(&self, overrides: &toml::Table) -> Result<Self> {
-        let mut table = self.to_table();
-        for (k, v) in overrides {
-            table.insert(k.clone(), v.clone());
-        }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                Error::Config(format!("training config: {}", e.message()))
-            })
+        merge_table(self, overrides, "training config")
     }
 
     /// The fields of `overrides` whose value differs from this config's, with both values
@@ -167,10 +159,7 @@ impl TrainConfig {
 
     /// Every field as a TOML table (unset optional fields left out).
     pub fn to_table(&self) -> toml::Table {
-        match toml::Value::try_from(self).expect("config serialises") {
-            toml::Value::Table(t) => t,
-            _ => unreachable!("a struct serialises to a table"),
-        }
+        to_table(self)
     }
 
     pub fn to_toml(&self) -> String {
@@ -259,6 +248,9 @@ impl TrainConfig {
                 self.global_crop_size, self.local_crop_size, self.patch_size
             ));
         }
+        if self.optimizer == OptimizerKind::PawsLars {
+            return bad("the paws_lars optimiser is PAWS's; DINO takes adamw, sgd or lars".into());
+        }
         if self.dataset_repeats == 0 {
             return bad("dataset_repeats must be at least 1".into());
         }
@@ -270,4 +262,28 @@ impl TrainConfig {
 pub fn parse_table(text: &str) -> Result<toml::Table> {
     text.parse::<toml::Table>()
         .map_err(|e| Error::Config(format!("training config: {}", e.message())))
+}
+
+/// A config (any serialisable struct) as a TOML table.
+pub fn to_table(config: &impl Serialize) -> toml::Table {
+    match toml::Value::try_from(config).expect("config serialises") {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a struct serialises to a table"),
+    }
+}
+
+/// `config` with the fields of `overrides` replaced, read back through the type (so unknown
+/// fields and wrong types are errors naming them, under `what`).
+pub fn merge_table<T: Serialize + serde::de::DeserializeOwned>(
+    config: &T,
+    overrides: &toml::Table,
+    what: &str,
+) -> Result<T> {
+    let mut table = to_table(config);
+    for (k, v) in overrides {
+        table.insert(k.clone(), v.clone());
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::Config(format!("{what}: {}", e.message())))
 }

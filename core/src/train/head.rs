@@ -7,8 +7,8 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::HeadBatchNorm;
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
+use crate::model::{BN_MOMENTUM, BatchNorm};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
@@ -87,7 +87,7 @@ fn mlp_stride(with_bn: bool) -> usize {
 pub struct DinoHead {
     pub mlp: Vec<Linear>,
     /// One per hidden layer with `use_bn`, else empty.
-    pub norms: Vec<HeadBatchNorm>,
+    pub norms: Vec<BatchNorm>,
     pub last_layer_v: Param<Tensor<2>>,
     pub last_layer_g: Option<Param<Tensor<2>>>,
 }
@@ -111,21 +111,9 @@ impl DinoHead {
                 LinearParams::new(fan_in, fan_out, Init::Normal(0.02), &layer)?.into_burn(device),
             );
             if cfg.has_bn() && i + 1 < shapes.len() {
+                // batch statistics in both networks, as the official code (never in eval mode)
                 let bn = vb.pp(format!("mlp.{}", stride * i + 1));
-                let get = |name: &str, init| bn.get(name, &[fan_out], init);
-                let (w, b) = (get("weight", Init::Ones)?, get("bias", Init::Zeros)?);
-                let (m, v) = (
-                    get("running_mean", Init::Zeros)?,
-                    get("running_var", Init::Ones)?,
-                );
-                // an int64 step counter in PyTorch; nothing here depends on it
-                bn.ignore("num_batches_tracked");
-                norms.push(HeadBatchNorm::from_tensors(
-                    w.into_param(device),
-                    b.into_param(device),
-                    m.into_param::<1>(device).val(),
-                    v.into_param::<1>(device).val(),
-                ));
+                norms.push(BatchNorm::new(fan_out, BN_MOMENTUM, true, &bn, device)?);
             }
         }
         let (o, k) = (cfg.out_dim, cfg.bottleneck_dim);
@@ -214,8 +202,7 @@ impl DinoHead {
         let stride = mlp_stride(!self.norms.is_empty());
         // a running statistic updated on this thread is pending until synchronised
         for n in &self.norms {
-            n.running_mean.value_sync();
-            n.running_var.value_sync();
+            n.sync();
         }
         let mut sd = StateDict::new();
         for (k, t) in module_state_dict(self)? {

@@ -3,12 +3,11 @@
 
 #[cfg(not(target_family = "wasm"))]
 mod checkpoint;
-mod config;
+pub mod config;
 #[cfg(not(target_family = "wasm"))]
 mod dino_run;
 mod ema;
 mod head;
-mod head_norm;
 mod loss;
 mod net;
 mod optim;
@@ -21,10 +20,9 @@ mod trainer;
 pub use config::{TrainConfig, parse_table};
 pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};
-pub use head_norm::HeadBatchNorm;
 pub use loss::DinoLoss;
 pub use net::DinoNet;
 pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings};
-pub use schedule::{cosine_scheduler, linspace, teacher_temp_schedule};
+pub use schedule::{cosine_scheduler, linspace, teacher_temp_schedule, warmup_cosine};
 #[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};

@@ -29,6 +29,12 @@ pub enum OptimizerKind {
     Sgd,
     /// `utils.LARS` (momentum 0.9, eta 0.001), for large batches.
     Lars,
+    /// PAWS's optimiser (suncet `src/lars.py` around `src/sgd.py`): LARS with trust 0.001 on
+    /// all parameters but biases and BatchNorms, which also have no weight decay; SGD with
+    /// momentum 0.9 on learning-rate-scaled steps. Not a DINO choice.
+    #[serde(rename = "paws_lars")]
+    #[cfg_attr(feature = "cli", value(skip))]
+    PawsLars,
 }
 
 impl std::str::FromStr for OptimizerKind {
@@ -38,6 +44,7 @@ impl std::str::FromStr for OptimizerKind {
             "adamw" => Ok(Self::AdamW),
             "sgd" => Ok(Self::Sgd),
             "lars" => Ok(Self::Lars),
+            "paws_lars" => Ok(Self::PawsLars),
             o => Err(Error::Config(format!(
                 "optimizer '{o}': expected adamw, sgd or lars"
             ))),
@@ -76,6 +83,9 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 const MOMENTUM: f64 = 0.9;
 const LARS_ETA: f64 = 0.001;
+/// suncet's `LARS(trust_coefficient=0.001)` and its eps.
+const PAWS_TRUST: f64 = 0.001;
+const PAWS_EPS: f64 = 1e-8;
 
 impl DinoOptimizer {
     pub fn new(kind: OptimizerKind) -> Self {
@@ -160,6 +170,35 @@ impl DinoOptimizer {
                 };
                 state.buffers = vec![mu.clone()];
                 p - mu * lr
+            }
+            OptimizerKind::PawsLars => {
+                // param groups by name, as `init_opt`: 'bias' or 'bn' in the name
+                let excluded = name.contains("bias") || name.contains("bn");
+                let d = if excluded {
+                    g
+                } else {
+                    let wd = s.weight_decay;
+                    let pn = p.clone().powf_scalar(2.0).sum().sqrt();
+                    let gn = g.clone().powf_scalar(2.0).sum().sqrt();
+                    // adaptive = trust |p| / (|g| + |p| wd + eps), applied (with the decay)
+                    // only where both norms are non-zero
+                    let ok = pn
+                        .clone()
+                        .greater_elem(0.0)
+                        .bool_and(gn.clone().greater_elem(0.0))
+                        .float();
+                    let adaptive = pn.clone() * PAWS_TRUST / (gn + pn * wd + PAWS_EPS);
+                    let factor = adaptive * ok.clone() + (ok.clone().neg() + 1.0);
+                    (g + p.clone() * wd * ok) * factor
+                };
+                // suncet's SGD: the momentum buffer accumulates -lr * d
+                let step = d * (-lr);
+                let buf = match state.buffers.pop() {
+                    Some(b) => b * MOMENTUM + step,
+                    None => step,
+                };
+                state.buffers = vec![buf.clone()];
+                p + buf
             }
         }
     }

@@ -33,6 +33,31 @@ pub fn cosine_scheduler(
     out
 }
 
+/// suncet's `WarmupCosineSchedule` (a `LambdaLR` stepped after every iteration), one value
+/// per iteration: linear from `start` to `reference` over `warmup_steps`, then a cosine to
+/// `final_value` over the remaining steps, never below `final_value`.
+pub fn warmup_cosine(
+    start: f64,
+    reference: f64,
+    final_value: f64,
+    warmup_steps: usize,
+    total_steps: usize,
+) -> Vec<f64> {
+    let t_max = total_steps.saturating_sub(warmup_steps).max(1) as f64;
+    (0..total_steps)
+        .map(|step| {
+            if step < warmup_steps {
+                let progress = step as f64 / warmup_steps.max(1) as f64;
+                start + progress * (reference - start)
+            } else {
+                let progress = (step - warmup_steps) as f64 / t_max;
+                let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                final_value.max(final_value + (reference - final_value) * cos)
+            }
+        })
+        .collect()
+}
+
 /// `DINOLoss.teacher_temp_schedule`: linear warm-up over `warmup_epochs`, then constant; one
 /// value per epoch.
 pub fn teacher_temp_schedule(
@@ -65,6 +90,20 @@ mod tests {
         assert_eq!(s.len(), 6);
         for (a, b) in s.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{s:?}");
+        }
+        // WarmupCosineSchedule(warmup_steps=2, start_lr=0.8, ref_lr=3.2, final_lr=0.032,
+        // T_max=6): the lr of steps 0..6
+        let w = warmup_cosine(0.8, 3.2, 0.032, 2, 6);
+        let want = [
+            0.8,
+            2.0,
+            3.2,
+            2.736_057_141_399_491_4,
+            1.616,
+            0.495_942_858_600_508_8,
+        ];
+        for (a, b) in w.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{w:?}");
         }
         let t = teacher_temp_schedule(0.04, 0.07, 3, 5);
         assert_eq!(t.len(), 5);

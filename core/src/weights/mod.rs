@@ -25,7 +25,7 @@ pub use format::WeightFormat;
 pub use hf::hf_to_official;
 #[cfg(not(target_family = "wasm"))]
 pub use own::save_safetensors;
-pub use own::{OWN_FORMAT, to_safetensors_bytes, to_safetensors_bytes_with};
+pub use own::{OWN_FORMAT, safetensors_bytes, to_safetensors_bytes, to_safetensors_bytes_with};
 pub use state_dict::{RawTensor, StateDict, transpose};
 
 use crate::{Error, Result, VitConfig};

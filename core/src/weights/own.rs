@@ -40,6 +40,23 @@ pub fn to_safetensors_bytes_with(
     half: bool,
     extra: &[(&str, String)],
 ) -> Result<Vec<u8>> {
+    let mut meta = vec![(
+        CONFIG_KEY,
+        serde_json::to_string(config).expect("config serialises"),
+    )];
+    meta.extend(extra.iter().cloned());
+    safetensors_bytes(sd, half, OWN_FORMAT, &meta)
+}
+
+/// Tensors (f32, or f16 with `half`) and header entries as safetensors bytes with the given
+/// `format` entry; the header is written with sorted keys, so the same content always gives
+/// the same bytes.
+pub fn safetensors_bytes(
+    sd: &StateDict,
+    half: bool,
+    format: &str,
+    meta: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sd
         .iter()
         .map(|(k, t)| {
@@ -60,17 +77,11 @@ pub fn to_safetensors_bytes_with(
         .map(|(k, s, d)| Ok((k.clone(), TensorView::new(dtype, s.clone(), d)?)))
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| Error::Weights(format!("cannot serialise: {e}")))?;
-    let mut meta = HashMap::from([
-        ("format".to_string(), OWN_FORMAT.to_string()),
-        (
-            CONFIG_KEY.to_string(),
-            serde_json::to_string(config).expect("config serialises"),
-        ),
-    ]);
-    for (k, v) in extra {
-        meta.insert(k.to_string(), v.clone());
+    let mut header = HashMap::from([("format".to_string(), format.to_string())]);
+    for (k, v) in meta {
+        header.insert(k.to_string(), v.clone());
     }
-    let bytes = safetensors::serialize(views, Some(meta))
+    let bytes = safetensors::serialize(views, Some(header))
         .map_err(|e| Error::Weights(format!("cannot serialise: {e}")))?;
     canonical_header(bytes)
 }

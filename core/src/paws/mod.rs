@@ -1,0 +1,23 @@
+//! PAWS (Assran et al., ICCV 2021, "Semi-Supervised Learning of Visual Features by
+//! Non-Parametrically Predicting View Assignments with Support Samples"): DINO's companion
+//! method, which learns from a few labelled images (the support set) and many unlabelled ones.
+//! The official code (facebookresearch/suncet) is the spec: its loss, label matrix,
+//! class-stratified sampler, encoder heads, LARS-wrapped SGD and warm-up cosine schedule.
+
+pub mod config;
+#[cfg(not(target_family = "wasm"))]
+pub mod data;
+pub mod encoder;
+pub mod loss;
+pub mod support;
+#[cfg(not(target_family = "wasm"))]
+pub mod trainer;
+
+pub use config::PawsConfig;
+#[cfg(not(target_family = "wasm"))]
+pub use data::{LabelledSet, PawsBatch, PawsBatches};
+pub use encoder::{EncoderConfig, EncoderOutput, PawsEncoder};
+pub use loss::{PawsLoss, PawsLossOutput};
+pub use support::{ClassStratifiedSampler, labels_matrix};
+#[cfg(not(target_family = "wasm"))]
+pub use trainer::{PAWS_FORMAT, PawsStepStats, PawsTrainer, StepInternals, load_encoder};

@@ -1,0 +1,475 @@
+//! A PAWS run in memory: one iteration of suncet's `paws_train.py` `train_step` (the support
+//! views and the large unlabelled views through the encoder as one resolution group, the small
+//! crops as another; swapped targets from the projections; the PAWS loss with me-max; backward;
+//! LARS-wrapped SGD at the warm-up cosine learning rate), its checkpoint (encoder, optimiser
+//! state, position) and its export (the encoder), as a run of the shared training loop.
+
+use std::collections::BTreeMap;
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::{PawsBatch, PawsConfig, PawsEncoder};
+use crate::train::run::{Metrics, RunDir, TrainRun};
+use crate::train::{DinoOptimizer, OptimizerKind, ParamState, StepSettings, warmup_cosine};
+use crate::weights::{RawTensor, StateDict, safetensors_bytes};
+use crate::{Error, Result};
+
+/// The `format` header of PAWS checkpoints and exported encoders.
+pub const PAWS_FORMAT: &str = "dino-rs-paws";
+const RUN_KEY: &str = "paws.train";
+const CONFIG_KEY: &str = "paws.config";
+
+/// The position and settings a checkpoint's header holds.
+#[derive(Serialize, Deserialize)]
+struct RunHeader {
+    config: PawsConfig,
+    iteration: usize,
+    niter_per_epoch: usize,
+    optimizer_steps: BTreeMap<String, u64>,
+}
+
+pub struct PawsTrainer {
+    pub cfg: PawsConfig,
+    /// On the autodiff device; `Option` only so that a step can move it through the update.
+    encoder: Option<PawsEncoder>,
+    pub optimizer: DinoOptimizer,
+    /// The learning rate of every iteration.
+    pub lr_schedule: Vec<f64>,
+    pub niter_per_epoch: usize,
+    /// Next global iteration.
+    pub iteration: usize,
+    device: Device,
+}
+
+impl PawsTrainer {
+    /// A fresh run: the encoder drawn from `cfg.seed` as PyTorch initialises the official one.
+    pub fn new(cfg: PawsConfig, niter_per_epoch: usize, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let encoder = PawsEncoder::seeded(&cfg.encoder(), cfg.seed, &device.clone().autodiff())?;
+        Self::from_encoder(cfg, encoder, niter_per_epoch, device)
+    }
+
+    /// A run from an existing encoder (on the autodiff device of `device`).
+    pub fn from_encoder(
+        cfg: PawsConfig,
+        encoder: PawsEncoder,
+        niter_per_epoch: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if niter_per_epoch == 0 {
+            return Err(Error::Data("an epoch needs at least one iteration".into()));
+        }
+        let total = cfg.epochs * niter_per_epoch;
+        Ok(Self {
+            lr_schedule: warmup_cosine(
+                cfg.start_lr,
+                cfg.lr,
+                cfg.final_lr,
+                cfg.warmup * niter_per_epoch,
+                total,
+            ),
+            optimizer: DinoOptimizer::new(OptimizerKind::PawsLars),
+            encoder: Some(encoder),
+            niter_per_epoch,
+            iteration: 0,
+            device: device.clone(),
+            cfg,
+        })
+    }
+
+    /// The encoder (on the autodiff device).
+    pub fn encoder(&self) -> &PawsEncoder {
+        self.encoder.as_ref().expect("in place between steps")
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// One iteration; the loss, its two terms, the learning rate and the support accuracy.
+    pub fn step(&mut self, batch: &PawsBatch) -> Result<PawsStepStats> {
+        self.step_inspected(batch, &mut |_| {})
+    }
+
+    /// [`Self::step`], showing `inspect` the encoder's outputs and the raw gradients before the
+    /// update (the reference tests compare them with PyTorch's).
+    pub fn step_inspected(
+        &mut self,
+        batch: &PawsBatch,
+        inspect: &mut dyn FnMut(&StepInternals),
+    ) -> Result<PawsStepStats> {
+        let it = self.iteration;
+        if it >= self.cfg.epochs * self.niter_per_epoch {
+            return Err(Error::Input("the run is already finished".into()));
+        }
+        let c = &self.cfg;
+        let ad = self.device.clone().autodiff();
+        let (l, s, u) = (
+            c.crop_size as usize,
+            c.multicrop_size as usize,
+            batch.unlabelled,
+        );
+        let ns = c.support_views();
+        let classes = c.classes_per_batch;
+        let expect = |what: &str, got: usize, want: usize| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(Error::Input(format!(
+                    "PAWS batch: {got} {what} values, expected {want}"
+                )))
+            }
+        };
+        expect("support", batch.supports.len(), ns * 3 * l * l)?;
+        expect("label", batch.labels.len(), ns * classes)?;
+        expect("large-view", batch.large.len(), 2 * u * 3 * l * l)?;
+        expect("small-crop", batch.small.len(), c.multicrop * u * 3 * s * s)?;
+        // supports and large views: one resolution group; the small crops: another
+        let large = [batch.supports.as_slice(), batch.large.as_slice()].concat();
+        let mut groups = vec![Tensor::<4>::from_data(
+            TensorData::new(large, [ns + 2 * u, 3, l, l]),
+            &ad,
+        )];
+        if c.multicrop > 0 {
+            groups.push(Tensor::from_data(
+                TensorData::new(batch.small.clone(), [c.multicrop * u, 3, s, s]),
+                &ad,
+            ));
+        }
+        let labels =
+            Tensor::<2>::from_data(TensorData::new(batch.labels.clone(), [ns, classes]), &ad);
+        let encoder = self.encoder.take().expect("in place between steps");
+        let out = encoder.forward(groups);
+        let rows = out.z.dims()[0];
+        let anchor_supports = out.z.clone().narrow(0, 0, ns);
+        let anchor_views = out.z.clone().narrow(0, ns, rows - ns);
+        let target_supports = out.h.clone().narrow(0, 0, ns).detach();
+        // the other large view of each image: [view 1, view 0]
+        let target_views = Tensor::cat(
+            vec![
+                out.h.clone().narrow(0, ns + u, u),
+                out.h.clone().narrow(0, ns, u),
+            ],
+            0,
+        )
+        .detach();
+        let terms = c.loss().forward(
+            anchor_views,
+            anchor_supports.clone(),
+            target_views,
+            target_supports,
+            labels,
+        );
+        let loss = terms.xent.clone() + terms.me_max.clone();
+        let values = Tensor::cat(vec![loss.clone(), terms.xent, terms.me_max], 0)
+            .inner()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?;
+        if !values[0].is_finite() {
+            self.encoder = Some(encoder);
+            return Err(Error::Diverged {
+                loss: values[0] as f64,
+                iteration: it,
+                epoch: it / self.niter_per_epoch,
+            });
+        }
+        let support_acc = support_accuracy(
+            &RawTensor::from_tensor(anchor_supports.detach())?,
+            &batch.labels,
+            classes,
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &encoder);
+        inspect(&StepInternals {
+            h: &out.h,
+            z: &out.z,
+            grads: &grads,
+            encoder: &encoder,
+        });
+        let settings = StepSettings {
+            lr: self.lr_schedule[it],
+            weight_decay: c.weight_decay,
+            clip_grad: 0.0,
+            freeze_last_layer: false,
+        };
+        self.encoder = Some(self.optimizer.step(encoder, grads, settings));
+        self.iteration += 1;
+        Ok(PawsStepStats {
+            loss: values[0] as f64,
+            xent: values[1] as f64,
+            me_max: values[2] as f64,
+            lr: settings.lr,
+            support_acc,
+        })
+    }
+
+    /// The checkpoint as bytes: the encoder under `encoder.` (official keys), the optimiser's
+    /// momentum buffers, and the run's position and settings in the header.
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        let mut sd = StateDict::new();
+        for (k, t) in self.encoder().to_state_dict()? {
+            sd.insert(format!("encoder.{k}"), t);
+        }
+        let mut steps = BTreeMap::new();
+        for (name, state) in &self.optimizer.states {
+            steps.insert(name.clone(), state.step);
+            for (i, buf) in state.buffers.iter().enumerate() {
+                sd.insert(
+                    format!("optimizer.{name}.{i}"),
+                    RawTensor::from_tensor(buf.clone())?,
+                );
+            }
+        }
+        let header = RunHeader {
+            config: self.cfg.clone(),
+            iteration: self.iteration,
+            niter_per_epoch: self.niter_per_epoch,
+            optimizer_steps: steps,
+        };
+        safetensors_bytes(
+            &sd,
+            false,
+            PAWS_FORMAT,
+            &[(RUN_KEY, serde_json::to_string(&header).expect("serialises"))],
+        )
+    }
+
+    /// Restores a run from checkpoint bytes onto `device`.
+    pub fn from_checkpoint(bytes: &[u8], device: &Device) -> Result<Self> {
+        let bad = |m: String| Error::Weights(format!("PAWS checkpoint: {m}"));
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(PAWS_FORMAT) {
+            return Err(bad("not a dino-rs PAWS checkpoint".into()));
+        }
+        let header: RunHeader = serde_json::from_str(
+            meta.get(RUN_KEY)
+                .ok_or_else(|| bad("no training state (an exported encoder?)".into()))?,
+        )
+        .map_err(|e| bad(format!("bad header: {e}")))?;
+        let (enc, optim) = read_tensors(bytes, "encoder.")?;
+        let ad = device.clone().autodiff();
+        let encoder = PawsEncoder::from_state_dict(&header.config.encoder(), enc, &ad)?;
+        let mut t = Self::from_encoder(header.config, encoder, header.niter_per_epoch, device)?;
+        t.iteration = header.iteration;
+        let mut by_param: BTreeMap<String, Vec<(usize, RawTensor)>> = BTreeMap::new();
+        for (k, v) in optim {
+            let rest = k
+                .strip_prefix("optimizer.")
+                .ok_or_else(|| bad(format!("unexpected tensor '{k}'")))?;
+            let (name, i) = rest
+                .rsplit_once('.')
+                .and_then(|(n, i)| Some((n.to_string(), i.parse::<usize>().ok()?)))
+                .ok_or_else(|| bad(format!("unexpected tensor '{k}'")))?;
+            by_param.entry(name).or_default().push((i, v));
+        }
+        for (name, mut bufs) in by_param {
+            bufs.sort_by_key(|(i, _)| *i);
+            let step = *header
+                .optimizer_steps
+                .get(&name)
+                .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
+            let buffers = bufs
+                .into_iter()
+                .map(|(_, b)| Tensor::from_data(TensorData::new(b.data, b.shape), device))
+                .collect();
+            t.optimizer
+                .states
+                .insert(name, ParamState { step, buffers });
+        }
+        Ok(t)
+    }
+
+    /// Restores a run from a checkpoint file.
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_checkpoint(&bytes, device)
+            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
+    }
+
+    /// The exported encoder: official keys and the encoder's sizes in the header.
+    pub fn encoder_bytes(&self) -> Result<Vec<u8>> {
+        let cfg = serde_json::to_string(&self.cfg.encoder()).expect("serialises");
+        safetensors_bytes(
+            &self.encoder().to_state_dict()?,
+            false,
+            PAWS_FORMAT,
+            &[(CONFIG_KEY, cfg)],
+        )
+    }
+}
+
+/// The tensors of a safetensors file split into those under `prefix` (prefix removed) and the
+/// rest.
+fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
+    let bad = |m: String| Error::Weights(format!("PAWS checkpoint: {m}"));
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let (mut inside, mut rest) = (StateDict::new(), StateDict::new());
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!(
+                "tensor '{name}' is {:?}, not f32",
+                view.dtype()
+            )));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let t = RawTensor::new(view.shape().to_vec(), data)?;
+        match name.strip_prefix(prefix) {
+            Some(k) => inside.insert(k, t),
+            None => rest.insert(name, t),
+        }
+    }
+    Ok((inside, rest))
+}
+
+/// Reads an exported PAWS encoder (its sizes from the header).
+pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<PawsEncoder> {
+    let bad = |m: String| Error::Weights(format!("PAWS encoder: {m}"));
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(PAWS_FORMAT) {
+        return Err(bad("not a dino-rs PAWS file".into()));
+    }
+    let (cfg, sd) = match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
+        (Some(c), _) => (
+            serde_json::from_str(c).map_err(|e| bad(format!("bad header: {e}")))?,
+            read_tensors(bytes, "")?.0,
+        ),
+        // a training checkpoint: its encoder
+        (None, Some(run)) => {
+            let h: RunHeader =
+                serde_json::from_str(run).map_err(|e| bad(format!("bad header: {e}")))?;
+            (h.config.encoder(), read_tensors(bytes, "encoder.")?.0)
+        }
+        (None, None) => return Err(bad("no encoder sizes in the header".into())),
+    };
+    PawsEncoder::from_state_dict(&cfg, sd, device)
+}
+
+/// Each support view classified by soft nearest neighbours over the *other* support views
+/// (itself left out): the share whose most probable class is its own, in percent.
+fn support_accuracy(z: &RawTensor, labels: &[f32], classes: usize) -> f64 {
+    let (n, d) = (z.shape[0], z.shape[1]);
+    let norm: Vec<Vec<f32>> = (0..n)
+        .map(|i| {
+            let r = &z.data[i * d..(i + 1) * d];
+            let nn = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(|v| v / nn).collect()
+        })
+        .collect();
+    let own = |i: usize| argmax(&labels[i * classes..(i + 1) * classes]);
+    let mut correct = 0;
+    for i in 0..n {
+        let mut votes = vec![0f32; classes];
+        for j in (0..n).filter(|&j| j != i) {
+            let sim: f32 = norm[i].iter().zip(&norm[j]).map(|(a, b)| a * b).sum();
+            // softmax weights at tau 0.1; a common scale does not change the argmax
+            let w = ((sim - 1.0) / 0.1).exp();
+            for (v, l) in votes
+                .iter_mut()
+                .zip(&labels[j * classes..(j + 1) * classes])
+            {
+                *v += w * l;
+            }
+        }
+        if argmax(&votes) == own(i) {
+            correct += 1;
+        }
+    }
+    100.0 * correct as f64 / n.max(1) as f64
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::MIN),
+            |best, (i, &x)| if x > best.1 { (i, x) } else { best },
+        )
+        .0
+}
+
+/// What [`PawsTrainer::step_inspected`] shows before the update.
+pub struct StepInternals<'a> {
+    /// Projections and predictions of every view, in input order (supports, large, small).
+    pub h: &'a Tensor<2>,
+    pub z: &'a Tensor<2>,
+    /// The gradient of the loss for every parameter.
+    pub grads: &'a GradientsParams,
+    /// The encoder the gradients belong to.
+    pub encoder: &'a PawsEncoder,
+}
+
+/// What one iteration reports.
+#[derive(Clone, Copy, Debug)]
+pub struct PawsStepStats {
+    pub loss: f64,
+    pub xent: f64,
+    pub me_max: f64,
+    pub lr: f64,
+    pub support_acc: f64,
+}
+
+impl TrainRun for PawsTrainer {
+    type Batch = PawsBatch;
+
+    fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    fn niter_per_epoch(&self) -> usize {
+        self.niter_per_epoch
+    }
+
+    fn total_iterations(&self) -> usize {
+        self.cfg.epochs * self.niter_per_epoch
+    }
+
+    fn step(&mut self, batch: &PawsBatch) -> Result<Metrics> {
+        let s = PawsTrainer::step(self, batch)?;
+        Ok(vec![
+            ("loss", s.loss),
+            ("xent", s.xent),
+            ("me_max", s.me_max),
+            ("support_acc", s.support_acc),
+            ("lr", s.lr),
+        ])
+    }
+
+    fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        PawsTrainer::checkpoint_bytes(self)
+    }
+
+    fn config_toml(&self) -> String {
+        self.cfg.to_toml()
+    }
+
+    fn checkpoint_every(&self) -> usize {
+        self.cfg.checkpoint_every
+    }
+
+    fn saveckp_freq(&self) -> usize {
+        self.cfg.saveckp_freq
+    }
+
+    /// `encoder.safetensors`: the encoder under the official keys (what `dino snn` loads).
+    fn export(&self, dir: &RunDir) -> Result<()> {
+        crate::atomic_write(&dir.0.join("encoder.safetensors"), &self.encoder_bytes()?)
+    }
+
+    fn log_key(key: &str) -> String {
+        match key {
+            "img_per_s" => key.to_string(),
+            k => format!("train_{k}"),
+        }
+    }
+}

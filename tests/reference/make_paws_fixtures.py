@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Reference numerics of PAWS training steps, for tests/paws_vs_pytorch.rs.
+
+A tiny Wide ResNet (depth 10, width 1: 64 features) with the official projection head and a
+prediction head (so every path of the encoder runs), the PAWS loss with label smoothing,
+sharpening, multi-crop targets and me-max, and two full iterations of suncet's paws_train.py
+train_step in fp32: the support views and the large unlabelled views through the encoder as
+one resolution group, the small crops as another (each group is its own BatchNorm batch),
+swapped targets from the projections, backward, LARS-wrapped SGD (biases and BatchNorms
+excluded from LARS and weight decay) with the warm-up cosine schedule.
+
+Writes tests/fixtures/paws/step.safetensors: the initial weights (official keys), the inputs,
+the labels matrix, and after each step the loss terms, the projections and predictions, raw
+gradients of a few tensors, every weight and running statistic and a few momentum buffers,
+computed in float64; and in its header, for each of those, how far PyTorch's float32 run is
+from the float64 one (the yardstick of the Rust float32 run).
+Run from the repository root:
+
+    python3 tests/reference/make_paws_fixtures.py
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paws_official import init_model, init_opt, init_paws_loss, make_labels_matrix  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "fixtures", "paws")
+
+CFG = dict(depth=10, widen=1, output_dim=16, use_pred_head=True)
+CLASSES_PER_BATCH, IMGS_PER_CLASS, SUPERVISED_VIEWS = 3, 2, 2
+U_BATCH, MULTICROP = 3, 2
+LARGE, SMALL = 16, 8
+TAU, SHARPEN, SMOOTHING = 0.1, 0.25, 0.1
+EPOCHS, IPE, WARMUP = 3, 2, 1
+# the official CIFAR-10 rates (0.8, 3.2, 0.032) divided by 40: at those, float32 rounding in
+# BatchNorm's backward grows by 1% over two steps on the unscaled BatchNorm biases (PyTorch
+# float32 against float64), too much for any comparison; here it stays below 4e-5
+START_LR, LR, FINAL_LR, WD = 0.02, 0.08, 0.0008, 1e-4
+GRADS = ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.shortcut.0.weight", "bn1.weight",
+         "fc.fc1.weight", "fc.fc3.bias", "fc.bn1.weight", "pred.fc1.weight", "pred.bn2.bias"]
+
+
+def state(model):
+    """Parameters and running statistics under their official keys (no step counters)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def run(dtype):
+    """The two iterations in `dtype`: their inputs and everything the test compares."""
+    torch.manual_seed(0)
+    encoder = init_model(depth=CFG["depth"], widen=CFG["widen"], use_pred=CFG["use_pred_head"],
+                         output_dim=CFG["output_dim"])
+    with torch.no_grad():  # BatchNorm affine parameters away from (1, 0), so they matter
+        for m in encoder.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+    init = state(encoder)
+    encoder = encoder.to(dtype)
+    encoder.train()
+    paws = init_paws_loss(multicrop=MULTICROP, tau=TAU, T=SHARPEN, me_max=True)
+    labels_matrix = make_labels_matrix(CLASSES_PER_BATCH, IMGS_PER_CLASS, smoothing=SMOOTHING)
+    labels = torch.cat([labels_matrix for _ in range(SUPERVISED_VIEWS)])
+    encoder, optimizer, scheduler = init_opt(encoder, IPE, START_LR, LR, 0.9, False, WARMUP, EPOCHS,
+                                             weight_decay=WD, final_lr=FINAL_LR)
+    num_support = SUPERVISED_VIEWS * IMGS_PER_CLASS * CLASSES_PER_BATCH
+    inputs, results, steps = {}, {}, []
+    g = torch.Generator().manual_seed(11)
+    for step in range(2):
+        simgs = [torch.randn(num_support // SUPERVISED_VIEWS, 3, LARGE, LARGE, generator=g)
+                 for _ in range(SUPERVISED_VIEWS)]
+        uimgs = [torch.randn(U_BATCH, 3, LARGE, LARGE, generator=g) for _ in range(2)]
+        uimgs += [torch.randn(U_BATCH, 3, SMALL, SMALL, generator=g) for _ in range(MULTICROP)]
+        imgs = simgs + uimgs
+        s = f"step{step}."
+        for i, x in enumerate(imgs):
+            inputs[f"{s}input.{i}"] = x
+        imgs = [x.to(dtype) for x in imgs]
+        lab = labels.to(dtype)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad()
+        h, z = encoder(imgs, return_before_head=True)
+        anchor_supports, anchor_views = z[:num_support], z[num_support:]
+        target_supports, target_views = h[:num_support].detach(), h[num_support:].detach()
+        target_views = torch.cat([target_views[U_BATCH:2 * U_BATCH], target_views[:U_BATCH]], dim=0)
+        ploss, me_max = paws(anchor_views=anchor_views, anchor_supports=anchor_supports,
+                             anchor_support_labels=lab, target_views=target_views,
+                             target_supports=target_supports, target_support_labels=lab)
+        loss = ploss + me_max
+        loss.backward()
+        named = dict(encoder.named_parameters())
+        for n in GRADS:
+            results[f"{s}grad.{n}"] = named[n].grad.detach().clone()
+        optimizer.step()
+        scheduler.step()
+        results[s + "loss"] = loss.detach().reshape(1)
+        results[s + "xent"] = ploss.detach().reshape(1)
+        results[s + "me_max"] = me_max.detach().reshape(1)
+        results[s + "h"] = h.detach()
+        results[s + "z"] = z.detach()
+        for k, v in state(encoder).items():
+            results[f"{s}weights.{k}"] = v
+        for n in ["conv1.weight", "pred.fc2.bias", "fc.bn1.weight"]:
+            results[f"{s}momentum.{n}"] = optimizer.state[named[n]]["momentum_buffer"].clone()
+        steps.append(dict(lr=lr, loss=loss.item(), xent=ploss.item(), me_max=me_max.item()))
+    return init, labels, inputs, results, steps
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    # The reference is computed in float64 (stored as float32); the float32 run of the same
+    # code gives, per tensor, how far PyTorch's own float32 arithmetic is from it: the test
+    # holds the Rust float32 run to a small multiple of that (BatchNorm's backward subtracts
+    # nearly equal sums, so gradients through it carry 1e-4-level rounding in any float32
+    # implementation).
+    init, labels, inputs, truth, steps = run(torch.float64)
+    _, _, _, f32, _ = run(torch.float32)
+    f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
+    f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
+    tensors = {f"init.{k}": v.float() for k, v in init.items()}
+    tensors["labels"] = labels.float()
+    tensors.update({k: v.float() for k, v in inputs.items()})
+    tensors.update({k: v.float() for k, v in truth.items()})
+    for i, st in enumerate(steps):
+        print(f"step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f} (xent {st['xent']:.6f}, me-max {st['me_max']:.6f})")
+    worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
+    print("PyTorch float32 against float64, worst relative errors:", worst)
+
+    from safetensors.torch import save_file
+
+    meta = dict(config=CFG, classes_per_batch=CLASSES_PER_BATCH, images_per_class=IMGS_PER_CLASS,
+                supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH, multicrop=MULTICROP,
+                large=LARGE, small=SMALL, tau=TAU, sharpen=SHARPEN, label_smoothing=SMOOTHING,
+                epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP, start_lr=START_LR, lr=LR,
+                final_lr=FINAL_LR, weight_decay=WD, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
+    path = os.path.join(OUT, "step.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
