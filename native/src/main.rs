@@ -11,6 +11,7 @@ mod label_png;
 mod model_args;
 mod npy;
 mod plots;
+mod recipe;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dino_native::allocator;
@@ -39,6 +40,10 @@ enum Command {
     Export(commands::export::Args),
     /// Train a ViT with DINO on a folder of images (or, without --data, a demo on built-in photos).
     Train(Box<commands::train::Args>),
+    /// PAWS: semi-supervised training from a few labels (a labelled subset + unlabelled images).
+    Paws(Box<commands::paws::Args>),
+    /// Soft nearest-neighbour accuracy of a PAWS encoder (labelled images as the memory).
+    Snn(Box<commands::snn::Args>),
     /// Weighted k-NN classification of an ImageFolder val split from its train split.
     Knn(Box<commands::knn::Args>),
     /// Linear probe on frozen features (last blocks' CLS tokens), top-1 / top-5 on the val split.
@@ -66,7 +71,9 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     allocator::keep_freed_memory();
-    let cmd = Cli::command().mut_subcommand("train", commands::train::with_defaults_in_help);
+    let cmd = Cli::command()
+        .mut_subcommand("train", commands::train::with_defaults_in_help)
+        .mut_subcommand("paws", commands::paws::with_defaults_in_help);
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
@@ -81,6 +88,8 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Train(a) => commands::train::run(*a),
+        Command::Paws(a) => commands::paws::run(*a),
+        Command::Snn(a) => commands::snn::run(*a),
         Command::Knn(a) => commands::knn::run(*a),
         Command::Linear(a) => commands::linear::run(*a),
         Command::Dedup(a) => commands::dedup::run(*a),

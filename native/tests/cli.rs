@@ -663,3 +663,123 @@ fn knn_and_linear_probe_run_on_image_folders() {
     let e = fails(&["knn", "-w", s(&w), "--train", s(&flat), "--val", s(&flat)]);
     assert!(e.contains("one subfolder per class"), "{e}");
 }
+
+/// `dino paws` arguments of a tiny run on a class folder: WRN-10-1, 16 px views and one 8 px
+/// crop, 2 unlabelled images and 2 classes x 1 image x 2 views of support per iteration.
+fn paws_args<'a>(labels: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "paws",
+        "--labels",
+        labels,
+        "--output-dir",
+        out,
+        "--depth",
+        "10",
+        "--widen",
+        "1",
+        "--output-dim",
+        "16",
+        "--crop-size",
+        "16",
+        "--multicrop",
+        "1",
+        "--multicrop-size",
+        "8",
+        "--unsupervised-batch-size",
+        "2",
+        "--classes-per-batch",
+        "2",
+        "--supervised-imgs-per-class",
+        "1",
+        "--epochs",
+        "2",
+        "--warmup",
+        "1",
+    ]
+}
+
+#[test]
+fn paws_trains_resumes_and_snn_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = class_folder(dir.path());
+    let out = dir.path().join("paws");
+    let log = common::ok_all(&paws_args(s(&classes), s(&out)));
+    assert!(log.contains("labelled: 4 images of 2 classes"), "{log}");
+    for f in [
+        "encoder.safetensors",
+        "checkpoint.safetensors",
+        "config.toml",
+        "log.txt",
+        "plots/loss.png",
+        "plots/support.png",
+        "plots/schedules.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4); // 2 epochs x 4 images / 2
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for k in ["loss", "xent", "me_max", "support_acc", "lr", "img_per_s"] {
+        assert!(first[k].is_number(), "{k}: {first}");
+    }
+    let log_txt = std::fs::read_to_string(out.join("log.txt")).unwrap();
+    assert_eq!(log_txt.lines().count(), 2);
+    assert!(log_txt.contains("train_me_max"), "{log_txt}");
+    // a finished run is not trained again; a recipe change is refused
+    let again = common::ok_all(&paws_args(s(&classes), s(&out)));
+    assert!(again.contains("resuming"), "{again}");
+    let mut changed = paws_args(s(&classes), s(&out));
+    changed.extend(["--sharpen", "0.5"]);
+    let e = fails(&changed);
+    assert!(e.contains("--sharpen 0.5 (the run has 0.25)"), "{e}");
+    // the soft nearest-neighbour evaluation of the encoder, and of the checkpoint
+    let json = dir.path().join("snn.json");
+    for w in ["encoder.safetensors", "checkpoint.safetensors"] {
+        let text = ok(&[
+            "snn",
+            "-w",
+            s(&out.join(w)),
+            "--train",
+            s(&classes),
+            "--val",
+            s(&classes),
+            "--json",
+            s(&json),
+        ]);
+        assert!(
+            text.contains("top-1") && text.contains("4 images"),
+            "{text}"
+        );
+    }
+    let r = read_json(&json);
+    assert!((0.0..=100.0).contains(&r["top1"].as_f64().unwrap()), "{r}");
+    // a drawn labelled subset is written next to the outputs
+    let drawn = dir.path().join("drawn");
+    let mut args = paws_args("unused", s(&drawn));
+    args.drain(1..3);
+    args.extend(["--label-fraction", "0.5", "--labels-from", s(&classes)]);
+    ok(&args);
+    let csv = std::fs::read_to_string(drawn.join("labels.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and one image of each class: {csv}"
+    );
+    // refusals: classes that do not split, a DINO model given to snn, no labels at all
+    let mut bad = paws_args(s(&classes), s(&out));
+    bad.extend(["--classes-per-batch", "3", "--no-resume"]);
+    let e = fails(&bad);
+    assert!(e.contains("classes_per_batch must divide"), "{e}");
+    let e = fails(&[
+        "snn",
+        "-w",
+        s(&fixture("weights/s16_hf.safetensors")),
+        "--train",
+        s(&classes),
+        "--val",
+        s(&classes),
+    ]);
+    assert!(e.contains("not a dino-rs PAWS file"), "{e}");
+    let e = fails(&["paws", "--output-dir", s(&out), "--no-resume"]);
+    assert!(e.contains("needs labelled images"), "{e}");
+}

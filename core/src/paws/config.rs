@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::encoder::EncoderConfig;
 use crate::model::wide_resnet::WideResNetConfig;
-use crate::train::config::merge_table;
+use crate::train::config::{differences, merge_table, to_table};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,9 +138,19 @@ impl PawsConfig {
         toml::to_string(self).expect("config serialises")
     }
 
+    /// Every field as a TOML table.
+    pub fn to_table(&self) -> toml::Table {
+        to_table(self)
+    }
+
     /// This config with the fields of `overrides` replaced (unknown fields are errors).
     pub fn merged(&self, overrides: &toml::Table) -> Result<Self> {
         merge_table(self, overrides, "PAWS config")
+    }
+
+    /// The fields of `overrides` that differ from this config's (`field`, this, override).
+    pub fn differences(&self, overrides: &toml::Table) -> Result<Vec<(String, String, String)>> {
+        differences(self, overrides, "PAWS config")
     }
 
     /// Checks everything a run relies on before it starts.

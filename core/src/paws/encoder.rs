@@ -175,9 +175,16 @@ impl PawsEncoder {
         out
     }
 
-    /// Backbone features `[B, features]` (what evaluation and the other commands use).
+    /// Backbone features `[B, features]` (pooled, before the heads).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         self.backbone.forward(x)
+    }
+
+    /// The official `forward(imgs)` of one batch: the predictions `z` (the projections without
+    /// a prediction head), what the soft-NN evaluation compares. On a device without autodiff
+    /// the BatchNorms use their running statistics (`encoder.eval()`).
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(vec![x]).z
     }
 
     /// The official `forward(inputs, return_before_head=True)`: each group (consecutive views

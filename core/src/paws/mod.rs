@@ -8,7 +8,10 @@ pub mod config;
 #[cfg(not(target_family = "wasm"))]
 pub mod data;
 pub mod encoder;
+#[cfg(not(target_family = "wasm"))]
+pub mod labelled;
 pub mod loss;
+pub mod snn;
 pub mod support;
 #[cfg(not(target_family = "wasm"))]
 pub mod trainer;
@@ -17,7 +20,10 @@ pub use config::PawsConfig;
 #[cfg(not(target_family = "wasm"))]
 pub use data::{LabelledSet, PawsBatch, PawsBatches};
 pub use encoder::{EncoderConfig, EncoderOutput, PawsEncoder};
+#[cfg(not(target_family = "wasm"))]
+pub use labelled::LabelledFiles;
 pub use loss::{PawsLoss, PawsLossOutput};
+pub use snn::{SnnResult, snn_evaluate, snn_probabilities};
 pub use support::{ClassStratifiedSampler, labels_matrix};
 #[cfg(not(target_family = "wasm"))]
 pub use trainer::{PAWS_FORMAT, PawsStepStats, PawsTrainer, StepInternals, load_encoder};

@@ -291,9 +291,10 @@ impl PawsTrainer {
             .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
     }
 
-    /// The exported encoder: official keys and the encoder's sizes in the header.
+    /// The exported encoder: official keys, and in the header the run's settings (the
+    /// encoder's sizes and the view size and normalisation an evaluation needs).
     pub fn encoder_bytes(&self) -> Result<Vec<u8>> {
-        let cfg = serde_json::to_string(&self.cfg.encoder()).expect("serialises");
+        let cfg = serde_json::to_string(&self.cfg).expect("serialises");
         safetensors_bytes(
             &self.encoder().to_state_dict()?,
             false,
@@ -330,16 +331,19 @@ fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
     Ok((inside, rest))
 }
 
-/// Reads an exported PAWS encoder (its sizes from the header).
-pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<PawsEncoder> {
+/// Reads an exported PAWS encoder or a training checkpoint's: the encoder and its run's
+/// settings.
+pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsConfig)> {
     let bad = |m: String| Error::Weights(format!("PAWS encoder: {m}"));
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(PAWS_FORMAT) {
-        return Err(bad("not a dino-rs PAWS file".into()));
+        return Err(bad(
+            "not a dino-rs PAWS file (dino paws writes encoder.safetensors)".into(),
+        ));
     }
-    let (cfg, sd) = match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
+    let (cfg, sd): (PawsConfig, StateDict) = match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
         (Some(c), _) => (
             serde_json::from_str(c).map_err(|e| bad(format!("bad header: {e}")))?,
             read_tensors(bytes, "")?.0,
@@ -348,11 +352,14 @@ pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<PawsEncoder> {
         (None, Some(run)) => {
             let h: RunHeader =
                 serde_json::from_str(run).map_err(|e| bad(format!("bad header: {e}")))?;
-            (h.config.encoder(), read_tensors(bytes, "encoder.")?.0)
+            (h.config, read_tensors(bytes, "encoder.")?.0)
         }
-        (None, None) => return Err(bad("no encoder sizes in the header".into())),
+        (None, None) => return Err(bad("no settings in the header".into())),
     };
-    PawsEncoder::from_state_dict(&cfg, sd, device)
+    Ok((
+        PawsEncoder::from_state_dict(&cfg.encoder(), sd, device)?,
+        cfg,
+    ))
 }
 
 /// Each support view classified by soft nearest neighbours over the *other* support views

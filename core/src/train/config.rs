@@ -144,17 +144,9 @@ impl TrainConfig {
         merge_table(self, overrides, "training config")
     }
 
-    /// The fields of `overrides` whose value differs from this config's, with both values
-    /// (`field`, this config's value, the override's), in field order.
+    /// The fields of `overrides` whose value differs from this config's (see [`differences`]).
     pub fn differences(&self, overrides: &toml::Table) -> Result<Vec<(String, String, String)>> {
-        let mine = self.to_table();
-        let theirs = self.merged(overrides)?.to_table();
-        let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
-        Ok(overrides
-            .keys()
-            .filter(|k| mine.get(*k) != theirs.get(*k))
-            .map(|k| (k.clone(), show(mine.get(k)), show(theirs.get(k))))
-            .collect())
+        differences(self, overrides, "training config")
     }
 
     /// Every field as a TOML table (unset optional fields left out).
@@ -286,4 +278,22 @@ pub fn merge_table<T: Serialize + serde::de::DeserializeOwned>(
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| Error::Config(format!("{what}: {}", e.message())))
+}
+
+/// The fields of `overrides` whose value differs from `config`'s, with both values (`field`,
+/// the config's value, the override's), in field order; values are compared after reading the
+/// overrides through the type (so `lr = 1` equals `lr = 1.0`).
+pub fn differences<T: Serialize + serde::de::DeserializeOwned>(
+    config: &T,
+    overrides: &toml::Table,
+    what: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let mine = to_table(config);
+    let theirs = to_table(&merge_table(config, overrides, what)?);
+    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+    Ok(overrides
+        .keys()
+        .filter(|k| mine.get(*k) != theirs.get(*k))
+        .map(|k| (k.clone(), show(mine.get(k)), show(theirs.get(k))))
+        .collect())
 }

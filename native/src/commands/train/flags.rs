@@ -139,17 +139,5 @@ impl RecipeFlags {
 /// `dino train --help` with every recipe flag's default from `TrainConfig::default()` (the
 /// official recipe; the demo run without `--data` differs, as `--print-config` shows).
 pub fn with_defaults_in_help(cmd: clap::Command) -> clap::Command {
-    TrainConfig::default()
-        .to_table()
-        .into_iter()
-        .fold(cmd, |cmd, (field, value)| {
-            let shown = match value {
-                toml::Value::String(s) => s,
-                v => v.to_string(),
-            };
-            cmd.mut_arg(field, |a| {
-                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-                a.help(format!("{help} [official: {shown}]"))
-            })
-        })
+    crate::recipe::defaults_in_help(cmd, TrainConfig::default().to_table(), "official")
 }

@@ -5,7 +5,7 @@
 
 mod flags;
 mod plots;
-mod progress;
+pub(crate) mod progress;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -111,27 +111,8 @@ impl Args {
 /// harmless ones applied.
 fn resume_config(ckpt: &TrainConfig, overrides: &toml::Table) -> anyhow::Result<TrainConfig> {
     let diffs = ckpt.differences(overrides)?;
-    let (apply, refuse): (Vec<_>, Vec<_>) = diffs
-        .into_iter()
-        .partition(|(k, _, _)| CHANGEABLE_ON_RESUME.contains(&k.as_str()));
-    if !refuse.is_empty() {
-        let list: Vec<String> = refuse
-            .iter()
-            .map(|(k, was, now)| format!("--{} {now} (the run has {was})", k.replace('_', "-")))
-            .collect();
-        bail!(
-            "the checkpoint's run has a different recipe: {}. A resumed run continues its own \
-             recipe; start a new run with --no-resume or another --output-dir, or leave the \
-             flag(s) out",
-            list.join(", ")
-        );
-    }
-    let mut table = toml::Table::new();
-    for (k, was, now) in &apply {
-        eprintln!("note: {k} = {now} (was {was}) applies to the resumed run");
-        table.insert(k.clone(), overrides[k].clone());
-    }
-    Ok(ckpt.merged(&table)?)
+    let apply = crate::recipe::resume_overrides(diffs, overrides, &CHANGEABLE_ON_RESUME)?;
+    Ok(ckpt.merged(&apply)?)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -67,7 +67,8 @@ fn show(key: &str, v: f64) -> String {
 }
 
 impl Progress<'_> {
-    fn step(&mut self, e: &StepEvent) -> Flow {
+    /// The bar after a step (any method).
+    pub(crate) fn step(&mut self, e: &StepEvent) -> Flow {
         for s in e.skipped {
             self.warn(format!(
                 "skipping unreadable image {}: {}",
@@ -89,7 +90,8 @@ impl Progress<'_> {
         Flow::Continue
     }
 
-    fn plots(&self, records: &[Record]) {
+    /// The plots after an epoch (any method).
+    pub(crate) fn plots(&self, records: &[Record]) {
         if let Err(e) = super::plots::plot(&self.out, records, self.out_dim) {
             self.warn(format!("plots failed: {e:#}"));
         }
