@@ -3,6 +3,7 @@
 //! loop itself (checkpoints, logs, exact resume) is core's [`dino_core::train::run::train`],
 //! watched here by a progress bar, plots and attention snapshots ([`progress::Progress`]).
 
+mod check;
 mod flags;
 mod plots;
 pub(crate) mod progress;
@@ -240,6 +241,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cfg.epochs
         );
     }
+    // the label-free learning check, before the first step and after the last
+    let summary_path = dir.0.join("summary.json");
+    let check = check::LearningCheck::new(&*source, cfg.global_crop_size, cfg.seed);
+    let mut learning = check::Summary::read(&summary_path);
+    if let Some(c) = &check
+        && trainer.iteration == 0
+    {
+        learning = check::Summary {
+            view_retrieval_start: Some(c.score(&trainer)?),
+            images: c.images,
+            views_per_image: 4,
+            ..Default::default()
+        };
+        learning.write(&summary_path)?;
+    }
     let mut progress = progress::Progress::new(&trainer, cfg.epochs, dir.0.clone(), &*source);
     progress.out_dim = cfg.out_dim;
     progress.attention_every = args.attention_every;
@@ -266,5 +282,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir.teacher().display(),
         dir.checkpoint().display()
     );
+    if let Some(c) = &check {
+        learning.view_retrieval_end = Some(c.score(&trainer)?);
+        learning.write(&summary_path)?;
+        eprintln!(
+            "{}",
+            check::closing_note(&learning, c.chance(), &dir.0, args.attention_every > 0)
+        );
+    }
     Ok(())
 }
