@@ -51,12 +51,18 @@ fi
 
 rustup target list --installed | grep -q wasm32-unknown-unknown ||
     t rustup target add wasm32-unknown-unknown
+# Built for speed of building, not of running (they process one file per test run): no LTO
+# (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1.
+quick_install() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 t cargo install "$@" --force --quiet
+}
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WB_VER" ]; then
     # no --locked: its lockfile pins a webpki-roots version the registry mirror lacks
-    t cargo install wasm-bindgen-cli --version "$WB_VER" --force --quiet
+    quick_install wasm-bindgen-cli --version "$WB_VER"
 fi
 if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VER" ]; then
-    t cargo install trunk --version "$TRUNK_VER" --locked --force --quiet
+    quick_install trunk --version "$TRUNK_VER" --locked
 fi
 if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node_modules/.bin/wasm-opt" ]; then
     mkdir -p "$NPM_TOOLS"

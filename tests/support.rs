@@ -39,22 +39,48 @@ pub fn read_npy_file(path: &Path) -> (Vec<usize>, Vec<f32>) {
     npy_from_bytes(&bytes)
 }
 
+/// The shape, element type (`<f4` or `|u1`) and data bytes of a little-endian C-order `.npy`
+/// (versions 1-3: the format is a magic string, a header dict and the raw array).
+fn npy_parts(bytes: &[u8]) -> (Vec<usize>, String, &[u8]) {
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "not a .npy file");
+    let (len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + len]).expect("ASCII header");
+    let field = |key: &str| -> &str {
+        let at = header
+            .find(key)
+            .unwrap_or_else(|| panic!("{key} missing: {header}"));
+        header[at + key.len()..].trim_start_matches([':', ' ', '\''])
+    };
+    assert!(field("'fortran_order'").starts_with("False"), "{header}");
+    let descr = field("'descr'").split('\'').next().unwrap().to_string();
+    let shape_text = field("'shape'");
+    let shape = shape_text[1..shape_text.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    (shape, descr, &bytes[start + len..])
+}
+
 /// `.npy` bytes (f32, or u8 widened to f32) as (shape, values).
 pub fn npy_from_bytes(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
-    let npy = npyz::NpyFile::new(bytes).expect("npy header");
-    let shape = npy.shape().iter().map(|&s| s as usize).collect();
-    let data = match npy.dtype() {
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => {
-            npy.into_vec::<f32>().expect("f32 data")
-        }
-        _ => npy
-            .into_vec::<u8>()
-            .expect("u8 data")
-            .into_iter()
-            .map(f32::from)
+    let (shape, descr, data) = npy_parts(bytes);
+    let values = match descr.as_str() {
+        "<f4" => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
+        "|u1" => data.iter().map(|&v| f32::from(v)).collect(),
+        d => panic!("unsupported .npy type {d}"),
     };
-    (shape, data)
+    (shape, values)
 }
 
 /// The values of a u8 `.npy` file (masks).
@@ -64,8 +90,9 @@ pub fn read_npy_u8_file(path: &Path) -> Vec<u8> {
 
 /// The values of u8 `.npy` bytes (masks).
 pub fn npy_u8(bytes: &[u8]) -> Vec<u8> {
-    let npy = npyz::NpyFile::new(bytes).expect("npy header");
-    npy.into_vec::<u8>().expect("u8 data")
+    let (_, descr, data) = npy_parts(bytes);
+    assert_eq!(descr, "|u1", "not a u8 array");
+    data.to_vec()
 }
 
 #[cfg(feature = "models")]
