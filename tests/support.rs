@@ -147,19 +147,7 @@ impl Fixture {
         let bytes = std::fs::read(fixture(name)).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let meta = header.metadata().as_ref().unwrap()["reference"].clone();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| {
-                let data = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                (k, RawTensor::new(v.shape().to_vec(), data).unwrap())
-            })
-            .collect();
+        let tensors = safetensors_f32(&bytes).into_iter().collect();
         Self {
             tensors,
             meta: serde_json::from_str(&meta).unwrap(),
@@ -195,4 +183,21 @@ impl Fixture {
     pub fn u(&self, k: &str) -> usize {
         self.meta[k].as_u64().unwrap() as usize
     }
+}
+
+/// Every tensor of f32 safetensors bytes, by name.
+#[cfg(feature = "models")]
+pub fn safetensors_f32(bytes: &[u8]) -> Vec<(String, RawTensor)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (k, RawTensor::new(v.shape().to_vec(), data).unwrap())
+        })
+        .collect()
 }

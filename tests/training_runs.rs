@@ -66,18 +66,9 @@ trait Tensors {
 
 impl Tensors for Trainer {
     fn checkpoint_bytes_tensors(&self) -> Vec<(String, Vec<f32>)> {
-        let bytes = self.checkpoint_bytes().unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        st.tensors()
+        safetensors_f32(&self.checkpoint_bytes().unwrap())
             .into_iter()
-            .map(|(k, v)| {
-                let d = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                (k, d)
-            })
+            .map(|(k, t)| (k, t.data))
             .collect()
     }
 }

@@ -3,7 +3,93 @@
 //! and a resumed run keeps its recipe (a flag that changes it is refused, naming it; the
 //! harmless ones apply).
 
-use anyhow::bail;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use dino_core::train::run::RunDir;
+
+use crate::backend::Backend;
+
+/// The flags every training command has beside its recipe.
+#[derive(clap::Args, Debug)]
+pub struct RunFlags {
+    /// A TOML file with any of the config fields over the official defaults (flags override
+    /// it; `--print-config` writes one).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Resume from this checkpoint (default: `OUTPUT_DIR/checkpoint.safetensors` if present).
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Start from scratch even if the output folder holds a checkpoint (it is overwritten).
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Print the effective config as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub device: Backend,
+}
+
+impl RunFlags {
+    /// The fields the user set: the `--config` file's, then `flags` (the recipe flags given).
+    pub fn overrides(&self, flags: toml::Table) -> anyhow::Result<toml::Table> {
+        let mut table = match &self.config {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                dino_core::train::parse_table(&text)
+                    .with_context(|| format!("reading {}", f.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        table.extend(flags);
+        Ok(table)
+    }
+
+    /// The checkpoint to resume: `--resume`, else the output folder's, unless `--no-resume`.
+    pub fn resume_from(&self, dir: &RunDir) -> Option<PathBuf> {
+        match (&self.resume, self.no_resume) {
+            (Some(f), _) => Some(f.clone()),
+            (None, false) if dir.checkpoint().exists() => Some(dir.checkpoint()),
+            _ => None,
+        }
+    }
+}
+
+/// The recipe fields every training method has, as flags.
+#[derive(clap::Args, serde::Serialize, Debug, Default)]
+pub struct CommonFlags {
+    /// Seed of every random draw of the run (initialisation, data order, augmentation).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Keep `checkpointNNNN.safetensors` every this many epochs (0: never).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saveckp_freq: Option<usize>,
+    /// Also write the checkpoint every this many iterations (0: per epoch only).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_every: Option<usize>,
+}
+
+/// A resumed run needs the data it was trained on: the same iterations per epoch.
+pub fn same_iterations(checkpoint: usize, data: usize) -> anyhow::Result<()> {
+    if checkpoint != data {
+        bail!(
+            "the checkpoint was trained with {checkpoint} iterations per epoch, this data gives \
+             {data}: resume with the same data, or start a new run (--no-resume)"
+        );
+    }
+    Ok(())
+}
+
+/// The recipe flags a user gave (a struct of `Option` fields) as a table of config fields:
+/// flags left out are absent.
+pub fn flags_table(flags: &impl serde::Serialize) -> toml::Table {
+    toml::Table::try_from(flags).expect("flags serialise")
+}
 
 /// `cmd` with every flag named after a field of `defaults` showing that default.
 pub fn defaults_in_help(cmd: clap::Command, defaults: toml::Table, label: &str) -> clap::Command {

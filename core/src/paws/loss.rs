@@ -7,6 +7,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use crate::model::l2_normalize_rows;
+
 /// The loss's settings (official: tau 0.1, T 0.25, me-max on).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PawsLoss {
@@ -30,21 +32,11 @@ pub struct PawsLossOutput {
     pub probs: Tensor<2>,
 }
 
-/// Rows scaled to unit L2 norm (`F.normalize`: x / max(||x||, 1e-12)).
-pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x
-        .clone()
-        .powf_scalar(2.0)
-        .sum_dim(1)
-        .sqrt()
-        .clamp_min(1e-12);
-    x / norm
-}
-
 impl PawsLoss {
     /// `snn`: `softmax(normalize(query) @ normalize(supports).T / tau) @ labels`.
     pub fn snn(&self, query: Tensor<2>, supports: Tensor<2>, labels: Tensor<2>) -> Tensor<2> {
-        let sims = l2_normalize(query).matmul(l2_normalize(supports).transpose()) / self.tau;
+        let sims =
+            l2_normalize_rows(query).matmul(l2_normalize_rows(supports).transpose()) / self.tau;
         softmax(sims, 1).matmul(labels)
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PawsBatch, PawsConfig, PawsEncoder};
 use crate::train::run::{Metrics, RunDir, TrainRun};
-use crate::train::{DinoOptimizer, OptimizerKind, ParamState, StepSettings, warmup_cosine};
+use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, warmup_cosine};
 use crate::weights::{RawTensor, StateDict, safetensors_bytes};
 use crate::{Error, Result};
 
@@ -256,31 +256,8 @@ impl PawsTrainer {
         let encoder = PawsEncoder::from_state_dict(&header.config.encoder(), enc, &ad)?;
         let mut t = Self::from_encoder(header.config, encoder, header.niter_per_epoch, device)?;
         t.iteration = header.iteration;
-        let mut by_param: BTreeMap<String, Vec<(usize, RawTensor)>> = BTreeMap::new();
-        for (k, v) in optim {
-            let rest = k
-                .strip_prefix("optimizer.")
-                .ok_or_else(|| bad(format!("unexpected tensor '{k}'")))?;
-            let (name, i) = rest
-                .rsplit_once('.')
-                .and_then(|(n, i)| Some((n.to_string(), i.parse::<usize>().ok()?)))
-                .ok_or_else(|| bad(format!("unexpected tensor '{k}'")))?;
-            by_param.entry(name).or_default().push((i, v));
-        }
-        for (name, mut bufs) in by_param {
-            bufs.sort_by_key(|(i, _)| *i);
-            let step = *header
-                .optimizer_steps
-                .get(&name)
-                .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
-            let buffers = bufs
-                .into_iter()
-                .map(|(_, b)| Tensor::from_data(TensorData::new(b.data, b.shape), device))
-                .collect();
-            t.optimizer
-                .states
-                .insert(name, ParamState { step, buffers });
-        }
+        t.optimizer
+            .load_state(optim, &header.optimizer_steps, device)?;
         Ok(t)
     }
 

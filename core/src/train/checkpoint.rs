@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{DinoNet, OptimizerKind, ParamState, TrainConfig, Trainer};
+use super::{DinoNet, OptimizerKind, TrainConfig, Trainer};
 use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes_with};
 use crate::{Error, Result};
 
@@ -33,16 +33,7 @@ impl Trainer {
                 sd.insert(format!("{who}.{k}"), t);
             }
         }
-        let mut steps = BTreeMap::new();
-        for (name, state) in &self.optimizer.states {
-            steps.insert(name.clone(), state.step);
-            for (i, buf) in state.buffers.iter().enumerate() {
-                sd.insert(
-                    format!("optimizer.{name}.{i}"),
-                    RawTensor::from_tensor(buf.clone())?,
-                );
-            }
-        }
+        let steps = self.optimizer.save_state(&mut sd)?;
         sd.insert(
             "dino_loss.center",
             RawTensor::from_tensor(self.loss.center.clone())?,
@@ -78,7 +69,7 @@ impl Trainer {
         .map_err(|e| bad(format!("bad header: {e}")))?;
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let mut nets: HashMap<&str, StateDict> = HashMap::new();
-        let mut optim: HashMap<String, Vec<(usize, RawTensor)>> = HashMap::new();
+        let mut optim: Vec<(String, RawTensor)> = Vec::new();
         let mut center = None;
         for (name, view) in st.tensors() {
             let data: Vec<f32> = view
@@ -91,12 +82,8 @@ impl Trainer {
                 nets.entry("student").or_default().insert(rest, t);
             } else if let Some(rest) = name.strip_prefix("teacher.") {
                 nets.entry("teacher").or_default().insert(rest, t);
-            } else if let Some(rest) = name.strip_prefix("optimizer.") {
-                let (param, idx) = rest
-                    .rsplit_once('.')
-                    .and_then(|(p, i)| Some((p.to_string(), i.parse::<usize>().ok()?)))
-                    .ok_or_else(|| bad(format!("bad optimizer key '{name}'")))?;
-                optim.entry(param).or_default().push((idx, t));
+            } else if name.starts_with("optimizer.") {
+                optim.push((name.to_string(), t));
             } else if name == "dino_loss.center" {
                 center = Some(t);
             } else {
@@ -118,21 +105,9 @@ impl Trainer {
             Trainer::from_parts(cfg, student, Some(teacher), header.niter_per_epoch, device)?;
         trainer.iteration = header.iteration;
         trainer.optimizer.kind = header.optimizer;
-        for (name, mut bufs) in optim {
-            bufs.sort_by_key(|(i, _)| *i);
-            let step = *header
-                .optimizer_steps
-                .get(&name)
-                .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
-            let buffers = bufs
-                .into_iter()
-                .map(|(_, t)| Tensor::from_data(TensorData::new(t.data, t.shape), device))
-                .collect();
-            trainer
-                .optimizer
-                .states
-                .insert(name, ParamState { step, buffers });
-        }
+        trainer
+            .optimizer
+            .load_state(optim, &header.optimizer_steps, device)?;
         let c = center.ok_or_else(|| bad("no dino_loss.center".into()))?;
         if c.shape != [1, trainer.cfg.out_dim] {
             return Err(bad(format!("center has shape {:?}", c.shape)));

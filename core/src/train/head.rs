@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
-use crate::model::{BN_MOMENTUM, BatchNorm};
+use crate::model::{BN_MOMENTUM, BatchNorm, l2_normalize_rows};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
@@ -154,14 +154,7 @@ impl DinoHead {
                 x = gelu(x);
             }
         }
-        // F.normalize(x, dim=-1, p=2): x / max(||x||, 1e-12)
-        let norm = x
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        let x = x / norm;
+        let x = l2_normalize_rows(x);
         // weight_norm: w = g * v / ||v|| (norm over each output row)
         let v = self.last_layer_v.val();
         let vnorm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
 
 /// Which update rule (`--optimizer`).
@@ -93,6 +94,54 @@ impl DinoOptimizer {
             kind,
             states: BTreeMap::new(),
         }
+    }
+
+    /// Writes the state into `sd` as `optimizer.{parameter path}.{buffer index}` tensors;
+    /// returns each parameter's step count (for the checkpoint's header).
+    pub fn save_state(&self, sd: &mut StateDict) -> Result<BTreeMap<String, u64>> {
+        let mut steps = BTreeMap::new();
+        for (name, state) in &self.states {
+            steps.insert(name.clone(), state.step);
+            for (i, buf) in state.buffers.iter().enumerate() {
+                sd.insert(
+                    format!("optimizer.{name}.{i}"),
+                    RawTensor::from_tensor(buf.clone())?,
+                );
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Restores what [`Self::save_state`] wrote: `tensors` are the `optimizer.*` ones, `steps`
+    /// the step counts, buffers placed on `device`.
+    pub fn load_state(
+        &mut self,
+        tensors: impl IntoIterator<Item = (String, RawTensor)>,
+        steps: &BTreeMap<String, u64>,
+        device: &Device,
+    ) -> Result<()> {
+        let bad = |m: String| Error::Weights(format!("optimiser state: {m}"));
+        let mut by_param: BTreeMap<String, Vec<(usize, RawTensor)>> = BTreeMap::new();
+        for (key, t) in tensors {
+            let (name, i) = key
+                .strip_prefix("optimizer.")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .and_then(|(n, i)| Some((n.to_string(), i.parse::<usize>().ok()?)))
+                .ok_or_else(|| bad(format!("unexpected tensor '{key}'")))?;
+            by_param.entry(name).or_default().push((i, t));
+        }
+        for (name, mut bufs) in by_param {
+            bufs.sort_by_key(|(i, _)| *i);
+            let step = *steps
+                .get(&name)
+                .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
+            let buffers = bufs
+                .into_iter()
+                .map(|(_, t)| Tensor::from_data(TensorData::new(t.data, t.shape), device))
+                .collect();
+            self.states.insert(name, ParamState { step, buffers });
+        }
+        Ok(())
     }
 
     /// Updates every parameter of `module` that has a gradient in `grads`.

@@ -86,22 +86,9 @@ pub struct PawsFlags {
     /// Weight decay (not on biases and BatchNorms).
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Seed of initialisation, data order, support batches and augmentation.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Keep `checkpointNNNN.safetensors` every this many epochs (0: never).
-    #[arg(long)]
-    saveckp_freq: Option<usize>,
-    /// Also write the checkpoint every this many iterations (0: per epoch only).
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-}
-
-impl PawsFlags {
-    /// The flags given, as a table of config fields.
-    pub fn table(&self) -> toml::Table {
-        toml::Table::try_from(self).expect("flags serialise")
-    }
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: crate::recipe::CommonFlags,
 }
 
 /// `dino paws --help` with every recipe flag's default from `PawsConfig::default()` (suncet's

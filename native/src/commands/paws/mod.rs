@@ -14,7 +14,6 @@ use dino_core::paws::{LabelledFiles, PawsBatches, PawsConfig, PawsTrainer};
 use dino_core::train::run::{Flow, Record, RunDir, StepEvent, TrainObserver, train};
 
 use super::train::progress::Progress;
-use crate::backend::Backend;
 pub use flags::with_defaults_in_help;
 
 /// The labelled subset is one of `--labels` (a folder of class sub-folders, or a CSV of
@@ -42,21 +41,8 @@ pub struct Args {
     /// Where checkpoints, logs, plots and the encoder go.
     #[arg(long, default_value = "paws_output", value_name = "DIR")]
     output_dir: PathBuf,
-    /// A TOML file with any of the config fields (flags override it).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Resume from this checkpoint (default: `OUTPUT_DIR/checkpoint.safetensors` if present).
-    #[arg(long, value_name = "FILE")]
-    resume: Option<PathBuf>,
-    /// Start from scratch even if the output folder holds a checkpoint (it is overwritten).
-    #[arg(long)]
-    no_resume: bool,
-    /// Print the effective config as TOML and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    device: Backend,
+    #[command(flatten)]
+    run: crate::recipe::RunFlags,
     #[command(flatten)]
     recipe: flags::PawsFlags,
 }
@@ -66,17 +52,7 @@ const CHANGEABLE_ON_RESUME: [&str; 2] = ["saveckp_freq", "checkpoint_every"];
 
 impl Args {
     fn overrides(&self) -> anyhow::Result<toml::Table> {
-        let mut table = match &self.config {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
-                dino_core::train::parse_table(&text)
-                    .with_context(|| format!("reading {}", f.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        table.extend(self.recipe.table());
-        Ok(table)
+        self.run.overrides(crate::recipe::flags_table(&self.recipe))
     }
 
     fn labelled(&self) -> anyhow::Result<LabelledFiles> {
@@ -108,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let overrides = args.overrides()?;
     let cfg = PawsConfig::default().merged(&overrides)?;
     cfg.validate()?;
-    if args.print_config {
+    if args.run.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
@@ -141,14 +117,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data_dir.display()
     );
     let unlabelled: Arc<dyn ImageSource> = Arc::new(unlabelled);
-    let device = args.device.devices(1)?.remove(0);
+    let device = args.run.device.devices(1)?.remove(0);
 
-    let ckpt = dir.checkpoint();
-    let resume_from = match (&args.resume, args.no_resume) {
-        (Some(f), _) => Some(f.clone()),
-        (None, false) if ckpt.exists() => Some(ckpt.clone()),
-        _ => None,
-    };
+    let resume_from = args.run.resume_from(&dir);
     let mut trainer = match &resume_from {
         Some(f) => {
             let mut t = PawsTrainer::load(f, &device)?;
@@ -172,12 +143,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batches = PawsBatches::new(unlabelled.clone(), Arc::new(labelled.into_set()), &cfg)?;
     let niter = dino_core::train::run::Batches::niter_per_epoch(&batches);
     let mut trainer = match trainer.take() {
-        Some(t) if t.niter_per_epoch != niter => bail!(
-            "the checkpoint was trained with {} iterations per epoch, this data gives {niter}: \
-             resume with the same data, or start a new run (--no-resume)",
-            t.niter_per_epoch
-        ),
-        Some(t) => t,
+        Some(t) => {
+            crate::recipe::same_iterations(t.niter_per_epoch, niter)?;
+            t
+        }
         None => PawsTrainer::new(cfg.clone(), niter, &device)?,
     };
     let enc = cfg.encoder();

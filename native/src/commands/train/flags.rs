@@ -112,28 +112,15 @@ pub struct RecipeFlags {
     /// Linear layers in the head's MLP.
     #[arg(long)]
     head_layers: Option<usize>,
-    /// Seed of initialisation, data order, augmentation and drop path.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Keep `checkpointNNNN.safetensors` every this many epochs (0: never).
-    #[arg(long)]
-    saveckp_freq: Option<usize>,
-    /// Also write the checkpoint every this many iterations (0: per epoch only).
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
     /// Passes over the images per epoch (small data: more views per epoch).
     #[arg(long)]
     dataset_repeats: Option<usize>,
     /// Recompute activations during the backward pass: less memory, more time.
     #[arg(long)]
     gradient_checkpointing: Option<bool>,
-}
-
-impl RecipeFlags {
-    /// The flags given, as a table of config fields.
-    pub fn table(&self) -> toml::Table {
-        toml::Table::try_from(self).expect("flags serialise")
-    }
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: crate::recipe::CommonFlags,
 }
 
 /// `dino train --help` with every recipe flag's default from `TrainConfig::default()` (the

@@ -12,7 +12,7 @@ mod snapshots;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use dino_core::data::{ImageFolder, ImageSource, MultiCropBatches, MultiCropLoader};
 use dino_core::train::run::{RunDir, train};
 use dino_core::train::{TrainConfig, Trainer};
@@ -36,22 +36,6 @@ pub struct Args {
     /// Where checkpoints, logs, plots and attention maps go.
     #[arg(long, default_value = "dino_output", value_name = "DIR")]
     output_dir: PathBuf,
-    /// A TOML file with any of the config fields over the official defaults (flags override
-    /// it; `--print-config` writes one).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Resume from this checkpoint (default: `OUTPUT_DIR/checkpoint.safetensors` if present).
-    #[arg(long, value_name = "FILE")]
-    resume: Option<PathBuf>,
-    /// Start from scratch even if the output folder holds a checkpoint (it is overwritten).
-    #[arg(long)]
-    no_resume: bool,
-    /// Print the effective config as TOML and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    device: Backend,
     /// Data parallel over this many devices of `--device` (GPUs 0..N-1): each takes
     /// batch_size / N images of every iteration, on its own thread. On the CPU: the batch runs
     /// as N parts at the same time, which keeps every core busy. [default: 1 on GPUs; 4 on the
@@ -73,6 +57,8 @@ pub struct Args {
     attention_images: usize,
 
     #[command(flatten)]
+    run: crate::recipe::RunFlags,
+    #[command(flatten)]
     recipe: flags::RecipeFlags,
 }
 
@@ -83,22 +69,12 @@ const CHANGEABLE_ON_RESUME: [&str; 3] =
 impl Args {
     /// The fields the user set: the `--config` file's, then the flags'.
     fn overrides(&self) -> anyhow::Result<toml::Table> {
-        let mut table = match &self.config {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
-                dino_core::train::parse_table(&text)
-                    .with_context(|| format!("reading {}", f.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        table.extend(self.recipe.table());
-        Ok(table)
+        self.run.overrides(crate::recipe::flags_table(&self.recipe))
     }
 
     /// The official defaults (the demo's without `--data` and `--config`), then the overrides.
     fn config(&self, overrides: &toml::Table) -> anyhow::Result<TrainConfig> {
-        let base = match (&self.data, &self.config) {
+        let base = match (&self.data, &self.run.config) {
             (None, None) => TrainConfig::demo(),
             _ => TrainConfig::default(),
         };
@@ -119,7 +95,7 @@ fn resume_config(ckpt: &TrainConfig, overrides: &toml::Table) -> anyhow::Result<
 pub fn run(args: Args) -> anyhow::Result<()> {
     let overrides = args.overrides()?;
     let mut cfg = args.config(&overrides)?;
-    if args.print_config {
+    if args.run.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
@@ -140,15 +116,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     // the first of the data-parallel devices (the only one by default) keeps the run's state
-    let device = args.device.devices(1)?.remove(0);
+    let device = args.run.device.devices(1)?.remove(0);
 
     // resume: an explicit file, else the output folder's checkpoint
-    let ckpt = dir.checkpoint();
-    let resume_from = match (&args.resume, args.no_resume) {
-        (Some(f), _) => Some(f.clone()),
-        (None, false) if ckpt.exists() => Some(ckpt.clone()),
-        _ => None,
-    };
+    let resume_from = args.run.resume_from(&dir);
     let mut resumed = match &resume_from {
         Some(f) => {
             let mut t = Trainer::load(f, &device)?;
@@ -173,12 +144,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?);
     let niter = loader.niter_per_epoch();
     let mut trainer = match resumed.take() {
-        Some(t) if t.niter_per_epoch != niter => bail!(
-            "the checkpoint was trained with {} iterations per epoch, this data gives {niter}: \
-             resume with the same data, or start a new run (--no-resume)",
-            t.niter_per_epoch
-        ),
-        Some(t) => t,
+        Some(t) => {
+            crate::recipe::same_iterations(t.niter_per_epoch, niter)?;
+            t
+        }
         None => Trainer::new(cfg.clone(), niter, &device)?,
     };
     let n = match args.devices {
@@ -191,13 +160,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 cfg.batch_size
             };
-            args.device.default_parts(per_step, cfg.use_bn_in_head)
+            args.run.device.default_parts(per_step, cfg.use_bn_in_head)
         }
     };
-    let devices = args.device.devices(n)?;
+    let devices = args.run.device.devices(n)?;
     if n > 1 {
         trainer.set_devices(devices)?;
-        match args.device {
+        match args.run.device {
             Backend::Cpu => eprintln!(
                 "CPU: each batch runs as {n} parts of {} images at the same time (--devices 1: \
                  one part)",
