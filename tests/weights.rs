@@ -286,3 +286,31 @@ fn pth_bytes_point_to_export() {
     let e = load_bytes(&bytes, &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, dino_core::Error::PthNeedsFile), "{e}");
 }
+
+#[test]
+fn hostile_pth_files_are_refused_before_anything_is_allocated() {
+    // tests/reference/make_hostile_fixtures.py: tensors that are zero-stride views of a
+    // one-element storage declare gigabytes from a few KB; a wrong shape is seen from the
+    // metadata. Each must fail with a clear message, without reading (let alone
+    // materialising) the tensors: the test would abort on the allocation otherwise.
+    for (file, want) in [
+        (
+            "hostile/zero_stride.pth",
+            "tensors declare 25600000000 bytes but the file has",
+        ),
+        ("hostile/zero_stride_vit.pth", "refused before reading"),
+        (
+            "hostile/wrong_shape_vit.pth",
+            "'blocks.0.attn.proj.weight' has shape [16, 17], the model expects [16, 16] \
+             (checked before reading any tensor)",
+        ),
+    ] {
+        let e = load_file(fixture(file), &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{file}: {e}");
+    }
+    // the honest files still load
+    load("weights/s16_backbone.pth", &LoadOptions::default());
+    load("weights/s16_full_checkpoint.pth", &LoadOptions::default());
+}

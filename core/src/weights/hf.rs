@@ -88,6 +88,7 @@ fn concat_rows(parts: Vec<RawTensor>) -> Result<RawTensor> {
         ));
     }
     let rest = parts[0].shape[1..].to_vec();
+    let shape_only = parts.iter().all(RawTensor::is_shape_only);
     let mut rows = 0;
     let mut data = Vec::new();
     for p in parts {
@@ -102,5 +103,8 @@ fn concat_rows(parts: Vec<RawTensor>) -> Result<RawTensor> {
     }
     let mut shape = vec![rows];
     shape.extend(rest);
+    if shape_only {
+        return Ok(RawTensor::shape_only(shape));
+    }
     RawTensor::new(shape, data)
 }

@@ -25,6 +25,20 @@ impl RawTensor {
         }
         Ok(Self { shape, data })
     }
+
+    /// A tensor's shape without its values: checks a file's layout against a model before
+    /// anything is read from it (see `pth.rs`).
+    pub(crate) fn shape_only(shape: Vec<usize>) -> Self {
+        Self {
+            shape,
+            data: Vec::new(),
+        }
+    }
+
+    /// Whether this is a [`shape_only`](Self::shape_only) tensor (of nonzero size).
+    pub(crate) fn is_shape_only(&self) -> bool {
+        self.data.is_empty() && self.shape.iter().product::<usize>() != 0
+    }
 }
 
 impl RawTensor {
