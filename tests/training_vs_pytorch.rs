@@ -549,7 +549,7 @@ fn the_trainer_itself_matches_pytorch() {
                 "{what}loss {} vs {want}",
                 stats.loss
             );
-            let lr = t.schedules.lr[t.iteration - 1];
+            let lr = t.schedules.lr.at(t.iteration - 1);
             for (who, net) in [("student", t.student()), ("teacher", t.teacher())] {
                 assert_net_matches(&fx, &format!("{s}{who}."), net, 1e-4, 2.0 * lr, |_| false);
             }

@@ -26,6 +26,10 @@ pub struct RunFlags {
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// When the output folder's checkpoint is unreadable (a disk fault, a file damaged after
+    /// the run), resume from the newest numbered checkpoint that loads instead of stopping.
+    #[arg(long)]
+    pub resume_intact: bool,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub device: Backend,
@@ -54,6 +58,62 @@ impl RunFlags {
             (None, false) if dir.checkpoint().exists() => Some(dir.checkpoint()),
             _ => None,
         }
+    }
+
+    /// The run to resume, loaded by `load`, with the file it came from. When the output
+    /// folder's own checkpoint does not load, the newest numbered copy that does is named,
+    /// and taken with `--resume-intact`; an explicit `--resume FILE` is never replaced.
+    pub fn resume<T>(
+        &self,
+        dir: &RunDir,
+        load: impl Fn(&std::path::Path) -> dino_core::Result<T>,
+    ) -> anyhow::Result<Option<(T, PathBuf)>> {
+        let Some(file) = self.resume_from(dir) else {
+            return Ok(None);
+        };
+        let broken = match load(&file) {
+            Ok(t) => return Ok(Some((t, file))),
+            Err(e) if self.resume.is_some() => return Err(e.into()),
+            Err(e) => e,
+        };
+        let intact = dir
+            .numbered_checkpoints()
+            .into_iter()
+            .find_map(|(_, f)| load(&f).ok().map(|t| (t, f)));
+        match intact {
+            Some((t, f)) if self.resume_intact => {
+                eprintln!(
+                    "warning: {broken}\nresuming from the newest intact copy, {} (--resume-intact); \
+                     it replaces the damaged checkpoint",
+                    f.display()
+                );
+                let bytes =
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                dino_core::atomic_write(&dir.checkpoint(), &bytes)?;
+                Ok(Some((t, f)))
+            }
+            Some((_, f)) => bail!(
+                "{broken}\nthe newest intact copy is {}: rerun with --resume-intact to continue \
+                 from it, or --no-resume to start over",
+                f.display()
+            ),
+            None => bail!(
+                "{broken}\nno numbered checkpoint of this run loads either: --no-resume starts \
+                 over"
+            ),
+        }
+    }
+}
+
+/// Removes what an interrupted run left half-written in its folder, plots and snapshots
+/// (every output is written to a temporary file first), saying so.
+pub fn remove_temp_files(dir: &RunDir) {
+    let removed: usize = [dir.0.clone(), dir.0.join("plots"), dir.0.join("snapshots")]
+        .iter()
+        .map(|d| dino_core::remove_temp_files(d))
+        .sum();
+    if removed > 0 {
+        eprintln!("removed {removed} half-written temporary file(s) of an interrupted run");
     }
 }
 
@@ -86,9 +146,16 @@ pub fn same_iterations(checkpoint: usize, data: usize) -> anyhow::Result<()> {
 }
 
 /// The recipe flags a user gave (a struct of `Option` fields) as a table of config fields:
-/// flags left out are absent.
-pub fn flags_table(flags: &impl serde::Serialize) -> toml::Table {
-    toml::Table::try_from(flags).expect("flags serialise")
+/// flags left out are absent. A number past TOML's integers (a 64-bit signed range) is an
+/// error, not a wrapped value.
+pub fn flags_table(flags: &impl serde::Serialize) -> anyhow::Result<toml::Table> {
+    toml::Table::try_from(flags).map_err(|e| {
+        anyhow::anyhow!(
+            "a flag's value cannot be recorded in the run's config.toml ({e}): numbers go up \
+             to {}",
+            i64::MAX
+        )
+    })
 }
 
 /// `cmd` with every flag named after a field of `defaults` showing that default.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PawsBatch, PawsConfig, PawsEncoder};
 use crate::train::run::{Metrics, RunDir, TrainRun};
-use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, warmup_cosine};
+use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, WarmupCosine, parameter_sizes};
 use crate::weights::{RawTensor, StateDict, safetensors_bytes};
 use crate::{Error, Result};
 
@@ -36,7 +36,7 @@ pub struct PawsTrainer {
     encoder: Option<PawsEncoder>,
     pub optimizer: DinoOptimizer,
     /// The learning rate of every iteration.
-    pub lr_schedule: Vec<f64>,
+    pub lr_schedule: WarmupCosine,
     pub niter_per_epoch: usize,
     /// Next global iteration.
     pub iteration: usize,
@@ -62,15 +62,21 @@ impl PawsTrainer {
         if niter_per_epoch == 0 {
             return Err(Error::Data("an epoch needs at least one iteration".into()));
         }
-        let total = cfg.epochs * niter_per_epoch;
+        let total = cfg.epochs.checked_mul(niter_per_epoch).ok_or_else(|| {
+            Error::Config(format!(
+                "{} epochs of {niter_per_epoch} iterations is more iterations than this machine \
+                 can count",
+                cfg.epochs
+            ))
+        })?;
         Ok(Self {
-            lr_schedule: warmup_cosine(
-                cfg.start_lr,
-                cfg.lr,
-                cfg.final_lr,
-                cfg.warmup * niter_per_epoch,
-                total,
-            ),
+            lr_schedule: WarmupCosine {
+                start: cfg.start_lr,
+                reference: cfg.lr,
+                final_value: cfg.final_lr,
+                warmup_steps: cfg.warmup.saturating_mul(niter_per_epoch),
+                total_steps: total,
+            },
             optimizer: DinoOptimizer::new(OptimizerKind::PawsLars),
             encoder: Some(encoder),
             niter_per_epoch,
@@ -190,7 +196,7 @@ impl PawsTrainer {
             encoder: &encoder,
         });
         let settings = StepSettings {
-            lr: self.lr_schedule[it],
+            lr: self.lr_schedule.at(it),
             weight_decay: c.weight_decay,
             clip_grad: 0.0,
             freeze_last_layer: false,
@@ -256,8 +262,9 @@ impl PawsTrainer {
         let encoder = PawsEncoder::from_state_dict(&header.config.encoder(), enc, &ad)?;
         let mut t = Self::from_encoder(header.config, encoder, header.niter_per_epoch, device)?;
         t.iteration = header.iteration;
+        let sizes = parameter_sizes(t.encoder());
         t.optimizer
-            .load_state(optim, &header.optimizer_steps, device)?;
+            .load_state(&sizes, optim, &header.optimizer_steps, device)?;
         Ok(t)
     }
 

@@ -22,7 +22,10 @@ pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};
 pub use loss::DinoLoss;
 pub use net::DinoNet;
-pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings};
-pub use schedule::{cosine_scheduler, linspace, teacher_temp_schedule, warmup_cosine};
+pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings, parameter_sizes};
+pub use schedule::{
+    CosineSchedule, TeacherTempSchedule, WarmupCosine, cosine_scheduler, linspace,
+    teacher_temp_schedule, warmup_cosine,
+};
 #[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};

@@ -11,8 +11,72 @@ pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Linear warm-up from `start_warmup` to `base` over `warmup_epochs`, then a cosine from
-/// `base` to `final_value`, one value per iteration (`epochs * niter_per_ep` values).
+/// `utils.cosine_scheduler` as a function of the iteration: a linear warm-up from
+/// `start_warmup` to `base`, then a cosine from `base` to `final_value`. Computed per
+/// iteration rather than held as the official array, so that a run's length costs no memory
+/// (a crafted `epochs` cannot exhaust it); each value is the array's, bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CosineSchedule {
+    base: f64,
+    final_value: f64,
+    start_warmup: f64,
+    warmup_iters: usize,
+    total: usize,
+}
+
+impl CosineSchedule {
+    /// The schedule of `epochs * niter_per_ep` iterations, `warmup_epochs` of them warm-up;
+    /// `None` when the iteration count does not fit in a `usize`.
+    pub fn new(
+        base: f64,
+        final_value: f64,
+        epochs: usize,
+        niter_per_ep: usize,
+        warmup_epochs: usize,
+        start_warmup: f64,
+    ) -> Option<Self> {
+        let total = epochs.checked_mul(niter_per_ep)?;
+        let warmup_iters = warmup_epochs.saturating_mul(niter_per_ep).min(total);
+        Some(Self {
+            base,
+            final_value,
+            start_warmup,
+            warmup_iters,
+            total,
+        })
+    }
+
+    /// Number of iterations.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The value at iteration `i` (the last value past the end).
+    pub fn at(&self, i: usize) -> f64 {
+        let i = i.min(self.total.saturating_sub(1));
+        if i < self.warmup_iters {
+            return linspace_at(self.start_warmup, self.base, self.warmup_iters, i);
+        }
+        let n = self.total - self.warmup_iters;
+        let cos = (std::f64::consts::PI * (i - self.warmup_iters) as f64 / n as f64).cos();
+        self.final_value + 0.5 * (self.base - self.final_value) * (1.0 + cos)
+    }
+}
+
+/// Value `i` of [`linspace`]`(start, end, n)`.
+fn linspace_at(start: f64, end: f64, n: usize, i: usize) -> f64 {
+    if n == 1 {
+        return start;
+    }
+    start + (end - start) * i as f64 / (n - 1) as f64
+}
+
+/// `utils.cosine_scheduler` as the official array (`epochs * niter_per_ep` values): what
+/// the fixtures compare; training uses [`CosineSchedule`].
 pub fn cosine_scheduler(
     base: f64,
     final_value: f64,
@@ -21,21 +85,46 @@ pub fn cosine_scheduler(
     warmup_epochs: usize,
     start_warmup: f64,
 ) -> Vec<f64> {
-    let total = epochs * niter_per_ep;
-    let warmup_iters = (warmup_epochs * niter_per_ep).min(total);
-    let mut out = linspace(start_warmup, base, warmup_iters);
-    out.reserve(total - warmup_iters);
-    let n = total - warmup_iters;
-    for i in 0..n {
-        let cos = (std::f64::consts::PI * i as f64 / n as f64).cos();
-        out.push(final_value + 0.5 * (base - final_value) * (1.0 + cos));
-    }
-    out
+    let s = CosineSchedule::new(
+        base,
+        final_value,
+        epochs,
+        niter_per_ep,
+        warmup_epochs,
+        start_warmup,
+    )
+    .expect("a schedule that fits in memory");
+    (0..s.len()).map(|i| s.at(i)).collect()
 }
 
-/// suncet's `WarmupCosineSchedule` (a `LambdaLR` stepped after every iteration), one value
-/// per iteration: linear from `start` to `reference` over `warmup_steps`, then a cosine to
-/// `final_value` over the remaining steps, never below `final_value`.
+/// suncet's `WarmupCosineSchedule` (a `LambdaLR` stepped after every iteration) as a
+/// function of the step: linear from `start` to `reference` over `warmup_steps`, then a
+/// cosine to `final_value` over the remaining steps, never below `final_value`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WarmupCosine {
+    pub start: f64,
+    pub reference: f64,
+    pub final_value: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+}
+
+impl WarmupCosine {
+    pub fn at(&self, step: usize) -> f64 {
+        let (start, reference, final_value) = (self.start, self.reference, self.final_value);
+        if step < self.warmup_steps {
+            let progress = step as f64 / self.warmup_steps.max(1) as f64;
+            start + progress * (reference - start)
+        } else {
+            let t_max = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+            let progress = (step - self.warmup_steps) as f64 / t_max;
+            let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            final_value.max(final_value + (reference - final_value) * cos)
+        }
+    }
+}
+
+/// [`WarmupCosine`] as an array of `total_steps` values (the fixtures' form).
 pub fn warmup_cosine(
     start: f64,
     reference: f64,
@@ -43,32 +132,51 @@ pub fn warmup_cosine(
     warmup_steps: usize,
     total_steps: usize,
 ) -> Vec<f64> {
-    let t_max = total_steps.saturating_sub(warmup_steps).max(1) as f64;
-    (0..total_steps)
-        .map(|step| {
-            if step < warmup_steps {
-                let progress = step as f64 / warmup_steps.max(1) as f64;
-                start + progress * (reference - start)
-            } else {
-                let progress = (step - warmup_steps) as f64 / t_max;
-                let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-                final_value.max(final_value + (reference - final_value) * cos)
-            }
-        })
-        .collect()
+    let s = WarmupCosine {
+        start,
+        reference,
+        final_value,
+        warmup_steps,
+        total_steps,
+    };
+    (0..total_steps).map(|i| s.at(i)).collect()
 }
 
-/// `DINOLoss.teacher_temp_schedule`: linear warm-up over `warmup_epochs`, then constant; one
-/// value per epoch.
+/// `DINOLoss.teacher_temp_schedule` as a function of the epoch: linear warm-up over
+/// `warmup_epochs`, then constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TeacherTempSchedule {
+    pub warmup: f64,
+    pub temp: f64,
+    pub warmup_epochs: usize,
+    pub epochs: usize,
+}
+
+impl TeacherTempSchedule {
+    pub fn at(&self, epoch: usize) -> f64 {
+        let n = self.warmup_epochs.min(self.epochs);
+        if epoch < n {
+            linspace_at(self.warmup, self.temp, n, epoch)
+        } else {
+            self.temp
+        }
+    }
+}
+
+/// [`TeacherTempSchedule`] as the official array (one value per epoch).
 pub fn teacher_temp_schedule(
     warmup: f64,
     temp: f64,
     warmup_epochs: usize,
     epochs: usize,
 ) -> Vec<f64> {
-    let mut out = linspace(warmup, temp, warmup_epochs.min(epochs));
-    out.resize(epochs, temp);
-    out
+    let s = TeacherTempSchedule {
+        warmup,
+        temp,
+        warmup_epochs,
+        epochs,
+    };
+    (0..epochs).map(|e| s.at(e)).collect()
 }
 
 #[cfg(test)]
@@ -105,6 +213,12 @@ mod tests {
         for (a, b) in w.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{w:?}");
         }
+        // as functions of the iteration, a run's length costs nothing: 1e11 epochs of the
+        // ImageNet recipe's 1251 iterations, and a count past usize refused
+        let long = CosineSchedule::new(5e-4, 1e-6, 100_000_000_000, 1251, 10, 0.0).unwrap();
+        assert_eq!(long.at(0), 0.0);
+        assert!((long.at(long.len() - 1) - 1e-6).abs() < 1e-12);
+        assert!(CosineSchedule::new(1.0, 0.0, usize::MAX, 2, 0, 0.0).is_none());
         let t = teacher_temp_schedule(0.04, 0.07, 3, 5);
         assert_eq!(t.len(), 5);
         assert!((t[1] - 0.055).abs() < 1e-12 && t[2] == 0.07 && t[4] == 0.07);

@@ -7,8 +7,8 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{
-    DinoLoss, DinoNet, DinoOptimizer, StepSettings, TrainConfig, cosine_scheduler, ema_update,
-    teacher_temp_schedule,
+    CosineSchedule, DinoLoss, DinoNet, DinoOptimizer, StepSettings, TeacherTempSchedule,
+    TrainConfig, ema_update,
 };
 use crate::data::{CropBatch, mix};
 use crate::{Error, Result};
@@ -29,37 +29,41 @@ pub struct StepStats {
     pub batch_entropy: f64,
 }
 
-/// The schedules of a run, one value per iteration (temperature: per epoch).
+/// The schedules of a run, functions of the iteration (temperature: of the epoch).
 #[derive(Clone, Debug)]
 pub struct Schedules {
-    pub lr: Vec<f64>,
-    pub wd: Vec<f64>,
-    pub momentum: Vec<f64>,
-    pub teacher_temp: Vec<f64>,
+    pub lr: CosineSchedule,
+    pub wd: CosineSchedule,
+    pub momentum: CosineSchedule,
+    pub teacher_temp: TeacherTempSchedule,
 }
 
 impl Schedules {
-    pub fn new(cfg: &TrainConfig, niter_per_epoch: usize) -> Self {
+    pub fn new(cfg: &TrainConfig, niter_per_epoch: usize) -> Result<Self> {
         let (e, n) = (cfg.epochs, niter_per_epoch);
-        Self {
+        let cosine = |base, end, warmup| {
+            CosineSchedule::new(base, end, e, n, warmup, 0.0).ok_or_else(|| {
+                Error::Config(format!(
+                    "{e} epochs of {n} iterations is more iterations than this machine can count"
+                ))
+            })
+        };
+        Ok(Self {
             // linear scaling rule: lr * total batch / 256
-            lr: cosine_scheduler(
+            lr: cosine(
                 cfg.lr * cfg.batch_size as f64 / 256.0,
                 cfg.min_lr,
-                e,
-                n,
                 cfg.warmup_epochs,
-                0.0,
-            ),
-            wd: cosine_scheduler(cfg.weight_decay, cfg.weight_decay_end, e, n, 0, 0.0),
-            momentum: cosine_scheduler(cfg.momentum_teacher, 1.0, e, n, 0, 0.0),
-            teacher_temp: teacher_temp_schedule(
-                cfg.warmup_teacher_temp,
-                cfg.teacher_temp,
-                cfg.warmup_teacher_temp_epochs,
-                e,
-            ),
-        }
+            )?,
+            wd: cosine(cfg.weight_decay, cfg.weight_decay_end, 0)?,
+            momentum: cosine(cfg.momentum_teacher, 1.0, 0)?,
+            teacher_temp: TeacherTempSchedule {
+                warmup: cfg.warmup_teacher_temp,
+                temp: cfg.teacher_temp,
+                warmup_epochs: cfg.warmup_teacher_temp_epochs,
+                epochs: e,
+            },
+        })
     }
 }
 
@@ -133,7 +137,7 @@ impl Trainer {
         Ok(Self {
             loss: DinoLoss::new(cfg.out_dim, cfg.crops().ncrops(), device),
             optimizer: DinoOptimizer::new(cfg.optimizer),
-            schedules: Schedules::new(&cfg, niter_per_epoch),
+            schedules: Schedules::new(&cfg, niter_per_epoch)?,
             niter_per_epoch,
             iteration: 0,
             devices: vec![device.clone()],
@@ -353,7 +357,7 @@ impl Trainer {
         let epoch = self.epoch();
         let crops = self.cfg.crops();
         let n = self.devices.len();
-        let temp = self.schedules.teacher_temp[epoch];
+        let temp = self.schedules.teacher_temp.at(epoch);
         // drop-path masks: a stream per iteration and part, so runs resume exactly
         let drop_path_seed = |k: usize| mix(self.cfg.seed, it as u64, 0xD209 + ((k as u64) << 32));
         let a = self.accum_steps;
@@ -431,14 +435,14 @@ impl Trainer {
         };
         let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
         let settings = StepSettings {
-            lr: self.schedules.lr[it],
-            weight_decay: self.schedules.wd[it],
+            lr: self.schedules.lr.at(it),
+            weight_decay: self.schedules.wd.at(it),
             clip_grad: self.cfg.clip_grad,
             freeze_last_layer: epoch < self.cfg.freeze_last_layer,
         };
         let student = self.student.take().expect("in place");
         let student = self.optimizer.step(student, grads, settings);
-        let m = self.schedules.momentum[it];
+        let m = self.schedules.momentum.at(it);
         let teacher = self.teacher.take().expect("in place");
         self.teacher = Some(ema_update(teacher, &student, m));
         self.student = Some(student);
