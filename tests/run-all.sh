@@ -4,11 +4,14 @@
 # the demo page end to end (trunk build, playwright-core). The browser tests and the page
 # build the package with the same profile and features, so its dependencies compile once. First installs whatever of that is
 # missing (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...);
-# a test whose tool is still missing fails, it never skips.
+# a test whose tool is still missing fails, it never skips. Also a short crash-safety soak
+# (tests/soak.sh: 4 kills; 20 when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-tools.sh
 cargo test --release --workspace "$@"
+# crash safety: dino train killed at random moments resumes to the uninterrupted result
+KILLS="${KILLS:-4}" bash tests/soak.sh
 (
     cd web
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \

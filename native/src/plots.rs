@@ -31,25 +31,29 @@ pub fn line_chart(
     series: &[Series],
 ) -> anyhow::Result<()> {
     font();
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    draw(&root, title, x_label, series)?;
-    root.present()?;
-    Ok(())
+    dino_core::atomic_replace(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (900, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root, title, x_label, series)?;
+        root.present()?;
+        Ok(())
+    })
 }
 
 /// Several charts stacked in a grid (one per series), e.g. the schedules.
 pub fn chart_grid(path: &Path, x_label: &str, charts: &[(&str, Series)]) -> anyhow::Result<()> {
     font();
-    let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let cols = 2;
-    let rows = charts.len().div_ceil(cols);
-    for (area, (title, s)) in root.split_evenly((rows, cols)).iter().zip(charts) {
-        draw(area, title, x_label, std::slice::from_ref(s))?;
-    }
-    root.present()?;
-    Ok(())
+    dino_core::atomic_replace(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (1000, 650)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let cols = 2;
+        let rows = charts.len().div_ceil(cols);
+        for (area, (title, s)) in root.split_evenly((rows, cols)).iter().zip(charts) {
+            draw(area, title, x_label, std::slice::from_ref(s))?;
+        }
+        root.present()?;
+        Ok(())
+    })
 }
 
 fn draw<DB: DrawingBackend>(

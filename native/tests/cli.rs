@@ -236,6 +236,15 @@ fn bad_inputs_fail_cleanly() {
             attention(&[], s(&corrupt)),
             vec!["corrupt.jpg", "cannot decode"],
         ),
+        // the hardening issue's file: zero-stride views declaring 6.4 GB each
+        (
+            vec![
+                "inspect".to_string(),
+                "-w".to_string(),
+                s(&fixture("hostile/zero_stride.pth")).to_string(),
+            ],
+            vec!["zero_stride.pth", "refused before reading"],
+        ),
         (
             ["embed", "-w", w, img, s(&empty), "-o", o]
                 .map(String::from)
@@ -406,6 +415,42 @@ fn a_killed_run_resumes_to_the_same_weights() {
 }
 
 #[test]
+fn a_damaged_checkpoint_names_the_newest_intact_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = fixture("images");
+    let mut args = train_args_with(s(&data), s(&out), "2", "0");
+    args.extend(["--attention-every", "0", "--saveckp-freq", "1"]);
+    ok(&args);
+    // the run is finished; damage its rolling checkpoint and ask for a longer run
+    let ckpt = out.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&args);
+    assert!(
+        e.contains("checkpoint.safetensors")
+            && e.contains("the newest intact copy is")
+            && e.contains("checkpoint0001.safetensors")
+            && e.contains("--resume-intact"),
+        "{e}"
+    );
+    // a temporary file a killed run would leave
+    std::fs::write(out.join(".tmp99999.config.toml"), "half").unwrap();
+    let mut intact = args.clone();
+    intact.push("--resume-intact");
+    let r = dino(&intact);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("resuming from the newest intact copy")
+            && err.contains("removed 1 half-written temporary file"),
+        "{err}"
+    );
+    assert!(!out.join(".tmp99999.config.toml").exists());
+    assert_eq!(std::fs::read(&ckpt).unwrap().len(), bytes.len());
+}
+
+#[test]
 fn a_resumed_run_refuses_recipe_changes_and_applies_harmless_ones() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -498,6 +543,27 @@ fn train_refuses_bad_settings_and_data() {
     assert!(e.contains("warm-up"), "{e}");
     let e = fails(&["train", "--arch", "vit_huge", "--output-dir", s(&out)]);
     assert!(e.contains("unknown architecture"), "{e}");
+    // run lengths past what can be counted or recorded: clear errors, no allocation (the
+    // schedules are functions of the iteration; 1e11 epochs alone would start)
+    let e = fails(&[
+        "train",
+        "--epochs",
+        "3000000000000000000",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert!(
+        e.contains("more iterations than this machine can count"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--epochs",
+        "18446744073709551615",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert!(e.contains("numbers go up to 9223372036854775807"), "{e}");
     // a folder with an unreadable image: skipped with a warning, the run goes on
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{DinoNet, OptimizerKind, TrainConfig, Trainer};
+use super::{DinoNet, OptimizerKind, TrainConfig, Trainer, parameter_sizes};
 use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes_with};
 use crate::{Error, Result};
 
@@ -105,9 +105,10 @@ impl Trainer {
             Trainer::from_parts(cfg, student, Some(teacher), header.niter_per_epoch, device)?;
         trainer.iteration = header.iteration;
         trainer.optimizer.kind = header.optimizer;
+        let sizes = parameter_sizes(trainer.student());
         trainer
             .optimizer
-            .load_state(optim, &header.optimizer_steps, device)?;
+            .load_state(&sizes, optim, &header.optimizer_steps, device)?;
         let c = center.ok_or_else(|| bad("no dino_loss.center".into()))?;
         if c.shape != [1, trainer.cfg.out_dim] {
             return Err(bad(format!("center has shape {:?}", c.shape)));

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -114,13 +114,23 @@ impl DinoOptimizer {
 
     /// Restores what [`Self::save_state`] wrote: `tensors` are the `optimizer.*` ones, `steps`
     /// the step counts, buffers placed on `device`.
+    ///
+    /// Every buffer must belong to a parameter of the network being optimised (`sizes`, from
+    /// [`parameter_sizes`]), with
+    /// one value per element and as many buffers as this optimiser keeps: a checkpoint whose
+    /// state disagrees is refused here rather than failing (or broadcasting) in a step.
     pub fn load_state(
         &mut self,
+        sizes: &BTreeMap<String, usize>,
         tensors: impl IntoIterator<Item = (String, RawTensor)>,
         steps: &BTreeMap<String, u64>,
         device: &Device,
     ) -> Result<()> {
         let bad = |m: String| Error::Weights(format!("optimiser state: {m}"));
+        let per_param = match self.kind {
+            OptimizerKind::AdamW => 2,
+            OptimizerKind::Sgd | OptimizerKind::Lars | OptimizerKind::PawsLars => 1,
+        };
         let mut by_param: BTreeMap<String, Vec<(usize, RawTensor)>> = BTreeMap::new();
         for (key, t) in tensors {
             let (name, i) = key
@@ -131,7 +141,23 @@ impl DinoOptimizer {
             by_param.entry(name).or_default().push((i, t));
         }
         for (name, mut bufs) in by_param {
+            let size = *sizes
+                .get(&name)
+                .ok_or_else(|| bad(format!("'{name}' is not a parameter of the network")))?;
             bufs.sort_by_key(|(i, _)| *i);
+            let indices: Vec<usize> = bufs.iter().map(|(i, _)| *i).collect();
+            if indices != (0..per_param).collect::<Vec<_>>() {
+                return Err(bad(format!(
+                    "'{name}' has buffers {indices:?}, {:?} keeps {per_param}",
+                    self.kind
+                )));
+            }
+            if let Some((i, t)) = bufs.iter().find(|(_, t)| t.shape != [size]) {
+                return Err(bad(format!(
+                    "buffer {i} of '{name}' has shape {:?}, the parameter has {size} values",
+                    t.shape
+                )));
+            }
             let step = *steps
                 .get(&name)
                 .ok_or_else(|| bad(format!("no step count for '{name}'")))?;
@@ -251,6 +277,32 @@ impl DinoOptimizer {
             }
         }
     }
+}
+
+/// Each parameter's number of values, under the names [`DinoOptimizer`] keeps its state by.
+pub fn parameter_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
+    struct Sizes {
+        path: Vec<String>,
+        sizes: BTreeMap<String, usize>,
+    }
+    impl ModuleVisitor for Sizes {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.sizes
+                .insert(self.path.join("."), param.val().shape().num_elements());
+        }
+    }
+    let mut v = Sizes {
+        path: Vec::new(),
+        sizes: BTreeMap::new(),
+    };
+    module.visit(&mut v);
+    v.sizes
 }
 
 struct Step<'a> {

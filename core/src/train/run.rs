@@ -144,6 +144,26 @@ impl RunDir {
     pub fn teacher(&self) -> PathBuf {
         self.0.join("teacher.safetensors")
     }
+
+    /// The numbered checkpoints present, newest first, with their epoch.
+    pub fn numbered_checkpoints(&self) -> Vec<(usize, PathBuf)> {
+        let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let digits = name
+                    .strip_prefix("checkpoint")?
+                    .strip_suffix(".safetensors")?;
+                let epoch = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| digits.parse().ok())??;
+                Some((epoch, e.path()))
+            })
+            .collect();
+        found.sort_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
+        found
+    }
 }
 
 /// What a finished (or already finished) run reports.
@@ -178,13 +198,17 @@ where
         )));
     }
     std::fs::create_dir_all(&dir.0).map_err(|e| Error::io(&dir.0, e))?;
+    // what a killed run left half-written (the finished files are whole: atomic writes)
+    crate::remove_temp_files(&dir.0);
     crate::atomic_write(&dir.config(), run.config_toml().as_bytes())?;
     let mut summary = RunSummary::default();
+    let mut records = read_records(&dir.metrics(), run.iteration());
     if run.finished() {
+        // a run killed after its last checkpoint: the log and the export may be missing
+        write_epoch_log::<R>(&dir.log(), &records)?;
         run.export(dir)?;
         return Ok(summary);
     }
-    let mut records = read_records(&dir.metrics(), run.iteration());
     write_records(&dir.metrics(), &records)?;
     let mut metrics_file = std::fs::OpenOptions::new()
         .append(true)
@@ -294,12 +318,13 @@ fn write_records(path: &Path, records: &[Record]) -> Result<()> {
 
 /// `log.txt` as the official code writes it, one JSON line of averages per epoch of the
 /// records (all finished); rewritten from them, so a resumed run's log equals an uninterrupted
-/// one's.
+/// one's byte for byte. The throughput (`img_per_s`, a wall-clock measure) stays in
+/// `metrics.jsonl`, as the official log has none.
 fn write_epoch_log<R: TrainRun>(path: &Path, records: &[Record]) -> Result<()> {
     let mut text = String::new();
     for recs in records.chunk_by(|a, b| a.epoch == b.epoch) {
         let mut line = serde_json::Map::new();
-        for key in recs[0].values.keys() {
+        for key in recs[0].values.keys().filter(|k| *k != "img_per_s") {
             let mean = recs.iter().map(|r| r.get(key)).sum::<f64>() / recs.len() as f64;
             line.insert(R::log_key(key), serde_json::json!(mean));
         }

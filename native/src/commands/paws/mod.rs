@@ -52,7 +52,8 @@ const CHANGEABLE_ON_RESUME: [&str; 2] = ["saveckp_freq", "checkpoint_every"];
 
 impl Args {
     fn overrides(&self) -> anyhow::Result<toml::Table> {
-        self.run.overrides(crate::recipe::flags_table(&self.recipe))
+        self.run
+            .overrides(crate::recipe::flags_table(&self.recipe)?)
     }
 
     fn labelled(&self) -> anyhow::Result<LabelledFiles> {
@@ -119,10 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let unlabelled: Arc<dyn ImageSource> = Arc::new(unlabelled);
     let device = args.run.device.devices(1)?.remove(0);
 
-    let resume_from = args.run.resume_from(&dir);
-    let mut trainer = match &resume_from {
-        Some(f) => {
-            let mut t = PawsTrainer::load(f, &device)?;
+    crate::recipe::remove_temp_files(&dir);
+    let resumed = args.run.resume(&dir, |f| PawsTrainer::load(f, &device))?;
+    let mut trainer = match resumed {
+        Some((mut t, f)) => {
             let apply = crate::recipe::resume_overrides(
                 t.cfg.differences(&overrides)?,
                 &overrides,

@@ -69,7 +69,8 @@ const CHANGEABLE_ON_RESUME: [&str; 3] =
 impl Args {
     /// The fields the user set: the `--config` file's, then the flags'.
     fn overrides(&self) -> anyhow::Result<toml::Table> {
-        self.run.overrides(crate::recipe::flags_table(&self.recipe))
+        self.run
+            .overrides(crate::recipe::flags_table(&self.recipe)?)
     }
 
     /// The official defaults (the demo's without `--data` and `--config`), then the overrides.
@@ -118,11 +119,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the first of the data-parallel devices (the only one by default) keeps the run's state
     let device = args.run.device.devices(1)?.remove(0);
 
-    // resume: an explicit file, else the output folder's checkpoint
-    let resume_from = args.run.resume_from(&dir);
-    let mut resumed = match &resume_from {
-        Some(f) => {
-            let mut t = Trainer::load(f, &device)?;
+    crate::recipe::remove_temp_files(&dir);
+    // resume: an explicit file, else the output folder's checkpoint (or its newest intact copy)
+    let resumed = args.run.resume(&dir, |f| Trainer::load(f, &device))?;
+    let mut resumed = match resumed {
+        Some((mut t, f)) => {
             t.cfg = resume_config(&t.cfg, &overrides)?;
             cfg = t.cfg.clone();
             eprintln!(

@@ -63,6 +63,7 @@ pub fn attention_sheet(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    contact_sheet(&tiles, 3, 4).save(path)?;
+    let sheet = contact_sheet(&tiles, 3, 4);
+    dino_core::atomic_replace(path, |tmp| Ok::<_, anyhow::Error>(sheet.save(tmp)?))?;
     Ok(())
 }
