@@ -36,6 +36,45 @@ pub fn knn_classify(
     temperature: f32,
     num_classes: usize,
 ) -> Result<Vec<KnnAccuracy>> {
+    let mut correct1 = vec![0usize; ks.len()];
+    let mut correct5 = vec![0usize; ks.len()];
+    knn_predict(train, test, ks, temperature, num_classes, |p| {
+        let target = test.labels[p.test_index];
+        correct1[p.k_index] += (p.ranked[0] == target) as usize;
+        correct5[p.k_index] +=
+            p.ranked[..5.min(p.k).min(p.ranked.len())].contains(&target) as usize;
+    })?;
+    let m = test.labels.len().max(1) as f64;
+    Ok(ks
+        .iter()
+        .enumerate()
+        .map(|(ki, &k)| KnnAccuracy {
+            k,
+            top1: 100.0 * correct1[ki] as f64 / m,
+            top5: 100.0 * correct5[ki] as f64 / m,
+        })
+        .collect())
+}
+
+/// One test image's classes at one k, by summed vote, highest first (ties: lower class
+/// first, as a stable sort).
+#[derive(Clone, Copy, Debug)]
+pub struct KnnPrediction<'a> {
+    pub test_index: usize,
+    pub k_index: usize,
+    pub k: usize,
+    pub ranked: &'a [usize],
+}
+
+/// The predictions behind [`knn_classify`], one call of `each` per test image and k.
+pub fn knn_predict(
+    train: LabelledFeatures,
+    test: LabelledFeatures,
+    ks: &[usize],
+    temperature: f32,
+    num_classes: usize,
+    mut each: impl FnMut(KnnPrediction),
+) -> Result<()> {
     let d = train.dim;
     let (train, train_labels, test, test_labels) =
         (train.features, train.labels, test.features, test.labels);
@@ -44,7 +83,7 @@ pub fn knn_classify(
         return Err(Error::Input("feature and label counts disagree".into()));
     }
     let kmax = ks.iter().copied().max().unwrap_or(0);
-    if kmax == 0 || kmax > n {
+    if kmax == 0 || kmax > n || ks.contains(&0) {
         return Err(Error::Input(format!(
             "k must be in 1..={n} (the training images)"
         )));
@@ -66,9 +105,9 @@ pub fn knn_classify(
     let chunk = 256.min(m.max(1));
     let mut sim = vec![0f32; chunk * n];
     let zeros = vec![0f32; n];
-    let mut correct1 = vec![0usize; ks.len()];
-    let mut correct5 = vec![0usize; ks.len()];
     let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut votes = vec![0f64; num_classes];
+    let mut ranked: Vec<usize> = Vec::with_capacity(num_classes);
     for start in (0..m).step_by(chunk) {
         let rows = chunk.min(m - start);
         matmul(
@@ -87,28 +126,24 @@ pub fn knn_classify(
             // the kmax most similar, most similar first
             order.select_nth_unstable_by(kmax - 1, |&a, &b| s[b].total_cmp(&s[a]));
             order[..kmax].sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-            let target = test_labels[start + r];
             for (ki, &k) in ks.iter().enumerate() {
-                let mut votes = vec![0f64; num_classes];
+                votes.iter_mut().for_each(|v| *v = 0.0);
                 for &j in &order[..k] {
                     votes[train_labels[j]] += ((s[j] / temperature) as f64).exp();
                 }
-                let mut ranked: Vec<usize> = (0..num_classes).collect();
+                ranked.clear();
+                ranked.extend(0..num_classes);
                 ranked.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]));
-                correct1[ki] += (ranked[0] == target) as usize;
-                correct5[ki] += ranked[..5.min(k).min(num_classes)].contains(&target) as usize;
+                each(KnnPrediction {
+                    test_index: start + r,
+                    k_index: ki,
+                    k,
+                    ranked: &ranked,
+                });
             }
         }
     }
-    Ok(ks
-        .iter()
-        .enumerate()
-        .map(|(ki, &k)| KnnAccuracy {
-            k,
-            top1: 100.0 * correct1[ki] as f64 / m as f64,
-            top5: 100.0 * correct5[ki] as f64 / m as f64,
-        })
-        .collect())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ mod linear;
 #[cfg(not(target_family = "wasm"))]
 mod view_retrieval;
 
-pub use knn::{KnnAccuracy, LabelledFeatures, knn_classify, l2_normalize};
+pub use knn::{
+    KnnAccuracy, KnnPrediction, LabelledFeatures, knn_classify, knn_predict, l2_normalize,
+};
 pub use linear::{LinearConfig, LinearProbe, ProbeAccuracy, train_linear};
 #[cfg(not(target_family = "wasm"))]
 pub use view_retrieval::{make_views, view_retrieval};
