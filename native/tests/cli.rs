@@ -294,6 +294,8 @@ fn train_args_with<'a>(
 ) -> Vec<&'a str> {
     vec![
         "train",
+        "--recipe",
+        "official",
         "--data",
         data,
         "--output-dir",
@@ -490,10 +492,59 @@ fn a_resumed_run_refuses_recipe_changes_and_applies_harmless_ones() {
 }
 
 #[test]
+fn a_small_folder_gets_the_small_data_recipe_and_says_so() {
+    let data = fixture("images");
+    let config = |extra: &[&str]| -> toml::Table {
+        let mut args = vec!["train", "--data", s(&data), "--print-config"];
+        args.extend(extra);
+        ok(&args).parse().unwrap()
+    };
+    // 11 images: the small-data recipe, its last layer frozen for the whole run
+    let auto = config(&["--epochs", "12"]);
+    for (field, value) in [
+        ("out_dim", "256"),
+        ("teacher_temp", "0.02"),
+        ("momentum_teacher", "0.99"),
+        ("lr", "0.002"),
+        ("freeze_last_layer", "12"),
+    ] {
+        assert_eq!(auto[field].to_string(), value, "{field}");
+    }
+    // flags still override it; --recipe official is main_dino.py's
+    let flagged = config(&["--out-dim", "1024", "--freeze-last-layer", "1"]);
+    assert_eq!(flagged["out_dim"].as_integer(), Some(1024));
+    assert_eq!(flagged["freeze_last_layer"].as_integer(), Some(1));
+    let official = config(&["--recipe", "official"]);
+    assert_eq!(official["out_dim"].as_integer(), Some(65536));
+    assert_eq!(official["freeze_last_layer"].as_integer(), Some(1));
+    // and a run says which recipe it uses
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = train_args_with(s(&data), s(&out), "1", "0");
+    args.retain(|a| *a != "--recipe" && *a != "official");
+    args.extend(["--attention-every", "0"]);
+    let r = dino(&args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("recipe: small data (11 images, fewer than 20000")
+            && err.contains("--recipe official"),
+        "{err}"
+    );
+}
+
+#[test]
 fn train_help_shows_the_official_defaults() {
     // every field of the config is a flag whose help shows TrainConfig::default()'s value
     let help = ok(&["train", "--help"]);
-    let official = ok(&["train", "--data", "anywhere", "--print-config"]);
+    let official = ok(&[
+        "train",
+        "--data",
+        "anywhere",
+        "--recipe",
+        "official",
+        "--print-config",
+    ]);
     let table: toml::Table = official.parse().unwrap();
     assert!(table.len() >= 30, "{official}");
     for (field, value) in &table {

@@ -141,6 +141,39 @@ impl TrainConfig {
         }
     }
 
+    /// The small-data recipe: the official one with the changes that let a few thousand
+    /// images and minutes to an hour of CPU learn (BENCHMARKS.md, "Small data"): 256
+    /// prototypes instead of 65,536, a teacher sharpened at temperature 0.02 from the start
+    /// and moving faster (momentum 0.99), lr 0.002 (for a batch of 256), and the last layer
+    /// frozen for the whole run (set `freeze_last_layer` to `epochs` after merging: the
+    /// prototypes stay at their random initialisation; trained on little data they collapse
+    /// the targets to uniform).
+    pub fn small_data() -> Self {
+        Self {
+            out_dim: 256,
+            warmup_teacher_temp: 0.02,
+            teacher_temp: 0.02,
+            momentum_teacher: 0.99,
+            lr: 0.002,
+            ..Self::default()
+        }
+    }
+
+    /// The fields in which [`Self::small_data`] differs from the official recipe, as
+    /// `name value` pairs (for the message that says a run uses it).
+    pub fn small_data_changes() -> String {
+        let (s, o) = (Self::small_data(), Self::default());
+        let mut out = vec![];
+        let (st, ot) = (to_table(&s), to_table(&o));
+        for (k, v) in &st {
+            if ot.get(k) != Some(v) {
+                out.push(format!("{k} {v}"));
+            }
+        }
+        out.push("freeze_last_layer = epochs".into());
+        out.join(", ")
+    }
+
     /// Reads a TOML file; fields it does not set keep their defaults.
     pub fn from_toml(text: &str) -> Result<Self> {
         Self::default().merged(&parse_table(text)?)

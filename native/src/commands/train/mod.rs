@@ -20,8 +20,9 @@ use dino_core::train::{TrainConfig, Trainer};
 use crate::backend::Backend;
 pub use flags::with_defaults_in_help;
 
-/// Every recipe flag overrides one field of the training config (defaults: `main_dino.py`'s, or
-/// the small demo run when no `--data` is given; `--print-config` shows the result). A flag
+/// Every recipe flag overrides one field of the training config (defaults: `main_dino.py`'s, the
+/// small-data recipe for a folder of fewer than 20,000 images (`--recipe`), or the small demo
+/// run when no `--data` is given; `--print-config` shows the result). A flag
 /// given twice takes its last value, so scripts can append overrides to a recipe. When a run
 /// resumes, a flag that differs from the checkpoint's config is refused, except the ones that
 /// do not change the results (`--saveckp-freq`, `--checkpoint-every`,
@@ -55,6 +56,10 @@ pub struct Args {
     /// How many images the attention snapshots show.
     #[arg(long, default_value_t = 4, value_name = "N")]
     attention_images: usize,
+    /// Which defaults the recipe flags override. `auto`: the small-data recipe for a folder
+    /// of fewer than 20,000 images, the official one otherwise (the demo has its own).
+    #[arg(long = "recipe", value_enum, default_value_t = Recipe::Auto)]
+    defaults: Recipe,
 
     #[command(flatten)]
     run: crate::recipe::RunFlags,
@@ -66,6 +71,21 @@ pub struct Args {
 const CHANGEABLE_ON_RESUME: [&str; 3] =
     ["saveckp_freq", "checkpoint_every", "gradient_checkpointing"];
 
+/// The defaults a run starts from, before `--config` and the flags.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    /// Small data for a folder of fewer than 20,000 images, else official.
+    Auto,
+    /// `main_dino.py`'s defaults, unchanged.
+    Official,
+    /// For a few thousand images and minutes to an hour of CPU (BENCHMARKS.md, "Small data"):
+    /// 256 prototypes kept at their initialisation, a sharper and faster teacher, lr 0.002.
+    SmallData,
+}
+
+/// Below this many images `--recipe auto` takes the small-data recipe.
+const SMALL_DATA_BELOW: usize = 20_000;
+
 impl Args {
     /// The fields the user set: the `--config` file's, then the flags'.
     fn overrides(&self) -> anyhow::Result<toml::Table> {
@@ -73,15 +93,37 @@ impl Args {
             .overrides(crate::recipe::flags_table(&self.recipe)?)
     }
 
-    /// The official defaults (the demo's without `--data` and `--config`), then the overrides.
-    fn config(&self, overrides: &toml::Table) -> anyhow::Result<TrainConfig> {
-        let base = match (&self.data, &self.run.config) {
-            (None, None) => TrainConfig::demo(),
-            _ => TrainConfig::default(),
+    /// The defaults of the recipe (the demo's without `--data` and `--config`), then the
+    /// overrides; with a line saying which recipe when it is not the official one.
+    fn config(
+        &self,
+        overrides: &toml::Table,
+        images: Option<usize>,
+    ) -> anyhow::Result<(TrainConfig, Option<String>)> {
+        let small = match (self.defaults, images) {
+            (Recipe::SmallData, _) => Some("--recipe small-data".to_string()),
+            (Recipe::Auto, Some(n)) if n < SMALL_DATA_BELOW => Some(format!(
+                "{n} images, fewer than {SMALL_DATA_BELOW}; --recipe official for main_dino.py's"
+            )),
+            _ => None,
         };
-        let cfg = base.merged(overrides)?;
+        let (base, note) = match (small, &self.data, &self.run.config, self.defaults) {
+            (Some(why), ..) => (
+                TrainConfig::small_data(),
+                Some(format!(
+                    "recipe: small data ({why}): {} (BENCHMARKS.md, \"Small data\")",
+                    TrainConfig::small_data_changes()
+                )),
+            ),
+            (None, None, None, Recipe::Auto) => (TrainConfig::demo(), None),
+            _ => (TrainConfig::default(), None),
+        };
+        let mut cfg = base.merged(overrides)?;
+        if note.is_some() && !overrides.contains_key("freeze_last_layer") {
+            cfg.freeze_last_layer = cfg.epochs;
+        }
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, note))
     }
 }
 
@@ -95,27 +137,30 @@ fn resume_config(ckpt: &TrainConfig, overrides: &toml::Table) -> anyhow::Result<
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let overrides = args.overrides()?;
-    let mut cfg = args.config(&overrides)?;
+    // the folder is scanned first when the recipe depends on its size
+    let mut folder = match (&args.data, args.defaults) {
+        (Some(data), Recipe::Auto) => Some(ImageFolder::scan(data)?),
+        _ => None,
+    };
+    let (mut cfg, recipe_note) = args.config(&overrides, folder.as_ref().map(|f| f.len()))?;
     if args.run.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
+    let source: Arc<dyn ImageSource> = match (&args.data, folder.take()) {
+        (Some(_), Some(f)) => Arc::new(f),
+        (Some(data), None) => Arc::new(ImageFolder::scan(data)?),
+        (None, _) => Arc::new(crate::builtin::BuiltinPhotos),
+    };
     let dir = RunDir(args.output_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
-    let source: Arc<dyn ImageSource> = match &args.data {
-        Some(data) => {
-            let folder = ImageFolder::scan(data)?;
-            eprintln!("data: {} images under {}", folder.len(), data.display());
-            Arc::new(folder)
-        }
-        None => {
-            eprintln!(
-                "data: the {} built-in photos (a demo run; give --data DIR to train on your images)",
-                crate::builtin::BuiltinPhotos.len()
-            );
-            Arc::new(crate::builtin::BuiltinPhotos)
-        }
-    };
+    match &args.data {
+        Some(data) => eprintln!("data: {} images under {}", source.len(), data.display()),
+        None => eprintln!(
+            "data: the {} built-in photos (a demo run; give --data DIR to train on your images)",
+            source.len()
+        ),
+    }
     // the first of the data-parallel devices (the only one by default) keeps the run's state
     let device = args.run.device.devices(1)?.remove(0);
 
@@ -134,7 +179,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             Some(t)
         }
-        None => None,
+        None => {
+            if let Some(note) = &recipe_note {
+                eprintln!("{note}");
+            }
+            None
+        }
     };
     let loader = Arc::new(MultiCropLoader::new(
         source.clone(),
