@@ -8,8 +8,8 @@ use burn::tensor::{Tensor, TensorData};
 use dino_core::VitConfig;
 use dino_core::data::CropBatch;
 use dino_core::train::{
-    DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind, StepSettings,
-    TrainConfig, Trainer, cosine_scheduler, ema_update, teacher_temp_schedule,
+    CosineSchedule, DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind,
+    StepSettings, TrainConfig, Trainer, ema_update, teacher_temp_schedule,
 };
 use dino_tests::*;
 
@@ -56,9 +56,15 @@ impl Run {
             .map(|i| fx.tensor(&format!("crop.{i}"), dev))
             .collect();
         Self {
-            lr: cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0),
-            wd: cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0),
-            mom: cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0),
+            lr: CosineSchedule::new(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0)
+                .unwrap()
+                .values(),
+            wd: CosineSchedule::new(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0)
+                .unwrap()
+                .values(),
+            mom: CosineSchedule::new(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0)
+                .unwrap()
+                .values(),
             temp: teacher_temp_schedule(
                 fx.f("warmup_teacher_temp"),
                 fx.f("teacher_temp"),
@@ -224,15 +230,21 @@ fn schedules_match_the_official_ones() {
     };
     check(
         "lr_schedule",
-        cosine_scheduler(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0),
+        CosineSchedule::new(fx.f("lr"), fx.f("min_lr"), e, n, fx.u("warmup_epochs"), 0.0)
+            .unwrap()
+            .values(),
     );
     check(
         "wd_schedule",
-        cosine_scheduler(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0),
+        CosineSchedule::new(fx.f("wd"), fx.f("wd_end"), e, n, 0, 0.0)
+            .unwrap()
+            .values(),
     );
     check(
         "momentum_schedule",
-        cosine_scheduler(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0),
+        CosineSchedule::new(fx.f("momentum_teacher"), 1.0, e, n, 0, 0.0)
+            .unwrap()
+            .values(),
     );
     check(
         "teacher_temp_schedule",

@@ -9,6 +9,9 @@ reader must refuse with a clear error before allocating what they declare.
   one block), every tensor a zero-stride view: ~19 GB declared by a file of a few KB.
 - wrong_shape_vit.pth: a tiny, honest ViT whose attention projection has a wrong shape: refused from
   the shapes, before any tensor is read.
+- tiny_vit.pth (zip), tiny_vit_legacy.pth (the pre-1.6 pickle format), tiny_checkpoint.pth
+  (main_dino.py's nested layout) and tiny_vit.safetensors: a valid ViT of 16 dimensions, the
+  seeds of the fuzzing harness (tests/fuzz.rs), small enough to mutate a million times.
 """
 import os
 
@@ -52,6 +55,21 @@ def main():
     sd = vit(16, 64, patch=4, grid=2)
     sd["blocks.0.attn.proj.weight"] = torch.zeros(16, 17)
     torch.save(sd, os.path.join(OUT, "wrong_shape_vit.pth"))
+    g = torch.Generator().manual_seed(0)
+    tiny = vit(16, 64, patch=4, grid=2, make=lambda *shape: torch.randn(*shape, generator=g))
+    torch.save(tiny, os.path.join(OUT, "tiny_vit.pth"))
+    torch.save(tiny, os.path.join(OUT, "tiny_vit_legacy.pth"), _use_new_zipfile_serialization=False)
+    nested = {f"backbone.{k}": v for k, v in tiny.items()}
+    torch.save(
+        {
+            "teacher": nested,
+            "student": {f"module.{k}": v for k, v in nested.items()},
+            "epoch": 1,
+        },
+        os.path.join(OUT, "tiny_checkpoint.pth"),
+    )
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in tiny.items()}, os.path.join(OUT, "tiny_vit.safetensors"))
     for f in sorted(os.listdir(OUT)):
         print(f, os.path.getsize(os.path.join(OUT, f)), "bytes")
 

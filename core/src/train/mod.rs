@@ -24,8 +24,8 @@ pub use loss::DinoLoss;
 pub use net::DinoNet;
 pub use optim::{DinoOptimizer, OptimizerKind, ParamState, StepSettings, parameter_sizes};
 pub use schedule::{
-    CosineSchedule, TeacherTempSchedule, WarmupCosine, cosine_scheduler, linspace,
-    teacher_temp_schedule, warmup_cosine,
+    CosineSchedule, TeacherTempSchedule, WarmupCosine, linspace, teacher_temp_schedule,
+    warmup_cosine,
 };
 #[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};

@@ -46,6 +46,11 @@ impl CosineSchedule {
         })
     }
 
+    /// Every value, as the official array (what the fixtures compare).
+    pub fn values(&self) -> Vec<f64> {
+        (0..self.total).map(|i| self.at(i)).collect()
+    }
+
     /// Number of iterations.
     pub fn len(&self) -> usize {
         self.total
@@ -73,28 +78,6 @@ fn linspace_at(start: f64, end: f64, n: usize, i: usize) -> f64 {
         return start;
     }
     start + (end - start) * i as f64 / (n - 1) as f64
-}
-
-/// `utils.cosine_scheduler` as the official array (`epochs * niter_per_ep` values): what
-/// the fixtures compare; training uses [`CosineSchedule`].
-pub fn cosine_scheduler(
-    base: f64,
-    final_value: f64,
-    epochs: usize,
-    niter_per_ep: usize,
-    warmup_epochs: usize,
-    start_warmup: f64,
-) -> Vec<f64> {
-    let s = CosineSchedule::new(
-        base,
-        final_value,
-        epochs,
-        niter_per_ep,
-        warmup_epochs,
-        start_warmup,
-    )
-    .expect("a schedule that fits in memory");
-    (0..s.len()).map(|i| s.at(i)).collect()
 }
 
 /// suncet's `WarmupCosineSchedule` (a `LambdaLR` stepped after every iteration) as a
@@ -186,7 +169,9 @@ mod tests {
     #[test]
     fn matches_numpy() {
         // values printed by utils.cosine_scheduler(1.0, 0.1, 3, 2, warmup_epochs=1)
-        let s = cosine_scheduler(1.0, 0.1, 3, 2, 1, 0.0);
+        let s = CosineSchedule::new(1.0, 0.1, 3, 2, 1, 0.0)
+            .unwrap()
+            .values();
         let want = [
             0.0,
             1.0,
