@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-tools.sh
 cargo test --release --workspace "$@"
+# training across processes on MPI (mpirun -np 2) equals one process with two parts
+cargo test --release -p dino-native --features mpi --test mpi "$@"
 # crash safety: dino train killed at random moments resumes to the uninterrupted result
 KILLS="${KILLS:-4}" bash tests/soak.sh
 (

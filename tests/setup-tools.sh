@@ -35,6 +35,12 @@ command -v chromium >/dev/null || apt_install chromium
 command -v chromedriver >/dev/null || apt_install chromium-driver
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
+# multi-process training (dino-native's `mpi` feature): Open MPI, its headers, libclang for
+# the bindings
+command -v mpirun >/dev/null || apt_install openmpi-bin
+[ -e /usr/include/x86_64-linux-gnu/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
+    command -v mpicc >/dev/null || apt_install libopenmpi-dev
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || apt_install libclang-dev
 
 # Real footage for the video tests: only vtest.avi is unpacked from the opencv-doc package.
 if [ ! -s "$VTEST" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then

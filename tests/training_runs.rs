@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dino_core::data::{ImageFolder, MultiCropBatches, MultiCropLoader};
+use dino_core::train::collective::ThreadWorld;
 use dino_core::train::run::{Flow, Quiet, Record, RunDir, StepEvent, TrainObserver, train};
 use dino_core::train::{TrainConfig, Trainer};
 use dino_core::weights::{
@@ -509,4 +510,51 @@ fn tampered_checkpoints_are_refused_with_a_clear_error() {
         e.contains("more iterations than this machine can count"),
         "{e}"
     );
+}
+
+#[test]
+fn ranks_of_a_collective_train_as_one_process_with_as_many_parts() {
+    // Two ranks (threads with ThreadWorld: the semantics of the MPI layer), one part each, on
+    // the same batches: every rank ends with the checkpoint, byte for byte, of one process
+    // whose batch runs as two parts; drop path on (its masks follow the global part index).
+    let mut cfg = tiny_config();
+    cfg.batch_size = 4;
+    let ld = loader(&cfg);
+    let n = ld.niter_per_epoch();
+    let mut single = Trainer::new(cfg.clone(), n, &device()).unwrap();
+    single.set_devices(vec![device(), device()]).unwrap();
+    let want_losses = run(&mut single, &ld, 4);
+    let want = single.checkpoint_bytes().unwrap();
+    let ranks: Vec<(Vec<f64>, Vec<u8>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ThreadWorld::new(2)
+            .into_iter()
+            .map(|c| {
+                let (cfg, ld) = (cfg.clone(), &ld);
+                scope.spawn(move || {
+                    let mut t = Trainer::new(cfg, n, &device()).unwrap();
+                    t.set_collective(Arc::new(c)).unwrap();
+                    assert_eq!(t.world(), 2);
+                    let losses = run(&mut t, ld, 4);
+                    (losses, t.checkpoint_bytes().unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (rank, (losses, bytes)) in ranks.iter().enumerate() {
+        assert_eq!(losses, &want_losses, "rank {rank}'s losses");
+        assert!(
+            bytes == &want,
+            "rank {rank}'s checkpoint differs from one process's"
+        );
+    }
+    // a batch that does not split over the ranks' parts is refused when joining
+    let mut odd = tiny_config();
+    odd.batch_size = 3;
+    let mut t = Trainer::new(odd, 2, &device()).unwrap();
+    let e = t
+        .set_collective(Arc::new(ThreadWorld::new(2).remove(0)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot be split"), "{e}");
 }

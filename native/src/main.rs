@@ -9,6 +9,8 @@ mod frames;
 mod gallery;
 mod label_png;
 mod model_args;
+#[cfg(feature = "mpi")]
+mod mpi_world;
 mod npy;
 mod plots;
 mod recipe;

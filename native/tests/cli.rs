@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{dino, fails, ok, read_json, s};
+use common::{dino, fails, ok, read_json, s, train_args_with};
 use dino_tests::{fixture, max_abs, read_npy_file, read_npy_u8_file};
 
 #[test]
@@ -284,49 +284,6 @@ fn bad_inputs_fail_cleanly() {
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     train_args_with(data, out, "3", "1")
-}
-
-fn train_args_with<'a>(
-    data: &'a str,
-    out: &'a str,
-    epochs: &'a str,
-    warmup: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--recipe",
-        "official",
-        "--data",
-        data,
-        "--output-dir",
-        out,
-        "--arch",
-        "vit_tiny",
-        "--out-dim",
-        "32",
-        "--head-hidden-dim",
-        "16",
-        "--head-bottleneck-dim",
-        "8",
-        "--batch-size",
-        "2",
-        "--epochs",
-        epochs,
-        "--warmup-epochs",
-        warmup,
-        "--global-crop-size",
-        "32",
-        "--local-crop-size",
-        "16",
-        "--local-crops-number",
-        "2",
-        "--checkpoint-every",
-        "1",
-        "--attention-images",
-        "2",
-        "--seed",
-        "3",
-    ]
 }
 
 #[test]

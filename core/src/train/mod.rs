@@ -3,6 +3,7 @@
 
 #[cfg(not(target_family = "wasm"))]
 mod checkpoint;
+pub mod collective;
 pub mod config;
 #[cfg(not(target_family = "wasm"))]
 mod dino_run;

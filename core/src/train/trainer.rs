@@ -2,10 +2,13 @@
 //! teacher on the global crops, student on all crops, loss, backward, clipping, frozen last
 //! layer, optimiser step with the iteration's lr and weight decay, teacher EMA, center update.
 
-use burn::module::Module;
+use std::sync::Arc;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::collective::Collective;
 use super::{
     CosineSchedule, DinoLoss, DinoNet, DinoOptimizer, StepSettings, TeacherTempSchedule,
     TrainConfig, ema_update,
@@ -84,6 +87,8 @@ pub struct Trainer {
     devices: Vec<Device>,
     /// Micro-batches each device runs one after another (see [`Trainer::set_accumulation`]).
     accum_steps: usize,
+    /// The other processes training this run, if any (see [`Trainer::set_collective`]).
+    collective: Option<Arc<dyn Collective>>,
 }
 
 /// One device's share of an iteration, after its backward passes.
@@ -142,6 +147,7 @@ impl Trainer {
             iteration: 0,
             devices: vec![device.clone()],
             accum_steps: 1,
+            collective: None,
             cfg,
             student: Some(student),
             teacher: Some(teacher),
@@ -260,6 +266,29 @@ impl Trainer {
         })
     }
 
+    /// Trains together with other processes (ranks of `collective`), as the official DDP:
+    /// every rank gets the same batches and runs its share of each (`batch_size / world` images,
+    /// split further over its devices and micro-batches); gradients, the loss and the center's
+    /// batch sums are summed over the ranks, so every rank makes the same update, the one a
+    /// single process makes with `world x devices` parts.
+    pub fn set_collective(&mut self, collective: Arc<dyn Collective>) -> Result<()> {
+        let (world, n, a) = (collective.world(), self.devices.len(), self.accum_steps);
+        if world == 0 || collective.rank() >= world {
+            return Err(Error::Config(format!(
+                "rank {} of a world of {world}",
+                collective.rank()
+            )));
+        }
+        self.check_split(world * n, a)?;
+        self.collective = Some(collective);
+        Ok(())
+    }
+
+    /// The processes this run trains with (1 without a collective).
+    pub fn world(&self) -> usize {
+        self.collective.as_ref().map_or(1, |c| c.world())
+    }
+
     /// Splits every batch into equal parts, one per device, as DDP over GPUs does: each device
     /// runs a copy of both networks on its part, the gradients are averaged on the first
     /// device (the trainer's, which also keeps the optimiser state and the center), and the
@@ -361,22 +390,39 @@ impl Trainer {
         // drop-path masks: a stream per iteration and part, so runs resume exactly
         let drop_path_seed = |k: usize| mix(self.cfg.seed, it as u64, 0xD209 + ((k as u64) << 32));
         let a = self.accum_steps;
-        let scale = 1.0 / (n * a) as f64;
-        // micro-batch j of part k: images of piece k * a + j of n * a, its own drop-path stream
+        // with other processes, this rank's parts are pieces rank * n .. of world * n parts
+        let (rank, world) = self
+            .collective
+            .as_ref()
+            .map_or((0, 1), |c| (c.rank(), c.world()));
+        let pieces = world * n * a;
+        let scale = 1.0 / pieces as f64;
+        // micro-batch j of part k: images of piece (rank * n + k) * a + j of all the pieces,
+        // its own drop-path stream
+        let first_micro = |k: usize| (rank * n + k) * a;
         let micro = |k: usize| -> Result<Vec<CropBatch>> {
             (0..a)
-                .map(|j| batch.shard(k * a + j, n * a, crops.local_crops))
+                .map(|j| batch.shard(first_micro(k) + j, pieces, crops.local_crops))
                 .collect()
         };
         let parts: Vec<Part> = if n == 1 {
             let whole;
-            let micro = if a == 1 {
+            let micro = if pieces == 1 {
                 std::slice::from_ref(batch)
             } else {
                 whole = micro(0)?;
                 &whole[..]
             };
-            vec![self.run_part(micro, 0, drop_path_seed, self.device(), true, temp, scale)?]
+            let first = first_micro(0);
+            vec![self.run_part(
+                micro,
+                first,
+                drop_path_seed,
+                self.device(),
+                true,
+                temp,
+                scale,
+            )?]
         } else {
             // one thread per part: GPUs work at the same time, and on a CPU one part's
             // single-threaded element-wise ops overlap the other's matrix products
@@ -389,7 +435,8 @@ impl Trainer {
                     .enumerate()
                     .map(|(k, (micro, device))| {
                         scope.spawn(move || {
-                            this.run_part(micro, k * a, drop_path_seed, device, k == 0, temp, scale)
+                            let first = first_micro(k);
+                            this.run_part(micro, first, drop_path_seed, device, k == 0, temp, scale)
                         })
                     })
                     .collect();
@@ -410,6 +457,10 @@ impl Trainer {
             sums = sums + p.target_sums.clone().to_device(self.device());
             teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(self.device());
         }
+        if let Some(c) = &self.collective {
+            // the whole batch's loss and sums on every rank (as DDP's all-reduce of the center)
+            [loss, sums, teacher_sum] = all_reduce_tensors(c.as_ref(), [loss, sums, teacher_sum])?;
+        }
         let entropies = DinoLoss::entropies_from_sums(sums, rows);
         let values = Tensor::cat(vec![loss * scale, entropies], 0)
             .into_data()
@@ -423,8 +474,8 @@ impl Trainer {
                 epoch,
             });
         }
-        // the mean gradient over the parts, on the first device
-        let grads = if n == 1 {
+        // the mean gradient over the parts, on the first device (and over the ranks)
+        let mut grads = if n == 1 {
             parts.into_iter().next().expect("one part").grads
         } else {
             let mut sum = GradientsAccumulator::<DinoNet>::new();
@@ -433,6 +484,9 @@ impl Trainer {
             }
             sum.grads()
         };
+        if let Some(c) = &self.collective {
+            grads = all_reduce_grads(c.as_ref(), grads, self.student(), self.device())?;
+        }
         let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
         let settings = StepSettings {
             lr: self.schedules.lr.at(it),
@@ -460,4 +514,85 @@ impl Trainer {
             batch_entropy: values[2] as f64,
         })
     }
+}
+
+/// Sums 1-D tensors over the ranks (through host memory, as one buffer).
+fn all_reduce_tensors<const N: usize>(
+    c: &dyn Collective,
+    tensors: [Tensor<1>; N],
+) -> Result<[Tensor<1>; N]> {
+    let device = tensors[0].device();
+    let mut lens = [0usize; N];
+    let mut host = Vec::new();
+    for (len, t) in lens.iter_mut().zip(&tensors) {
+        let v = t
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Input(format!("reading a tensor back: {e:?}")))?;
+        *len = v.len();
+        host.extend(v);
+    }
+    c.all_reduce_sum(&mut host);
+    let mut at = 0;
+    Ok(lens.map(|len| {
+        let t = Tensor::from_data(TensorData::new(host[at..at + len].to_vec(), [len]), &device);
+        at += len;
+        t
+    }))
+}
+
+/// Sums every gradient of `student` over the ranks: one host buffer in the module's order
+/// (the same on every rank), all-reduced, put back on `device`.
+fn all_reduce_grads(
+    c: &dyn Collective,
+    mut grads: GradientsParams,
+    student: &DinoNet,
+    device: &Device,
+) -> Result<GradientsParams> {
+    struct Gather<'a> {
+        grads: &'a mut GradientsParams,
+        taken: Vec<(ParamId, Vec<usize>)>,
+        host: Vec<f32>,
+        err: Option<Error>,
+    }
+    impl ModuleVisitor for Gather<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let Some(g) = self.grads.remove::<D>(param.id) else {
+                return;
+            };
+            let shape = g.dims().to_vec();
+            match g.into_data().try_to_vec::<f32>() {
+                Ok(v) => self.host.extend(v),
+                Err(e) => self.err = Some(Error::Input(format!("reading a gradient: {e:?}"))),
+            }
+            self.taken.push((param.id, shape));
+        }
+    }
+    let mut gather = Gather {
+        grads: &mut grads,
+        taken: Vec::new(),
+        host: Vec::new(),
+        err: None,
+    };
+    student.visit(&mut gather);
+    if let Some(e) = gather.err {
+        return Err(e);
+    }
+    let (taken, mut host) = (gather.taken, gather.host);
+    c.all_reduce_sum(&mut host);
+    let mut at = 0;
+    for (id, shape) in taken {
+        let len: usize = shape.iter().product();
+        let data = TensorData::new(host[at..at + len].to_vec(), shape.clone());
+        at += len;
+        match shape.len() {
+            1 => grads.register::<1>(id, Tensor::from_data(data, device)),
+            2 => grads.register::<2>(id, Tensor::from_data(data, device)),
+            3 => grads.register::<3>(id, Tensor::from_data(data, device)),
+            4 => grads.register::<4>(id, Tensor::from_data(data, device)),
+            r => return Err(Error::Input(format!("a gradient of rank {r}"))),
+        }
+    }
+    Ok(grads)
 }

@@ -67,3 +67,47 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// `dino train` of a tiny ViT on `data` (the official recipe): quick enough for tests.
+pub fn train_args_with<'a>(
+    data: &'a str,
+    out: &'a str,
+    epochs: &'a str,
+    warmup: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--recipe",
+        "official",
+        "--data",
+        data,
+        "--output-dir",
+        out,
+        "--arch",
+        "vit_tiny",
+        "--out-dim",
+        "32",
+        "--head-hidden-dim",
+        "16",
+        "--head-bottleneck-dim",
+        "8",
+        "--batch-size",
+        "2",
+        "--epochs",
+        epochs,
+        "--warmup-epochs",
+        warmup,
+        "--global-crop-size",
+        "32",
+        "--local-crop-size",
+        "16",
+        "--local-crops-number",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--attention-images",
+        "2",
+        "--seed",
+        "3",
+    ]
+}

@@ -152,6 +152,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(data), None) => Arc::new(ImageFolder::scan(data)?),
         (None, _) => Arc::new(crate::builtin::BuiltinPhotos),
     };
+    // under an MPI launcher: this process is one rank of several (rank 0 writes the outputs)
+    #[cfg(feature = "mpi")]
+    let mpi: Option<Arc<crate::mpi_world::MpiWorld>> =
+        crate::mpi_world::MpiWorld::from_launcher()?.map(Arc::new);
+    #[cfg(not(feature = "mpi"))]
+    let mpi: Option<Arc<dyn dino_core::train::collective::Collective>> = None;
+    let rank = mpi
+        .as_ref()
+        .map_or(0, |w| dino_core::train::collective::Collective::rank(&**w));
     let dir = RunDir(args.output_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     match &args.data {
@@ -164,7 +173,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the first of the data-parallel devices (the only one by default) keeps the run's state
     let device = args.run.device.devices(1)?.remove(0);
 
-    crate::recipe::remove_temp_files(&dir);
+    if rank == 0 {
+        crate::recipe::remove_temp_files(&dir);
+    }
     // resume: an explicit file, else the output folder's checkpoint (or its newest intact copy)
     let resumed = args.run.resume(&dir, |f| Trainer::load(f, &device))?;
     let mut resumed = match resumed {
@@ -240,6 +251,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if n > 1 { " per part" } else { "" }
         );
     }
+    // the other ranks train in step and write into a scratch folder of their own
+    let mut scratch = None;
+    let mut dir = dir;
+    let mut attention_every = args.attention_every;
+    if let Some(world) = &mpi {
+        let size = dino_core::train::collective::Collective::world(&**world);
+        trainer.set_collective(world.clone())?;
+        eprintln!(
+            "MPI: rank {rank} of {size} (world_size = {size}); each rank runs {} images of every \
+             batch of {}; rank 0 writes {}",
+            cfg.batch_size / size,
+            cfg.batch_size,
+            dir.0.display()
+        );
+        if rank != 0 {
+            let tmp = tempfile::tempdir()?;
+            dir = RunDir(tmp.path().to_path_buf());
+            scratch = Some(tmp);
+            attention_every = 0;
+        }
+    }
     let vit = cfg.vit()?;
     eprintln!(
         "model: {} ({:.2} M parameters), head {} -> {}, {} crops of {} px + {} of {} px, batch {}, \
@@ -263,7 +295,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // the label-free learning check, before the first step and after the last
     let summary_path = dir.0.join("summary.json");
-    let check = check::LearningCheck::new(&*source, cfg.global_crop_size, cfg.seed);
+    let check = match rank {
+        0 => check::LearningCheck::new(&*source, cfg.global_crop_size, cfg.seed),
+        _ => None,
+    };
     let mut learning = check::Summary::read(&summary_path);
     if let Some(c) = &check
         && trainer.iteration == 0
@@ -278,7 +313,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut progress = progress::Progress::new(&trainer, cfg.epochs, dir.0.clone(), &*source);
     progress.out_dim = cfg.out_dim;
-    progress.attention_every = args.attention_every;
+    progress.attention_every = attention_every;
+    if rank != 0 {
+        progress
+            .bar
+            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     progress.attention_images = args.attention_images;
     let summary = train(
         &mut trainer,
@@ -287,6 +327,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &mut progress,
     )?;
     progress.bar.finish();
+    if let Some(world) = &mpi {
+        same_state_on_every_rank(&**world, &trainer)?;
+        if rank != 0 {
+            drop(scratch);
+            return Ok(());
+        }
+    }
     if summary.skipped > 0 {
         eprintln!("{} unreadable image(s) were skipped", summary.skipped);
     }
@@ -307,7 +354,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         learning.write(&summary_path)?;
         eprintln!(
             "{}",
-            check::closing_note(&learning, c.chance(), &dir.0, args.attention_every > 0)
+            check::closing_note(&learning, c.chance(), &dir.0, attention_every > 0)
+        );
+    }
+    Ok(())
+}
+
+/// Every rank must end with the same run (networks, optimiser state, center): compared by a
+/// checksum of the checkpoint each would write; a difference stops with an error.
+fn same_state_on_every_rank(
+    world: &dyn dino_core::train::collective::Collective,
+    trainer: &Trainer,
+) -> anyhow::Result<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    trainer.checkpoint_bytes()?.hash(&mut h);
+    let sums = world.all_gather_u64(h.finish());
+    if sums.iter().any(|&x| x != sums[0]) {
+        anyhow::bail!(
+            "the ranks ended with different training states (checksums {sums:x?}): the run is \
+             not consistent across processes"
         );
     }
     Ok(())

@@ -1,0 +1,96 @@
+//! Training across processes and machines on MPI (Open MPI, MPICH, ... through rsmpi), as the
+//! official code trains on `torch.distributed`: `mpirun -np N dino train ...` (or `srun` under
+//! Slurm) starts one rank per process, and [`MpiWorld`] gives core's training loop the
+//! collectives it needs (sum, gather, broadcast) over `MPI_COMM_WORLD`.
+
+use mpi::collective::SystemOperation;
+use mpi::topology::{Communicator, Process, SimpleCommunicator};
+use mpi::traits::*;
+
+use dino_core::train::collective::Collective;
+
+/// The ranks of this launch. MPI calls come from the thread that steps the run only
+/// (`Threading::Funneled`), which is what makes sharing the handle with the trainer sound.
+pub struct MpiWorld {
+    world: SimpleCommunicator,
+    _universe: mpi::environment::Universe,
+}
+
+// SAFETY: the communicator is used by one thread at a time, the one that initialised MPI
+// (the training loop's), as `Threading::Funneled` allows; the trainer only holds the handle
+// on its data-parallel threads.
+unsafe impl Send for MpiWorld {}
+unsafe impl Sync for MpiWorld {}
+
+/// Environment variables an MPI launcher sets (Open MPI, PMI / PMIx as MPICH and Slurm use).
+const LAUNCHER_VARIABLES: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"];
+
+/// Largest count of one MPI call (its counts are C ints): bigger buffers go in pieces.
+const CHUNK: usize = 1 << 28;
+
+impl MpiWorld {
+    /// The MPI world when this process was started by an MPI launcher; `None` otherwise (a
+    /// plain `dino train` stays one process without touching MPI).
+    pub fn from_launcher() -> anyhow::Result<Option<Self>> {
+        if !LAUNCHER_VARIABLES
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return Ok(None);
+        }
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "MPI could not be initialised (was it already, by another library?)"
+                )
+            })?;
+        if threading < mpi::Threading::Funneled {
+            anyhow::bail!("the MPI library offers no thread support ({threading:?})");
+        }
+        let world = universe.world();
+        Ok(Some(Self {
+            world,
+            _universe: universe,
+        }))
+    }
+
+    fn root(&self, root: usize) -> Process<'_> {
+        self.world.process_at_rank(root as i32)
+    }
+}
+
+impl Collective for MpiWorld {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    fn world(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    fn all_reduce_sum(&self, data: &mut [f32]) {
+        for piece in data.chunks_mut(CHUNK) {
+            let send = piece.to_vec();
+            self.world
+                .all_reduce_into(&send[..], piece, SystemOperation::sum());
+        }
+    }
+
+    fn all_gather(&self, data: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; data.len() * Collective::world(self)];
+        self.world.all_gather_into(data, &mut out[..]);
+        out
+    }
+
+    fn broadcast(&self, data: &mut [f32], root: usize) {
+        for piece in data.chunks_mut(CHUNK) {
+            self.root(root).broadcast_into(piece);
+        }
+    }
+
+    fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+        let mut out = vec![0u64; Collective::world(self)];
+        self.world.all_gather_into(&value, &mut out[..]);
+        out
+    }
+}

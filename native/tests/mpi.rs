@@ -1,0 +1,52 @@
+//! Training across processes on MPI (the `mpi` feature; needs `mpirun`): two ranks launched by
+//! `mpirun -np 2` train as one process whose batch runs as two parts, byte for byte.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::process::Command;
+
+use common::{ok, s, train_args_with};
+use dino_tests::fixture;
+
+#[test]
+fn mpi_ranks_train_as_one_process_with_as_many_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    let data = fixture("images");
+    let args = |out: &std::path::Path, devices: &str| -> Vec<String> {
+        let mut a: Vec<String> = train_args_with(s(&data), s(out), "2", "0")
+            .into_iter()
+            .map(String::from)
+            .collect();
+        a.extend(["--attention-every", "0", "--devices", devices].map(String::from));
+        a
+    };
+    ok(&args(&one, "2")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let r = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(env!("CARGO_BIN_EXE_dino"))
+        .args(args(&ranks, "1"))
+        .output()
+        .expect("mpirun (Debian: openmpi-bin; tests/setup-tools.sh installs it)");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("MPI: rank 0 of 2 (world_size = 2)")
+            && err.contains("MPI: rank 1 of 2 (world_size = 2)"),
+        "{err}"
+    );
+    for f in ["checkpoint.safetensors", "teacher.safetensors", "log.txt"] {
+        let (a, b) = (
+            std::fs::read(one.join(f)).unwrap(),
+            std::fs::read(ranks.join(f)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{f} of the two ranks differs from the one process's"
+        );
+    }
+}
