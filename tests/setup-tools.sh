@@ -7,7 +7,8 @@
 #   - node and npm only when the machine has none: a Node.js that ships its own npm conflicts
 #     with Debian's `npm` package, so the two are never asked for together with chromium;
 #   - the wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk;
-#   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools.
+#   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools;
+#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test.
 # Needs apt (as root or with sudo), rustup and cargo.
 set -euo pipefail
 WB_VER=0.2.130      # must equal wasm-bindgen in Cargo.lock
@@ -38,8 +39,9 @@ command -v npm >/dev/null || apt_install npm
 # multi-process training (dino-native's `mpi` feature): Open MPI, its headers, libclang for
 # the bindings
 command -v mpirun >/dev/null || apt_install openmpi-bin
-[ -e /usr/include/x86_64-linux-gnu/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
-    command -v mpicc >/dev/null || apt_install libopenmpi-dev
+# (mpicc comes with openmpi-bin; the headers and the pkg-config file the build asks for do not)
+pkg-config --exists ompi-c 2>/dev/null || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
+    apt_install libopenmpi-dev
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || apt_install libclang-dev
 
 # Real footage for the video tests: only vtest.avi is unpacked from the opencv-doc package.
