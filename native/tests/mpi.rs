@@ -39,6 +39,8 @@ fn mpi_ranks_train_as_one_process_with_as_many_parts() {
             && err.contains("MPI: rank 1 of 2 (world_size = 2)"),
         "{err}"
     );
+    let config = std::fs::read_to_string(ranks.join("config.toml")).unwrap();
+    assert!(config.contains("# world_size = 2"), "{config}");
     for f in ["checkpoint.safetensors", "teacher.safetensors", "log.txt"] {
         let (a, b) = (
             std::fs::read(one.join(f)).unwrap(),

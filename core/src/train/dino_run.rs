@@ -39,7 +39,12 @@ impl TrainRun for Trainer {
     }
 
     fn config_toml(&self) -> String {
-        self.cfg.to_toml()
+        // the processes of the run: a comment, so that the file stays a valid --config
+        format!(
+            "{}\n# world_size = {} (processes training this run: mpirun -np N; not a recipe field)\n",
+            self.cfg.to_toml().trim_end(),
+            self.world()
+        )
     }
 
     fn checkpoint_every(&self) -> usize {
