@@ -38,6 +38,24 @@ impl Backend {
         }
     }
 
+    /// `n` devices from index `first` on: the GPUs of one MPI rank on a machine with several
+    /// (local rank x devices per rank, ...). The CPU is one device whatever `first`.
+    pub fn devices_from(self, first: usize, n: usize) -> anyhow::Result<Vec<Device>> {
+        if first == 0 || matches!(self, Backend::Cpu) {
+            return self.devices(n);
+        }
+        let found = self.enumerate()?;
+        if found.len() < first + n {
+            anyhow::bail!(
+                "devices {first}..{} of this machine (its MPI ranks take {n} each): the {self:?} \
+                 backend finds {}",
+                first + n - 1,
+                found.len()
+            );
+        }
+        Ok(found.into_iter().skip(first).take(n).collect())
+    }
+
     /// How many parts a batch of `batch` images runs as when `--devices` is not given: one
     /// device on GPUs; on the CPU 4 parts at the same time (2, 1 when the batch does not split),
     /// because burn-flex runs its element-wise ops on one thread and only its matrix products

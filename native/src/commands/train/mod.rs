@@ -171,7 +171,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
     // the first of the data-parallel devices (the only one by default) keeps the run's state
-    let device = args.run.device.devices(1)?.remove(0);
+    // an MPI rank takes the GPUs of its local rank (its devices from local rank x --devices)
+    let first_device = local_rank() * args.devices.unwrap_or(1);
+    let device = args.run.device.devices_from(first_device, 1)?.remove(0);
 
     if rank == 0 {
         crate::recipe::remove_temp_files(&dir);
@@ -225,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.run.device.default_parts(per_step, cfg.use_bn_in_head)
         }
     };
-    let devices = args.run.device.devices(n)?;
+    let devices = args.run.device.devices_from(first_device, n)?;
     if n > 1 {
         trainer.set_devices(devices)?;
         match args.run.device {
@@ -377,4 +379,17 @@ fn same_state_on_every_rank(
         );
     }
     Ok(())
+}
+
+/// This process's rank among the MPI ranks of its machine (Open MPI, MPICH, Slurm); 0
+/// outside a launcher.
+fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
 }
