@@ -525,28 +525,39 @@ fn ranks_of_a_collective_train_as_one_process_with_as_many_parts() {
     single.set_devices(vec![device(), device()]).unwrap();
     let want_losses = run(&mut single, &ld, 4);
     let want = single.checkpoint_bytes().unwrap();
-    let ranks: Vec<(Vec<f64>, Vec<u8>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ThreadWorld::new(2)
-            .into_iter()
-            .map(|c| {
-                let (cfg, ld) = (cfg.clone(), &ld);
-                scope.spawn(move || {
-                    let mut t = Trainer::new(cfg, n, &device()).unwrap();
-                    t.set_collective(Arc::new(c)).unwrap();
-                    assert_eq!(t.world(), 2);
-                    let losses = run(&mut t, ld, 4);
-                    (losses, t.checkpoint_bytes().unwrap())
+    // each rank given the whole batches, or a loader that builds only its share of them
+    for sharded in [false, true] {
+        let ranks: Vec<(Vec<f64>, Vec<u8>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ThreadWorld::new(2)
+                .into_iter()
+                .enumerate()
+                .map(|(rank, c)| {
+                    let cfg = cfg.clone();
+                    scope.spawn(move || {
+                        let mut ld = loader(&cfg);
+                        if sharded {
+                            ld = ld.with_shard(rank, 2).unwrap();
+                        }
+                        let mut t = Trainer::new(cfg, n, &device()).unwrap();
+                        t.set_collective(Arc::new(c)).unwrap();
+                        assert_eq!(t.world(), 2);
+                        let losses = run(&mut t, &ld, 4);
+                        (losses, t.checkpoint_bytes().unwrap())
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (rank, (losses, bytes)) in ranks.iter().enumerate() {
-        assert_eq!(losses, &want_losses, "rank {rank}'s losses");
-        assert!(
-            bytes == &want,
-            "rank {rank}'s checkpoint differs from one process's"
-        );
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, (losses, bytes)) in ranks.iter().enumerate() {
+            assert_eq!(
+                losses, &want_losses,
+                "rank {rank}'s losses (sharded: {sharded})"
+            );
+            assert!(
+                bytes == &want,
+                "rank {rank}'s checkpoint differs from one process's (sharded: {sharded})"
+            );
+        }
     }
     // a batch that does not split over the ranks' parts is refused when joining
     let mut odd = tiny_config();

@@ -88,6 +88,8 @@ pub struct MultiCropLoader {
     /// Passes over the images per epoch (small data: several views per epoch).
     repeats: usize,
     bad: Arc<Mutex<Vec<usize>>>,
+    /// `(rank, world)`: this process builds only its share of every batch.
+    shard: (usize, usize),
 }
 
 /// A warning about an image that could not be used.
@@ -123,7 +125,23 @@ impl MultiCropLoader {
             seed,
             repeats: repeats.max(1),
             bad: Arc::new(Mutex::new(Vec::new())),
+            shard: (0, 1),
         })
+    }
+
+    /// Builds only the share of rank `rank` of `world` of every batch: positions
+    /// `rank * batch / world ..` of each batch, with the crops a single process would draw
+    /// for them (the crops depend only on seed, epoch and position), so the ranks' shares
+    /// together are the one-process batch.
+    pub fn with_shard(mut self, rank: usize, world: usize) -> Result<Self> {
+        if world == 0 || rank >= world || !self.batch.is_multiple_of(world) {
+            return Err(crate::Error::Config(format!(
+                "a batch of {} images cannot be shared by {world} processes (rank {rank})",
+                self.batch
+            )));
+        }
+        self.shard = (rank, world);
+        Ok(self)
     }
 
     /// Iterations per epoch (the last incomplete batch is dropped).
@@ -151,8 +169,10 @@ impl MultiCropLoader {
         it: usize,
         order: &[usize],
     ) -> Result<(CropBatch, Vec<Skipped>)> {
-        let b = self.batch;
-        let positions: Vec<usize> = (it * b..(it + 1) * b).collect();
+        let (rank, world) = self.shard;
+        let b = self.batch / world;
+        let first = it * self.batch + rank * b;
+        let positions: Vec<usize> = (first..first + b).collect();
         let work = |pos: &usize| -> Result<(Vec<RgbImage>, Vec<Skipped>)> {
             let mut skipped = Vec::new();
             let n = order.len();

@@ -397,17 +397,24 @@ impl Trainer {
             .map_or((0, 1), |c| (c.rank(), c.world()));
         let pieces = world * n * a;
         let scale = 1.0 / pieces as f64;
-        // micro-batch j of part k: images of piece (rank * n + k) * a + j of all the pieces,
-        // its own drop-path stream
+        // the batch is the whole one, or this rank's share of it (a sharded loader)
+        let sharded = world > 1 && batch.batch * world == self.cfg.batch_size;
+        let (offset, in_batch) = if sharded {
+            (0, n * a)
+        } else {
+            (rank * n * a, pieces)
+        };
+        // micro-batch j of part k: piece (rank * n + k) * a + j of all the pieces (its own
+        // drop-path stream), taken from this batch
         let first_micro = |k: usize| (rank * n + k) * a;
         let micro = |k: usize| -> Result<Vec<CropBatch>> {
             (0..a)
-                .map(|j| batch.shard(first_micro(k) + j, pieces, crops.local_crops))
+                .map(|j| batch.shard(offset + k * a + j, in_batch, crops.local_crops))
                 .collect()
         };
         let parts: Vec<Part> = if n == 1 {
             let whole;
-            let micro = if pieces == 1 {
+            let micro = if in_batch == 1 {
                 std::slice::from_ref(batch)
             } else {
                 whole = micro(0)?;
@@ -448,7 +455,11 @@ impl Trainer {
         };
         // the loss and the diagnostics of all parts, read back at once (a readback waits for
         // the GPUs); nothing is updated before the loss is known to be finite
-        let rows = 2 * batch.batch;
+        let rows = 2 * if sharded {
+            self.cfg.batch_size
+        } else {
+            batch.batch
+        };
         let mut loss = parts[0].loss.clone();
         let mut sums = parts[0].target_sums.clone();
         let mut teacher_sum = parts[0].teacher_sum.clone();

@@ -199,13 +199,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let loader = Arc::new(MultiCropLoader::new(
+    let mut loader = MultiCropLoader::new(
         source.clone(),
         cfg.crops(),
         cfg.batch_size,
         cfg.seed,
         cfg.dataset_repeats,
-    )?);
+    )?;
+    // each MPI rank prepares only its share of every batch
+    if let Some(world) = &mpi {
+        use dino_core::train::collective::Collective;
+        loader = loader.with_shard(rank, world.world())?;
+    }
+    let loader = Arc::new(loader);
     let niter = loader.niter_per_epoch();
     let mut trainer = match resumed.take() {
         Some(t) => {
