@@ -54,6 +54,12 @@ impl MpiWorld {
         }))
     }
 
+    /// Stops every rank of the job (`MPI_Abort`) with `code`: a rank that fails must not
+    /// leave the others waiting in a collective.
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
     fn root(&self, root: usize) -> Process<'_> {
         self.world.process_at_rank(root as i32)
     }

@@ -52,3 +52,25 @@ fn mpi_ranks_train_as_one_process_with_as_many_parts() {
         );
     }
 }
+
+#[test]
+fn a_failing_rank_stops_the_whole_job() {
+    // three ranks cannot share a batch of 2: each fails, and MPI_Abort ends the job (no rank
+    // is left waiting in a collective) with a non-zero status and the reason
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = fixture("images");
+    let r = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+        .arg(env!("CARGO_BIN_EXE_dino"))
+        .args(train_args_with(s(&data), s(&out), "1", "0"))
+        .args(["--devices", "1"])
+        .output()
+        .expect("mpirun");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{err}");
+    assert!(
+        err.contains("error on MPI rank") && err.contains("cannot be shared by 3 processes"),
+        "{err}"
+    );
+}

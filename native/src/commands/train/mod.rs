@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dino_core::data::{ImageFolder, ImageSource, MultiCropBatches, MultiCropLoader};
+use dino_core::train::collective::Collective;
 use dino_core::train::run::{RunDir, train};
 use dino_core::train::{TrainConfig, Trainer};
 
@@ -136,6 +137,24 @@ fn resume_config(ckpt: &TrainConfig, overrides: &toml::Table) -> anyhow::Result<
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher: this process is one rank of several (rank 0 writes the outputs)
+    #[cfg(feature = "mpi")]
+    {
+        let mpi = crate::mpi_world::MpiWorld::from_launcher()?.map(Arc::new);
+        let result = run_as(args, mpi.clone().map(|w| w as Arc<dyn Collective>));
+        if let (Err(e), Some(world)) = (&result, &mpi) {
+            // the other ranks wait in a collective: the whole job must stop, non-zero
+            eprintln!("error on MPI rank {}: {e:#}", world.rank());
+            world.abort(1);
+        }
+        result
+    }
+    #[cfg(not(feature = "mpi"))]
+    run_as(args, None)
+}
+
+/// The run, as one process or as one rank of `mpi`.
+fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
     let overrides = args.overrides()?;
     // the folder is scanned first when the recipe depends on its size
     let mut folder = match (&args.data, args.defaults) {
@@ -152,15 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(data), None) => Arc::new(ImageFolder::scan(data)?),
         (None, _) => Arc::new(crate::builtin::BuiltinPhotos),
     };
-    // under an MPI launcher: this process is one rank of several (rank 0 writes the outputs)
-    #[cfg(feature = "mpi")]
-    let mpi: Option<Arc<crate::mpi_world::MpiWorld>> =
-        crate::mpi_world::MpiWorld::from_launcher()?.map(Arc::new);
-    #[cfg(not(feature = "mpi"))]
-    let mpi: Option<Arc<dyn dino_core::train::collective::Collective>> = None;
-    let rank = mpi
-        .as_ref()
-        .map_or(0, |w| dino_core::train::collective::Collective::rank(&**w));
+    let rank = mpi.as_ref().map_or(0, |w| w.rank());
     let dir = RunDir(args.output_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     match &args.data {
@@ -208,7 +219,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     // each MPI rank prepares only its share of every batch
     if let Some(world) = &mpi {
-        use dino_core::train::collective::Collective;
         loader = loader.with_shard(rank, world.world())?;
     }
     let loader = Arc::new(loader);
@@ -264,7 +274,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut dir = dir;
     let mut attention_every = args.attention_every;
     if let Some(world) = &mpi {
-        let size = dino_core::train::collective::Collective::world(&**world);
+        let size = world.world();
         trainer.set_collective(world.clone())?;
         eprintln!(
             "MPI: rank {rank} of {size} (world_size = {size}); each rank runs {} images of every \
@@ -370,10 +380,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Every rank must end with the same run (networks, optimiser state, center): compared by a
 /// checksum of the checkpoint each would write; a difference stops with an error.
-fn same_state_on_every_rank(
-    world: &dyn dino_core::train::collective::Collective,
-    trainer: &Trainer,
-) -> anyhow::Result<()> {
+fn same_state_on_every_rank(world: &dyn Collective, trainer: &Trainer) -> anyhow::Result<()> {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     trainer.checkpoint_bytes()?.hash(&mut h);
