@@ -569,3 +569,33 @@ fn ranks_of_a_collective_train_as_one_process_with_as_many_parts() {
         .to_string();
     assert!(e.contains("cannot be split"), "{e}");
 }
+
+#[test]
+fn ranks_that_diverge_are_caught_at_the_checkpoint() {
+    // two ranks started from different seeds hold different states: the loop's checkpoint
+    // (TrainRun::checkpoint_bytes) compares their checksums and stops both with an error
+    use dino_core::train::run::TrainRun;
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ThreadWorld::new(2)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, c)| {
+                scope.spawn(move || {
+                    let mut cfg = tiny_config();
+                    cfg.batch_size = 4;
+                    cfg.seed = rank as u64;
+                    let mut t = Trainer::new(cfg, 2, &device()).unwrap();
+                    t.set_collective(Arc::new(c)).unwrap();
+                    TrainRun::checkpoint_bytes(&t).unwrap_err().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in errors {
+        assert!(
+            e.contains("the ranks hold different training states"),
+            "{e}"
+        );
+    }
+}

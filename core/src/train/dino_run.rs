@@ -35,7 +35,10 @@ impl TrainRun for Trainer {
     }
 
     fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
-        Trainer::checkpoint_bytes(self)
+        let bytes = Trainer::checkpoint_bytes(self)?;
+        // across processes: every rank must hold the same state at every checkpoint
+        self.same_on_every_rank(&bytes)?;
+        Ok(bytes)
     }
 
     fn config_toml(&self) -> String {

@@ -284,6 +284,26 @@ impl Trainer {
         Ok(())
     }
 
+    /// With other processes: a checksum of `state` (this rank's checkpoint) compared over the
+    /// ranks; a difference (a rank that diverged) is an error naming the checksums.
+    pub fn same_on_every_rank(&self, state: &[u8]) -> Result<()> {
+        let Some(c) = &self.collective else {
+            return Ok(());
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        state.hash(&mut h);
+        let sums = c.all_gather_u64(h.finish());
+        if sums.iter().any(|&x| x != sums[0]) {
+            return Err(Error::Data(format!(
+                "the ranks hold different training states at iteration {} (checksums \
+                 {sums:x?}): the processes diverged",
+                self.iteration
+            )));
+        }
+        Ok(())
+    }
+
     /// The processes this run trains with (1 without a collective).
     pub fn world(&self) -> usize {
         self.collective.as_ref().map_or(1, |c| c.world())
