@@ -74,3 +74,47 @@ fn a_failing_rank_stops_the_whole_job() {
         "{err}"
     );
 }
+
+#[test]
+fn a_checkpoint_of_two_ranks_resumes_in_one_process() {
+    // two ranks train 2 epochs keeping a copy after each; a single process (two parts)
+    // resumes the copy of epoch 0 into a new folder and ends where the ranks ended: only the
+    // per-rank share of each batch depends on the world size
+    let dir = tempfile::tempdir().unwrap();
+    let (ranks, resumed) = (dir.path().join("ranks"), dir.path().join("resumed"));
+    let data = fixture("images");
+    let mut args: Vec<&str> = train_args_with(s(&data), s(&ranks), "2", "0");
+    args.extend([
+        "--attention-every",
+        "0",
+        "--saveckp-freq",
+        "1",
+        "--devices",
+        "1",
+    ]);
+    let r = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(env!("CARGO_BIN_EXE_dino"))
+        .args(&args)
+        .output()
+        .expect("mpirun");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let copy = ranks.join("checkpoint0000.safetensors");
+    let mut one: Vec<&str> = train_args_with(s(&data), s(&resumed), "2", "0");
+    one.extend([
+        "--attention-every",
+        "0",
+        "--saveckp-freq",
+        "1",
+        "--devices",
+        "2",
+    ]);
+    one.extend(["--resume", s(&copy)]);
+    ok(&one);
+    for f in ["checkpoint.safetensors", "teacher.safetensors"] {
+        assert!(
+            std::fs::read(ranks.join(f)).unwrap() == std::fs::read(resumed.join(f)).unwrap(),
+            "{f}: the resumed single process differs from the two ranks"
+        );
+    }
+}
