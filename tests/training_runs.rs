@@ -568,6 +568,18 @@ fn ranks_of_a_collective_train_as_one_process_with_as_many_parts() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot be split"), "{e}");
+    // nor does a BatchNorm head train across processes (no synchronised statistics)
+    let mut bn = tiny_config();
+    bn.use_bn_in_head = true;
+    let mut t = Trainer::new(bn, 2, &device()).unwrap();
+    let e = t
+        .set_collective(Arc::new(ThreadWorld::new(2).remove(0)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("BatchNorm head cannot train across processes"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -279,6 +279,14 @@ impl Trainer {
                 collective.rank()
             )));
         }
+        if world > 1 && self.cfg.use_bn_in_head {
+            return Err(Error::Config(
+                "a BatchNorm head cannot train across processes: each rank would normalise its \
+                 share with its own statistics (no synchronised BatchNorm yet); use \
+                 use_bn_in_head = false or one process"
+                    .into(),
+            ));
+        }
         self.check_split(world * n, a)?;
         self.collective = Some(collective);
         Ok(())
