@@ -118,3 +118,45 @@ fn a_checkpoint_of_two_ranks_resumes_in_one_process() {
         );
     }
 }
+
+#[test]
+fn three_ranks_train_as_one_process_with_three_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    let data = fixture("images");
+    let args = |out: &std::path::Path, devices: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = train_args_with(s(&data), s(out), "1", "0")
+            .into_iter()
+            .map(String::from)
+            .collect();
+        a.extend(
+            [
+                "--attention-every",
+                "0",
+                "--batch-size",
+                "3",
+                "--devices",
+                devices,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    ok(&args(&one, "3")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let r = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+        .arg(env!("CARGO_BIN_EXE_dino"))
+        .args(args(&ranks, "1"))
+        .output()
+        .expect("mpirun");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for f in ["checkpoint.safetensors", "teacher.safetensors", "log.txt"] {
+        assert!(
+            std::fs::read(one.join(f)).unwrap() == std::fs::read(ranks.join(f)).unwrap(),
+            "{f} of the three ranks differs from the one process's"
+        );
+    }
+}
