@@ -60,6 +60,41 @@ impl MpiWorld {
         self.world.abort(code)
     }
 
+    /// Runs `job` on this rank; an error stops the whole job (see [`Self::abort`]).
+    pub fn or_abort<T>(&self, job: anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Err(e) = &job {
+            eprintln!("error on MPI rank {}: {e:#}", Collective::rank(self));
+            self.abort(1);
+        }
+        job
+    }
+
+    /// The items of this rank when `n` items are shared out in rank order (the first ranks
+    /// take one more when `n` does not divide).
+    pub fn share(&self, n: usize) -> std::ops::Range<usize> {
+        let (rank, world) = (Collective::rank(self), Collective::world(self));
+        let (base, extra) = (n / world, n % world);
+        let start = rank * base + rank.min(extra);
+        start..start + base + usize::from(rank < extra)
+    }
+
+    /// The `[rows, dim]` blocks of every rank (their shares of `n` rows, see [`Self::share`])
+    /// in rank order: all `n` rows, on every rank.
+    pub fn gather_rows(&self, block: &[f32], n: usize, dim: usize) -> Vec<f32> {
+        let world = Collective::world(self);
+        let widest = n.div_ceil(world) * dim;
+        let mut padded = block.to_vec();
+        padded.resize(widest, 0.0);
+        let all = self.all_gather(&padded);
+        let mut out = Vec::with_capacity(n * dim);
+        for (rank, chunk) in all.chunks_exact(widest).enumerate() {
+            let (base, extra) = (n / world, n % world);
+            let rows = base + usize::from(rank < extra);
+            out.extend_from_slice(&chunk[..rows * dim]);
+        }
+        out
+    }
+
     fn root(&self, root: usize) -> Process<'_> {
         self.world.process_at_rank(root as i32)
     }

@@ -30,12 +30,38 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher each rank embeds its share of the images; rank 0 writes them all
+    #[cfg(feature = "mpi")]
+    if let Some(world) = crate::mpi_world::MpiWorld::from_launcher()? {
+        use dino_core::train::collective::Collective;
+        let n = args.images.len();
+        let share = world.share(n);
+        let (rank, size) = (world.rank(), world.world());
+        if rank == 0 {
+            eprintln!(
+                "MPI: {size} ranks share the {n} images ({} or {} each, in order; world_size = {size})",
+                n / size,
+                n.div_ceil(size)
+            );
+        }
+        let (block, dim) = world.or_abort(embed(&args, &args.images[share]))?;
+        let feats = world.gather_rows(&block, n, dim);
+        if rank == 0 {
+            world.or_abort(write(&args, &feats, n, dim))?;
+        }
+        return Ok(());
+    }
+    let (feats, dim) = embed(&args, &args.images)?;
+    write(&args, &feats, args.images.len(), dim)
+}
+
+/// The (normalised, with `--l2`) CLS features of `images`, `[N, D]`, and `D`.
+fn embed(args: &Args, images: &[PathBuf]) -> anyhow::Result<(Vec<f32>, usize)> {
     let engine = args.weights.load_engine()?;
     let dim = engine.config().dim;
-    let n = args.images.len();
     let mut feats = crate::features::cls_features(
         &engine,
-        &args.images,
+        images,
         &args.resize,
         args.batch_size as usize,
         "embedding",
@@ -43,7 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.l2 {
         dino_core::eval::l2_normalize(&mut feats, dim);
     }
-    crate::npy::write(&args.out, &[n, dim], &feats)?;
+    Ok((feats, dim))
+}
+
+fn write(args: &Args, feats: &[f32], n: usize, dim: usize) -> anyhow::Result<()> {
+    crate::npy::write(&args.out, &[n, dim], feats)?;
     eprintln!("wrote {} ({n} x {dim} f32)", args.out.display());
     Ok(())
 }
