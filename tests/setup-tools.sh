@@ -42,7 +42,9 @@ command -v mpirun >/dev/null || apt_install openmpi-bin
 # (mpicc comes with openmpi-bin; the headers and the pkg-config file the build asks for do not)
 pkg-config --exists ompi-c 2>/dev/null || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] ||
     apt_install libopenmpi-dev
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || apt_install libclang-dev
+# bindgen needs libclang.so (not only a versioned libclang.so.1) and clang's own headers
+{ compgen -G '/usr/lib/llvm-*/lib/libclang.so' && compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h'; } >/dev/null ||
+    apt_install libclang-dev
 
 # Real footage for the video tests: only vtest.avi is unpacked from the opencv-doc package.
 if [ ! -s "$VTEST" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
