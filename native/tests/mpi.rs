@@ -203,3 +203,96 @@ fn sharded_embed_equals_one_process() {
         "the ranks' rows differ from one process's by {err}"
     );
 }
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_next_launch_resumes() {
+    // SIGKILL one rank after the first checkpoint: mpirun ends the whole job non-zero within a
+    // bounded time; launched again, the ranks resume and end as an uninterrupted process does
+    let dir = tempfile::tempdir().unwrap();
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    let data = fixture("images");
+    let args = |out: &std::path::Path, devices: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = train_args_with(s(&data), s(out), "3", "0")
+            .into_iter()
+            .map(String::from)
+            .collect();
+        a.extend(
+            [
+                "--attention-every",
+                "0",
+                "--checkpoint-every",
+                "1",
+                "--devices",
+                devices,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    ok(&args(&one, "2")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let launch = || {
+        Command::new("mpirun")
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+            .arg(env!("CARGO_BIN_EXE_dino"))
+            .args(args(&ranks, "1"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mpirun")
+    };
+    let mut job = launch();
+    let ckpt = ranks.join("checkpoint.safetensors");
+    let t = std::time::Instant::now();
+    while !ckpt.exists() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // the ranks are mpirun's children running dino (read from /proc): kill the last one
+    let ranks_of = |parent: u32| -> Vec<u32> {
+        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|pid: &u32| {
+                // "pid (comm) state ppid ..."
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.rsplit_once(") ").is_some_and(|(head, tail)| {
+                    head.ends_with("(dino") && tail.split(' ').nth(1) == Some(&parent.to_string())
+                })
+            })
+            .collect();
+        pids.sort();
+        pids
+    };
+    let victim = *ranks_of(job.id()).last().expect("a rank");
+    Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "the job did not end after a rank was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        !status.success(),
+        "the job ended successfully without a rank"
+    );
+    // the next launch resumes from the last checkpoint and ends as the uninterrupted run
+    let out = launch().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    for f in ["checkpoint.safetensors", "teacher.safetensors", "log.txt"] {
+        assert!(
+            std::fs::read(one.join(f)).unwrap() == std::fs::read(ranks.join(f)).unwrap(),
+            "{f} after the kill and the relaunch differs from the uninterrupted run"
+        );
+    }
+}
