@@ -23,7 +23,7 @@ impl TrainRun for Trainer {
 
     fn step(&mut self, batch: &CropBatch) -> Result<Metrics> {
         let s = Trainer::step(self, batch)?;
-        Ok(vec![
+        let mut metrics = vec![
             ("loss", s.loss),
             ("teacher_entropy", s.teacher_entropy),
             ("batch_entropy", s.batch_entropy),
@@ -31,7 +31,12 @@ impl TrainRun for Trainer {
             ("wd", s.wd),
             ("momentum", s.momentum),
             ("teacher_temp", s.teacher_temp),
-        ])
+        ];
+        if let Some(c) = s.comm_seconds {
+            // wall-clock, like img_per_s: in metrics.jsonl, not in log.txt
+            metrics.push(("comm_s", c));
+        }
+        Ok(metrics)
     }
 
     fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
@@ -68,7 +73,7 @@ impl TrainRun for Trainer {
     /// throughput keep theirs.
     fn log_key(key: &str) -> String {
         match key {
-            "img_per_s" | "teacher_entropy" | "batch_entropy" => key.to_string(),
+            "img_per_s" | "comm_s" | "teacher_entropy" | "batch_entropy" => key.to_string(),
             k => format!("train_{k}"),
         }
     }

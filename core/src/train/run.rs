@@ -316,15 +316,22 @@ fn write_records(path: &Path, records: &[Record]) -> Result<()> {
     crate::atomic_write(path, text.as_bytes())
 }
 
+/// Metrics that measure time, not the run: in `metrics.jsonl`, never in `log.txt`.
+const WALL_CLOCK: [&str; 2] = ["img_per_s", "comm_s"];
+
 /// `log.txt` as the official code writes it, one JSON line of averages per epoch of the
 /// records (all finished); rewritten from them, so a resumed run's log equals an uninterrupted
-/// one's byte for byte. The throughput (`img_per_s`, a wall-clock measure) stays in
-/// `metrics.jsonl`, as the official log has none.
+/// one's byte for byte. The wall-clock measures ([`WALL_CLOCK`]) stay in `metrics.jsonl`, as
+/// the official log has none.
 fn write_epoch_log<R: TrainRun>(path: &Path, records: &[Record]) -> Result<()> {
     let mut text = String::new();
     for recs in records.chunk_by(|a, b| a.epoch == b.epoch) {
         let mut line = serde_json::Map::new();
-        for key in recs[0].values.keys().filter(|k| *k != "img_per_s") {
+        for key in recs[0]
+            .values
+            .keys()
+            .filter(|k| !WALL_CLOCK.contains(&k.as_str()))
+        {
             let mean = recs.iter().map(|r| r.get(key)).sum::<f64>() / recs.len() as f64;
             line.insert(R::log_key(key), serde_json::json!(mean));
         }

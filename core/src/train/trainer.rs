@@ -30,6 +30,8 @@ pub struct StepStats {
     pub teacher_entropy: f64,
     /// Entropy of the batch-mean teacher target.
     pub batch_entropy: f64,
+    /// Seconds this step spent summing over the other processes (none without them).
+    pub comm_seconds: Option<f64>,
 }
 
 /// The schedules of a run, functions of the iteration (temperature: of the epoch).
@@ -496,9 +498,12 @@ impl Trainer {
             sums = sums + p.target_sums.clone().to_device(self.device());
             teacher_sum = teacher_sum + p.teacher_sum.clone().to_device(self.device());
         }
+        let mut comm_seconds = None;
         if let Some(c) = &self.collective {
             // the whole batch's loss and sums on every rank (as DDP's all-reduce of the center)
+            let t = std::time::Instant::now();
             [loss, sums, teacher_sum] = all_reduce_tensors(c.as_ref(), [loss, sums, teacher_sum])?;
+            comm_seconds = Some(t.elapsed().as_secs_f64());
         }
         let entropies = DinoLoss::entropies_from_sums(sums, rows);
         let values = Tensor::cat(vec![loss * scale, entropies], 0)
@@ -524,7 +529,9 @@ impl Trainer {
             sum.grads()
         };
         if let Some(c) = &self.collective {
+            let t = std::time::Instant::now();
             grads = all_reduce_grads(c.as_ref(), grads, self.student(), self.device())?;
+            comm_seconds = comm_seconds.map(|s| s + t.elapsed().as_secs_f64());
         }
         let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
         let settings = StepSettings {
@@ -551,6 +558,7 @@ impl Trainer {
             teacher_temp: temp,
             teacher_entropy: values[1] as f64,
             batch_entropy: values[2] as f64,
+            comm_seconds,
         })
     }
 }

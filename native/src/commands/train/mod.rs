@@ -279,15 +279,16 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
         let values: usize = dino_core::train::parameter_sizes(trainer.student())
             .values()
             .sum();
-        eprintln!(
-            "MPI: rank {rank} of {size} (world_size = {size}); each rank runs {} images of every \
-             batch of {}; up to {:.1} MB of gradients summed over the ranks per step; rank 0 \
-             writes {}",
-            cfg.batch_size / size,
-            cfg.batch_size,
-            values as f64 * 4.0 / 1e6,
-            dir.0.display()
-        );
+        if rank == 0 {
+            eprintln!(
+                "MPI: {size} ranks (world_size = {size}); each runs {} images of every batch of \
+                 {}; up to {:.1} MB of gradients summed over the ranks per step; rank 0 writes {}",
+                cfg.batch_size / size,
+                cfg.batch_size,
+                values as f64 * 4.0 / 1e6,
+                dir.0.display()
+            );
+        }
         if rank != 0 {
             let tmp = tempfile::tempdir()?;
             dir = RunDir(tmp.path().to_path_buf());

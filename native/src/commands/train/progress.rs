@@ -62,6 +62,7 @@ fn show(key: &str, v: f64) -> String {
         "momentum" => format!("m {v:.4}"),
         "teacher_temp" => format!("τt {v:.3}"),
         "img_per_s" => format!("{v:.1} img/s"),
+        "comm_s" => format!("comm {:.0} ms", v * 1e3),
         k => format!("{k} {v:.4}"),
     }
 }
