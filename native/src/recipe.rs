@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use dino_core::train::run::RunDir;
+use dino_core::train::run::{RunDir, RunSummary};
 
 use crate::backend::Backend;
 
@@ -105,13 +105,19 @@ impl RunFlags {
     }
 }
 
-/// Removes what an interrupted run left half-written in its folder, plots and snapshots
-/// (every output is written to a temporary file first), saying so.
-pub fn remove_temp_files(dir: &RunDir) {
-    let removed: usize = [dir.0.clone(), dir.0.join("plots"), dir.0.join("snapshots")]
+/// Removes what an interrupted run left half-written in the folders the CLI writes itself
+/// (plots, snapshots; the loop cleans the run folder, [`RunSummary::temp_files_removed`]), and
+/// says how many files went in all once the run is over.
+pub fn remove_temp_files(dir: &RunDir) -> usize {
+    [dir.0.join("plots"), dir.0.join("snapshots")]
         .iter()
         .map(|d| dino_core::remove_temp_files(d))
-        .sum();
+        .sum()
+}
+
+/// The line about [`remove_temp_files`] and the loop's own count, when anything was removed.
+pub fn report_temp_files(cli: usize, summary: &RunSummary) {
+    let removed = cli + summary.temp_files_removed;
     if removed > 0 {
         eprintln!("removed {removed} half-written temporary file(s) of an interrupted run");
     }

@@ -175,6 +175,8 @@ pub struct RunSummary {
     pub batches_per_s: f64,
     /// Steps this call ran.
     pub steps: usize,
+    /// Half-written temporary files of an interrupted run removed from the folder.
+    pub temp_files_removed: usize,
 }
 
 /// Runs `run` to its last epoch on `batches`, writing into `dir` (created if needed), then
@@ -199,9 +201,11 @@ where
     }
     std::fs::create_dir_all(&dir.0).map_err(|e| Error::io(&dir.0, e))?;
     // what a killed run left half-written (the finished files are whole: atomic writes)
-    crate::remove_temp_files(&dir.0);
+    let mut summary = RunSummary {
+        temp_files_removed: crate::remove_temp_files(&dir.0),
+        ..RunSummary::default()
+    };
     crate::atomic_write(&dir.config(), run.config_toml().as_bytes())?;
-    let mut summary = RunSummary::default();
     let mut records = read_records(&dir.metrics(), run.iteration());
     if run.finished() {
         // a run killed after its last checkpoint: the log and the export may be missing

@@ -120,7 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let unlabelled: Arc<dyn ImageSource> = Arc::new(unlabelled);
     let device = args.run.device.devices(1)?.remove(0);
 
-    crate::recipe::remove_temp_files(&dir);
+    let cli_temp_files = crate::recipe::remove_temp_files(&dir);
     let resumed = args.run.resume(&dir, |f| PawsTrainer::load(f, &device))?;
     let mut trainer = match resumed {
         Some((mut t, f)) => {
@@ -173,6 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = Progress::new(&trainer, cfg.epochs, dir.0.clone(), &*unlabelled);
     let summary = train(&mut trainer, batches, &dir, &mut progress)?;
     progress.bar.finish();
+    crate::recipe::report_temp_files(cli_temp_files, &summary);
     if summary.skipped > 0 {
         eprintln!("{} unreadable image(s) were skipped", summary.skipped);
     }

@@ -186,9 +186,10 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
     let first_device = local_rank() * args.devices.unwrap_or(1);
     let device = args.run.device.devices_from(first_device, 1)?.remove(0);
 
-    if rank == 0 {
-        crate::recipe::remove_temp_files(&dir);
-    }
+    let cli_temp_files = match rank {
+        0 => crate::recipe::remove_temp_files(&dir),
+        _ => 0,
+    };
     // resume: an explicit file, else the output folder's checkpoint (or its newest intact copy)
     let resumed = args.run.resume(&dir, |f| Trainer::load(f, &device))?;
     let mut resumed = match resumed {
@@ -270,16 +271,16 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
         );
     }
     // the other ranks train in step and write into a scratch folder of their own
-    let mut scratch = None;
+    let mut _scratch = None;
     let mut dir = dir;
     let mut attention_every = args.attention_every;
     if let Some(world) = &mpi {
         let size = world.world();
         trainer.set_collective(world.clone())?;
-        let values: usize = dino_core::train::parameter_sizes(trainer.student())
-            .values()
-            .sum();
         if rank == 0 {
+            let values: usize = dino_core::train::parameter_sizes(trainer.student())
+                .values()
+                .sum();
             eprintln!(
                 "MPI: {size} ranks (world_size = {size}); each runs {} images of every batch of \
                  {}; up to {:.1} MB of gradients summed over the ranks per step; rank 0 writes {}",
@@ -288,11 +289,10 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
                 values as f64 * 4.0 / 1e6,
                 dir.0.display()
             );
-        }
-        if rank != 0 {
+        } else {
             let tmp = tempfile::tempdir()?;
             dir = RunDir(tmp.path().to_path_buf());
-            scratch = Some(tmp);
+            _scratch = Some(tmp);
             attention_every = 0;
         }
     }
@@ -351,12 +351,10 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
         &mut progress,
     )?;
     progress.bar.finish();
-    if mpi.is_some() {
-        // (the loop compared the ranks' states at every checkpoint)
-        if rank != 0 {
-            drop(scratch);
-            return Ok(());
-        }
+    crate::recipe::report_temp_files(cli_temp_files, &summary);
+    if rank != 0 {
+        // its scratch folder goes; the loop compared the ranks' states at every checkpoint
+        return Ok(());
     }
     if summary.skipped > 0 {
         eprintln!("{} unreadable image(s) were skipped", summary.skipped);
