@@ -3,6 +3,7 @@
 //! benchmark measures exactly what `dino` runs.
 
 pub mod allocator;
+pub mod ann;
 pub mod backend;
 
 /// The command-line name of a choice (`--method kmeans`), for reports and messages.
