@@ -1,0 +1,535 @@
+//! `dino-bench-ann`: approximate nearest-neighbour libraries measured on the same synthetic
+//! DINO-like descriptors in one run: USearch (the one `dino dedup` / `dino retrieve` use),
+//! `hnsw_rs` (pure Rust, with `--features hnsw-rs`), the exact search of dino-core, and FAISS
+//! (HNSW and exact flat, through `bench/ann_faiss.py` when Python has `faiss`). Recall@k of
+//! each against the exact search, build time, query time, memory, file size and the time of a
+//! full self-search (what a dedup does), as a table for BENCHMARKS.md:
+//!
+//! ```sh
+//! cargo run --release -p dino-bench --features hnsw-rs --bin dino-bench-ann -- --sizes 100000
+//! ```
+//!
+//! The descriptors imitate real ones rather than uniform noise: 1536-d (ViT-S copy
+//! descriptors), a low-rank signal with a decaying spectrum (256 latent directions, variance
+//! 1/i), grouped around cluster centres (about 50 images a cluster), 2% near-duplicates of
+//! other rows, isotropic noise, L2-normalised.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use dino_core::cpu::matmul::{Epilogue, matmul};
+use dino_core::features::{l2_normalize, search::Index};
+use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use rand::Rng;
+use rayon::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dino-bench-ann",
+    about = "Approximate nearest-neighbour search side by side"
+)]
+struct Args {
+    /// Collection sizes (descriptors).
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    sizes: Vec<usize>,
+    /// Descriptor width (ViT-S/16 copy descriptor: 1536).
+    #[arg(long, default_value_t = 1536)]
+    dim: usize,
+    /// Sampled queries for recall and query time (rows of the collection, themselves left
+    /// out of their results).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// USearch storage forms to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,f16,i8")]
+    quantization: Vec<Quantization>,
+    /// HNSW neighbours per node (M), the same for every library.
+    #[arg(long, default_value_t = 16)]
+    connectivity: usize,
+    /// HNSW efConstruction, the same for every library.
+    #[arg(long, default_value_t = 128)]
+    expansion_add: usize,
+    /// HNSW ef at search time, the same for every library.
+    #[arg(long, default_value_t = 64)]
+    expansion_search: usize,
+    /// Also time a self-search of every row (k neighbours each), as `dino dedup` does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    full: bool,
+    /// Run the exact search of every row too (quadratic: skipped above this size).
+    #[arg(long, default_value_t = 200_000)]
+    exact_full_max: usize,
+    /// Run FAISS through this interpreter (skipped when it has no faiss).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Skip FAISS.
+    #[arg(long)]
+    no_faiss: bool,
+    /// Folder for the descriptors handed to FAISS and the saved indexes.
+    #[arg(long, default_value = "/tmp/dino-bench-ann")]
+    work: PathBuf,
+    /// Seed of the synthetic descriptors.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Synthetic DINO-like descriptors, `[n, dim]`, L2-normalised (see the module doc).
+fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    const LATENT: usize = 256;
+    let mut rng = dino_core::rng::seeded(seed);
+    // basis [LATENT, dim] and per-direction scale sqrt(1/i)
+    let basis: Vec<f32> = dino_core::rng::normal(&mut rng, LATENT * dim, 0.0, 1.0)
+        .into_iter()
+        .map(|v| v / (dim as f32).sqrt())
+        .collect();
+    let scale: Vec<f32> = (0..LATENT).map(|i| (1.0 / (i + 1) as f32).sqrt()).collect();
+    let clusters = (n / 50).max(10);
+    let centres: Vec<f32> = dino_core::rng::normal(&mut rng, clusters * LATENT, 0.0, 1.0)
+        .chunks_exact(LATENT)
+        .flat_map(|c| c.iter().zip(&scale).map(|(v, s)| v * s).collect::<Vec<_>>())
+        .collect();
+    let noise = 0.033f32;
+    let chunk = 4096;
+    let mut out = vec![0f32; n * dim];
+    out.par_chunks_mut(chunk * dim)
+        .enumerate()
+        .for_each(|(ci, rows)| {
+            let m = rows.len() / dim;
+            let mut rng = dino_core::rng::seeded(dino_core::rng::mix(seed, ci as u64, 1));
+            let mut z = vec![0f32; m * LATENT];
+            let mut dup_of = vec![usize::MAX; m];
+            for r in 0..m {
+                if r > 0 && rng.random::<f32>() < 0.02 {
+                    // a near-duplicate of an earlier row of this chunk
+                    let src = rng.random_range(0..r);
+                    dup_of[r] = src;
+                    let (a, b) = z.split_at_mut(r * LATENT);
+                    b[..LATENT].copy_from_slice(&a[src * LATENT..(src + 1) * LATENT]);
+                    continue;
+                }
+                let c = rng.random_range(0..clusters);
+                let e = dino_core::rng::normal(&mut rng, LATENT, 0.0, 0.6);
+                for i in 0..LATENT {
+                    z[r * LATENT + i] = centres[c * LATENT + i] + e[i] * scale[i];
+                }
+            }
+            matmul(
+                &z,
+                m,
+                LATENT,
+                &basis,
+                dim,
+                rows,
+                Epilogue::Bias(&vec![0f32; dim]),
+            );
+            let eps = dino_core::rng::normal(&mut rng, m * dim, 0.0, 1.0);
+            for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
+                let s = if dup_of[r] == usize::MAX {
+                    noise
+                } else {
+                    noise * 0.3
+                };
+                for (v, e) in row.iter_mut().zip(&eps[r * dim..(r + 1) * dim]) {
+                    *v += s * e;
+                }
+            }
+            l2_normalize(rows, dim);
+        });
+    out
+}
+
+/// Exact top-k of the sampled query rows (themselves excluded), over blocks of the
+/// collection so that memory stays bounded.
+fn exact_top_k(rows: &[f32], dim: usize, queries: &[usize], k: usize) -> Vec<Vec<(u64, f32)>> {
+    let n = rows.len() / dim;
+    let q: Vec<f32> = queries
+        .iter()
+        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let mut best: Vec<Vec<(u64, f32)>> = vec![Vec::new(); queries.len()];
+    let block = 100_000;
+    for start in (0..n).step_by(block) {
+        let end = (start + block).min(n);
+        let index = Index::new(&rows[start * dim..end * dim], dim).expect("rows");
+        let hits = index.search(&q, k + 1, false).expect("search");
+        for (b, h) in best.iter_mut().zip(hits) {
+            b.extend(h.iter().map(|x| ((start + x.index) as u64, x.score)));
+        }
+    }
+    for (b, &qi) in best.iter_mut().zip(queries) {
+        b.retain(|(key, _)| *key != qi as u64);
+        b.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        b.truncate(k);
+    }
+    best
+}
+
+fn recall(found: &[Vec<u64>], truth: &[Vec<(u64, f32)>]) -> f64 {
+    let mut hit = 0usize;
+    let mut all = 0usize;
+    for (f, t) in found.iter().zip(truth) {
+        all += t.len();
+        hit += f
+            .iter()
+            .filter(|k| t.iter().any(|(tk, _)| tk == *k))
+            .count();
+    }
+    hit as f64 / all.max(1) as f64
+}
+
+/// Resident memory of this process, bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Row {
+    library: String,
+    n: usize,
+    recall: f64,
+    build_s: f64,
+    query_ms: f64,
+    full_s: Option<f64>,
+    memory_mb: f64,
+    file_mb: Option<f64>,
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+fn usearch_row(
+    rows: &[f32],
+    dim: usize,
+    args: &Args,
+    q: Quantization,
+    sample: &[usize],
+    truth: &[Vec<(u64, f32)>],
+) -> anyhow::Result<Row> {
+    let n = rows.len() / dim;
+    let settings = HnswSettings {
+        quantization: q,
+        connectivity: args.connectivity,
+        expansion_add: args.expansion_add,
+        expansion_search: args.expansion_search,
+    };
+    let keys: Vec<u64> = (0..n as u64).collect();
+    let before = rss();
+    let t = Instant::now();
+    let index = HnswIndex::new(dim, settings)?;
+    index.add(&keys, rows, &|_| {})?;
+    let build_s = t.elapsed().as_secs_f64();
+    eprintln!("USearch SIMD: {}", index.hardware_acceleration());
+    let memory = rss()
+        .saturating_sub(before)
+        .max(index.memory_usage() as u64);
+    let qrows: Vec<f32> = sample
+        .iter()
+        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
+    let t = Instant::now();
+    let hits = index.search(&qrows, args.k, Some(&own), &|_| {})?;
+    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+    let found: Vec<Vec<u64>> = hits
+        .iter()
+        .map(|h| h.iter().map(|x| x.key).collect())
+        .collect();
+    let full_s = if args.full {
+        let t = Instant::now();
+        let _ = index.search(rows, args.k, Some(&keys), &|_| {})?;
+        Some(t.elapsed().as_secs_f64() + build_s)
+    } else {
+        None
+    };
+    let file = args.work.join(format!("usearch-{n}.usearch"));
+    index.save(&file)?;
+    let file_mb = mb(std::fs::metadata(&file)?.len());
+    std::fs::remove_file(&file).ok();
+    Ok(Row {
+        library: format!(
+            "USearch {} HNSW {}",
+            usearch::version(),
+            dino_native::choice_name(&q)
+        ),
+        n,
+        recall: recall(&found, truth),
+        build_s,
+        query_ms,
+        full_s,
+        memory_mb: mb(memory),
+        file_mb: Some(file_mb),
+    })
+}
+
+#[cfg(feature = "hnsw-rs")]
+fn hnsw_rs_row(
+    rows: &[f32],
+    dim: usize,
+    args: &Args,
+    sample: &[usize],
+    truth: &[Vec<(u64, f32)>],
+) -> anyhow::Result<Row> {
+    use hnsw_rs::prelude::*;
+    let n = rows.len() / dim;
+    let before = rss();
+    let t = Instant::now();
+    let hnsw =
+        Hnsw::<f32, DistCosine>::new(args.connectivity, n, 16, args.expansion_add, DistCosine {});
+    let data: Vec<(&[f32], usize)> = rows.chunks_exact(dim).zip(0..n).collect();
+    hnsw.parallel_insert_slice(&data);
+    let build_s = t.elapsed().as_secs_f64();
+    let memory = rss().saturating_sub(before);
+    let search = |ids: &[usize]| -> Vec<Vec<u64>> {
+        ids.par_iter()
+            .map(|&i| {
+                hnsw.search(
+                    &rows[i * dim..(i + 1) * dim],
+                    args.k + 1,
+                    args.expansion_search.max(args.k + 1),
+                )
+                .into_iter()
+                .filter(|x| x.d_id != i)
+                .take(args.k)
+                .map(|x| x.d_id as u64)
+                .collect()
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    let found = search(sample);
+    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+    let full_s = if args.full {
+        let all: Vec<usize> = (0..n).collect();
+        let t = Instant::now();
+        let _ = search(&all);
+        Some(t.elapsed().as_secs_f64() + build_s)
+    } else {
+        None
+    };
+    Ok(Row {
+        library: "hnsw_rs 0.3.5 HNSW f32".into(),
+        n,
+        recall: recall(&found, truth),
+        build_s,
+        query_ms,
+        full_s,
+        memory_mb: mb(memory),
+        file_mb: None,
+    })
+}
+
+fn exact_row(
+    rows: &[f32],
+    dim: usize,
+    args: &Args,
+    sample: &[usize],
+    truth: &[Vec<(u64, f32)>],
+) -> anyhow::Result<Row> {
+    let n = rows.len() / dim;
+    let before = rss();
+    let t = Instant::now();
+    let index = Index::new(rows, dim)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let memory = rss().saturating_sub(before);
+    let qrows: Vec<f32> = sample
+        .iter()
+        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let t = Instant::now();
+    let hits = index.search(&qrows, args.k + 1, false)?;
+    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+    let found: Vec<Vec<u64>> = hits
+        .iter()
+        .zip(sample)
+        .map(|(h, &i)| {
+            h.iter()
+                .filter(|x| x.index != i)
+                .take(args.k)
+                .map(|x| x.index as u64)
+                .collect()
+        })
+        .collect();
+    let full_s = if args.full && n <= args.exact_full_max {
+        let t = Instant::now();
+        let _ = index.search(rows, args.k, true)?;
+        Some(t.elapsed().as_secs_f64() + build_s)
+    } else {
+        None
+    };
+    Ok(Row {
+        library: "dino-core exact (blocked matmul)".into(),
+        n,
+        recall: recall(&found, truth),
+        build_s,
+        query_ms,
+        full_s,
+        memory_mb: mb(memory),
+        file_mb: None,
+    })
+}
+
+fn write_npy(path: &Path, data: &[f32], shape: &[u64]) -> anyhow::Result<()> {
+    use npyz::WriterBuilder;
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut f)
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()?;
+    f.flush()?;
+    Ok(())
+}
+
+fn write_npy_i64(path: &Path, data: &[i64], shape: &[u64]) -> anyhow::Result<()> {
+    use npyz::WriterBuilder;
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = npyz::WriteOptions::<i64>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut f)
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()?;
+    f.flush()?;
+    Ok(())
+}
+
+fn faiss_rows(
+    rows: &[f32],
+    dim: usize,
+    args: &Args,
+    sample: &[usize],
+    truth: &[Vec<(u64, f32)>],
+) -> anyhow::Result<Vec<Row>> {
+    let n = rows.len() / dim;
+    let probe = Command::new(&args.python)
+        .args(["-c", "import faiss"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "FAISS: not installed for {} (pip install faiss-cpu)",
+            args.python
+        );
+        return Ok(Vec::new());
+    }
+    let dir = &args.work;
+    write_npy(&dir.join("rows.npy"), rows, &[n as u64, dim as u64])?;
+    let ids: Vec<i64> = sample.iter().map(|&i| i as i64).collect();
+    write_npy_i64(&dir.join("queries.npy"), &ids, &[ids.len() as u64])?;
+    let t: Vec<i64> = truth
+        .iter()
+        .flat_map(|t| t.iter().map(|(k, _)| *k as i64))
+        .collect();
+    write_npy_i64(
+        &dir.join("truth.npy"),
+        &t,
+        &[truth.len() as u64, args.k as u64],
+    )?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ann_faiss.py");
+    let out = Command::new(&args.python)
+        .arg(script)
+        .arg(dir)
+        .args(["--k", &args.k.to_string()])
+        .args(["--m", &args.connectivity.to_string()])
+        .args(["--ef-construction", &args.expansion_add.to_string()])
+        .args(["--ef-search", &args.expansion_search.to_string()])
+        .args(["--full", if args.full { "1" } else { "0" }])
+        .args(["--exact-full-max", &args.exact_full_max.to_string()])
+        .args(["--threads", &rayon::current_num_threads().to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running bench/ann_faiss.py")?;
+    anyhow::ensure!(out.status.success(), "bench/ann_faiss.py failed");
+    std::fs::remove_file(dir.join("rows.npy")).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| Ok(serde_json::from_str::<Row>(l)?))
+        .collect()
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| library | descriptors | recall@k | build s | query ms | full self-search s | memory MB | file MB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.4} | {:.1} | {:.3} | {} | {:.0} | {} |",
+            r.library,
+            r.n,
+            r.recall,
+            r.build_s,
+            r.query_ms,
+            r.full_s.map_or("-".into(), |s| format!("{s:.1}")),
+            r.memory_mb,
+            r.file_mb.map_or("-".into(), |s| format!("{s:.0}")),
+        );
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work)?;
+    let mut table = Vec::new();
+    for &n in &args.sizes {
+        anyhow::ensure!(n > args.k, "--sizes must exceed --k");
+        let t = Instant::now();
+        let rows = synthetic(n, args.dim, args.seed);
+        eprintln!(
+            "{n} synthetic descriptors of {} in {:.1} s",
+            args.dim,
+            t.elapsed().as_secs_f64()
+        );
+        let q = args.queries.min(n);
+        let sample: Vec<usize> = (0..q).map(|i| i * n / q).collect();
+        let t = Instant::now();
+        let truth = exact_top_k(&rows, args.dim, &sample, args.k);
+        eprintln!("exact ground truth in {:.1} s", t.elapsed().as_secs_f64());
+        let mut push = |r: Row| {
+            eprintln!("{r:?}");
+            table.push(r);
+        };
+        for &qz in &args.quantization {
+            push(usearch_row(&rows, args.dim, &args, qz, &sample, &truth)?);
+        }
+        #[cfg(feature = "hnsw-rs")]
+        push(hnsw_rs_row(&rows, args.dim, &args, &sample, &truth)?);
+        if n <= args.exact_full_max {
+            push(exact_row(&rows, args.dim, &args, &sample, &truth)?);
+        }
+        if !args.no_faiss {
+            for r in faiss_rows(&rows, args.dim, &args, &sample, &truth)? {
+                push(r);
+            }
+        }
+    }
+    println!(
+        "\n{} threads, dim {}, k {}, M {}, efConstruction {}, ef {}; recall against the exact search on {} sampled queries; full = build + every row searched",
+        rayon::current_num_threads(),
+        args.dim,
+        args.k,
+        args.connectivity,
+        args.expansion_add,
+        args.expansion_search,
+        args.queries
+    );
+    print_table(&table);
+    Ok(())
+}
