@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use dino_core::imaging::Resize;
 
 use crate::engine::Engine;
-use crate::features::{Extracted, extract};
+use crate::features::{Extracted, bar, extract_counted};
 
 /// A file as it was when its features were computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +58,8 @@ pub struct FeatureStore {
 #[derive(Debug, Default, Serialize)]
 pub struct UpdateStats {
     pub reused: usize,
+    /// Rows an interrupted run had computed (its saved parts).
+    pub resumed: usize,
     pub computed: usize,
     pub removed: usize,
     pub skipped: Vec<(PathBuf, String)>,
@@ -122,12 +124,15 @@ impl FeatureStore {
 
     /// Features for `files` under `signature`: rows of an existing store at `path` are reused
     /// where file and signature are unchanged, the rest come from `compute` (which may skip
-    /// unreadable files). The store is saved back when anything changed.
+    /// unreadable files), called on parts of [`PART_FILES`] files with the number of files
+    /// to compute in all. Each part is saved beside the store as it is done
+    /// (`FILE.part-NNNNN`), so a killed run starts again where it stopped; the store is
+    /// saved back when anything changed, and the parts removed.
     pub fn update(
         path: Option<&Path>,
         signature: &str,
         files: &[PathBuf],
-        compute: impl FnOnce(&[PathBuf]) -> anyhow::Result<Extracted>,
+        mut compute: impl FnMut(&[PathBuf], usize) -> anyhow::Result<Extracted>,
     ) -> anyhow::Result<(Self, UpdateStats)> {
         let old = match path {
             Some(p) => match Self::load(p) {
@@ -139,10 +144,24 @@ impl FeatureStore {
             },
             None => None,
         };
-        let mut known: HashMap<&Path, (usize, &Entry)> = HashMap::new();
-        if let Some(s) = &old {
+        // rows an interrupted run computed (same signature; a damaged part is computed again)
+        let parts: Vec<FeatureStore> = match path {
+            Some(p) => part_files(p)?
+                .iter()
+                .filter_map(|f| match Self::load(f) {
+                    Ok(s) => s.filter(|s| s.signature == signature),
+                    Err(e) => {
+                        eprintln!("warning: {e:#}; its files are computed again");
+                        None
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut known: HashMap<&Path, (&FeatureStore, usize)> = HashMap::new();
+        for s in old.iter().chain(&parts) {
             for (i, e) in s.entries.iter().enumerate() {
-                known.insert(e.path.as_path(), (i, e));
+                known.insert(e.path.as_path(), (s, i));
             }
         }
         let now: Vec<Entry> = files
@@ -150,28 +169,65 @@ impl FeatureStore {
             .map(|f| Entry::of(f))
             .collect::<anyhow::Result<_>>()?;
         let mut stats = UpdateStats::default();
-        let todo: Vec<PathBuf> = now
-            .iter()
-            .filter(|e| known.get(e.path.as_path()).is_none_or(|(_, k)| *k != *e))
-            .map(|e| e.path.clone())
-            .collect();
-        let fresh = if todo.is_empty() {
-            None
-        } else {
-            Some(compute(&todo)?)
+        let unchanged = |e: &Entry| {
+            known
+                .get(e.path.as_path())
+                .is_some_and(|(s, i)| s.entries[*i] == *e)
         };
-        let dim = fresh
-            .as_ref()
-            .map(|f| f.dim)
-            .or(old.as_ref().map(|s| s.dim))
-            .unwrap_or(0);
-        let mut fresh_rows: HashMap<&Path, &[f32]> = HashMap::new();
-        if let Some(f) = &fresh {
-            for (i, p) in f.files.iter().enumerate() {
-                fresh_rows.insert(p.as_path(), &f.rows[i * dim..(i + 1) * dim]);
+        let todo: Vec<&Entry> = now.iter().filter(|e| !unchanged(e)).collect();
+        let dim0 = old.as_ref().or(parts.first()).map(|s| s.dim).unwrap_or(0);
+        let mut fresh: Vec<FeatureStore> = Vec::new();
+        // numbered after the last part left (parts of other signatures are not overwritten)
+        let mut next_part = part_files(path.unwrap_or(Path::new("")))?
+            .last()
+            .and_then(|p| {
+                p.to_string_lossy()
+                    .rsplit_once(".part-")?
+                    .1
+                    .parse::<usize>()
+                    .ok()
+            })
+            .map_or(0, |i| i + 1);
+        for chunk in todo.chunks(PART_FILES) {
+            let names: Vec<PathBuf> = chunk.iter().map(|e| e.path.clone()).collect();
+            let got = compute(&names, todo.len())?;
+            let by_path: HashMap<&Path, &Entry> =
+                chunk.iter().map(|e| (e.path.as_path(), *e)).collect();
+            let part = FeatureStore {
+                signature: signature.to_string(),
+                entries: got
+                    .files
+                    .iter()
+                    .map(|f| (*by_path.get(f.as_path()).expect("a computed file")).clone())
+                    .collect(),
+                dim: got.dim,
+                rows: got.rows,
+            };
+            anyhow::ensure!(
+                dim0 == 0 || part.entries.is_empty() || part.dim == dim0,
+                "rows of {} values, the index has {dim0}",
+                part.dim
+            );
+            if let Some(p) = path
+                && !part.entries.is_empty()
+            {
+                part.save(&part_path(p, next_part))?;
+                next_part += 1;
             }
-            stats.computed = f.files.len();
-            stats.skipped = f.skipped.clone();
+            stats.computed += part.entries.len();
+            stats.skipped.extend(got.skipped);
+            fresh.push(part);
+        }
+        let dim = fresh
+            .iter()
+            .find(|f| !f.entries.is_empty())
+            .map(|f| f.dim)
+            .unwrap_or(dim0);
+        let mut fresh_rows: HashMap<&Path, &[f32]> = HashMap::new();
+        for f in &fresh {
+            for (i, e) in f.entries.iter().enumerate() {
+                fresh_rows.insert(e.path.as_path(), &f.rows[i * dim..(i + 1) * dim]);
+            }
         }
         let mut store = FeatureStore {
             signature: signature.to_string(),
@@ -182,9 +238,13 @@ impl FeatureStore {
         for e in now {
             let row = match fresh_rows.get(e.path.as_path()) {
                 Some(r) => *r,
-                None => match (known.get(e.path.as_path()), &old) {
-                    (Some((i, k)), Some(s)) if *k == &e => {
-                        stats.reused += 1;
+                None => match known.get(e.path.as_path()) {
+                    Some((s, i)) if s.entries[*i] == e => {
+                        if old.as_ref().is_some_and(|o| std::ptr::eq(o, *s)) {
+                            stats.reused += 1;
+                        } else {
+                            stats.resumed += 1;
+                        }
                         &s.rows[i * dim..(i + 1) * dim]
                     }
                     _ => continue, // unreadable: skipped
@@ -202,13 +262,50 @@ impl FeatureStore {
                 .filter(|e| !current.contains(e.path.as_path()))
                 .count();
         }
-        if let Some(p) = path
-            && (stats.computed > 0 || stats.removed > 0 || old.is_none())
-        {
-            store.save(p)?;
+        if let Some(p) = path {
+            if stats.computed > 0 || stats.resumed > 0 || stats.removed > 0 || old.is_none() {
+                store.save(p)?;
+            }
+            for f in part_files(p)? {
+                std::fs::remove_file(&f).with_context(|| format!("{}", f.display()))?;
+            }
         }
         Ok((store, stats))
     }
+}
+
+/// Files computed between two saved parts of an update: a killed run loses at most these.
+pub const PART_FILES: usize = 2048;
+
+fn part_path(index: &Path, i: usize) -> PathBuf {
+    let mut s = index.as_os_str().to_owned();
+    s.push(format!(".part-{i:05}"));
+    PathBuf::from(s)
+}
+
+/// The saved parts of an interrupted update of the store at `index`, in order.
+fn part_files(index: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let (Some(name), dir) = (index.file_name(), index.parent()) else {
+        return Ok(Vec::new());
+    };
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{}.part-", name.to_string_lossy());
+    let mut found = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("{}", dir.display())),
+    };
+    found.sort();
+    Ok(found)
 }
 
 /// How the rows of new or changed files are computed: [`extract`] with these settings.
@@ -232,19 +329,21 @@ impl FeatureStore {
         recipe: &Recipe,
         f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
     ) -> anyhow::Result<(Self, UpdateStats)> {
-        let (store, stats) = Self::update(index, signature, files, |todo| {
+        let mut progress: Option<indicatif::ProgressBar> = None;
+        let (store, stats) = Self::update(index, signature, files, |todo, total| {
             let r = recipe;
-            extract(
-                engine,
-                todo,
-                r.resize,
-                r.batch_size,
-                r.label,
-                r.dim,
-                true,
-                f,
-            )
+            let pb = progress.get_or_insert_with(|| bar(total, r.label));
+            extract_counted(engine, todo, r.resize, r.batch_size, pb, r.dim, true, &f)
         })?;
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        if stats.resumed > 0 {
+            eprintln!(
+                "resumed an interrupted extraction: {} images were already computed",
+                stats.resumed
+            );
+        }
         for (p, why) in &stats.skipped {
             eprintln!("warning: skipped {}: {why}", p.display());
         }
@@ -257,4 +356,76 @@ pub fn weights_identity(path: &Path) -> anyhow::Result<String> {
     let e = Entry::of(path)?;
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(format!("{}:{}:{}", canon.display(), e.size, e.modified_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two values a file, from its name.
+    fn rows_of(files: &[PathBuf]) -> Extracted {
+        Extracted {
+            files: files.to_vec(),
+            rows: files
+                .iter()
+                .flat_map(|f| {
+                    let n = f.to_string_lossy().len() as f32;
+                    [n, -n]
+                })
+                .collect(),
+            dim: 2,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_killed_extraction_resumes_from_its_saved_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..2 * PART_FILES + 5)
+            .map(|i| {
+                let p = dir.path().join(format!("{i:05}.jpg"));
+                std::fs::write(&p, b"x").unwrap();
+                p
+            })
+            .collect();
+        let store = dir.path().join("index.safetensors");
+        // the run dies during its second part: the first part is on disk
+        let mut calls = 0;
+        let failed = FeatureStore::update(Some(&store), "sig", &files, |todo, total| {
+            assert_eq!(total, files.len());
+            calls += 1;
+            anyhow::ensure!(calls < 2, "killed");
+            Ok(rows_of(todo))
+        });
+        assert!(failed.is_err());
+        assert!(!store.exists());
+        assert_eq!(part_files(&store).unwrap().len(), 1);
+        // the next run computes only the rest, then keeps one store and no parts
+        let mut computed = 0;
+        let (s, stats) = FeatureStore::update(Some(&store), "sig", &files, |todo, total| {
+            assert_eq!(total, files.len() - PART_FILES);
+            computed += todo.len();
+            Ok(rows_of(todo))
+        })
+        .unwrap();
+        assert_eq!(computed, files.len() - PART_FILES);
+        assert_eq!((stats.resumed, stats.computed), (PART_FILES, computed));
+        assert_eq!(s.rows, rows_of(&files).rows);
+        assert!(part_files(&store).unwrap().is_empty());
+        // another signature does not take the parts of this one
+        let mut calls = 0;
+        let _ = FeatureStore::update(Some(&store), "other", &files, |todo, _| {
+            calls += 1;
+            anyhow::ensure!(calls < 2, "killed");
+            Ok(rows_of(todo))
+        });
+        let (_, stats) =
+            FeatureStore::update(Some(&store), "sig", &files, |_, _| anyhow::bail!("none"))
+                .unwrap();
+        assert_eq!((stats.reused, stats.computed), (files.len(), 0));
+        assert!(
+            part_files(&store).unwrap().is_empty(),
+            "stale parts removed"
+        );
+    }
 }

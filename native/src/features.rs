@@ -83,9 +83,26 @@ pub fn extract(
     skip: bool,
     f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
 ) -> anyhow::Result<Extracted> {
+    let progress = bar(files.len(), label);
+    let out = extract_counted(engine, files, resize, batch_size, &progress, dim, skip, f)?;
+    progress.finish_and_clear();
+    Ok(out)
+}
+
+/// [`extract`] advancing a progress bar the caller holds (one bar over several calls).
+#[allow(clippy::too_many_arguments)]
+pub fn extract_counted(
+    engine: &Engine,
+    files: &[PathBuf],
+    resize: &Resize,
+    batch_size: usize,
+    progress: &ProgressBar,
+    dim: usize,
+    skip: bool,
+    f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<Extracted> {
     let patch = engine.config().patch;
     let n = files.len();
-    let progress = bar(n, label);
     let mut out = Extracted {
         files: Vec::with_capacity(n),
         rows: Vec::with_capacity(n * dim),
@@ -142,6 +159,5 @@ pub fn extract(
         out.rows.extend(rows);
         out.files.extend(names);
     }
-    progress.finish_and_clear();
     Ok(out)
 }
