@@ -11,6 +11,7 @@ mod label_png;
 mod model_args;
 #[cfg(feature = "mpi")]
 mod mpi_world;
+mod neighbour_search;
 mod npy;
 mod plots;
 mod recipe;

@@ -334,6 +334,42 @@ fn retrieve_ranks_the_original_first_and_updates_incrementally() {
         log.contains("12 images (11 reused, 1 computed, 1 removed"),
         "{log}"
     );
+    // the HNSW index returns what the exact search returns
+    let exact_json = read_json(&json);
+    let hjson = tmp.path().join("h.json");
+    for (search, out) in [("exact", &json), ("hnsw", &hjson)] {
+        ok(&[
+            "retrieve",
+            "-w",
+            &w,
+            "--index",
+            s(&data),
+            "--query",
+            s(&q1),
+            s(&q2),
+            "--k",
+            "5",
+            "--json",
+            s(out),
+            "--search",
+            search,
+        ]);
+    }
+    let (e, h) = (read_json(&json), read_json(&hjson));
+    assert_ne!(e, exact_json, "k changed");
+    for (qe, qh) in e.as_array().unwrap().iter().zip(h.as_array().unwrap()) {
+        for (a, b) in qe["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(qh["results"].as_array().unwrap())
+        {
+            assert_eq!(a["file"], b["file"]);
+            let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+            assert!((x - y).abs() < 2e-5, "{x} vs {y}");
+        }
+    }
+    assert!(data.join(".dino-index.safetensors.usearch").exists());
     // a corrupt index is rebuilt with a warning, not trusted
     std::fs::write(data.join(".dino-index.safetensors"), b"garbage").unwrap();
     let log = ok(&["retrieve", "-w", &w, "--index", s(&data)]);
@@ -749,4 +785,150 @@ fn video_and_propagation_on_real_footage() {
     let inside = last.get_pixel(100, 520)[0];
     let outside = last.get_pixel(600, 100)[0];
     assert_eq!((inside, outside), (255, 0));
+}
+
+/// `pairs.csv` as (a, b, score), sorted by file names.
+fn read_pairs(out: &Path) -> Vec<(String, String, f32)> {
+    let text = std::fs::read_to_string(out.join("pairs.csv")).unwrap();
+    let mut v: Vec<(String, String, f32)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.splitn(3, ',');
+            let score = f.next().unwrap().parse().unwrap();
+            let (a, b) = (file_name(f.next().unwrap()), file_name(f.next().unwrap()));
+            if a < b { (a, b, score) } else { (b, a, score) }
+        })
+        .collect();
+    v.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    v
+}
+
+fn assert_same_pairs(exact: &[(String, String, f32)], hnsw: &[(String, String, f32)]) {
+    let names = |v: &[(String, String, f32)]| {
+        v.iter()
+            .map(|(a, b, _)| (a.clone(), b.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(exact), names(hnsw));
+    for (e, h) in exact.iter().zip(hnsw) {
+        assert!((e.2 - h.2).abs() <= 2e-5, "{e:?} vs {h:?}");
+    }
+}
+
+#[test]
+fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    copy_set(&data, 6);
+    let index = tmp.path().join("index.safetensors");
+    let ann = tmp.path().join("index.safetensors.usearch");
+    let w = weights();
+    let run = |search: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "dedup",
+            "-w",
+            &w,
+            s(&data),
+            "--out",
+            s(out),
+            "--resize",
+            "224x224",
+            "--index-file",
+            s(&index),
+            // pairs decided by the threshold, not by the k-th neighbour (every image has
+            // fewer than k neighbours above it)
+            "--threshold",
+            "0.9",
+            "--k",
+            "10",
+            "--show",
+            "0",
+            "--search",
+            search,
+        ];
+        args.extend_from_slice(extra);
+        let log = ok(&args);
+        let report = read_json(&out.join("report.json"));
+        (log, report)
+    };
+    let exact = tmp.path().join("exact");
+    let hnsw = tmp.path().join("hnsw");
+    let (_, r) = run("exact", &exact, &[]);
+    assert_eq!(r["search"]["kind"], "exact");
+    assert!(!ann.exists(), "the exact search writes no HNSW index");
+    let (log, r) = run("hnsw", &hnsw, &[]);
+    assert_eq!(r["search"]["kind"], "hnsw-i8", "{log}");
+    assert_eq!(r["search"]["added"], 55);
+    assert!(
+        log.contains("HNSW index of 55 x 256"),
+        "the memory is announced: {log}"
+    );
+    let pairs = read_pairs(&exact);
+    assert!(
+        pairs.len() > 30,
+        "a threshold that keeps pairs: {}",
+        pairs.len()
+    );
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // a second run reads the saved index and inserts nothing
+    let (_, r) = run("hnsw", &hnsw, &[]);
+    assert_eq!(
+        (
+            &r["search"]["kept"],
+            &r["search"]["added"],
+            &r["search"]["removed"]
+        ),
+        (&55.into(), &0.into(), &0.into())
+    );
+    // the folder changes: one new image, one removed, one rewritten
+    let ph = photos();
+    transformed(&ph[7], 1, &data.join("new_t1.png"));
+    let stem = |i: usize| ph[i].file_stem().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(data.join(format!("{}_t5.png", stem(0)))).unwrap();
+    transformed(&ph[1], 4, &data.join(format!("{}_t1.png", stem(1))));
+    let (_, r) = run("hnsw", &hnsw, &[]);
+    assert_eq!(
+        (
+            &r["search"]["kept"],
+            &r["search"]["added"],
+            &r["search"]["removed"]
+        ),
+        (&53.into(), &2.into(), &2.into())
+    );
+    run("exact", &exact, &[]);
+    let pairs = read_pairs(&exact);
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // a damaged index is built anew, not read; other settings too
+    let bytes = std::fs::read(&ann).unwrap();
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&ann, &bad).unwrap();
+    let (log, r) = run("hnsw", &hnsw, &[]);
+    assert!(
+        log.contains("built anew") && log.contains("damaged"),
+        "{log}"
+    );
+    assert_eq!(r["search"]["added"], 55);
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    let (log, r) = run("hnsw", &hnsw, &["--quantization", "f16"]);
+    assert!(log.contains("other settings"), "{log}");
+    assert_eq!(r["search"]["kind"], "hnsw-f16");
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // auto: exact below the size
+    let (_, r) = run("auto", &hnsw, &[]);
+    assert_eq!(r["search"]["kind"], "exact");
+    let (_, r) = run("auto", &hnsw, &["--hnsw-above", "10"]);
+    assert_eq!(r["search"]["kind"], "hnsw-i8");
+    fails(&[
+        "dedup",
+        "-w",
+        &w,
+        s(&data),
+        "--search",
+        "hnsw",
+        "--connectivity",
+        "1",
+    ]);
 }

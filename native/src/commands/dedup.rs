@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dino_core::data::ImageFolder;
-use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca, search::Index};
+use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca};
 use dino_core::imaging::Resize;
 
 use crate::choice_name;
@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
+use crate::neighbour_search::{SearchArgs, Searcher};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -58,9 +59,12 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// Keep the descriptors in this file and reuse them next time (only new or changed
-    /// images are computed again).
+    /// images are computed again); an HNSW index is kept beside it (FILE.usearch) and
+    /// updated in place.
     #[arg(long, value_name = "FILE")]
     index_file: Option<PathBuf>,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Groups drawn in groups.png / groups.html (all are in the CSV and JSON).
     #[arg(long, default_value_t = 100)]
     show: usize,
@@ -169,21 +173,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let whitening = distractors
         .as_deref()
         .or(args.whiten_self.then_some(rows.as_slice()));
-    let mut energy = None;
-    let out_dim = if let Some(train) = whitening {
-        let k = args.pca_dim.unwrap_or(dim).min(dim);
-        let pca = Pca::fit_whitening(train, dim, k, args.whitening_power)
-            .context("learning the whitening")?;
-        energy = Some(pca.energy);
-        rows = pca.apply(&rows)?;
-        k
-    } else {
-        dim
+    let pca = match whitening {
+        Some(train) => {
+            let k = args.pca_dim.unwrap_or(dim).min(dim);
+            Some(
+                Pca::fit_whitening(train, dim, k, args.whitening_power)
+                    .context("learning the whitening")?,
+            )
+        }
+        None => None,
+    };
+    let energy = pca.as_ref().map(|p| p.energy);
+    let out_dim = match &pca {
+        Some(p) => {
+            rows = p.apply(&rows)?;
+            p.dim_out
+        }
+        None => dim,
     };
     l2_normalize(&mut rows, out_dim);
     let t1 = Instant::now();
-    let index = Index::new(&rows, out_dim)?;
-    let neighbours = index.search(&rows, args.k, true)?;
+    // what the searched vectors are: the descriptors, and the whitening applied to them
+    let space = format!(
+        "{}|{}",
+        store.signature,
+        whitening_identity(pca.as_ref(), args.whitening_power)
+    );
+    let saved = args.index_file.as_ref().map(|p| ann_path(p));
+    let (searcher, search_report) = Searcher::build(
+        &args.search,
+        &rows,
+        out_dim,
+        &store.entries,
+        saved.as_deref().map(|p| (p, space.as_str())),
+    )?;
+    search_report.print(saved.as_deref());
+    let search_kind = search_report.kind.clone();
+    let neighbours = searcher.search(&rows, args.k, true, &rows)?;
+    drop(searcher);
     let pairs = groups::pairs_above(&neighbours, args.threshold);
     // what the threshold cuts: the distribution of each image's best match
     let mut best: Vec<f32> = neighbours
@@ -214,6 +241,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "threshold": args.threshold,
         "k": args.k,
         "resize": args.resize.to_string(),
+        "search": search_report,
         "pairs": pairs.len(),
         "best_match_similarity_percentiles": percentiles
             .iter()
@@ -268,10 +296,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "features {features_s:.1} s, search {search_s:.2} s; wrote {}/{{report.json,pairs.csv,groups.csv,groups.png,groups.html}}",
+        "features {features_s:.1} s, {} search {search_s:.2} s; wrote {}/{{report.json,pairs.csv,groups.csv,groups.png,groups.html}}",
+        search_kind,
         args.out.display()
     );
     Ok(())
+}
+
+/// Where the HNSW index of a feature index file is kept: `FILE.usearch`.
+pub fn ann_path(index_file: &Path) -> PathBuf {
+    let mut s = index_file.as_os_str().to_owned();
+    s.push(".usearch");
+    PathBuf::from(s)
+}
+
+/// What a whitening does to the descriptors, for the identity of a saved HNSW index: none, or
+/// a hash of its mean and projection (learned again on other images, it is another space).
+fn whitening_identity(pca: Option<&Pca>, power: f32) -> String {
+    match pca {
+        None => "raw".into(),
+        Some(p) => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for v in p.mean.iter().chain(&p.projection) {
+                h.update(&v.to_le_bytes());
+            }
+            format!("pca:{}:{}:{power}:{:016x}", p.dim_in, p.dim_out, h.digest())
+        }
+    }
 }
 
 fn write_csvs(

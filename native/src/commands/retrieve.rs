@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dino_core::data::ImageFolder;
-use dino_core::features::{descriptor, l2_normalize, search::Index};
+use dino_core::features::{descriptor, l2_normalize};
 use dino_core::imaging::{Resize, resize_bicubic};
 use image::RgbImage;
 
@@ -15,6 +15,7 @@ use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::features::extract;
 use crate::gallery;
 use crate::model_args::WeightsArgs;
+use crate::neighbour_search::{SearchArgs, Searcher};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,9 +37,12 @@ pub struct Args {
     /// How images are resized (official: long side at most 224, aspect kept).
     #[arg(long, default_value = "max:224")]
     resize: Resize,
-    /// Where the index is kept (default: DIR/.dino-index.safetensors).
+    /// Where the index is kept (default: DIR/.dino-index.safetensors; an HNSW index, when
+    /// used, beside it as FILE.usearch).
     #[arg(long, value_name = "FILE")]
     index_file: Option<PathBuf>,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Images per forward pass (only equal-size images share one).
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -116,13 +120,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stats.removed,
         stats.skipped.len()
     );
-    if args.query.is_empty() {
+    if store.entries.is_empty() && args.query.is_empty() {
         return Ok(());
     }
     anyhow::ensure!(
         !store.entries.is_empty(),
         "the index holds no readable images"
     );
+    // the HNSW index (when used) is brought up to date even without queries
+    let saved = super::dedup::ann_path(&index_file);
+    let (searcher, report) = Searcher::build(
+        &args.search,
+        &store.rows,
+        d,
+        &store.entries,
+        Some((&saved, store.signature.as_str())),
+    )?;
+    report.print(Some(&saved));
+    if args.query.is_empty() {
+        return Ok(());
+    }
     let queries = extract(
         &engine,
         &args.query,
@@ -133,8 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         false,
         |imgs| embed(&engine, imgs, args.multiscale),
     )?;
-    let index = Index::new(&store.rows, d)?;
-    let hits = index.search(&queries.rows, args.k, false)?;
+    let hits = searcher.search(&queries.rows, args.k, false, &store.rows)?;
     let paths: Vec<&Path> = store.entries.iter().map(|e| e.path.as_path()).collect();
     let mut json = Vec::new();
     for (q, h) in args.query.iter().zip(&hits) {
