@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test command needs, installed piece by piece and only when missing
 # (idempotent, safe on a fresh machine of the project's kind):
+#   - a C++ compiler (g++: dino-native builds USearch);
 #   - ffmpeg (the video tests decode and encode real videos) and OpenCV's vtest.avi (real
 #     footage, unpacked from Debian's opencv-doc into ~/.cache/dino-rs);
 #   - Debian chromium and chromium-driver (headless browser tests);
@@ -31,6 +32,8 @@ apt_install() {
 }
 mkdir -p "$CACHE"
 
+# dino-native compiles USearch (C++) for the approximate nearest-neighbour search
+command -v c++ >/dev/null || apt_install g++
 command -v ffmpeg >/dev/null || apt_install ffmpeg
 command -v chromium >/dev/null || apt_install chromium
 command -v chromedriver >/dev/null || apt_install chromium-driver
