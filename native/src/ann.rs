@@ -176,23 +176,16 @@ impl HnswIndex {
         Ok(Some(index))
     }
 
-    /// Writes the index atomically (a temporary file beside it, then a rename).
+    /// Writes the index atomically (`dino_core::atomic_replace`: a temporary file beside it,
+    /// fsync, rename), so a killed run leaves the previous index or the new one.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new("."));
-        let file = path.file_name().context("the index path names no file")?;
-        let tmp = dir.join(format!(
-            "{}{}",
-            dino_core::TEMP_PREFIX,
-            file.to_string_lossy()
-        ));
-        let name = tmp.to_str().context("the index path is not UTF-8")?;
-        self.inner
-            .save(name)
-            .map_err(usearch_error)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        dino_core::atomic_replace(path, |tmp| -> anyhow::Result<()> {
+            let name = tmp.to_str().context("the index path is not UTF-8")?;
+            self.inner
+                .save(name)
+                .map_err(usearch_error)
+                .with_context(|| format!("writing {}", path.display()))
+        })
     }
 
     pub fn dim(&self) -> usize {
