@@ -57,6 +57,9 @@ struct Args {
     /// HNSW ef at search time, the same for every library.
     #[arg(long, default_value_t = 64)]
     expansion_search: usize,
+    /// USearch: also the recall at these search expansions (ef), on the same graph.
+    #[arg(long, value_delimiter = ',')]
+    also_expansion_search: Vec<usize>,
     /// Also time a self-search of every row (k neighbours each), as `dino dedup` does.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     full: bool,
@@ -270,6 +273,22 @@ fn usearch_row(
         .collect();
     let wide = index.search(&qrows, 2 * args.k, Some(&own), &|_| {})?;
     let recall_rescored = recall(&rescored(&qrows, wide), truth);
+    // recall as the search expansion grows (the graph unchanged)
+    let mut index = index;
+    for &ef in &args.also_expansion_search {
+        index.set_expansion_search(ef);
+        let t = Instant::now();
+        let wide = index.search(&qrows, 2 * args.k, Some(&own), &|_| {})?;
+        let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+        eprintln!(
+            "USearch {} n {n} ef {ef}: recall@{} rescored from {}: {:.4}, {ms:.3} ms a query",
+            dino_native::choice_name(&q),
+            args.k,
+            2 * args.k,
+            recall(&rescored(&qrows, wide), truth)
+        );
+    }
+    index.set_expansion_search(args.expansion_search);
     let full_s = if args.full {
         let t = Instant::now();
         let hits = index.search(rows, 2 * args.k, Some(&keys), &|_| {})?;

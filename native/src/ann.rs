@@ -188,6 +188,12 @@ impl HnswIndex {
         })
     }
 
+    /// Changes the candidates examined per query (ef) from now on.
+    pub fn set_expansion_search(&mut self, ef: usize) {
+        self.settings.expansion_search = ef.max(1);
+        self.inner.change_expansion_search(ef.max(1));
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }
