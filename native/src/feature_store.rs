@@ -145,19 +145,20 @@ impl FeatureStore {
             None => None,
         };
         // rows an interrupted run computed (same signature; a damaged part is computed again)
-        let parts: Vec<FeatureStore> = match path {
-            Some(p) => part_files(p)?
-                .iter()
-                .filter_map(|f| match Self::load(f) {
-                    Ok(s) => s.filter(|s| s.signature == signature),
-                    Err(e) => {
-                        eprintln!("warning: {e:#}; its files are computed again");
-                        None
-                    }
-                })
-                .collect(),
+        let left = match path {
+            Some(p) => part_files(p)?,
             None => Vec::new(),
         };
+        let parts: Vec<FeatureStore> = left
+            .iter()
+            .filter_map(|f| match Self::load(f) {
+                Ok(s) => s.filter(|s| s.signature == signature),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; its files are computed again");
+                    None
+                }
+            })
+            .collect();
         let mut known: HashMap<&Path, (&FeatureStore, usize)> = HashMap::new();
         for s in old.iter().chain(&parts) {
             for (i, e) in s.entries.iter().enumerate() {
@@ -178,7 +179,7 @@ impl FeatureStore {
         let dim0 = old.as_ref().or(parts.first()).map(|s| s.dim).unwrap_or(0);
         let mut fresh: Vec<FeatureStore> = Vec::new();
         // numbered after the last part left (parts of other signatures are not overwritten)
-        let mut next_part = part_files(path.unwrap_or(Path::new("")))?
+        let mut next_part = left
             .last()
             .and_then(|p| {
                 p.to_string_lossy()
@@ -277,10 +278,15 @@ impl FeatureStore {
 /// Files computed between two saved parts of an update: a killed run loses at most these.
 pub const PART_FILES: usize = 2048;
 
-fn part_path(index: &Path, i: usize) -> PathBuf {
-    let mut s = index.as_os_str().to_owned();
-    s.push(format!(".part-{i:05}"));
+/// A file kept beside `path`: its name with `suffix` appended (`F` -> `F.usearch`).
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+fn part_path(index: &Path, i: usize) -> PathBuf {
+    beside(index, &format!(".part-{i:05}"))
 }
 
 /// The saved parts of an interrupted update of the store at `index`, in order.

@@ -18,7 +18,7 @@ use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::feature_store::Entry;
+use crate::feature_store::{Entry, beside};
 use crate::features::bar;
 
 /// Which search finds the neighbours.
@@ -132,10 +132,13 @@ struct Sidecar {
     keys: Vec<(Entry, u64)>,
 }
 
+/// Where the HNSW index of a feature index file is kept: `FILE.usearch`.
+pub fn saved_index_path(feature_index: &Path) -> PathBuf {
+    beside(feature_index, ".usearch")
+}
+
 fn sidecar_path(index: &Path) -> PathBuf {
-    let mut s = index.as_os_str().to_owned();
-    s.push(".json");
-    PathBuf::from(s)
+    beside(index, ".json")
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<(u64, u64)> {

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
-use crate::neighbour_search::{SearchArgs, Searcher};
+use crate::neighbour_search::{SearchArgs, Searcher, saved_index_path};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -199,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         store.signature,
         whitening_identity(pca.as_ref(), args.whitening_power)
     );
-    let saved = args.index_file.as_ref().map(|p| ann_path(p));
+    let saved = args.index_file.as_deref().map(saved_index_path);
     let (searcher, search_report) = Searcher::build(
         &args.search,
         &rows,
@@ -301,13 +301,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
-}
-
-/// Where the HNSW index of a feature index file is kept: `FILE.usearch`.
-pub fn ann_path(index_file: &Path) -> PathBuf {
-    let mut s = index_file.as_os_str().to_owned();
-    s.push(".usearch");
-    PathBuf::from(s)
 }
 
 /// What a whitening does to the descriptors, for the identity of a saved HNSW index: none, or

@@ -15,7 +15,7 @@ use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::features::extract;
 use crate::gallery;
 use crate::model_args::WeightsArgs;
-use crate::neighbour_search::{SearchArgs, Searcher};
+use crate::neighbour_search::{SearchArgs, Searcher, saved_index_path};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "the index holds no readable images"
     );
     // the HNSW index (when used) is brought up to date even without queries
-    let saved = super::dedup::ann_path(&index_file);
+    let saved = saved_index_path(&index_file);
     let (searcher, report) = Searcher::build(
         &args.search,
         &store.rows,
