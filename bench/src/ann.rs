@@ -14,7 +14,7 @@
 //! 1/i), grouped around cluster centres (about 50 images a cluster), 2% near-duplicates of
 //! other rows, isotropic noise, L2-normalised.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ use clap::Parser;
 use dino_core::cpu::matmul::{Epilogue, matmul};
 use dino_core::features::{l2_normalize, search::Index};
 use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use dino_native::npy;
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -145,14 +146,32 @@ fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     out
 }
 
+/// The rows `ids` of `rows`, one after another.
+fn gather(rows: &[f32], dim: usize, ids: &[usize]) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
+        .collect()
+}
+
+/// The time of a full self-search (`search`) plus the build's, when `run`.
+fn full_time(
+    run: bool,
+    build_s: f64,
+    search: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Option<f64>> {
+    if !run {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    search()?;
+    Ok(Some(t.elapsed().as_secs_f64() + build_s))
+}
+
 /// Exact top-k of the sampled query rows (themselves excluded), over blocks of the
 /// collection so that memory stays bounded.
 fn exact_top_k(rows: &[f32], dim: usize, queries: &[usize], k: usize) -> Vec<Vec<(u64, f32)>> {
     let n = rows.len() / dim;
-    let q: Vec<f32> = queries
-        .iter()
-        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
-        .collect();
+    let q: Vec<f32> = gather(rows, dim, queries);
     let mut best: Vec<Vec<(u64, f32)>> = vec![Vec::new(); queries.len()];
     let block = 100_000;
     for start in (0..n).step_by(block) {
@@ -240,10 +259,7 @@ fn usearch_row(
     let memory = rss()
         .saturating_sub(before)
         .max(index.memory_usage() as u64);
-    let qrows: Vec<f32> = sample
-        .iter()
-        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
-        .collect();
+    let qrows: Vec<f32> = gather(rows, dim, sample);
     let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
     // as `dino dedup` / `retrieve` search: 2k candidates, exact cosines from the f32 rows
     // choose the k kept
@@ -289,14 +305,11 @@ fn usearch_row(
         );
     }
     index.set_expansion_search(args.expansion_search);
-    let full_s = if args.full {
-        let t = Instant::now();
+    let full_s = full_time(args.full, build_s, || {
         let hits = index.search(rows, 2 * args.k, Some(&keys), &|_| {})?;
         let _ = rescored(rows, hits);
-        Some(t.elapsed().as_secs_f64() + build_s)
-    } else {
-        None
-    };
+        Ok(())
+    })?;
     let file = args.work.join(format!("usearch-{n}.usearch"));
     index.save(&file)?;
     let file_mb = mb(std::fs::metadata(&file)?.len());
@@ -355,14 +368,11 @@ fn hnsw_rs_row(
     let t = Instant::now();
     let found = search(sample);
     let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-    let full_s = if args.full {
-        let all: Vec<usize> = (0..n).collect();
-        let t = Instant::now();
+    let all: Vec<usize> = (0..n).collect();
+    let full_s = full_time(args.full, build_s, || {
         let _ = search(&all);
-        Some(t.elapsed().as_secs_f64() + build_s)
-    } else {
-        None
-    };
+        Ok(())
+    })?;
     Ok(Row {
         library: "hnsw_rs 0.3.5 HNSW f32".into(),
         n,
@@ -389,10 +399,7 @@ fn exact_row(
     let index = Index::new(rows, dim)?;
     let build_s = t.elapsed().as_secs_f64();
     let memory = rss().saturating_sub(before);
-    let qrows: Vec<f32> = sample
-        .iter()
-        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
-        .collect();
+    let qrows: Vec<f32> = gather(rows, dim, sample);
     let t = Instant::now();
     let hits = index.search(&qrows, args.k + 1, false)?;
     let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
@@ -407,13 +414,10 @@ fn exact_row(
                 .collect()
         })
         .collect();
-    let full_s = if args.full && n <= args.exact_full_max {
-        let t = Instant::now();
+    let full_s = full_time(args.full && n <= args.exact_full_max, build_s, || {
         let _ = index.search(rows, args.k, true)?;
-        Some(t.elapsed().as_secs_f64() + build_s)
-    } else {
-        None
-    };
+        Ok(())
+    })?;
     Ok(Row {
         library: "dino-core exact (blocked matmul)".into(),
         n,
@@ -425,27 +429,6 @@ fn exact_row(
         memory_mb: mb(memory),
         file_mb: None,
     })
-}
-
-/// A C-order `.npy` streamed to disk (the descriptors can be larger than a second copy in
-/// memory allows).
-fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
-    path: &Path,
-    data: &[T],
-    shape: &[u64],
-) -> anyhow::Result<()> {
-    use npyz::WriterBuilder;
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut w = npyz::WriteOptions::<T>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut f)
-        .begin_nd()?;
-    w.extend(data.iter().copied())?;
-    w.finish()?;
-    f.flush()?;
-    Ok(())
 }
 
 fn faiss_rows(
@@ -467,18 +450,14 @@ fn faiss_rows(
         return Ok(Vec::new());
     }
     let dir = &args.work;
-    write_npy(&dir.join("rows.npy"), rows, &[n as u64, dim as u64])?;
+    npy::write(&dir.join("rows.npy"), &[n, dim], rows)?;
     let ids: Vec<i64> = sample.iter().map(|&i| i as i64).collect();
-    write_npy(&dir.join("queries.npy"), &ids, &[ids.len() as u64])?;
+    npy::write(&dir.join("queries.npy"), &[ids.len()], &ids)?;
     let t: Vec<i64> = truth
         .iter()
         .flat_map(|t| t.iter().map(|(k, _)| *k as i64))
         .collect();
-    write_npy(
-        &dir.join("truth.npy"),
-        &t,
-        &[truth.len() as u64, args.k as u64],
-    )?;
+    npy::write(&dir.join("truth.npy"), &[truth.len(), args.k], &t)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ann_faiss.py");
     let out = Command::new(&args.python)
         .arg(script)

@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod ann;
 pub mod backend;
+pub mod npy;
 
 /// The command-line name of a choice (`--method kmeans`), for reports and messages.
 pub fn choice_name<T: clap::ValueEnum>(value: &T) -> String {

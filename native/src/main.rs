@@ -12,13 +12,12 @@ mod model_args;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 mod neighbour_search;
-mod npy;
 mod plots;
 mod recipe;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dino_native::allocator;
-pub(crate) use dino_native::{backend, choice_name};
+pub(crate) use dino_native::{backend, choice_name, npy};
 
 /// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
 #[derive(Parser)]
