@@ -297,15 +297,22 @@ fn retrieve_ranks_the_original_first_and_updates_incrementally() {
     transformed(src, 2, &q2);
     let json = tmp.path().join("r.json");
     let html = tmp.path().join("r.html");
-    ok(&[
-        "retrieve",
-        "-w",
-        &w,
-        "--index",
-        s(&data),
-        "--query",
-        s(&q1),
-        s(&q2),
+    // the two queries against the folder, with more flags
+    let query = |extra: &[&str]| {
+        let mut args = vec![
+            "retrieve",
+            "-w",
+            &w,
+            "--index",
+            s(&data),
+            "--query",
+            s(&q1),
+            s(&q2),
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    query(&[
         "--k",
         "3",
         "--json",
@@ -338,22 +345,7 @@ fn retrieve_ranks_the_original_first_and_updates_incrementally() {
     let exact_json = read_json(&json);
     let hjson = tmp.path().join("h.json");
     for (search, out) in [("exact", &json), ("hnsw", &hjson)] {
-        ok(&[
-            "retrieve",
-            "-w",
-            &w,
-            "--index",
-            s(&data),
-            "--query",
-            s(&q1),
-            s(&q2),
-            "--k",
-            "5",
-            "--json",
-            s(out),
-            "--search",
-            search,
-        ]);
+        query(&["--k", "5", "--json", s(out), "--search", search]);
     }
     let (e, h) = (read_json(&json), read_json(&hjson));
     assert_ne!(e, exact_json, "k changed");
