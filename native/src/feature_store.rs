@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::sync::Arc;
+
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use dino_core::imaging::Resize;
 
 use crate::engine::Engine;
+use crate::feature_rows::FeatureRows;
 use crate::features::{Extracted, bar, extract_counted};
 
 /// A file as it was when its features were computed.
@@ -39,9 +42,13 @@ impl Entry {
     }
 }
 
+/// The store's description in the safetensors header. The files themselves are kept in
+/// the `entries` tensor (JSON bytes), not here: safetensors caps its header at 100 MB, which
+/// a million paths would pass; stores written before kept them here and still load.
 #[derive(Serialize, Deserialize)]
 struct Header {
     signature: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     entries: Vec<Entry>,
 }
 
@@ -51,7 +58,8 @@ pub struct FeatureStore {
     pub signature: String,
     pub entries: Vec<Entry>,
     pub dim: usize,
-    pub rows: Vec<f32>,
+    /// Mapped from the saved file when the store was read or written there.
+    pub rows: FeatureRows,
 }
 
 /// What an update did.
@@ -66,41 +74,62 @@ pub struct UpdateStats {
 }
 
 impl FeatureStore {
-    /// Reads a store; `Ok(None)` when the file does not exist.
+    /// Reads a store; `Ok(None)` when the file does not exist. The rows are mapped, not read
+    /// (on Unix; elsewhere a mapped file could not be replaced while in use, so they are
+    /// copied into memory).
     pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
         };
         let bad =
             |why: String| anyhow::anyhow!("{}: not a dino feature index ({why})", path.display());
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        if len < 8 {
+            return Err(bad(format!("{len} bytes")));
+        }
+        // SAFETY: dino replaces a store only by renaming a new file over it (atomic_replace),
+        // never by writing into it, so the mapped bytes stay as they were while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("mapping {}", path.display()))?;
+        let map = Arc::new(map);
+        let st = SafeTensors::deserialize(&map[..]).map_err(|e| bad(e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(&map[..]).map_err(|e| bad(e.to_string()))?;
         let header: Header = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get("dino.index"))
             .ok_or_else(|| bad("no dino.index header".into()))
             .and_then(|h| serde_json::from_str(h).map_err(|e| bad(e.to_string())))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let entries: Vec<Entry> = match st.tensor("entries") {
+            Ok(t) if t.dtype() == Dtype::U8 && t.shape().len() == 1 => {
+                serde_json::from_slice(t.data()).map_err(|e| bad(format!("entries: {e}")))?
+            }
+            Ok(t) => return Err(bad(format!("entries are {:?} {:?}", t.dtype(), t.shape()))),
+            Err(_) => header.entries,
+        };
         let t = st.tensor("features").map_err(|e| bad(e.to_string()))?;
         let shape = t.shape();
-        if t.dtype() != Dtype::F32 || shape.len() != 2 || shape[0] != header.entries.len() {
+        if t.dtype() != Dtype::F32 || shape.len() != 2 || shape[0] != entries.len() {
             return Err(bad(format!(
                 "features are {:?} {:?} for {} files",
                 t.dtype(),
                 shape,
-                header.entries.len()
+                entries.len()
             )));
         }
-        let rows = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let start = t.data().as_ptr() as usize - map.as_ptr() as usize;
+        let mut rows = FeatureRows::of_map(map.clone(), start, shape[0] * shape[1]);
+        if cfg!(not(unix)) {
+            rows = FeatureRows::Owned(rows.to_vec());
+        }
         Ok(Some(FeatureStore {
             signature: header.signature,
-            entries: header.entries,
+            entries,
             dim: shape[1],
             rows,
         }))
@@ -108,20 +137,21 @@ impl FeatureStore {
 
     /// Writes atomically.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let header = serde_json::to_string(&Header {
-            signature: self.signature.clone(),
-            entries: self.entries.clone(),
-        })?;
-        let bytes: Vec<u8> = self.rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = TensorView::new(Dtype::F32, vec![self.entries.len(), self.dim], &bytes)?;
-        let meta = HashMap::from([("dino.index".to_string(), header)]);
-        let out = safetensors::serialize([("features", view)], Some(meta))?;
-        dino_core::atomic_write(path, &out).with_context(|| {
-            "writing the feature index (choose another place with --index-file)".to_string()
-        })?;
-        Ok(())
+        write_store(
+            path,
+            &self.signature,
+            &self.entries,
+            self.dim,
+            [&self.rows[..]],
+        )
     }
 
+    /// Writes the store to `path` and maps it back from there (the rows in memory are
+    /// released).
+    fn save_and_map(self, path: &Path) -> anyhow::Result<Self> {
+        self.save(path)?;
+        Self::load(path)?.context("the feature index vanished after writing it")
+    }
     /// Features for `files` under `signature`: rows of an existing store at `path` are reused
     /// where file and signature are unchanged, the rest come from `compute` (which may skip
     /// unreadable files), called on parts of [`PART_FILES`] files with the number of files
@@ -199,24 +229,31 @@ impl FeatureStore {
                 entries: got
                     .files
                     .iter()
-                    .map(|f| (*by_path.get(f.as_path()).expect("a computed file")).clone())
-                    .collect(),
+                    .map(|f| {
+                        by_path
+                            .get(f.as_path())
+                            .map(|e| (*e).clone())
+                            .context("the extraction returned a file it was not given")
+                    })
+                    .collect::<anyhow::Result<_>>()?,
                 dim: got.dim,
-                rows: got.rows,
+                rows: got.rows.into(),
             };
             anyhow::ensure!(
                 dim0 == 0 || part.entries.is_empty() || part.dim == dim0,
                 "rows of {} values, the index has {dim0}",
                 part.dim
             );
-            if let Some(p) = path
-                && !part.entries.is_empty()
-            {
-                part.save(&part_path(p, next_part))?;
-                next_part += 1;
-            }
             stats.computed += part.entries.len();
             stats.skipped.extend(got.skipped);
+            // saved, then read back mapped: the computed rows leave memory part by part
+            let part = match path {
+                Some(p) if !part.entries.is_empty() => {
+                    next_part += 1;
+                    part.save_and_map(&part_path(p, next_part - 1))?
+                }
+                _ => part,
+            };
             fresh.push(part);
         }
         let dim = fresh
@@ -230,12 +267,9 @@ impl FeatureStore {
                 fresh_rows.insert(e.path.as_path(), &f.rows[i * dim..(i + 1) * dim]);
             }
         }
-        let mut store = FeatureStore {
-            signature: signature.to_string(),
-            entries: Vec::with_capacity(files.len()),
-            dim,
-            rows: Vec::with_capacity(files.len() * dim),
-        };
+        // the new store's rows, in the order of `files`, from wherever they are
+        let mut entries = Vec::with_capacity(files.len());
+        let mut blocks: Vec<&[f32]> = Vec::with_capacity(files.len());
         for e in now {
             let row = match fresh_rows.get(e.path.as_path()) {
                 Some(r) => *r,
@@ -251,8 +285,8 @@ impl FeatureStore {
                     _ => continue, // unreadable: skipped
                 },
             };
-            store.rows.extend_from_slice(row);
-            store.entries.push(e);
+            blocks.push(row);
+            entries.push(e);
         }
         if let Some(s) = &old {
             let current: std::collections::HashSet<&Path> =
@@ -263,10 +297,33 @@ impl FeatureStore {
                 .filter(|e| !current.contains(e.path.as_path()))
                 .count();
         }
-        if let Some(p) = path {
-            if stats.computed > 0 || stats.resumed > 0 || stats.removed > 0 || old.is_none() {
-                store.save(p)?;
+        let changed = stats.computed > 0 || stats.resumed > 0 || stats.removed > 0;
+        let unchanged_old = !changed && old.as_ref().is_some_and(|o| o.entries == entries);
+        let written = match path {
+            Some(p) if changed || old.is_none() => {
+                // streamed to the file, then mapped back
+                write_store(p, signature, &entries, dim, blocks.iter().copied())?;
+                Some(p)
             }
+            _ => None,
+        };
+        let built = (written.is_none() && !unchanged_old).then(|| FeatureStore {
+            signature: signature.to_string(),
+            rows: blocks.concat().into(),
+            entries,
+            dim,
+        });
+        drop((known, fresh_rows, blocks));
+        drop((fresh, parts));
+        let store = match (built, written) {
+            (Some(s), _) => s,
+            (None, Some(p)) => {
+                drop(old);
+                Self::load(p)?.context("the feature index vanished after writing it")?
+            }
+            (None, None) => old.context("no feature index to keep")?,
+        };
+        if let Some(p) = path {
             for f in part_files(p)? {
                 std::fs::remove_file(&f).with_context(|| format!("{}", f.display()))?;
             }
@@ -277,6 +334,71 @@ impl FeatureStore {
 
 /// Files computed between two saved parts of an update: a killed run loses at most these.
 pub const PART_FILES: usize = 2048;
+
+/// Writes a store atomically from its rows in pieces (`blocks`, one after another, in the
+/// order of `entries`), streamed to the file: no matrix of all the rows is built.
+fn write_store<'a>(
+    path: &Path,
+    signature: &str,
+    entries: &[Entry],
+    dim: usize,
+    blocks: impl IntoIterator<Item = &'a [f32]>,
+) -> anyhow::Result<()> {
+    use safetensors::tensor::{Metadata, TensorInfo};
+    use std::io::Write;
+    let n = entries.len();
+    let files = serde_json::to_vec(entries)?;
+    let header = serde_json::to_string(&Header {
+        signature: signature.to_string(),
+        entries: Vec::new(),
+    })?;
+    let data = n * dim * 4;
+    let meta = Metadata::new(
+        Some(HashMap::from([("dino.index".to_string(), header)])),
+        vec![
+            (
+                "features".to_string(),
+                TensorInfo {
+                    dtype: Dtype::F32,
+                    shape: vec![n, dim],
+                    data_offsets: (0, data),
+                },
+            ),
+            (
+                "entries".to_string(),
+                TensorInfo {
+                    dtype: Dtype::U8,
+                    shape: vec![files.len()],
+                    data_offsets: (data, data + files.len()),
+                },
+            ),
+        ],
+    )?;
+    let mut head = serde_json::to_vec(&meta)?;
+    // tensors start 8-byte aligned, as safetensors writes them
+    head.resize(head.len().next_multiple_of(8), b' ');
+    dino_core::atomic_replace(path, |tmp| -> anyhow::Result<()> {
+        let f = std::fs::File::create(tmp).with_context(|| format!("{}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        out.write_all(&(head.len() as u64).to_le_bytes())?;
+        out.write_all(&head)?;
+        let mut written = 0;
+        for b in blocks {
+            FeatureRows::write_le(b, &mut out)?;
+            written += b.len();
+        }
+        anyhow::ensure!(written == n * dim, "{written} values for {n} rows of {dim}");
+        out.write_all(&files)?;
+        out.flush()?;
+        Ok(())
+    })
+    .with_context(|| {
+        format!(
+            "writing the feature index {} (choose another place with --index-file)",
+            path.display()
+        )
+    })
+}
 
 /// A file kept beside `path`: its name with `suffix` appended (`F` -> `F.usearch`).
 pub fn beside(path: &Path, suffix: &str) -> PathBuf {
@@ -416,7 +538,7 @@ mod tests {
         .unwrap();
         assert_eq!(computed, files.len() - PART_FILES);
         assert_eq!((stats.resumed, stats.computed), (PART_FILES, computed));
-        assert_eq!(s.rows, rows_of(&files).rows);
+        assert_eq!(&s.rows[..], &rows_of(&files).rows[..]);
         assert!(part_files(&store).unwrap().is_empty());
         // another signature does not take the parts of this one
         let mut calls = 0;
@@ -432,6 +554,60 @@ mod tests {
         assert!(
             part_files(&store).unwrap().is_empty(),
             "stale parts removed"
+        );
+    }
+
+    #[test]
+    fn a_store_is_read_in_place_and_older_layouts_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..5)
+            .map(|i| {
+                let p = dir.path().join(format!("{i}.jpg"));
+                std::fs::write(&p, b"x").unwrap();
+                p
+            })
+            .collect();
+        let path = dir.path().join("index.safetensors");
+        let (s, _) =
+            FeatureStore::update(Some(&path), "sig", &files, |todo, _| Ok(rows_of(todo))).unwrap();
+        assert_eq!(s.rows.is_mapped(), cfg!(unix), "{:?}", s.rows);
+        assert_eq!(&s.rows[..], &rows_of(&files).rows[..]);
+        // the files are in a tensor, not in the size-capped header
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("entries").unwrap().dtype(), Dtype::U8);
+        let back = FeatureStore::load(&path).unwrap().unwrap();
+        assert_eq!((back.entries, back.dim), (s.entries.clone(), 2));
+        // a store of the earlier layout (files in the header) loads
+        let header = serde_json::to_string(&Header {
+            signature: "sig".into(),
+            entries: s.entries.clone(),
+        })
+        .unwrap();
+        let data: Vec<u8> = s.rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![5, 2], &data).unwrap();
+        let meta = HashMap::from([("dino.index".to_string(), header)]);
+        let old = dir.path().join("old.safetensors");
+        std::fs::write(
+            &old,
+            safetensors::serialize([("features", view)], Some(meta)).unwrap(),
+        )
+        .unwrap();
+        let o = FeatureStore::load(&old).unwrap().unwrap();
+        assert_eq!((o.entries, &o.rows[..]), (s.entries.clone(), &s.rows[..]));
+        // truncated or foreign files are refused with the file's name, never mapped blindly
+        for cut in [0, 7, 8, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&old, &bytes[..cut]).unwrap();
+            let e = FeatureStore::load(&old).err().expect("refused");
+            assert!(
+                format!("{e:#}").contains("not a dino feature index"),
+                "{e:#}"
+            );
+        }
+        assert!(
+            FeatureStore::load(&dir.path().join("absent"))
+                .unwrap()
+                .is_none()
         );
     }
 }

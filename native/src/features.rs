@@ -28,6 +28,13 @@ pub fn bar(len: usize, msg: &str) -> ProgressBar {
     b
 }
 
+/// A spinner in the project's style, for work of unknown length (seconds or more).
+pub fn spinner(msg: &str) -> ProgressBar {
+    let b = ProgressBar::new_spinner().with_message(msg.to_string());
+    b.enable_steady_tick(std::time::Duration::from_millis(120));
+    b
+}
+
 /// `[N, D]` CLS features (normed by the final LayerNorm, not L2) of `files`, in order.
 /// Any unreadable image stops with an error naming it (rows must stay aligned).
 pub fn cls_features(

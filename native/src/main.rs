@@ -3,6 +3,7 @@
 mod builtin;
 mod commands;
 mod engine;
+mod feature_rows;
 mod feature_store;
 mod features;
 mod frames;

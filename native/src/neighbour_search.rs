@@ -4,10 +4,16 @@
 //! files are added, changed or removed, so a second run over a grown folder only inserts
 //! the new images.
 //!
+//! Above a few hundred dimensions the graph is built on the descriptors' top principal
+//! components (`--graph-dims`, `ann_projection`): it proposes `--candidates` x k rows per
+//! query and the exact cosine of the full descriptors picks and orders the k kept, so the
+//! scores are those of the exact search and only the recall is approximate. Rows need not be
+//! L2-normalised: every score is a cosine similarity.
+//!
 //! The saved index is two files: `FILE.usearch` (the graph and the stored vectors) and
-//! `FILE.usearch.json` (which file each key is, the settings, what the vectors are, and the
-//! size and xxh3 hash of the graph file, checked before USearch reads it: a damaged or
-//! foreign file is rebuilt, never trusted).
+//! `FILE.usearch.json` (which file each key is, the settings, the projection, what the
+//! vectors are, and the size and xxh3 hash of the graph file, checked before USearch reads
+//! it: a damaged or foreign file is rebuilt, never trusted).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use dino_core::features::search::{Index, Neighbour};
 use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +36,8 @@ pub enum SearchKind {
     /// Every pair compared: exact, time grows with the square of the collection (100k
     /// images: minutes; 1M: hours).
     Exact,
-    /// Approximate (HNSW graph): recall@10 against exact 0.999 at 100k descriptors, 0.96 at
-    /// 1M with the default settings (BENCHMARKS.md); far faster than exact at scale.
+    /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k descriptors, 0.987
+    /// at 1M with the default settings (BENCHMARKS.md); far faster than exact at scale.
     Hnsw,
 }
 
@@ -43,9 +50,10 @@ pub struct SearchArgs {
     /// With --search auto: collections larger than this use the HNSW index.
     #[arg(long, default_value_t = 100_000)]
     pub hnsw_above: usize,
-    /// How the HNSW index stores descriptors: i8 takes 1 byte a dimension (1M x 1536: a
-    /// 1.7 GB index), as fast as any and within 0.2% of f32's recall at 100k; f16 and f32
-    /// take 2x and 4x the memory and build 1.5x and 2.4x slower.
+    /// How the HNSW graph stores its rows: i8 takes 1 byte a dimension (1M descriptors on
+    /// 128 dimensions: a 280 MB file, 530 MB while building), as fast as any and within
+    /// 0.2% of f32's recall at 100k; f16 and f32 take 2x and 4x the memory and build
+    /// slower.
     #[arg(long, value_enum, default_value_t = Quantization::I8)]
     pub quantization: Quantization,
     /// HNSW links per node (M): more raise recall and memory.
@@ -56,9 +64,19 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 128)]
     pub expansion_add: usize,
     /// HNSW candidates examined per query (ef): more raise recall, slower queries (at least
-    /// 2k + 1 is used). Above a million descriptors, 128-256 keep recall near 0.99.
+    /// the candidates asked for are examined).
     #[arg(long, default_value_t = 64)]
     pub expansion_search: usize,
+    /// The HNSW graph is built on the descriptors' top principal components, this many
+    /// (fitted on 20k evenly spaced rows, saved with the index); 0 builds it on the full
+    /// descriptors. Fewer build and search faster; the exact rescoring of the candidates
+    /// keeps the scores exact, only recall depends on it (BENCHMARKS.md).
+    #[arg(long, default_value_t = 128)]
+    pub graph_dims: usize,
+    /// Candidates the graph proposes per neighbour kept (`--k` x this are rescored with the
+    /// exact cosine of the full descriptors): more raise recall at a small cost.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub candidates: u16,
 }
 
 impl SearchArgs {
@@ -69,6 +87,13 @@ impl SearchArgs {
             expansion_add: self.expansion_add,
             expansion_search: self.expansion_search,
         }
+    }
+
+    /// Dimensions of the graph for `n` rows of `dim`: `None` for the full rows (asked for, or
+    /// too few rows or dimensions for the projection to pay).
+    fn projected_dims(&self, n: usize, dim: usize) -> Option<usize> {
+        (self.graph_dims > 0 && self.graph_dims < dim && n > 2 * self.graph_dims)
+            .then_some(self.graph_dims)
     }
 
     /// Whether a collection of `n` descriptors is searched with the HNSW index.
@@ -91,6 +116,10 @@ pub struct SearchReport {
     pub kept: usize,
     /// HNSW: bytes of the index in memory.
     pub memory_bytes: usize,
+    /// HNSW: dimensions of the graph (principal components), and the share of the
+    /// variance they hold; the full descriptors' width when not projected.
+    pub graph_dims: usize,
+    pub graph_energy: Option<f32>,
     /// Why a saved index was not used (absent, other settings, damaged).
     pub rebuilt_because: Option<String>,
 }
@@ -103,11 +132,16 @@ impl SearchReport {
         }
         let place = saved.map_or("in memory".to_string(), |p| format!("{}", p.display()));
         eprintln!(
-            "HNSW index {place}: {} kept, {} inserted, {} removed, {} in memory{}",
+            "HNSW index {place}: {} kept, {} inserted, {} removed, {} in memory, graph on {} dimensions{}{}",
             self.kept,
             self.added,
             self.removed,
             indicatif::HumanBytes(self.memory_bytes as u64),
+            self.graph_dims,
+            self.graph_energy.map_or(String::new(), |e| format!(
+                " ({:.0}% of the variance)",
+                100.0 * e
+            )),
             self.rebuilt_because
                 .as_ref()
                 .filter(|_| saved.is_some())
@@ -123,7 +157,10 @@ struct Sidecar {
     /// another index.
     space: String,
     settings: HnswSettings,
+    /// Width of the descriptors.
     dim: usize,
+    /// What the graph's rows are: the descriptors projected by this, or the descriptors.
+    projection: Option<GraphProjection>,
     /// The graph file's length and xxh3-64.
     bytes: u64,
     hash: u64,
@@ -163,14 +200,43 @@ pub enum Searcher {
     Exact(Index),
     Hnsw {
         index: HnswIndex,
+        /// What the graph's rows are made of (None: the rows themselves).
+        projection: Option<Box<GraphProjection>>,
+        /// Rows of the collection.
+        dim: usize,
         /// Key of each row of the collection, and back.
         keys: Vec<u64>,
         rows_of: HashMap<u64, usize>,
+        /// Candidates per neighbour kept.
+        candidates: usize,
     },
 }
 
+/// Rows inserted into the graph at once (gathered, projected, added): bounds the memory an
+/// insertion of a million rows needs beyond the graph.
+const ADD_BLOCK: usize = 32_768;
+
+/// Cosine similarity of two rows of any length.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let norm = (aa * bb).sqrt();
+    if norm > 0.0 { ab / norm } else { 0.0 }
+}
+
+/// L2-normalised copy of rows (the exact search compares by dot product).
+fn normalized(rows: &[f32], dim: usize) -> Vec<f32> {
+    let mut v = rows.to_vec();
+    dino_core::features::l2_normalize(&mut v, dim);
+    v
+}
+
 impl Searcher {
-    /// The searcher for `rows` (`entries.len()` L2-normalised rows of `dim`). With
+    /// The searcher for `rows` (`entries.len()` rows of `dim`). With
     /// `saved = Some((path, space))`, an HNSW index is read from `path` when it holds the
     /// same `space` and settings, brought up to date (stale entries removed, new ones
     /// inserted) and written back; otherwise built and written there.
@@ -182,35 +248,55 @@ impl Searcher {
         saved: Option<(&Path, &str)>,
     ) -> anyhow::Result<(Self, SearchReport)> {
         let n = entries.len();
-        anyhow::ensure!(rows.len() == n * dim, "one row per file");
+        anyhow::ensure!(dim > 0 && rows.len() == n * dim, "one row per file");
         if !args.approximate(n) {
             let report = SearchReport {
                 kind: "exact".into(),
                 ..SearchReport::default()
             };
-            return Ok((Searcher::Exact(Index::new(rows, dim)?), report));
+            let index = Index::new(&normalized(rows, dim), dim)?;
+            return Ok((Searcher::Exact(index), report));
         }
         let settings = args.settings();
         let mut report = SearchReport {
             kind: format!("hnsw-{}", crate::choice_name(&settings.quantization)),
             ..SearchReport::default()
         };
+        let want_dims = args.projected_dims(n, dim);
         eprintln!(
-            "HNSW index of {n} x {dim} ({}, M {}): about {} of memory",
+            "HNSW index of {n} x {dim} ({}, M {}, graph on {} dimensions): about {} of memory",
             crate::choice_name(&settings.quantization),
             settings.connectivity,
-            indicatif::HumanBytes(settings.memory_bytes(n, dim))
+            want_dims.unwrap_or(dim),
+            indicatif::HumanBytes(settings.memory_bytes(n, want_dims.unwrap_or(dim)))
         );
-        let (index, old) = match saved {
-            Some((path, space)) => match Self::load(path, space, dim, settings) {
-                Ok(found) => found,
+        let found = match saved {
+            Some((path, space)) => match Self::load(path, space, dim, want_dims, settings) {
+                Ok(found) => Some(found),
                 Err(why) => {
                     report.rebuilt_because = Some(format!("{why:#}"));
-                    (HnswIndex::new(dim, settings)?, None)
+                    None
                 }
             },
-            None => (HnswIndex::new(dim, settings)?, None),
+            None => None,
         };
+        let (index, projection, old) = match found {
+            Some((index, side)) => (index, side.projection.clone(), Some(side)),
+            None => {
+                let projection = want_dims
+                    .map(|k| {
+                        let pb = crate::features::spinner("fitting the graph's projection");
+                        let p = GraphProjection::fit(rows, dim, k, FIT_SAMPLE);
+                        pb.finish_and_clear();
+                        p
+                    })
+                    .transpose()?;
+                let gd = projection.as_ref().map_or(dim, |p| p.dims());
+                (HnswIndex::new(gd, settings)?, projection, None)
+            }
+        };
+        report.graph_dims = projection.as_ref().map_or(dim, |p| p.dims());
+        report.graph_energy = projection.as_ref().map(|p| p.energy());
         // keep the keys of unchanged files, drop the rest, insert new and changed files
         let mut known: HashMap<&Path, (&Entry, u64)> = HashMap::new();
         let mut next_key = 0;
@@ -221,8 +307,7 @@ impl Searcher {
             }
         }
         let mut keys = Vec::with_capacity(n);
-        let mut fresh_keys = Vec::new();
-        let mut fresh_rows = Vec::new();
+        let mut fresh: Vec<(usize, u64)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             match known.remove(e.path.as_path()) {
                 Some((old, k)) if old == e && index.contains(k) => {
@@ -237,33 +322,54 @@ impl Searcher {
                 None => {}
             }
             keys.push(next_key);
-            fresh_keys.push(next_key);
-            fresh_rows.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
+            fresh.push((i, next_key));
             next_key += 1;
         }
         for (_, k) in known.into_values() {
             index.remove(k)?;
             report.removed += 1;
         }
-        if !fresh_keys.is_empty() {
-            let pb = bar(fresh_keys.len(), "indexing");
-            index.add(&fresh_keys, &fresh_rows, &|c| pb.inc(c as u64))?;
+        if !fresh.is_empty() {
+            let pb = bar(fresh.len(), "indexing");
+            for block in fresh.chunks(ADD_BLOCK) {
+                let ks: Vec<u64> = block.iter().map(|&(_, k)| k).collect();
+                let mut gathered = Vec::with_capacity(block.len() * dim);
+                for &(i, _) in block {
+                    gathered.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
+                }
+                let graph_rows = match &projection {
+                    Some(p) => p.project(&gathered)?,
+                    None => gathered,
+                };
+                index.add(&ks, &graph_rows, &|c| pb.inc(c as u64))?;
+            }
             pb.finish_and_clear();
         }
-        report.added = fresh_keys.len();
-        drop(fresh_rows);
+        report.added = fresh.len();
         if let Some((path, space)) = saved
             && (old.is_none() || report.added > 0 || report.removed > 0)
         {
-            Self::save(&index, path, space, next_key, entries, &keys)?;
+            Self::save(
+                &index,
+                projection.as_ref(),
+                dim,
+                path,
+                space,
+                next_key,
+                entries,
+                &keys,
+            )?;
         }
         report.memory_bytes = index.memory_usage();
         let rows_of = keys.iter().enumerate().map(|(i, &k)| (k, i)).collect();
         Ok((
             Searcher::Hnsw {
                 index,
+                projection: projection.map(Box::new),
+                dim,
                 keys,
                 rows_of,
+                candidates: args.candidates as usize,
             },
             report,
         ))
@@ -273,8 +379,9 @@ impl Searcher {
         path: &Path,
         space: &str,
         dim: usize,
+        graph_dims: Option<usize>,
         settings: HnswSettings,
-    ) -> anyhow::Result<(HnswIndex, Option<Sidecar>)> {
+    ) -> anyhow::Result<(HnswIndex, Sidecar)> {
         let side = sidecar_path(path);
         let text = match std::fs::read_to_string(&side) {
             Ok(t) => t,
@@ -290,19 +397,39 @@ impl Searcher {
             s.settings == settings && s.dim == dim,
             "the saved index has other settings"
         );
+        let saved_dims = match &s.projection {
+            Some(p) => {
+                anyhow::ensure!(
+                    p.is_consistent() && p.dim_in() == dim,
+                    "the saved projection is damaged"
+                );
+                Some(p.dims())
+            }
+            None => None,
+        };
+        anyhow::ensure!(
+            saved_dims == graph_dims,
+            "the saved graph is on {} dimensions, {} asked for",
+            saved_dims.unwrap_or(dim),
+            graph_dims.unwrap_or(dim)
+        );
+        let graph_dim = graph_dims.unwrap_or(dim);
         let (bytes, hash) = file_hash(path)?;
         anyhow::ensure!(
             bytes == s.bytes && hash == s.hash,
             "{} does not match its description (damaged or replaced)",
             path.display()
         );
-        let index =
-            HnswIndex::load(path, dim, settings)?.context("the saved index has other settings")?;
-        Ok((index, Some(s)))
+        let index = HnswIndex::load(path, graph_dim, settings)?
+            .context("the saved index has other settings")?;
+        Ok((index, s))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn save(
         index: &HnswIndex,
+        projection: Option<&GraphProjection>,
+        dim: usize,
         path: &Path,
         space: &str,
         next_key: u64,
@@ -314,7 +441,8 @@ impl Searcher {
         let side = Sidecar {
             space: space.to_string(),
             settings: index.settings(),
-            dim: index.dim(),
+            dim,
+            projection: projection.cloned(),
             bytes,
             hash,
             next_key,
@@ -327,10 +455,9 @@ impl Searcher {
 
     /// The `k` nearest rows of the collection to each query row, most similar first; with
     /// `skip_self`, query `i` is row `i` and is left out of its results. `database` is the
-    /// rows the searcher was built on: the HNSW index proposes 2k candidates from its stored
-    /// (quantised) vectors, and their exact cosine similarities from these rows choose and
-    /// order the k kept, so scores (and thresholds on them) mean exactly what they mean
-    /// with the exact search.
+    /// rows the searcher was built on: the HNSW graph proposes `--candidates` x k rows and
+    /// their exact cosine similarities from these rows choose and order the k kept, so scores
+    /// (and thresholds on them) mean exactly what they mean with the exact search.
     pub fn search(
         &self,
         queries: &[f32],
@@ -339,45 +466,67 @@ impl Searcher {
         database: &[f32],
     ) -> anyhow::Result<Vec<Vec<Neighbour>>> {
         match self {
-            Searcher::Exact(index) => Ok(index.search(queries, k, skip_self)?),
+            Searcher::Exact(index) => {
+                let d = database.len() / index.len().max(1);
+                anyhow::ensure!(d > 0 && queries.len().is_multiple_of(d), "rows of {d}");
+                Ok(index.search(&normalized(queries, d), k, skip_self)?)
+            }
             Searcher::Hnsw {
                 index,
+                projection,
+                dim,
                 keys,
                 rows_of,
+                candidates,
             } => {
-                let d = index.dim();
+                let d = *dim;
                 anyhow::ensure!(database.len() == keys.len() * d, "one row per key");
+                anyhow::ensure!(queries.len().is_multiple_of(d), "queries of {d} values");
                 let m = queries.len() / d;
                 anyhow::ensure!(
                     !skip_self || m == keys.len(),
                     "a self-search takes every row"
                 );
                 let pb = bar(m, "searching");
-                let own = skip_self.then_some(&keys[..]);
-                let hits = index.search(queries, 2 * k, own, &|c| pb.inc(c as u64))?;
+                let mut out = Vec::with_capacity(m);
+                // in blocks: the projected queries and the candidates stay small
+                for start in (0..m).step_by(ADD_BLOCK) {
+                    let end = (start + ADD_BLOCK).min(m);
+                    let block = &queries[start * d..end * d];
+                    let projected = projection.as_ref().map(|p| p.project(block)).transpose()?;
+                    let graph_queries = projected.as_deref().unwrap_or(block);
+                    let own = skip_self.then(|| &keys[start..end]);
+                    let hits =
+                        index.search(graph_queries, candidates * k, own, &|c| pb.inc(c as u64))?;
+                    let kept: Vec<Vec<Neighbour>> = hits
+                        .into_par_iter()
+                        .enumerate()
+                        .map(|(qi, h)| {
+                            let q = &block[qi * d..(qi + 1) * d];
+                            let mut found = h
+                                .into_iter()
+                                .map(|x| {
+                                    let index = *rows_of
+                                        .get(&x.key)
+                                        .context("the index returned an unknown key")?;
+                                    let r = &database[index * d..(index + 1) * d];
+                                    Ok(Neighbour {
+                                        index,
+                                        score: cosine(q, r),
+                                    })
+                                })
+                                .collect::<anyhow::Result<Vec<_>>>()?;
+                            found.sort_by(|a, b| {
+                                b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
+                            });
+                            found.truncate(k);
+                            Ok(found)
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                    out.extend(kept);
+                }
                 pb.finish_and_clear();
-                hits.into_par_iter()
-                    .enumerate()
-                    .map(|(qi, h)| {
-                        let q = &queries[qi * d..(qi + 1) * d];
-                        let mut found = h
-                            .into_iter()
-                            .map(|x| {
-                                let index = *rows_of
-                                    .get(&x.key)
-                                    .context("the index returned an unknown key")?;
-                                let r = &database[index * d..(index + 1) * d];
-                                let score = q.iter().zip(r).map(|(a, b)| a * b).sum();
-                                Ok(Neighbour { index, score })
-                            })
-                            .collect::<anyhow::Result<Vec<_>>>()?;
-                        found.sort_by(|a, b| {
-                            b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
-                        });
-                        found.truncate(k);
-                        Ok(found)
-                    })
-                    .collect()
+                Ok(out)
             }
         }
     }

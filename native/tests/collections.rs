@@ -908,6 +908,24 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
     assert!(log.contains("other settings"), "{log}");
     assert_eq!(r["search"]["kind"], "hnsw-f16");
     assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // the graph on 16 principal components: the same pairs (the candidates are rescored
+    // with the full descriptors); the projection is saved with the index and reused
+    let (log, r) = run("hnsw", &hnsw, &["--graph-dims", "16"]);
+    assert_eq!(r["search"]["graph_dims"], 16, "{log}");
+    assert!(log.contains("graph on 16 dimensions"), "{log}");
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    let (_, r) = run("hnsw", &hnsw, &["--graph-dims", "16"]);
+    assert_eq!(
+        (&r["search"]["added"], &r["search"]["kept"]),
+        (&0.into(), &55.into())
+    );
+    let (log, r) = run("hnsw", &hnsw, &["--graph-dims", "0"]);
+    assert!(
+        log.contains("built anew") && log.contains("16 dimensions"),
+        "{log}"
+    );
+    assert_eq!(r["search"]["graph_dims"], 256);
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
     // auto: exact below the size
     let (_, r) = run("auto", &hnsw, &[]);
     assert_eq!(r["search"]["kind"], "exact");

@@ -126,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             |imgs| engine.cls(imgs),
         )?;
         let files = store.entries.iter().map(|e| e.path.clone()).collect();
-        (files, store.rows, d)
+        (files, store.rows.to_vec(), d)
     };
     let features_s = t0.elapsed().as_secs_f64();
     let n = files.len();

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dino_core::data::ImageFolder;
-use dino_core::features::{descriptor, groups, l2_normalize, pca::Pca};
+use dino_core::features::{descriptor, groups, pca::Pca};
 use dino_core::imaging::Resize;
 
 use crate::choice_name;
 use crate::engine::Engine;
+use crate::feature_rows::FeatureRows;
 use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
@@ -130,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let folder = ImageFolder::scan(&args.dir)?;
     let engine = args.weights.load_engine()?;
-    let (store, stats) = descriptors(
+    let (mut store, stats) = descriptors(
         &engine,
         &args.weights.weights,
         &folder.files,
@@ -150,7 +151,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.dir.display()
     );
     let dim = store.dim;
-    let mut rows = store.rows;
+    // the stored descriptors, mapped from the index file when there is one
+    let rows = std::mem::take(&mut store.rows);
 
     // whitening (learned on distractors or on the folder), then cosine similarity
     let distractors = match &args.whiten_from {
@@ -172,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let whitening = distractors
         .as_deref()
-        .or(args.whiten_self.then_some(rows.as_slice()));
+        .or(args.whiten_self.then_some(&rows[..]));
     let pca = match whitening {
         Some(train) => {
             let k = args.pca_dim.unwrap_or(dim).min(dim);
@@ -184,14 +186,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let energy = pca.as_ref().map(|p| p.energy);
-    let out_dim = match &pca {
-        Some(p) => {
-            rows = p.apply(&rows)?;
-            p.dim_out
-        }
-        None => dim,
+    // the search compares by cosine: rows need no normalisation
+    let (rows, out_dim) = match &pca {
+        Some(p) => (FeatureRows::from(p.apply(&rows)?), p.dim_out),
+        None => (rows, dim),
     };
-    l2_normalize(&mut rows, out_dim);
     let t1 = Instant::now();
     // what the searched vectors are: the descriptors, and the whitening applied to them
     let space = format!(
