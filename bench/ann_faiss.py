@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """FAISS beside dino-rs's approximate search (run by `dino-bench-ann`, which writes the
 descriptors and the exact ground truth to DIR): HNSW (flat f32, fp16 and 8-bit scalar
-quantised storage) with the same M / efConstruction / ef as USearch, and the exact flat inner
-product index. Prints one JSON line per index: recall@k, build time, time per query, the
+quantised storage) with the same M / efConstruction / ef as USearch, the exact flat inner
+product index, and what dino runs by default built from FAISS's parts (`pca-hnsw-i8`: the
+graph on the top --graph-dims principal components, L2 there, its --candidates x k proposals
+re-ranked exactly on the full rows: `PCA{g},HNSW{m}_SQ8,RFlat`). Prints one JSON line per index: recall@k, build time, time per query, the
 time of a full self-search, memory (resident growth) and file size.
 
     python3 bench/ann_faiss.py DIR --k 10 --m 16 --ef-construction 128 --ef-search 64
@@ -30,7 +32,9 @@ def main():
     ap.add_argument("--full", type=int, default=1)
     ap.add_argument("--exact-full-max", type=int, default=200000)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--variants", default=os.environ.get("FAISS_VARIANTS", "hnsw-f32,hnsw-f16,hnsw-i8,flat"))
+    ap.add_argument("--graph-dims", type=int, default=128)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--variants", default=os.environ.get("FAISS_VARIANTS", "hnsw-f32,hnsw-f16,hnsw-i8,pca-hnsw-i8,flat"))
     a = ap.parse_args()
     if a.threads:
         faiss.omp_set_num_threads(a.threads)
@@ -45,15 +49,16 @@ def main():
         before = rss()
         t = time.perf_counter()
         index = make()
+        params = faiss.ParameterSpace()
         if hnsw:
-            index.hnsw.efConstruction = a.ef_construction
-        if not index.is_trained:  # the scalar quantisers learn each dimension's range
+            params.set_index_parameter(index, "efConstruction", a.ef_construction)
+        if not index.is_trained:  # the scalar quantisers learn each dimension's range, PCA its axes
             index.train(rows[:min(n, 100000)])
         index.add(rows)
         build = time.perf_counter() - t
         memory = rss() - before
         if hnsw:
-            index.hnsw.efSearch = max(a.ef_search, k + 1)
+            params.set_index_parameter(index, "efSearch", max(a.ef_search, k + 1))
         t = time.perf_counter()
         _, found = index.search(q, k + 1)
         query_ms = (time.perf_counter() - t) * 1e3 / len(q)
@@ -87,6 +92,12 @@ def main():
             measure("HNSW f16", lambda: faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, a.m, ip), True)
         elif v == "hnsw-i8":
             measure("HNSW i8", lambda: faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, a.m, ip), True)
+        elif v == "pca-hnsw-i8":
+            def pca_graph():
+                index = faiss.index_factory(d, "PCA%d,HNSW%d_SQ8,RFlat" % (a.graph_dims, a.m))
+                index.k_factor = a.candidates
+                return index
+            measure("HNSW i8 on PCA-%d, %d rescored" % (a.graph_dims, a.candidates * k), pca_graph, True)
         elif v == "flat" and n <= a.exact_full_max:
             measure("exact flat", lambda: faiss.IndexFlatIP(d), False)
 

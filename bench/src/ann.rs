@@ -11,7 +11,7 @@
 //!
 //! The descriptors imitate real ones rather than uniform noise: 1536-d (ViT-S copy
 //! descriptors), a low-rank signal with a decaying spectrum (256 latent directions, variance
-//! 1/i), grouped around cluster centres (about 50 images a cluster), 2% near-duplicates of
+//! 1/i; `--latent` sets how many), grouped around cluster centres (about 50 images a cluster), 2% near-duplicates of
 //! other rows, isotropic noise, L2-normalised.
 
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ use clap::Parser;
 use dino_core::cpu::matmul::{Epilogue, matmul};
 use dino_core::features::{l2_normalize, search::Index};
 use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use dino_native::npy;
 use rand::Rng;
 use rayon::prelude::*;
@@ -58,9 +59,20 @@ struct Args {
     /// HNSW ef at search time, the same for every library.
     #[arg(long, default_value_t = 64)]
     expansion_search: usize,
+    /// USearch: the graph on the rows' top principal components, this many (0: the full
+    /// rows); candidates are rescored with the full rows. Several values: one row each.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    graph_dims: Vec<usize>,
+    /// Candidates proposed by the graph per neighbour kept (rescored exactly).
+    #[arg(long, default_value_t = 2)]
+    candidates: usize,
     /// USearch: also the recall at these search expansions (ef), on the same graph.
     #[arg(long, value_delimiter = ',')]
     also_expansion_search: Vec<usize>,
+    /// USearch: also the recall with these candidates per neighbour (x k rescored), at each
+    /// search expansion measured, on the same graph.
+    #[arg(long, value_delimiter = ',')]
+    also_candidates: Vec<usize>,
     /// Also time a self-search of every row (k neighbours each), as `dino dedup` does.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     full: bool,
@@ -76,24 +88,35 @@ struct Args {
     /// Folder for the descriptors handed to FAISS and the saved indexes.
     #[arg(long, default_value = "/tmp/dino-bench-ann")]
     work: PathBuf,
+    /// Latent directions of the synthetic descriptors' signal (variance 1/i each): 256 by
+    /// default; the descriptor width gives a full-rank power-law spectrum, a harder case for
+    /// a graph on principal components.
+    #[arg(long, default_value_t = 256)]
+    latent: usize,
+    /// Only write the synthetic descriptors of the first size to this .npy file (`[n, dim]`
+    /// f32) and stop: `bench/dedup_at_scale.py` hands them to `dino dedup`.
+    #[arg(long)]
+    write_rows: Option<PathBuf>,
     /// Seed of the synthetic descriptors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 /// Synthetic DINO-like descriptors, `[n, dim]`, L2-normalised (see the module doc).
-fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    const LATENT: usize = 256;
+fn synthetic(n: usize, dim: usize, latent: usize, seed: u64) -> Vec<f32> {
+    let latent_dims = latent;
     let mut rng = dino_core::rng::seeded(seed);
-    // basis [LATENT, dim] and per-direction scale sqrt(1/i)
-    let basis: Vec<f32> = dino_core::rng::normal(&mut rng, LATENT * dim, 0.0, 1.0)
+    // basis [latent_dims, dim] and per-direction scale sqrt(1/i)
+    let basis: Vec<f32> = dino_core::rng::normal(&mut rng, latent_dims * dim, 0.0, 1.0)
         .into_iter()
         .map(|v| v / (dim as f32).sqrt())
         .collect();
-    let scale: Vec<f32> = (0..LATENT).map(|i| (1.0 / (i + 1) as f32).sqrt()).collect();
+    let scale: Vec<f32> = (0..latent_dims)
+        .map(|i| (1.0 / (i + 1) as f32).sqrt())
+        .collect();
     let clusters = (n / 50).max(10);
-    let centres: Vec<f32> = dino_core::rng::normal(&mut rng, clusters * LATENT, 0.0, 1.0)
-        .chunks_exact(LATENT)
+    let centres: Vec<f32> = dino_core::rng::normal(&mut rng, clusters * latent_dims, 0.0, 1.0)
+        .chunks_exact(latent_dims)
         .flat_map(|c| c.iter().zip(&scale).map(|(v, s)| v * s).collect::<Vec<_>>())
         .collect();
     let noise = 0.033f32;
@@ -104,27 +127,28 @@ fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         .for_each(|(ci, rows)| {
             let m = rows.len() / dim;
             let mut rng = dino_core::rng::seeded(dino_core::rng::mix(seed, ci as u64, 1));
-            let mut z = vec![0f32; m * LATENT];
+            let mut z = vec![0f32; m * latent_dims];
             let mut dup_of = vec![usize::MAX; m];
             for r in 0..m {
                 if r > 0 && rng.random::<f32>() < 0.02 {
                     // a near-duplicate of an earlier row of this chunk
                     let src = rng.random_range(0..r);
                     dup_of[r] = src;
-                    let (a, b) = z.split_at_mut(r * LATENT);
-                    b[..LATENT].copy_from_slice(&a[src * LATENT..(src + 1) * LATENT]);
+                    let (a, b) = z.split_at_mut(r * latent_dims);
+                    b[..latent_dims]
+                        .copy_from_slice(&a[src * latent_dims..(src + 1) * latent_dims]);
                     continue;
                 }
                 let c = rng.random_range(0..clusters);
-                let e = dino_core::rng::normal(&mut rng, LATENT, 0.0, 0.6);
-                for i in 0..LATENT {
-                    z[r * LATENT + i] = centres[c * LATENT + i] + e[i] * scale[i];
+                let e = dino_core::rng::normal(&mut rng, latent_dims, 0.0, 0.6);
+                for i in 0..latent_dims {
+                    z[r * latent_dims + i] = centres[c * latent_dims + i] + e[i] * scale[i];
                 }
             }
             matmul(
                 &z,
                 m,
-                LATENT,
+                latent_dims,
                 &basis,
                 dim,
                 rows,
@@ -220,7 +244,7 @@ struct Row {
     library: String,
     n: usize,
     recall: f64,
-    /// Recall@k of the k best of 2k candidates by exact cosine (what dino does).
+    /// Recall@k of the k best of the candidates by exact cosine (what dino does).
     #[serde(default)]
     recall_rescored: Option<f64>,
     build_s: f64,
@@ -239,10 +263,12 @@ fn usearch_row(
     dim: usize,
     args: &Args,
     q: Quantization,
+    graph_dims: usize,
     sample: &[usize],
     truth: &[Vec<(u64, f32)>],
 ) -> anyhow::Result<Row> {
     let n = rows.len() / dim;
+    let cands = args.candidates.max(1) * args.k;
     let settings = HnswSettings {
         quantization: q,
         connectivity: args.connectivity,
@@ -252,17 +278,34 @@ fn usearch_row(
     let keys: Vec<u64> = (0..n as u64).collect();
     let before = rss();
     let t = Instant::now();
-    let index = HnswIndex::new(dim, settings)?;
-    index.add(&keys, rows, &|_| {})?;
+    // the graph's rows: the full rows, or their top principal components
+    let projection = (graph_dims > 0)
+        .then(|| GraphProjection::fit(rows, dim, graph_dims, FIT_SAMPLE))
+        .transpose()?;
+    let projected = projection.as_ref().map(|p| p.project(rows)).transpose()?;
+    let (graph_rows, gd) = match &projected {
+        Some(p) => (&p[..], graph_dims),
+        None => (rows, dim),
+    };
+    if let Some(p) = &projection {
+        eprintln!(
+            "PCA {dim} -> {graph_dims}: {:.1}% of the variance, {:.1} s",
+            100.0 * p.energy(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let index = HnswIndex::new(gd, settings)?;
+    index.add(&keys, graph_rows, &|_| {})?;
     let build_s = t.elapsed().as_secs_f64();
     eprintln!("USearch SIMD: {}", index.hardware_acceleration());
     let memory = rss()
         .saturating_sub(before)
         .max(index.memory_usage() as u64);
     let qrows: Vec<f32> = gather(rows, dim, sample);
+    let gq: Vec<f32> = gather(graph_rows, gd, sample);
     let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
-    // as `dino dedup` / `retrieve` search: 2k candidates, exact cosines from the f32 rows
-    // choose the k kept
+    // as `dino dedup` / `retrieve` search: candidates from the graph, exact cosines from the
+    // f32 rows choose the k kept
     let rescored = |queries: &[f32], hits: Vec<Vec<dino_native::ann::Hit>>| -> Vec<Vec<u64>> {
         hits.into_par_iter()
             .enumerate()
@@ -281,32 +324,42 @@ fn usearch_row(
             .collect()
     };
     let t = Instant::now();
-    let hits = index.search(&qrows, args.k, Some(&own), &|_| {})?;
+    let hits = index.search(&gq, args.k, Some(&own), &|_| {})?;
     let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
     let found: Vec<Vec<u64>> = hits
         .iter()
         .map(|h| h.iter().map(|x| x.key).collect())
         .collect();
-    let wide = index.search(&qrows, 2 * args.k, Some(&own), &|_| {})?;
+    let wide = index.search(&gq, cands, Some(&own), &|_| {})?;
     let recall_rescored = recall(&rescored(&qrows, wide), truth);
     // recall as the search expansion grows (the graph unchanged)
     let mut index = index;
-    for &ef in &args.also_expansion_search {
-        index.set_expansion_search(ef);
-        let t = Instant::now();
-        let wide = index.search(&qrows, 2 * args.k, Some(&own), &|_| {})?;
-        let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-        eprintln!(
-            "USearch {} n {n} ef {ef}: recall@{} rescored from {}: {:.4}, {ms:.3} ms a query",
-            dino_native::choice_name(&q),
-            args.k,
-            2 * args.k,
-            recall(&rescored(&qrows, wide), truth)
-        );
+    let mut efs = vec![args.expansion_search];
+    efs.extend(&args.also_expansion_search);
+    let mut counts = vec![args.candidates.max(1)];
+    counts.extend(&args.also_candidates);
+    for (i, &ef) in efs.iter().enumerate() {
+        for (j, &c) in counts.iter().enumerate() {
+            if i == 0 && j == 0 {
+                continue; // the row itself
+            }
+            index.set_expansion_search(ef);
+            let t = Instant::now();
+            let wide = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
+            let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+            eprintln!(
+                "USearch {} graph {gd}-d n {n} ef {}: recall@{} rescored from {}: {:.4}, {ms:.3} ms a query",
+                dino_native::choice_name(&q),
+                ef.max(c * args.k + 1),
+                args.k,
+                c * args.k,
+                recall(&rescored(&qrows, wide), truth)
+            );
+        }
     }
     index.set_expansion_search(args.expansion_search);
     let full_s = full_time(args.full, build_s, || {
-        let hits = index.search(rows, 2 * args.k, Some(&keys), &|_| {})?;
+        let hits = index.search(graph_rows, cands, Some(&keys), &|_| {})?;
         let _ = rescored(rows, hits);
         Ok(())
     })?;
@@ -316,9 +369,14 @@ fn usearch_row(
     std::fs::remove_file(&file).ok();
     Ok(Row {
         library: format!(
-            "USearch {} HNSW {}",
+            "USearch {} HNSW {}{}",
             usearch::version(),
-            dino_native::choice_name(&q)
+            dino_native::choice_name(&q),
+            if graph_dims > 0 {
+                format!(" on PCA-{graph_dims}, {cands} rescored")
+            } else {
+                String::new()
+            }
         ),
         n,
         recall: recall(&found, truth),
@@ -469,6 +527,17 @@ fn faiss_rows(
         .args(["--full", if args.full { "1" } else { "0" }])
         .args(["--exact-full-max", &args.exact_full_max.to_string()])
         .args(["--threads", &rayon::current_num_threads().to_string()])
+        .args([
+            "--graph-dims",
+            &args
+                .graph_dims
+                .iter()
+                .copied()
+                .find(|&g| g > 0)
+                .unwrap_or(128)
+                .to_string(),
+        ])
+        .args(["--candidates", &args.candidates.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running bench/ann_faiss.py")?;
@@ -483,7 +552,7 @@ fn faiss_rows(
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| library | descriptors | recall@k | recall@k, 2k rescored | build s | query ms | full self-search s | memory MB | file MB |"
+        "| library | descriptors | recall@k | recall@k, candidates rescored | build s | query ms | full self-search s | memory MB | file MB |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
@@ -504,12 +573,23 @@ fn print_table(rows: &[Row]) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.write_rows {
+        let n = *args.sizes.first().context("--sizes")?;
+        let rows = synthetic(n, args.dim, args.latent, args.seed);
+        npy::write(path, &[n, args.dim], &rows)?;
+        eprintln!(
+            "{n} x {} descriptors written to {}",
+            args.dim,
+            path.display()
+        );
+        return Ok(());
+    }
     std::fs::create_dir_all(&args.work)?;
     let mut table = Vec::new();
     for &n in &args.sizes {
         anyhow::ensure!(n > args.k, "--sizes must exceed --k");
         let t = Instant::now();
-        let rows = synthetic(n, args.dim, args.seed);
+        let rows = synthetic(n, args.dim, args.latent, args.seed);
         eprintln!(
             "{n} synthetic descriptors of {} in {:.1} s",
             args.dim,
@@ -524,8 +604,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{r:?}");
             table.push(r);
         };
-        for &qz in &args.quantization {
-            push(usearch_row(&rows, args.dim, &args, qz, &sample, &truth)?);
+        for &gd in &args.graph_dims {
+            for &qz in &args.quantization {
+                push(usearch_row(
+                    &rows, args.dim, &args, qz, gd, &sample, &truth,
+                )?);
+            }
         }
         #[cfg(feature = "hnsw-rs")]
         push(hnsw_rs_row(&rows, args.dim, &args, &sample, &truth)?);
