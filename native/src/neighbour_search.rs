@@ -75,7 +75,7 @@ pub struct SearchArgs {
     pub graph_dims: usize,
     /// Candidates the graph proposes per neighbour kept (`--k` x this are rescored with the
     /// exact cosine of the full descriptors): more raise recall at a small cost.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub candidates: u16,
 }
 
