@@ -98,3 +98,34 @@ impl PartialEq for FeatureRows {
         self[..] == other[..]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_of(bytes: &[u8]) -> Arc<memmap2::Mmap> {
+        let mut m = memmap2::MmapMut::map_anon(bytes.len()).unwrap();
+        m.copy_from_slice(bytes);
+        Arc::new(m.make_read_only().unwrap())
+    }
+
+    #[test]
+    fn mapped_rows_read_in_place_and_misaligned_ones_are_decoded() {
+        let values = [1.5f32, -2.0, 3.25, 0.0];
+        let mut le = Vec::new();
+        FeatureRows::write_le(&values, &mut le).unwrap();
+        // aligned at byte 8: read in place (little-endian hosts)
+        let mut bytes = vec![0u8; 8];
+        bytes.extend(&le);
+        let rows = FeatureRows::of_map(map_of(&bytes), 8, 4);
+        assert_eq!(&rows[..], &values);
+        assert_eq!(rows.is_mapped(), cfg!(target_endian = "little"));
+        // at byte 3: decoded into memory, same values
+        let mut bytes = vec![0u8; 3];
+        bytes.extend(&le);
+        let rows = FeatureRows::of_map(map_of(&bytes), 3, 4);
+        assert_eq!(&rows[..], &values);
+        assert!(!rows.is_mapped());
+        assert_eq!(rows, FeatureRows::from(values.to_vec()));
+    }
+}
