@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::Parser;
 use dino_core::cpu::matmul::{Epilogue, matmul};
 use dino_core::features::{l2_normalize, search::Index};
-use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore};
 use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use dino_native::npy;
 use rand::Rng;
@@ -311,15 +311,11 @@ fn usearch_row(
             .enumerate()
             .map(|(qi, h)| {
                 let q = &queries[qi * dim..(qi + 1) * dim];
-                let mut s: Vec<(u64, f32)> = h
-                    .iter()
-                    .map(|x| {
-                        let r = &rows[x.key as usize * dim..(x.key as usize + 1) * dim];
-                        (x.key, q.iter().zip(r).map(|(a, b)| a * b).sum())
-                    })
-                    .collect();
-                s.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                s.into_iter().take(args.k).map(|x| x.0).collect()
+                let ids = h.iter().map(|x| x.key as usize);
+                rescore(q, ids, rows, dim, args.k)
+                    .into_iter()
+                    .map(|x| x.index as u64)
+                    .collect()
             })
             .collect()
     };

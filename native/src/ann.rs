@@ -111,6 +111,37 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// The `k` of `candidates` (indexes of rows of `rows`, `dim` wide) most similar to `query`
+/// by their exact cosine similarity, most similar first (ties by index): how the graph's
+/// proposals, found on quantised or projected rows, become exact results. Rows need not be
+/// normalised; the query's norm is taken once.
+pub fn rescore(
+    query: &[f32],
+    candidates: impl IntoIterator<Item = usize>,
+    rows: &[f32],
+    dim: usize,
+    k: usize,
+) -> Vec<dino_core::features::search::Neighbour> {
+    let qq: f32 = query.iter().map(|v| v * v).sum();
+    let mut found: Vec<_> = candidates
+        .into_iter()
+        .map(|index| {
+            let r = &rows[index * dim..(index + 1) * dim];
+            let (mut qr, mut rr) = (0f32, 0f32);
+            for (a, b) in query.iter().zip(r) {
+                qr += a * b;
+                rr += b * b;
+            }
+            let norm = (qq * rr).sqrt();
+            let score = if norm > 0.0 { qr / norm } else { 0.0 };
+            dino_core::features::search::Neighbour { index, score }
+        })
+        .collect();
+    found.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    found.truncate(k);
+    found
+}
+
 /// An HNSW index over L2-normalised rows.
 pub struct HnswIndex {
     inner: usearch::Index,
@@ -403,5 +434,20 @@ mod tests {
         assert!(HnswIndex::load(&p, d + 1, settings).unwrap().is_none());
         std::fs::write(&p, b"not an index").unwrap();
         assert!(HnswIndex::load(&p, d, settings).is_err());
+    }
+
+    #[test]
+    fn rescoring_orders_candidates_by_exact_cosine_of_unnormalised_rows() {
+        // rows 0..4 of width 2; row 3 is row 1 scaled (same cosine), row 4 is zero
+        let rows = [1.0, 0.0, 0.0, 2.0, 1.0, 1.0, 0.0, 5.0, 0.0, 0.0];
+        let q = [0.0, 3.0];
+        let got = rescore(&q, [0, 4, 2, 3, 1], &rows, 2, 3);
+        let idx: Vec<usize> = got.iter().map(|n| n.index).collect();
+        assert_eq!(idx, vec![1, 3, 2], "ties by index, truncated to k");
+        assert!((got[0].score - 1.0).abs() < 1e-6);
+        assert!((got[2].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        // a zero row scores 0, never NaN
+        let all = rescore(&q, [4], &rows, 2, 1);
+        assert_eq!(all[0].score, 0.0);
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dino_core::features::search::{Index, Neighbour};
-use dino_native::ann::{HnswIndex, HnswSettings, Quantization};
+use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore};
 use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -216,18 +216,6 @@ pub enum Searcher {
 /// insertion of a million rows needs beyond the graph.
 const ADD_BLOCK: usize = 32_768;
 
-/// Cosine similarity of two rows of any length.
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
-    for (x, y) in a.iter().zip(b) {
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    let norm = (aa * bb).sqrt();
-    if norm > 0.0 { ab / norm } else { 0.0 }
-}
-
 /// L2-normalised copy of rows (the exact search compares by dot product).
 fn normalized(rows: &[f32], dim: usize) -> Vec<f32> {
     let mut v = rows.to_vec();
@@ -295,7 +283,7 @@ impl Searcher {
                 (HnswIndex::new(gd, settings)?, projection, None)
             }
         };
-        report.graph_dims = projection.as_ref().map_or(dim, |p| p.dims());
+        report.graph_dims = index.dim();
         report.graph_energy = projection.as_ref().map(|p| p.energy());
         // keep the keys of unchanged files, drop the rest, insert new and changed files
         let mut known: HashMap<&Path, (&Entry, u64)> = HashMap::new();
@@ -467,9 +455,7 @@ impl Searcher {
     ) -> anyhow::Result<Vec<Vec<Neighbour>>> {
         match self {
             Searcher::Exact(index) => {
-                let d = database.len() / index.len().max(1);
-                anyhow::ensure!(d > 0 && queries.len().is_multiple_of(d), "rows of {d}");
-                Ok(index.search(&normalized(queries, d), k, skip_self)?)
+                Ok(index.search(&normalized(queries, index.dim()), k, skip_self)?)
             }
             Searcher::Hnsw {
                 index,
@@ -502,25 +488,17 @@ impl Searcher {
                         .into_par_iter()
                         .enumerate()
                         .map(|(qi, h)| {
-                            let q = &block[qi * d..(qi + 1) * d];
-                            let mut found = h
-                                .into_iter()
+                            let rows = h
+                                .iter()
                                 .map(|x| {
-                                    let index = *rows_of
+                                    rows_of
                                         .get(&x.key)
-                                        .context("the index returned an unknown key")?;
-                                    let r = &database[index * d..(index + 1) * d];
-                                    Ok(Neighbour {
-                                        index,
-                                        score: cosine(q, r),
-                                    })
+                                        .copied()
+                                        .context("the index returned an unknown key")
                                 })
                                 .collect::<anyhow::Result<Vec<_>>>()?;
-                            found.sort_by(|a, b| {
-                                b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
-                            });
-                            found.truncate(k);
-                            Ok(found)
+                            let q = &block[qi * d..(qi + 1) * d];
+                            Ok(rescore(q, rows, database, d, k))
                         })
                         .collect::<anyhow::Result<_>>()?;
                     out.extend(kept);

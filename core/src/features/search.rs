@@ -48,6 +48,11 @@ impl Index {
         self.len
     }
 
+    /// Width of the rows it holds.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
