@@ -919,6 +919,21 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
         (&r["search"]["added"], &r["search"]["kept"]),
         (&0.into(), &55.into())
     );
+    // a damaged projection in the sidecar (one component value short) is not used
+    let side = tmp.path().join("index.safetensors.usearch.json");
+    let mut j: serde_json::Value = read_json(&side);
+    j["projection"]["pca"]["projection"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    std::fs::write(&side, serde_json::to_vec(&j).unwrap()).unwrap();
+    let (log, r) = run("hnsw", &hnsw, &["--graph-dims", "16"]);
+    assert!(
+        log.contains("built anew") && log.contains("projection is damaged"),
+        "{log}"
+    );
+    assert_eq!(r["search"]["added"], 55);
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
     let (log, r) = run("hnsw", &hnsw, &["--graph-dims", "0"]);
     assert!(
         log.contains("built anew") && log.contains("16 dimensions"),
