@@ -1,5 +1,6 @@
 //! Two PAWS training iterations against the PyTorch reference (make_paws_fixtures.py, built
-//! from suncet's code): the encoder's projections and predictions with BatchNorm in train mode
+//! from suncet's code), with the CIFAR-10 recipe's Wide ResNet and with the ImageNet recipe's
+//! kind of backbone (a bottleneck ResNet): the encoder's projections and predictions with BatchNorm in train mode
 //! over two resolution groups, the loss and its me-max term, raw gradients, LARS-wrapped SGD at
 //! the warm-up cosine learning rate with its momentum buffers, every weight and running
 //! statistic after each step; and an exact resume from a checkpoint between the steps.
@@ -14,8 +15,12 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
+use dino_core::model::params::ModulePath;
+use dino_core::model::resnet::{ResNetConfig, ResidualBlock};
 use dino_core::model::wide_resnet::WideResNetConfig;
-use dino_core::paws::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder, PawsTrainer};
+use dino_core::paws::{
+    BackboneConfig, EncoderConfig, PawsBatch, PawsConfig, PawsEncoder, PawsModel, PawsTrainer,
+};
 use dino_tests::*;
 
 /// The tolerance of the DINO fixture tests for gradients and weights.
@@ -28,13 +33,25 @@ const SLACK: f64 = 12.0;
 
 /// Compares `got` with the fixture's float64 value of `name`, against PyTorch float32's error.
 fn check(fx: &Fixture, name: &str, got: &[f32]) {
+    check_against(fx, name, got, name)
+}
+
+/// As [`check`], with PyTorch's error on `inputs` as the least yardstick: a loss is computed
+/// from the predictions, so it cannot be held closer than they are (PyTorch's float32 loss can
+/// land nearer by luck: 4e-7 where its predictions are 6e-6 off).
+fn check_against(fx: &Fixture, name: &str, got: &[f32], inputs: &str) {
     let want = &fx.get(name).data;
-    let yard = |k: &str| {
+    let yard = |k: &str, name: &str| {
         fx.meta[k][name]
             .as_f64()
             .unwrap_or_else(|| panic!("no {k} for {name}"))
     };
-    let (torch_rel, torch_abs) = (yard("f32_error"), yard("f32_abs_error"));
+    let torch_rel = yard("f32_error", name).max(if inputs == name {
+        0.0
+    } else {
+        yard("f32_error", inputs)
+    });
+    let torch_abs = yard("f32_abs_error", name);
     if torch_rel > 1.0 {
         // the true value is zero (a bias before a BatchNorm has no gradient): both runs give
         // rounding noise, compared in absolute terms
@@ -57,9 +74,16 @@ fn config(fx: &Fixture) -> PawsConfig {
     let m = &fx.meta;
     let c = &m["config"];
     let u = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+    let resnet = c.get("model_name").is_some();
     PawsConfig {
-        depth: u(&c["depth"]),
-        widen: u(&c["widen"]),
+        model_name: if resnet {
+            PawsModel::Resnet50
+        } else {
+            PawsModel::WideResnet
+        },
+        depth: c.get("depth").map_or(28, u),
+        widen: c.get("widen").map_or(2, u),
+        width_per_group: c.get("width_per_group").map_or(64, u),
         output_dim: u(&c["output_dim"]),
         use_pred_head: c["use_pred_head"].as_bool().unwrap(),
         classes_per_batch: fx.u("classes_per_batch"),
@@ -98,19 +122,19 @@ fn batch(fx: &Fixture, cfg: &PawsConfig, k: usize) -> PawsBatch {
 
 /// Parameter ids by Burn path (`backbone.conv1.weight`, `fc.fc1.weight`, ...).
 fn param_ids(enc: &PawsEncoder) -> HashMap<String, ParamId> {
-    struct Ids(Vec<String>, HashMap<String, ParamId>);
+    struct Ids(ModulePath, HashMap<String, ParamId>);
     impl ModuleVisitor for Ids {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
+            self.0.exit();
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.1.insert(self.0.join("."), p.id);
+            self.1.insert(self.0.key(), p.id);
         }
     }
-    let mut v = Ids(Vec::new(), HashMap::new());
+    let mut v = Ids(ModulePath::default(), HashMap::new());
     enc.visit(&mut v);
     v.1
 }
@@ -130,16 +154,45 @@ fn burn_path(official: &str) -> (String, bool) {
 fn two_paws_iterations_match_the_reference() {
     let fx = Fixture::load_file("paws/step.safetensors");
     let cfg = config(&fx);
-    let dev = device();
     let enc_cfg = EncoderConfig {
-        backbone: WideResNetConfig {
+        backbone: BackboneConfig::WideResNet(WideResNetConfig {
             depth: cfg.depth,
             widen: cfg.widen,
-        },
+        }),
         output_dim: cfg.output_dim,
         use_pred_head: true,
     };
-    assert_eq!(enc_cfg, cfg.encoder());
+    assert_eq!(enc_cfg, cfg.encoder().unwrap());
+    two_iterations(&fx, cfg, enc_cfg);
+}
+
+#[test]
+fn two_paws_iterations_of_a_bottleneck_resnet_match_the_reference() {
+    let fx = Fixture::load_file("paws/step_resnet.safetensors");
+    let cfg = config(&fx);
+    let layers: Vec<usize> = serde_json::from_value(fx.meta["config"]["layers"].clone()).unwrap();
+    let enc_cfg = EncoderConfig {
+        backbone: BackboneConfig::ResNet(ResNetConfig {
+            block: ResidualBlock::Bottleneck,
+            layers: layers.try_into().unwrap(),
+            stem_width: cfg.width_per_group,
+            base_width: cfg.width_per_group,
+            maxpool: true,
+        }),
+        output_dim: cfg.output_dim,
+        use_pred_head: true,
+    };
+    // the run's config names ResNet-50 at this width; the encoder (2, 1, 1, 1 blocks) is
+    // the checkpoint's own, so the resume below also shows that any encoder shape resumes
+    assert_eq!(
+        cfg.encoder().unwrap().backbone.features(),
+        enc_cfg.backbone.features()
+    );
+    two_iterations(&fx, cfg, enc_cfg);
+}
+
+fn two_iterations(fx: &Fixture, cfg: PawsConfig, enc_cfg: EncoderConfig) {
+    let dev = device();
     let encoder =
         PawsEncoder::from_state_dict(&enc_cfg, fx.prefixed("init."), &dev.clone().autodiff())
             .unwrap();
@@ -155,12 +208,12 @@ fn two_paws_iterations_match_the_reference() {
             trainer = PawsTrainer::from_checkpoint(&bytes, &dev).unwrap();
             assert_eq!(trainer.iteration, 1);
         }
-        let b = batch(&fx, &cfg, k);
+        let b = batch(fx, &cfg, k);
         let mut checked = 0;
         let stats = trainer
             .step_inspected(&b, &mut |inside| {
-                check(&fx, &(s.clone() + "h"), &to_vec(inside.h.clone()));
-                check(&fx, &(s.clone() + "z"), &to_vec(inside.z.clone()));
+                check(fx, &(s.clone() + "h"), &to_vec(inside.h.clone()));
+                check(fx, &(s.clone() + "z"), &to_vec(inside.z.clone()));
                 let ids = param_ids(inside.encoder);
                 for (name, want) in fx.tensors.iter() {
                     let Some(official) = name.strip_prefix(&(s.clone() + "grad.")) else {
@@ -180,7 +233,7 @@ fn two_paws_iterations_match_the_reference() {
                     } else {
                         got
                     };
-                    check(&fx, name, &got);
+                    check(fx, name, &got);
                     checked += 1;
                 }
             })
@@ -191,23 +244,24 @@ fn two_paws_iterations_match_the_reference() {
             ("xent", stats.xent),
             ("me_max", stats.me_max),
         ] {
-            check(&fx, &(s.clone() + name), &[got as f32]);
+            check_against(fx, &(s.clone() + name), &[got as f32], &(s.clone() + "z"));
         }
         let lr = step["lr"].as_f64().unwrap();
         assert!((stats.lr - lr).abs() <= 1e-12, "lr {} vs {lr}", stats.lr);
         // every weight and running statistic after the update
         let sd = trainer.encoder().to_state_dict().unwrap();
         let expected = fx.prefixed(&(s.clone() + "weights."));
-        assert_eq!(sd.len(), expected.len(), "same keys");
+        let omitted = fx.meta["omitted_weights"].as_array().unwrap();
+        assert_eq!(sd.len(), expected.len() + omitted.len(), "same keys");
         for (key, want) in expected.iter() {
             let got = sd.get(key).unwrap_or_else(|| panic!("{key} missing"));
             assert_eq!(got.shape, want.shape, "{key}");
-            check(&fx, &format!("{s}weights.{key}"), &got.data);
+            check(fx, &format!("{s}weights.{key}"), &got.data);
         }
         for (key, _) in fx.prefixed(&(s.clone() + "momentum.")).iter() {
             let (path, _) = burn_path(key);
             let buf = &trainer.optimizer.states[&path].buffers[0];
-            check(&fx, &format!("{s}momentum.{key}"), &to_vec(buf.clone()));
+            check(fx, &format!("{s}momentum.{key}"), &to_vec(buf.clone()));
         }
     }
 }

@@ -772,6 +772,40 @@ fn paws_args<'a>(labels: &'a str, out: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// The ImageNet recipe's backbone kind: a bottleneck ResNet-50 (narrowed by --width-per-group
+/// to stay quick) trains, resumes from its checkpoint, exports and is evaluated.
+#[test]
+fn paws_trains_a_resnet50_and_snn_evaluates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = class_folder(dir.path());
+    let out = dir.path().join("paws-resnet");
+    let mut args = paws_args(s(&classes), s(&out));
+    args.extend(["--model-name", "resnet50", "--width-per-group", "8"]);
+    args.extend(["--crop-size", "32", "--multicrop-size", "16"]);
+    let log = common::ok_all(&args);
+    assert!(
+        log.contains("model: ResNet (Bottleneck blocks [3, 4, 6, 3]"),
+        "{log}"
+    );
+    assert!(log.contains("(256 features)"), "{log}");
+    let again = common::ok_all(&args);
+    assert!(again.contains("resuming"), "{again}");
+    let text = ok(&[
+        "snn",
+        "-w",
+        s(&out.join("encoder.safetensors")),
+        "--train",
+        s(&classes),
+        "--val",
+        s(&classes),
+    ]);
+    assert!(text.contains("top-1"), "{text}");
+    let mut bad = args.clone();
+    bad.extend(["--width-per-group", "4", "--no-resume"]);
+    let e = fails(&bad);
+    assert!(e.contains("not a ResNet"), "{e}");
+}
+
 #[test]
 fn paws_trains_resumes_and_snn_evaluates() {
     let dir = tempfile::tempdir().unwrap();

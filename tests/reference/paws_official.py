@@ -1,5 +1,5 @@
 """The pieces of the official PAWS code (facebookresearch/suncet: src/losses.py,
-src/wide_resnet.py, src/paws_train.py's init_model / init_opt, src/sgd.py, src/lars.py,
+src/wide_resnet.py, src/resnet.py, src/paws_train.py's init_model / init_opt, src/sgd.py, src/lars.py,
 src/utils.py's WarmupCosineSchedule) that the PAWS reference scripts share, written from the
 official code for one process (no torch.distributed; AllGather / AllReduce are the identity
 there). Used by make_paws_fixtures.py and bench/paws_reference_train.py."""
@@ -139,13 +139,162 @@ class WideResNet(nn.Module):
         return z
 
 
+# -- src/resnet.py ------------------------------------------------------------------------------
+
+def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1):
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, groups=groups,
+                     bias=False, dilation=dilation)
+
+
+def conv1x1(in_planes, out_planes, stride=1):
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 norm_layer=None):
+        super().__init__()
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 norm_layer=None):
+        super().__init__()
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, layers, zero_init_residual=False, groups=1, widen=1, width_per_group=64,
+                 norm_layer=None, use_maxpool=True):
+        super().__init__()
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        self._norm_layer = norm_layer
+        self.use_maxpool = use_maxpool
+        self.inplanes = width_per_group * widen
+        self.dilation = 1
+        self.groups = groups
+        self.base_width = width_per_group
+        num_out_filters = width_per_group * widen
+        self.conv1 = nn.Conv2d(3, num_out_filters, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(num_out_filters)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, num_out_filters, layers[0])
+        num_out_filters *= 2
+        self.layer2 = self._make_layer(block, num_out_filters, layers[1], stride=2)
+        num_out_filters *= 2
+        self.layer3 = self._make_layer(block, num_out_filters, layers[2], stride=2)
+        num_out_filters *= 2
+        self.layer4 = self._make_layer(block, num_out_filters, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = None
+        self.pred = None
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+    def _make_layer(self, block, planes, blocks, stride=1):
+        norm_layer = self._norm_layer
+        downsample = None
+        previous_dilation = self.dilation
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       norm_layer(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width,
+                        previous_dilation, norm_layer)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
+                                dilation=self.dilation, norm_layer=norm_layer))
+        return nn.Sequential(*layers)
+
+    def _forward_backbone(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.use_maxpool:
+            x = self.maxpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        if self.fc is not None:
+            x = self.fc(x)
+        return x
+
+    _forward_head = WideResNet._forward_head
+    forward = WideResNet.forward
+
+
+def resnet50(**kwargs):
+    return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
 # -- src/paws_train.py --------------------------------------------------------------------------
 
-def init_model(depth=28, widen=2, use_pred=False, output_dim=128):
-    """init_model for a Wide ResNet (hidden width = its feature width: 128 for WRN-28-2, as the
-    official code hard-codes)."""
-    encoder = WideResNet(depth, widen, dropout_rate=0.0)
-    hidden_dim = 64 * widen
+def init_model(depth=28, widen=2, use_pred=False, output_dim=128, model_name='wide_resnet',
+               width_per_group=64, layers=(3, 4, 6, 3)):
+    """init_model for a Wide ResNet of `depth` and `widen`, or for a bottleneck ResNet of
+    `layers` blocks per stage (resnet50: 3, 4, 6, 3) and `width_per_group` (64 officially).
+    The hidden width is the backbone's feature width: the official code hard-codes it (128 for
+    WRN-28-2, 2048 for ResNet-50), the same for every released model."""
+    if model_name == 'resnet':
+        encoder = ResNet(Bottleneck, list(layers), width_per_group=width_per_group)
+        hidden_dim = 32 * width_per_group
+    else:
+        encoder = WideResNet(depth, widen, dropout_rate=0.0)
+        hidden_dim = 64 * widen
     encoder.fc = torch.nn.Sequential(OrderedDict([
         ('fc1', torch.nn.Linear(hidden_dim, hidden_dim)),
         ('bn1', torch.nn.BatchNorm1d(hidden_dim)),

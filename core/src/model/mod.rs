@@ -1,5 +1,5 @@
-//! The networks, one concept per file: the DINO Vision Transformer and, for PAWS, the Wide
-//! ResNet; every module built from a parameter source ([`params`]).
+//! The networks, one concept per file: the DINO Vision Transformer, the ResNet (DINO's and
+//! PAWS's ImageNet backbone) and, for PAWS, the Wide ResNet; every module built from a parameter source ([`params`]).
 
 mod attention;
 mod batch_norm;
@@ -10,6 +10,7 @@ mod l2_norm;
 pub mod params;
 mod patch_embed;
 pub mod pos_embed;
+pub mod resnet;
 mod vit;
 pub mod wide_resnet;
 

@@ -18,6 +18,45 @@ use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict, transpose};
 use crate::{Error, Result};
 
+/// The dotted name of the parameter a module visitor or mapper is at: the path of field names
+/// and indices, without the variants of module enums (a network choosing between backbones
+/// must not add a level to the official keys or to the optimiser's state names).
+#[derive(Debug, Default)]
+pub struct ModulePath {
+    names: Vec<(String, String)>,
+    kept: Vec<bool>,
+}
+
+impl ModulePath {
+    /// Burn's `enter_module(name, container_type)`.
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        let keep = !container_type.starts_with("Enum:");
+        if keep {
+            self.names
+                .push((name.to_string(), container_type.to_string()));
+        }
+        self.kept.push(keep);
+    }
+
+    /// Burn's `exit_module`.
+    pub fn exit(&mut self) {
+        if self.kept.pop() == Some(true) {
+            self.names.pop();
+        }
+    }
+
+    /// `backbone.layer1.0.conv1.weight`.
+    pub fn key(&self) -> String {
+        let parts: Vec<&str> = self.names.iter().map(|(n, _)| n.as_str()).collect();
+        parts.join(".")
+    }
+
+    /// (field name, type of the struct holding it) from the root to the parameter.
+    pub fn levels(&self) -> &[(String, String)] {
+        &self.names
+    }
+}
+
 /// How a parameter is drawn when it is not loaded.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
@@ -211,7 +250,7 @@ impl NormParams {
 /// to `[out, in]` and `LayerNorm`'s `gamma`/`beta` named `weight`/`bias`.
 pub fn module_state_dict<M: Module>(module: &M) -> Result<StateDict> {
     let mut v = StateDictVisitor {
-        path: Vec::new(),
+        path: ModulePath::default(),
         sd: StateDict::new(),
         err: None,
     };
@@ -223,30 +262,29 @@ pub fn module_state_dict<M: Module>(module: &M) -> Result<StateDict> {
 }
 
 struct StateDictVisitor {
-    /// (field name, type of the struct holding it)
-    path: Vec<(String, String)>,
+    path: ModulePath,
     sd: StateDict,
     err: Option<Error>,
 }
 
 impl ModuleVisitor for StateDictVisitor {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if self.err.is_some() {
             return;
         }
-        let Some((leaf, holder)) = self.path.last() else {
+        let levels = self.path.levels();
+        let Some((leaf, holder)) = levels.last() else {
             return;
         };
-        let parents = &self.path[..self.path.len() - 1];
+        let parents = &levels[..levels.len() - 1];
         let mut key: Vec<&str> = parents.iter().map(|(n, _)| n.as_str()).collect();
         let leaf = match (holder.as_str(), leaf.as_str()) {
             ("Struct:LayerNorm", "gamma") => "weight",

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::encoder::EncoderConfig;
+use super::encoder::{BackboneConfig, EncoderConfig};
+use crate::model::resnet::ResNetConfig;
 use crate::model::wide_resnet::WideResNetConfig;
 use crate::train::config::{differences, merge_table, to_table};
 use crate::{Error, Result};
@@ -13,9 +14,15 @@ use crate::{Error, Result};
 #[serde(default, deny_unknown_fields)]
 pub struct PawsConfig {
     // -- meta
+    /// The backbone (`model_name`): a Wide ResNet of `depth` and `widen` (the CIFAR-10
+    /// recipe) or a ResNet (resnet50 in the ImageNet recipe).
+    pub model_name: PawsModel,
     /// Wide ResNet depth (6n + 4) and width: WRN-28-2 officially for CIFAR-10.
     pub depth: usize,
     pub widen: usize,
+    /// ResNets only: suncet's `width_per_group` (64 in every released model; the stem has
+    /// `width_per_group x widen` channels and a bottleneck `planes x width_per_group / 64`).
+    pub width_per_group: usize,
     /// Output of the projection head.
     pub output_dim: usize,
     /// A 4x-bottleneck prediction head on top of the projection (off for CIFAR-10).
@@ -69,8 +76,10 @@ pub struct PawsConfig {
 impl Default for PawsConfig {
     fn default() -> Self {
         Self {
+            model_name: PawsModel::WideResnet,
             depth: 28,
             widen: 2,
+            width_per_group: 64,
             output_dim: 128,
             use_pred_head: false,
             classes_per_batch: 10,
@@ -103,15 +112,26 @@ impl Default for PawsConfig {
 }
 
 impl PawsConfig {
-    pub fn encoder(&self) -> EncoderConfig {
-        EncoderConfig {
-            backbone: WideResNetConfig {
+    /// The encoder's shape (not yet validated).
+    pub fn encoder(&self) -> Result<EncoderConfig> {
+        let backbone = match self.model_name.resnet() {
+            None => BackboneConfig::WideResNet(WideResNetConfig {
                 depth: self.depth,
                 widen: self.widen,
-            },
+            }),
+            Some(name) => {
+                let mut c = ResNetConfig::named(name)?;
+                let widen = c.stem_width / 64;
+                c.stem_width = self.width_per_group * widen;
+                c.base_width = self.width_per_group;
+                BackboneConfig::ResNet(c)
+            }
+        };
+        Ok(EncoderConfig {
+            backbone,
             output_dim: self.output_dim,
             use_pred_head: self.use_pred_head,
-        }
+        })
     }
 
     /// Support views per iteration (`supervised_views * classes_per_batch * imgs_per_class`).
@@ -156,7 +176,7 @@ impl PawsConfig {
     /// Checks everything a run relies on before it starts.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("PAWS config: {m}")));
-        self.encoder().validate()?;
+        self.encoder()?.validate()?;
         if self.epochs == 0 || self.unsupervised_batch_size == 0 {
             return bad("epochs and unsupervised_batch_size must be positive".into());
         }
@@ -197,5 +217,44 @@ impl PawsConfig {
             return bad("normalize_std must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// suncet's `model_name` choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum PawsModel {
+    /// Wide ResNet of `depth` and `widen` (`wide_resnet28w2` officially, CIFAR-10).
+    #[default]
+    #[cfg_attr(feature = "cli", value(name = "wide_resnet"))]
+    WideResnet,
+    Resnet18,
+    Resnet34,
+    /// The ImageNet recipe's backbone (2048 features).
+    Resnet50,
+    Resnet50w2,
+    Resnet50w4,
+    Resnet101,
+    Resnet101w2,
+    Resnet152,
+    Resnet200,
+}
+
+impl PawsModel {
+    /// The ResNet's official name, `None` for the Wide ResNet.
+    pub fn resnet(self) -> Option<&'static str> {
+        Some(match self {
+            Self::WideResnet => return None,
+            Self::Resnet18 => "resnet18",
+            Self::Resnet34 => "resnet34",
+            Self::Resnet50 => "resnet50",
+            Self::Resnet50w2 => "resnet50w2",
+            Self::Resnet50w4 => "resnet50w4",
+            Self::Resnet101 => "resnet101",
+            Self::Resnet101w2 => "resnet101w2",
+            Self::Resnet152 => "resnet152",
+            Self::Resnet200 => "resnet200",
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! The PAWS encoder of suncet's `paws_train.py` (`init_model`): a backbone, the projection
+//! The PAWS encoder of suncet's `paws_train.py` (`init_model`): a backbone (the Wide ResNet of
+//! the CIFAR-10 recipe or a ResNet of the ImageNet one), the projection
 //! head `fc` (fc1-bn1-ReLU-fc2-bn2-ReLU-fc3, hidden width = the backbone's features) and the
 //! optional prediction head `pred` (bn1-fc1-bn2-ReLU-fc2, a 4x bottleneck). As the official
 //! `forward`, consecutive inputs of one resolution run through the backbone and the heads
@@ -11,15 +12,83 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::params::{LinearParams, ParamSource, Params, module_state_dict};
+use crate::model::resnet::{ResNet, ResNetConfig};
 use crate::model::wide_resnet::{WideResNet, WideResNetConfig};
 use crate::model::{BN_MOMENTUM, BatchNorm};
 use crate::weights::StateDict;
 use crate::{Error, Result};
 
+/// The backbone of a PAWS encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneConfig {
+    WideResNet(WideResNetConfig),
+    ResNet(ResNetConfig),
+}
+
+impl BackboneConfig {
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::WideResNet(c) => c.validate(),
+            Self::ResNet(c) => c.validate(),
+        }
+    }
+
+    /// A short name for messages: `WRN-28-2`, `ResNet-50`, `ResNet (bottleneck [3, 4, 6, 3],
+    /// stem 16)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::WideResNet(c) => format!("WRN-{}-{}", c.depth, c.widen),
+            Self::ResNet(c) => c.describe(),
+        }
+    }
+
+    /// Width of the pooled features: the projection head's hidden width (`hidden_dim` of
+    /// `init_model`: 128 for WRN-28-2, 2048 for ResNet-50, 4096 for ResNet-50w2).
+    pub fn features(&self) -> usize {
+        match self {
+            Self::WideResNet(c) => c.features(),
+            Self::ResNet(c) => c.features(),
+        }
+    }
+}
+
+/// A backbone as a module; its variant adds no level to the parameter names (see
+/// [`crate::model::params::ModulePath`]), so the official keys stay `conv1.weight`, ...
+#[derive(Module, Debug)]
+pub enum Backbone {
+    WideResNet(WideResNet),
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    fn new(cfg: &BackboneConfig, vb: &Params, device: &Device) -> Result<Self> {
+        Ok(match cfg {
+            BackboneConfig::WideResNet(c) => Self::WideResNet(WideResNet::new(c, vb, device)?),
+            BackboneConfig::ResNet(c) => Self::ResNet(ResNet::new(c, vb, device)?),
+        })
+    }
+
+    /// Pooled features `[B, features]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::WideResNet(n) => n.forward(x),
+            Self::ResNet(n) => n.forward(x),
+        }
+    }
+
+    pub fn batch_norms(&self) -> Vec<&BatchNorm> {
+        match self {
+            Self::WideResNet(n) => n.batch_norms(),
+            Self::ResNet(n) => n.batch_norms(),
+        }
+    }
+}
+
 /// Sizes of the encoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
-    pub backbone: WideResNetConfig,
+    pub backbone: BackboneConfig,
     /// Output of the projection head (128 officially).
     pub output_dim: usize,
     /// A prediction head on top of the projection (`use_pred_head`; off in the CIFAR recipe).
@@ -109,9 +178,12 @@ impl PredictionHead {
 /// Backbone and heads.
 #[derive(Module, Debug)]
 pub struct PawsEncoder {
-    pub backbone: WideResNet,
+    pub backbone: Backbone,
     pub fc: ProjectionHead,
     pub pred: Option<PredictionHead>,
+    /// The shape it was built with (written into checkpoints, so that any encoder resumes).
+    #[module(skip)]
+    pub config: EncoderConfig,
 }
 
 /// The encoder's outputs for a batch of views.
@@ -127,7 +199,7 @@ impl PawsEncoder {
     /// level, `fc.*`, `pred.*`.
     pub fn new(cfg: &EncoderConfig, vb: &Params, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let backbone = WideResNet::new(&cfg.backbone, vb, device)?;
+        let backbone = Backbone::new(&cfg.backbone, vb, device)?;
         let hidden = cfg.backbone.features();
         let fc = ProjectionHead::new(hidden, cfg.output_dim, &vb.pp("fc"), device)?;
         let pred = if cfg.use_pred_head {
@@ -135,7 +207,12 @@ impl PawsEncoder {
         } else {
             None
         };
-        Ok(Self { backbone, fc, pred })
+        Ok(Self {
+            backbone,
+            fc,
+            pred,
+            config: cfg.clone(),
+        })
     }
 
     /// Drawn as PyTorch initialises the official model (seeded).

@@ -16,10 +16,10 @@ pub mod support;
 #[cfg(not(target_family = "wasm"))]
 pub mod trainer;
 
-pub use config::PawsConfig;
+pub use config::{PawsConfig, PawsModel};
 #[cfg(not(target_family = "wasm"))]
 pub use data::{LabelledSet, PawsBatch, PawsBatches};
-pub use encoder::{EncoderConfig, EncoderOutput, PawsEncoder};
+pub use encoder::{Backbone, BackboneConfig, EncoderConfig, EncoderOutput, PawsEncoder};
 #[cfg(not(target_family = "wasm"))]
 pub use labelled::LabelledFiles;
 pub use loss::{PawsLoss, PawsLossOutput};

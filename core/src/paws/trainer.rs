@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{PawsBatch, PawsConfig, PawsEncoder};
+use super::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder};
 use crate::train::run::{Metrics, RunDir, TrainRun};
 use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, WarmupCosine, parameter_sizes};
 use crate::weights::{RawTensor, StateDict, safetensors_bytes};
@@ -20,6 +20,8 @@ use crate::{Error, Result};
 pub const PAWS_FORMAT: &str = "dino-rs-paws";
 const RUN_KEY: &str = "paws.train";
 const CONFIG_KEY: &str = "paws.config";
+/// The encoder's exact shape (files of earlier versions: from the config).
+const ENCODER_KEY: &str = "paws.encoder";
 
 /// The position and settings a checkpoint's header holds.
 #[derive(Serialize, Deserialize)]
@@ -28,6 +30,9 @@ struct RunHeader {
     iteration: usize,
     niter_per_epoch: usize,
     optimizer_steps: BTreeMap<String, u64>,
+    /// The encoder's shape (absent in checkpoints of earlier versions: from `config`).
+    #[serde(default)]
+    encoder: Option<EncoderConfig>,
 }
 
 pub struct PawsTrainer {
@@ -47,7 +52,7 @@ impl PawsTrainer {
     /// A fresh run: the encoder drawn from `cfg.seed` as PyTorch initialises the official one.
     pub fn new(cfg: PawsConfig, niter_per_epoch: usize, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let encoder = PawsEncoder::seeded(&cfg.encoder(), cfg.seed, &device.clone().autodiff())?;
+        let encoder = PawsEncoder::seeded(&cfg.encoder()?, cfg.seed, &device.clone().autodiff())?;
         Self::from_encoder(cfg, encoder, niter_per_epoch, device)
     }
 
@@ -234,6 +239,7 @@ impl PawsTrainer {
             iteration: self.iteration,
             niter_per_epoch: self.niter_per_epoch,
             optimizer_steps: steps,
+            encoder: Some(self.encoder().config.clone()),
         };
         safetensors_bytes(
             &sd,
@@ -259,7 +265,11 @@ impl PawsTrainer {
         .map_err(|e| bad(format!("bad header: {e}")))?;
         let (enc, optim) = read_tensors(bytes, "encoder.")?;
         let ad = device.clone().autodiff();
-        let encoder = PawsEncoder::from_state_dict(&header.config.encoder(), enc, &ad)?;
+        let shape = match &header.encoder {
+            Some(e) => e.clone(),
+            None => header.config.encoder()?,
+        };
+        let encoder = PawsEncoder::from_state_dict(&shape, enc, &ad)?;
         let mut t = Self::from_encoder(header.config, encoder, header.niter_per_epoch, device)?;
         t.iteration = header.iteration;
         let sizes = parameter_sizes(t.encoder());
@@ -279,11 +289,12 @@ impl PawsTrainer {
     /// encoder's sizes and the view size and normalisation an evaluation needs).
     pub fn encoder_bytes(&self) -> Result<Vec<u8>> {
         let cfg = serde_json::to_string(&self.cfg).expect("serialises");
+        let shape = serde_json::to_string(&self.encoder().config).expect("serialises");
         safetensors_bytes(
             &self.encoder().to_state_dict()?,
             false,
             PAWS_FORMAT,
-            &[(CONFIG_KEY, cfg)],
+            &[(CONFIG_KEY, cfg), (ENCODER_KEY, shape)],
         )
     }
 }
@@ -341,7 +352,7 @@ pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsC
         (None, None) => return Err(bad("no settings in the header".into())),
     };
     Ok((
-        PawsEncoder::from_state_dict(&cfg.encoder(), sd, device)?,
+        PawsEncoder::from_state_dict(&cfg.encoder()?, sd, device)?,
         cfg,
     ))
 }

@@ -7,28 +7,29 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
 use super::DinoNet;
+use crate::model::params::ModulePath;
 
 /// Flattened (non-autodiff) values of every float parameter, by module path.
 pub(crate) fn collect_params<M: Module>(module: &M) -> HashMap<String, Tensor<1>> {
     struct Collect {
-        path: Vec<String>,
+        path: ModulePath,
         out: HashMap<String, Tensor<1>>,
     }
     impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let t = param.val().inner();
             let n = t.shape().num_elements();
-            self.out.insert(self.path.join("."), t.reshape([n]));
+            self.out.insert(self.path.key(), t.reshape([n]));
         }
     }
     let mut c = Collect {
-        path: Vec::new(),
+        path: ModulePath::default(),
         out: HashMap::new(),
     };
     module.visit(&mut c);
@@ -38,19 +39,19 @@ pub(crate) fn collect_params<M: Module>(module: &M) -> HashMap<String, Tensor<1>
 /// Applies the EMA with momentum `m` to `teacher` from `student`.
 pub fn ema_update(teacher: DinoNet, student: &DinoNet, m: f64) -> DinoNet {
     struct Ema {
-        path: Vec<String>,
+        path: ModulePath,
         student: HashMap<String, Tensor<1>>,
         m: f64,
     }
     impl ModuleMapper for Ema {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let key = self.path.join(".");
+            let key = self.path.key();
             let (id, t, mapper) = param.consume();
             // BatchNorm buffers are not parameters: the official EMA leaves the teacher's own
             let buffer = key.ends_with("running_mean") || key.ends_with("running_var");
@@ -63,7 +64,7 @@ pub fn ema_update(teacher: DinoNet, student: &DinoNet, m: f64) -> DinoNet {
         }
     }
     let mut ema = Ema {
-        path: Vec::new(),
+        path: ModulePath::default(),
         student: collect_params(student),
         m,
     };

@@ -14,6 +14,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::model::params::ModulePath;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
 
@@ -175,7 +176,7 @@ impl DinoOptimizer {
         let mut mapper = Step {
             opt: self,
             grads,
-            path: Vec::new(),
+            path: ModulePath::default(),
             s,
         };
         module.map(&mut mapper)
@@ -282,23 +283,23 @@ impl DinoOptimizer {
 /// Each parameter's number of values, under the names [`DinoOptimizer`] keeps its state by.
 pub fn parameter_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
     struct Sizes {
-        path: Vec<String>,
+        path: ModulePath,
         sizes: BTreeMap<String, usize>,
     }
     impl ModuleVisitor for Sizes {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             self.sizes
-                .insert(self.path.join("."), param.val().shape().num_elements());
+                .insert(self.path.key(), param.val().shape().num_elements());
         }
     }
     let mut v = Sizes {
-        path: Vec::new(),
+        path: ModulePath::default(),
         sizes: BTreeMap::new(),
     };
     module.visit(&mut v);
@@ -308,17 +309,17 @@ pub fn parameter_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
 struct Step<'a> {
     opt: &'a mut DinoOptimizer,
     grads: GradientsParams,
-    path: Vec<String>,
+    path: ModulePath,
     s: StepSettings,
 }
 
 impl ModuleMapper for Step<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -326,7 +327,7 @@ impl ModuleMapper for Step<'_> {
         let Some(grad) = self.grads.remove::<D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let name = self.path.join(".");
+        let name = self.path.key();
         let shape = tensor.shape();
         let n = shape.num_elements();
         let mut g = grad.inner().reshape([n]);

@@ -2,11 +2,19 @@
 //! suncet's configs), turned into a TOML table and merged over the defaults or a `--config`
 //! file as `dino train`'s are; `--help` shows each default from `PawsConfig::default()`.
 
-use dino_core::paws::PawsConfig;
+use dino_core::paws::{PawsConfig, PawsModel};
 use serde::Serialize;
 
 #[derive(clap::Args, Serialize, Debug, Default)]
 pub struct PawsFlags {
+    /// The backbone: wide_resnet (--depth, --widen; the CIFAR-10 recipe, small images) or a
+    /// ResNet (resnet50 is the ImageNet recipe's: 224 px crops, 96 px small crops,
+    /// --color-jitter-strength 1.0, ImageNet normalisation, lr 0.3 -> 6.4 -> 0.064).
+    #[arg(long, value_enum)]
+    model_name: Option<PawsModel>,
+    /// ResNets only: width per group (64 in every released ResNet; smaller for quick tests).
+    #[arg(long)]
+    width_per_group: Option<usize>,
     /// Wide ResNet depth, 6n + 4 (28 for CIFAR-10; 10 or 16 for quick runs).
     #[arg(long)]
     depth: Option<usize>,

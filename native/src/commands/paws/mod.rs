@@ -150,12 +150,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => PawsTrainer::new(cfg.clone(), niter, &device)?,
     };
-    let enc = cfg.encoder();
+    let enc = cfg.encoder()?;
     eprintln!(
-        "model: WRN-{}-{} ({} features) + projection to {}{}; {} unlabelled images x (2 x {} px + \
+        "model: {} ({} features) + projection to {}{}; {} unlabelled images x (2 x {} px + \
          {} x {} px) and {} support views per iteration; {} epochs x {niter} iterations",
-        enc.backbone.depth,
-        enc.backbone.widen,
+        enc.backbone.describe(),
         enc.backbone.features(),
         cfg.output_dim,
         if cfg.use_pred_head {
