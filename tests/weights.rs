@@ -194,7 +194,7 @@ fn unexpected_and_foreign_tensors_are_refused() {
     );
     let e = err_of(&plain_safetensors(&resnet), &LoadOptions::default());
     assert!(
-        e.contains("no ViT backbone found") && e.contains("conv1.weight"),
+        e.contains("no ViT or ResNet backbone found") && e.contains("conv1.weight"),
         "{e}"
     );
 }
@@ -313,4 +313,122 @@ fn hostile_pth_files_are_refused_before_anything_is_allocated() {
     // the honest files still load
     load("weights/s16_backbone.pth", &LoadOptions::default());
     load("weights/s16_full_checkpoint.pth", &LoadOptions::default());
+}
+
+/// ResNet checkpoints in the official formats (make_resnet_fixtures.py): DINO's ResNet-50
+/// backbone file, its training checkpoint (teacher or student), PAWS's checkpoint (encoder with
+/// heads beside the optimiser); each gives the network PyTorch evaluates, to float rounding.
+#[test]
+fn resnet_checkpoints_of_every_official_format_match_pytorch() {
+    use dino_core::model::resnet::{ResNet, ResNetConfig, ResidualBlock};
+    use dino_core::weights::{Architecture, load_network_file};
+    let fx = Fixture::load_file("outputs/resnet_features.safetensors");
+    let want_cfg = ResNetConfig {
+        block: ResidualBlock::Bottleneck,
+        layers: [1, 1, 1, 1],
+        stem_width: 8,
+        base_width: 8,
+        maxpool: true,
+    };
+    let dev = device();
+    let x: burn::Tensor<4> = fx.tensor("input", &dev);
+    for (file, key, format, expected) in [
+        (
+            "weights/resnet_backbone.pth",
+            CheckpointKey::Teacher,
+            WeightFormat::OfficialBackbone,
+            "teacher",
+        ),
+        (
+            "weights/resnet_dino_checkpoint.pth",
+            CheckpointKey::Teacher,
+            WeightFormat::OfficialCheckpoint(CheckpointKey::Teacher),
+            "teacher",
+        ),
+        (
+            "weights/resnet_dino_checkpoint.pth",
+            CheckpointKey::Student,
+            WeightFormat::OfficialCheckpoint(CheckpointKey::Student),
+            "student",
+        ),
+        (
+            "weights/resnet_paws_checkpoint.pth.tar",
+            CheckpointKey::Teacher,
+            WeightFormat::PawsCheckpoint,
+            "paws",
+        ),
+    ] {
+        let opts = LoadOptions {
+            checkpoint_key: key,
+            ..Default::default()
+        };
+        let net = load_network_file(fixture(file), &opts).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(net.format, format, "{file}");
+        assert_eq!(net.architecture, Architecture::ResNet(want_cfg), "{file}");
+        assert!(
+            net.state
+                .keys()
+                .all(|k| !k.starts_with("fc.") && !k.starts_with("pred.")),
+            "{file}: heads dropped"
+        );
+        let model = ResNet::from_state_dict(&want_cfg, net.state, &dev).unwrap();
+        assert_eq!(model.features(), fx.u("features"));
+        let got = to_vec(model.forward(x.clone()));
+        let e = rel_err(&got, &fx.get(expected).data);
+        assert!(e < 1e-5, "{file} ({expected}): relative error {e}");
+    }
+    // the ViT loader names what it found
+    let e = load_file(
+        fixture("weights/resnet_backbone.pth"),
+        &LoadOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("ResNet") && e.contains("Vision Transformer"),
+        "{e}"
+    );
+}
+
+/// A ResNet checkpoint with a tensor of the wrong shape, or one too many, is refused by name.
+#[test]
+fn a_damaged_resnet_checkpoint_is_refused_by_name() {
+    use dino_core::model::resnet::ResNet;
+    use dino_core::weights::{Architecture, RawTensor, load_network_bytes};
+    let net = dino_core::weights::load_network_file(
+        fixture("weights/resnet_backbone.pth"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let Architecture::ResNet(cfg) = net.architecture else {
+        panic!("a ResNet")
+    };
+    let mut bad = net.state.clone();
+    bad.insert(
+        "layer2.0.conv2.weight",
+        RawTensor::new(vec![2, 2], vec![0.0; 4]).unwrap(),
+    );
+    let e = ResNet::from_state_dict(&cfg, bad, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer2.0.conv2.weight"), "{e}");
+    let mut extra = net.state.clone();
+    extra.insert(
+        "layer9.0.conv1.weight",
+        RawTensor::new(vec![1], vec![0.0]).unwrap(),
+    );
+    let e = ResNet::from_state_dict(&cfg, extra, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer9.0.conv1.weight"), "{e}");
+    // a stem that does not take RGB is no ResNet
+    let mut stem = net.state.clone();
+    stem.insert(
+        "conv1.weight",
+        RawTensor::new(vec![8, 1, 7, 7], vec![0.0; 392]).unwrap(),
+    );
+    let e = load_network_bytes(&plain_safetensors(&stem), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv1.weight"), "{e}");
 }

@@ -1,10 +1,12 @@
-//! The two ways to run the model: the fast CPU engine (`dino_core::cpu`) or the Burn model
-//! on any backend. Commands talk to this, not to either directly.
+//! The ways to run a model: the fast CPU engine (`dino_core::cpu`) or the Burn ViT on any
+//! backend, and a ResNet (DINO's and PAWS's ResNet-50) on Burn. Commands talk to this, not to
+//! any of them directly; what needs patch tokens or attention says so for a ResNet.
 
 use burn::tensor::Device;
 use burn::tensor::Tensor;
 use dino_core::cpu::{CpuVit, Outputs};
 use dino_core::imaging::{batch_tensor, normalize_chw};
+use dino_core::model::resnet::ResNet;
 use dino_core::{VisionTransformer, VitConfig};
 use image::RgbImage;
 
@@ -22,13 +24,35 @@ pub struct Tokens {
 pub enum Engine {
     Cpu(CpuVit),
     Burn(Box<VisionTransformer>, Device),
+    /// A ResNet with its name for messages (BatchNorm with its running statistics).
+    ResNet(Box<ResNet>, String, Device),
 }
 
 impl Engine {
-    pub fn config(&self) -> &VitConfig {
+    /// The ViT's shape; a ResNet is refused with what `needs` the ViT.
+    pub fn vit_config(&self, needs: &str) -> anyhow::Result<&VitConfig> {
         match self {
-            Engine::Cpu(e) => &e.config,
-            Engine::Burn(m, _) => &m.config,
+            Engine::Cpu(e) => Ok(&e.config),
+            Engine::Burn(m, _) => Ok(&m.config),
+            Engine::ResNet(_, name, _) => Err(needs_vit(name, needs)),
+        }
+    }
+
+    /// Width of the features [`Engine::cls`] gives (the ViT's dim, a ResNet's pooled width).
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Engine::Cpu(e) => e.config.dim,
+            Engine::Burn(m, _) => m.config.dim,
+            Engine::ResNet(m, _, _) => m.features(),
+        }
+    }
+
+    /// What image sides are rounded down to: the ViT's patch; 1 for a ResNet (any size).
+    pub fn patch(&self) -> usize {
+        match self {
+            Engine::Cpu(e) => e.config.patch,
+            Engine::Burn(m, _) => m.config.patch,
+            Engine::ResNet(..) => 1,
         }
     }
 
@@ -37,10 +61,12 @@ impl Engine {
         match self {
             Engine::Cpu(_) => "CPU engine".into(),
             Engine::Burn(_, d) => format!("Burn on {d:?}"),
+            Engine::ResNet(_, name, d) => format!("{name} on Burn ({d:?})"),
         }
     }
 
-    /// Normed CLS features `[B, D]` of same-size prepared images.
+    /// Normed CLS features `[B, D]` of same-size prepared images; of a ResNet its pooled last
+    /// stage (DINO's evaluation features: `fc` replaced by the identity).
     pub fn cls(&self, images: &[RgbImage]) -> anyhow::Result<Vec<f32>> {
         match self {
             Engine::Cpu(e) => {
@@ -48,18 +74,20 @@ impl Engine {
                 Ok(e.forward(&x, b, h, w)?)
             }
             Engine::Burn(m, d) => read(m.forward(batch_tensor(images, d)?)?),
+            Engine::ResNet(m, _, d) => read(m.forward(batch_tensor(images, d)?)),
         }
     }
 
     /// Linear-probe features of same-size prepared images: the normed CLS tokens of the last
-    /// `n` blocks, then (with `avgpool`) the mean of the last block's patch tokens.
+    /// `n` blocks, then (with `avgpool`) the mean of the last block's patch tokens; of a
+    /// ResNet its pooled features (as `eval_linear.py` takes them).
     pub fn probe_features(
         &self,
         images: &[RgbImage],
         n: usize,
         avgpool: bool,
     ) -> anyhow::Result<Vec<f32>> {
-        let d = self.config().dim;
+        let d = self.feature_dim();
         let b = images.len();
         let (cls, patches) = match self {
             Engine::Cpu(e) => {
@@ -72,6 +100,7 @@ impl Engine {
                 let out = e.run(&x, b, h, w, want)?;
                 (out.last_blocks_cls, out.patches)
             }
+            Engine::ResNet(..) => return self.cls(images),
             Engine::Burn(m, dev) => {
                 let layers = m.intermediate_layers(batch_tensor(images, dev)?, n)?;
                 let t = layers[0].dims()[1];
@@ -125,6 +154,7 @@ impl Engine {
                 let patches = read(layer.narrow(1, 1, t - 1))?;
                 Ok(Tokens { cls, patches, grid })
             }
+            Engine::ResNet(_, name, _) => Err(needs_vit(name, "this descriptor (patch tokens)")),
         }
     }
 
@@ -145,8 +175,18 @@ impl Engine {
                 let grid = m.check_input(x.dims())?;
                 Ok((read(m.cls_attention(x)?)?, grid))
             }
+            Engine::ResNet(_, name, _) => Err(needs_vit(name, "an attention map")),
         }
     }
+}
+
+/// The refusal of a ResNet where a ViT is needed.
+fn needs_vit(name: &str, needs: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the weights are a {name}: {needs} needs a Vision Transformer (a ResNet has no patch \
+         tokens or attention maps; its features work with embed, knn, linear, retrieve, dedup \
+         and cluster)"
+    )
 }
 
 fn host_batch(images: &[RgbImage]) -> anyhow::Result<(Vec<f32>, usize, usize, usize)> {

@@ -44,7 +44,7 @@ pub fn cls_features(
     batch_size: usize,
     label: &str,
 ) -> anyhow::Result<Vec<f32>> {
-    let dim = engine.config().dim;
+    let dim = engine.feature_dim();
     features_with(engine, files, resize, batch_size, label, dim, |batch| {
         engine.cls(batch)
     })
@@ -108,7 +108,7 @@ pub fn extract_counted(
     skip: bool,
     f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
 ) -> anyhow::Result<Extracted> {
-    let patch = engine.config().patch;
+    let patch = engine.patch();
     let n = files.len();
     let mut out = Extracted {
         files: Vec::with_capacity(n),

@@ -5,15 +5,20 @@ use std::path::PathBuf;
 use anyhow::Context;
 use dino_core::VisionTransformer;
 use dino_core::cpu::CpuVit;
-use dino_core::weights::{CheckpointKey, LoadOptions, LoadedWeights, load_file};
+use dino_core::model::resnet::ResNet;
+use dino_core::weights::{
+    Architecture, CheckpointKey, LoadOptions, LoadedNetwork, LoadedWeights, load_file,
+    load_network_file,
+};
 
 use crate::backend::Backend;
 use crate::engine::Engine;
 
 #[derive(clap::Args, Debug)]
 pub struct WeightsArgs {
-    /// Weights file: official DINO .pth (backbone or training checkpoint), Hugging Face
-    /// ViTModel .safetensors, or this project's .safetensors. Detected from the content.
+    /// Weights file: official DINO .pth (backbone or training checkpoint; ViT or ResNet-50),
+    /// an official PAWS checkpoint or torchvision ResNet, Hugging Face ViTModel
+    /// .safetensors, or this project's .safetensors. Detected from the content.
     #[arg(long, short = 'w', value_name = "FILE")]
     pub weights: PathBuf,
     /// Network to take from a training checkpoint.
@@ -49,10 +54,26 @@ impl WeightsArgs {
         Ok(load_file(&self.weights, &opts)?)
     }
 
-    /// Loads the weights into the engine the flags ask for.
+    /// The weights of either network.
+    pub fn load_network(&self) -> anyhow::Result<LoadedNetwork> {
+        let opts = LoadOptions {
+            checkpoint_key: self.checkpoint_key,
+            heads: self.heads,
+        };
+        Ok(load_network_file(&self.weights, &opts)?)
+    }
+
+    /// Loads the weights into the engine the flags ask for: a ViT on the CPU engine or Burn,
+    /// a ResNet on Burn (the device flag chooses the backend).
     pub fn load_engine(&self) -> anyhow::Result<Engine> {
-        let w = self.load_weights()?;
         let what = || format!("{}", self.weights.display());
+        let net = self.load_network()?;
+        if let Architecture::ResNet(cfg) = &net.architecture {
+            let device = self.device.device()?;
+            let model = ResNet::from_state_dict(cfg, net.state, &device).with_context(what)?;
+            return Ok(Engine::ResNet(Box::new(model), cfg.describe(), device));
+        }
+        let w = net.into_vit("this")?;
         if matches!(self.device, Backend::Cpu) && self.engine == CpuEngine::Fast {
             return Ok(Engine::Cpu(
                 CpuVit::from_state_dict(&w.config, w.state).with_context(what)?,

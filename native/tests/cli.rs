@@ -141,6 +141,51 @@ fn embed_rows_follow_argument_order() {
     assert!((norm - 1.0).abs() < 1e-5);
 }
 
+/// A ResNet checkpoint (DINO's ResNet-50 layout, narrowed): inspected, embedded, used by k-NN
+/// and dedup; the commands that need attention maps say why they cannot.
+#[test]
+fn resnet_weights_embed_classify_and_refuse_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixture("weights/resnet_backbone.pth");
+    let text = ok(&["inspect", "-w", s(&w)]);
+    assert!(text.contains("features:      256"), "{text}");
+    assert!(text.contains("Bottleneck"), "{text}");
+    let out = dir.path().join("f.npy");
+    let (c, k) = (fixture("images/coffee.png"), fixture("images/chelsea.png"));
+    ok(&["embed", "-w", s(&w), s(&c), s(&k), "-o", s(&out)]);
+    let (shape, f) = read_npy_file(&out);
+    assert_eq!(shape, vec![2, 256]);
+    assert!(f.iter().all(|v| v.is_finite()) && max_abs(&f[..256], &f[256..]) > 1e-3);
+    // the PAWS checkpoint's backbone and the DINO checkpoint's student load too
+    let paws = fixture("weights/resnet_paws_checkpoint.pth.tar");
+    ok(&["embed", "-w", s(&paws), s(&c), "-o", s(&out)]);
+    let dino = fixture("weights/resnet_dino_checkpoint.pth");
+    let student = ok(&["inspect", "-w", s(&dino), "--checkpoint-key", "student"]);
+    assert!(student.contains("student network"), "{student}");
+    let data = class_folder(dir.path());
+    let knn = ok(&[
+        "knn",
+        "-w",
+        s(&w),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--nb-knn",
+        "1",
+    ]);
+    assert!(knn.contains("| 1 | 100.00 |"), "{knn}");
+    let e = fails(&["dedup", "-w", s(&w), s(&data)]);
+    assert!(e.contains("--descriptor cls"), "{e}");
+    let dedup = ok(&["dedup", "-w", s(&w), s(&data), "--descriptor", "cls"]);
+    assert!(dedup.contains("4 images"), "{dedup}");
+    let e = fails(&["attention", "-w", s(&w), s(&c), "-o", s(dir.path())]);
+    assert!(
+        e.contains("ResNet") && e.contains("needs a Vision Transformer"),
+        "{e}"
+    );
+}
+
 #[test]
 fn inspect_and_export() {
     let dir = tempfile::tempdir().unwrap();

@@ -359,6 +359,23 @@ impl ResNet {
         })
     }
 
+    /// From a state dict with the official keys, every tensor used.
+    pub fn from_state_dict(cfg: &ResNetConfig, sd: StateDict, device: &Device) -> Result<Self> {
+        let source = super::params::ParamSource::load(sd);
+        let net = Self::new(cfg, &source.root(), device)?;
+        source.finish()?;
+        Ok(net)
+    }
+
+    /// Width of the pooled features.
+    pub fn features(&self) -> usize {
+        let last = self.layer4.last().expect("a stage has a block");
+        match (&last.conv3, &last.bn3) {
+            (Some(c), _) => c.weight.dims()[0],
+            _ => last.conv2.weight.dims()[0],
+        }
+    }
+
     fn blocks(&self) -> impl Iterator<Item = &ResBlock> {
         self.layer1
             .iter()

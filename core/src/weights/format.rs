@@ -5,10 +5,13 @@ use std::fmt;
 /// The layout a checkpoint was found in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// Flat state dict with the official (timm) key names.
+    /// Flat state dict with the official key names (timm's for a ViT, torchvision's for a
+    /// ResNet).
     OfficialBackbone,
     /// `checkpoint.pth` of `main_dino.py`; which network was taken.
     OfficialCheckpoint(super::CheckpointKey),
+    /// A checkpoint of suncet's `paws_train.py` (`encoder` beside the optimiser).
+    PawsCheckpoint,
     /// Hugging Face `ViTModel`.
     HuggingFace,
     /// This project's safetensors (official keys + architecture header).
@@ -18,7 +21,8 @@ pub enum WeightFormat {
 impl fmt::Display for WeightFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OfficialBackbone => write!(f, "official DINO backbone (timm key layout)"),
+            Self::OfficialBackbone => write!(f, "official backbone (flat state dict)"),
+            Self::PawsCheckpoint => write!(f, "official PAWS training checkpoint (encoder)"),
             Self::OfficialCheckpoint(k) => {
                 write!(
                     f,

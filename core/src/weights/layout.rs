@@ -23,6 +23,20 @@ pub(crate) fn normalise(
         let sd = strip_prefix(raw, &prefix, &[]);
         return Ok((WeightFormat::HuggingFace, hf_to_official(sd)?));
     }
+    // A PAWS checkpoint (suncet's `paws_train.py`): `encoder.module.*` beside the optimiser.
+    let paws = !raw
+        .keys()
+        .any(|k| k.starts_with("teacher.") || k.starts_with("student."))
+        && raw.keys().any(|k| k.starts_with("encoder."));
+    if paws {
+        let mut sd = StateDict::new();
+        for (k, t) in raw {
+            if let Some(rest) = k.strip_prefix("encoder.") {
+                sd.insert(rest, t);
+            }
+        }
+        return Ok((WeightFormat::PawsCheckpoint, strip_wrappers(sd)?));
+    }
     // A training checkpoint: `teacher.backbone.*`, `student.module.backbone.*`.
     let nested = raw
         .keys()
@@ -62,7 +76,9 @@ pub(crate) fn normalise(
 }
 
 /// Removes `module.` (DistributedDataParallel) and `backbone.` (MultiCropWrapper) prefixes
-/// and the projection head, as the official evaluation scripts do.
+/// and the projection head, as the official evaluation scripts do; of a ResNet also the
+/// classifier or PAWS heads (`fc.*`, `pred.*`): the features are the pooled last stage, as
+/// DINO's `eval_knn.py` / `eval_linear.py` take them (`model.fc = nn.Identity()`).
 fn strip_wrappers(mut sd: StateDict) -> Result<StateDict> {
     if sd.keys().all(|k| k.starts_with("module.")) {
         sd = strip_prefix(sd, "module.", &[]);
@@ -70,17 +86,27 @@ fn strip_wrappers(mut sd: StateDict) -> Result<StateDict> {
     if sd.keys().any(|k| k.starts_with("backbone.")) {
         sd = strip_prefix(sd, "backbone.", &["head."]);
     }
-    if !sd.contains("cls_token") {
-        let some: Vec<&str> = sd.keys().take(5).collect();
-        return Err(Error::Weights(format!(
-            "no ViT backbone found: expected official keys ('cls_token', 'pos_embed', \
-             'blocks.0.attn.qkv.weight', ...) or Hugging Face ViTModel keys \
-             ('embeddings.cls_token', ...), found {} tensors such as {some:?} \
-             (ResNet and XCiT checkpoints are not supported)",
-            sd.len()
-        )));
+    if sd.contains("cls_token") {
+        return Ok(sd);
     }
-    Ok(sd)
+    if sd.contains("conv1.weight") && sd.contains("layer1.0.conv1.weight") {
+        let mut out = StateDict::new();
+        for (k, t) in sd {
+            if !k.starts_with("fc.") && !k.starts_with("pred.") {
+                out.insert(k, t);
+            }
+        }
+        return Ok(out);
+    }
+    let some: Vec<&str> = sd.keys().take(5).collect();
+    Err(Error::Weights(format!(
+        "no ViT or ResNet backbone found: expected official ViT keys ('cls_token', \
+         'pos_embed', 'blocks.0.attn.qkv.weight', ...), Hugging Face ViTModel keys \
+         ('embeddings.cls_token', ...) or ResNet keys ('conv1.weight', \
+         'layer1.0.conv1.weight', ...), found {} tensors such as {some:?} (XCiT checkpoints \
+         are not supported)",
+        sd.len()
+    )))
 }
 
 /// Keeps tensors under `prefix` (without it) and drops those under any of `drop`;

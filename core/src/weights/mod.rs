@@ -6,6 +6,8 @@
 //! | official training checkpoint `.pth` | `checkpoint.pth` of `main_dino.py` | `teacher.backbone.*`, `student.module.backbone.*` |
 //! | Hugging Face `ViTModel` safetensors | `facebook/dino-vits16` etc. | `embeddings.*`, `encoder.layer.N.attention.attention.query.*` |
 //! | this project's `.safetensors` | `dino export` | official keys + the architecture in the header |
+//! | ResNet backbone `.pth` | `dino_resnet50_pretrain.pth`, torchvision | `conv1.weight`, `layer1.0.conv1.weight` |
+//! | ResNet in a training checkpoint | DINO's `checkpoint.pth`, PAWS's `paws-*.pth.tar` | `teacher.backbone.*`, `encoder.module.*` |
 //!
 //! Everything is normalised to the official key layout ([`StateDict`]), the architecture is
 //! read from the tensor shapes ([`detect_config`]) and the model is built from it.
@@ -28,6 +30,7 @@ pub use own::save_safetensors;
 pub use own::{OWN_FORMAT, safetensors_bytes, to_safetensors_bytes, to_safetensors_bytes_with};
 pub use state_dict::{RawTensor, StateDict, transpose};
 
+use crate::model::resnet::ResNetConfig;
 use crate::{Error, Result, VitConfig};
 
 /// Which network of a training checkpoint to load.
@@ -81,9 +84,54 @@ pub struct LoadedWeights {
     pub state: StateDict,
 }
 
-/// Loads any supported weights file (format detected from the content, not the name).
+/// The network a checkpoint holds, read from its tensor shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Architecture {
+    Vit(VitConfig),
+    ResNet(ResNetConfig),
+}
+
+/// A checkpoint of either network, normalised to its official layout.
+#[derive(Debug)]
+pub struct LoadedNetwork {
+    pub format: WeightFormat,
+    pub architecture: Architecture,
+    pub state: StateDict,
+}
+
+impl LoadedNetwork {
+    /// The ViT, or an error naming the ResNet and what `needs` a ViT.
+    pub fn into_vit(self, needs: &str) -> Result<LoadedWeights> {
+        match self.architecture {
+            Architecture::Vit(config) => Ok(LoadedWeights {
+                format: self.format,
+                config,
+                state: self.state,
+            }),
+            Architecture::ResNet(c) => Err(Error::Weights(format!(
+                "this is a {} checkpoint ({}); {needs} needs a Vision Transformer",
+                c.describe(),
+                self.format
+            ))),
+        }
+    }
+}
+
+/// Loads any supported weights file of a ViT (format detected from the content, not the name).
 #[cfg(not(target_family = "wasm"))]
 pub fn load_file(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<LoadedWeights> {
+    let path = path.as_ref();
+    load_network_file(path, opts)?
+        .into_vit("this")
+        .map_err(|e| prefix_err(e, &format!("{}", path.display())))
+}
+
+/// Loads any supported weights file, of a ViT or a ResNet.
+#[cfg(not(target_family = "wasm"))]
+pub fn load_network_file(
+    path: impl AsRef<std::path::Path>,
+    opts: &LoadOptions,
+) -> Result<LoadedNetwork> {
     let path = path.as_ref();
     let mut head = [0u8; 16];
     let n = {
@@ -94,7 +142,7 @@ pub fn load_file(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Resul
     match format::sniff(&head[..n]) {
         format::Container::Safetensors => {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            load_bytes(&bytes, opts).map_err(|e| prefix_err(e, &what()))
+            load_network_bytes(&bytes, opts).map_err(|e| prefix_err(e, &what()))
         }
         format::Container::Pytorch => {
             let raw = pth::read_pth(path, opts.checkpoint_key)?;
@@ -109,9 +157,14 @@ pub fn load_file(path: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Resul
     }
 }
 
-/// Loads weights from bytes: safetensors only (official layout, Hugging Face layout or this
+/// Loads ViT weights from bytes: safetensors only (official layout, Hugging Face layout or this
 /// project's). PyTorch `.pth` needs a file ([`Error::PthNeedsFile`]).
 pub fn load_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedWeights> {
+    load_network_bytes(bytes, opts)?.into_vit("this")
+}
+
+/// Loads ViT or ResNet weights from safetensors bytes.
+pub fn load_network_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedNetwork> {
     match format::sniff(bytes) {
         format::Container::Safetensors => {
             let (raw, meta) = safetensors_file::read(bytes)?;
@@ -129,18 +182,27 @@ fn finish(
     raw: StateDict,
     meta: Option<std::collections::HashMap<String, String>>,
     opts: &LoadOptions,
-) -> Result<LoadedWeights> {
+) -> Result<LoadedNetwork> {
     let own = meta.as_ref().and_then(own::read_header).transpose()?;
     let (format, state) = layout::normalise(raw, own.is_some(), opts.checkpoint_key)?;
+    if own.is_none()
+        && let Some(resnet) = ResNetConfig::detect(&state)
+    {
+        return Ok(LoadedNetwork {
+            format,
+            architecture: Architecture::ResNet(resnet?),
+            state,
+        });
+    }
     let heads = opts.heads.or(own.as_ref().map(|c| c.heads));
     let mut config = detect_config(&state, heads)?;
     if let Some(own) = own {
         // The header is authoritative for what the tensors cannot say.
         config.layer_norm_eps = own.layer_norm_eps;
     }
-    Ok(LoadedWeights {
+    Ok(LoadedNetwork {
         format,
-        config,
+        architecture: Architecture::Vit(config),
         state,
     })
 }

@@ -12,6 +12,7 @@ use pytorch_reader::{DType, PytorchReader, Tensor};
 use super::{CheckpointKey, RawTensor, StateDict, detect_config, layout};
 use crate::model::VitParams;
 use crate::model::params::ParamSource;
+use crate::model::resnet::ResNetConfig;
 use crate::{Error, Result};
 
 pub(crate) fn read_pth(path: &Path, key: CheckpointKey) -> Result<StateDict> {
@@ -31,9 +32,13 @@ pub(crate) fn read_pth(path: &Path, key: CheckpointKey) -> Result<StateDict> {
             key.as_str()
         )));
     }
+    // A PAWS checkpoint: only its encoder (its optimiser state is as large).
+    let paws = !nested && tensors.keys().any(|k| k.starts_with("encoder."));
     let wanted: Vec<(String, Tensor)> = tensors
         .into_iter()
-        .filter(|(name, _)| !nested || name.starts_with(&wanted_prefix))
+        .filter(|(name, _)| {
+            (!nested || name.starts_with(&wanted_prefix)) && (!paws || name.starts_with("encoder."))
+        })
         .collect();
 
     // The file bounds what it can hold: torch.save writes each storage once, uncompressed.
@@ -78,6 +83,11 @@ fn check_layout(wanted: &[(String, Tensor)], key: CheckpointKey) -> Result<()> {
         skeleton.insert(name.clone(), RawTensor::shape_only(t.shape().to_vec()));
     }
     let (_, official) = layout::normalise(skeleton, false, key)?;
+    // a ResNet: its shapes are checked by the network's constructor after reading (the bytes
+    // read are bounded by the file, checked above)
+    if let Some(resnet) = ResNetConfig::detect(&official) {
+        return resnet.map(|_| ());
+    }
     // the number of heads changes no shape
     let config = detect_config(&official, Some(1))?;
     let source = ParamSource::load(official);

@@ -41,8 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let engine = args.weights.load_engine()?;
-    let patch = engine.config().patch;
-    let heads = engine.config().heads;
+    let vit = engine.vit_config("dino attention")?;
+    let (patch, heads) = (vit.patch, vit.heads);
     let img = load_image(&args.image)?;
     let input =
         prepare(&img, &args.resize, patch).with_context(|| format!("{}", args.image.display()))?;

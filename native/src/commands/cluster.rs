@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (folder.files.clone(), rows, d)
     } else {
         let engine = args.weights.load_engine()?;
-        let d = engine.config().dim;
+        let d = engine.feature_dim();
         let signature = format!(
             "cls:{}:{}",
             args.resize,

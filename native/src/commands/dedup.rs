@@ -75,7 +75,7 @@ pub struct Args {
 pub enum Descriptor {
     /// CLS + GeM (p = 4) of the patch tokens: the official copy-detection feature.
     Copy,
-    /// The CLS token alone.
+    /// The CLS token alone (of a ResNet: its pooled features).
     Cls,
 }
 
@@ -92,7 +92,15 @@ pub fn descriptors(
     index_file: Option<&Path>,
     label: &str,
 ) -> anyhow::Result<(FeatureStore, UpdateStats)> {
-    let d = engine.config().dim;
+    if kind == Descriptor::Copy
+        && let Engine::ResNet(_, name, _) = engine
+    {
+        anyhow::bail!(
+            "the copy-detection descriptor pools ViT patch tokens; the weights are a {name}: \
+             use --descriptor cls (its pooled features)"
+        );
+    }
+    let d = engine.feature_dim();
     let signature = format!(
         "dedup:{}:{resize}:{}",
         choice_name(&kind),
@@ -106,12 +114,11 @@ pub fn descriptors(
     };
     let (store, stats) =
         FeatureStore::of_files(index_file, &signature, engine, files, &recipe, |imgs| {
+            if kind == Descriptor::Cls {
+                return engine.cls(imgs);
+            }
             let t = engine.tokens(imgs)?;
-            Ok(if kind == Descriptor::Copy {
-                descriptor::copy_detection(&t.cls, &t.patches, d)
-            } else {
-                t.cls
-            })
+            Ok(descriptor::copy_detection(&t.cls, &t.patches, d))
         })?;
     if stats.reused > 0 {
         eprintln!(

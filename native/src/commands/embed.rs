@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// The (normalised, with `--l2`) CLS features of `images`, `[N, D]`, and `D`.
 fn embed(args: &Args, images: &[PathBuf]) -> anyhow::Result<(Vec<f32>, usize)> {
     let engine = args.weights.load_engine()?;
-    let dim = engine.config().dim;
+    let dim = engine.feature_dim();
     let mut feats = crate::features::cls_features(
         &engine,
         images,

@@ -115,18 +115,20 @@ fn features(
     }
     let engine = args.weights.load_engine()?;
     let engine = if args.random_init {
-        let model =
-            dino_core::VisionTransformer::new(engine.config(), &burn::tensor::Device::flex())?;
+        let model = dino_core::VisionTransformer::new(
+            engine.vit_config("--random-init")?,
+            &burn::tensor::Device::flex(),
+        )?;
         Engine::Cpu(CpuVit::from_model(&model)?)
     } else {
         engine
     };
     let (mut tr, mut va, d) = if args.raw_pixels {
-        let patch = engine.config().patch;
+        let patch = engine.patch();
         let (a, d) = pixels(&train.files, &args.splits.resize, patch)?;
         (a, pixels(&val.files, &args.splits.resize, patch)?.0, d)
     } else {
-        let d = engine.config().dim;
+        let d = engine.feature_dim();
         let a = crate::features::cls_features(
             &engine,
             &train.files,

@@ -7,6 +7,7 @@ use anyhow::Context;
 use dino_core::eval::{LabelledFeatures, LinearConfig, train_linear};
 
 use super::knn::SplitArgs;
+use crate::engine::Engine;
 use crate::model_args::WeightsArgs;
 
 #[derive(clap::Args, Debug)]
@@ -43,8 +44,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         val.labels.as_ref().expect("checked"),
     );
     let engine = args.weights.load_engine()?;
-    let n = args.n_last_blocks.clamp(1, engine.config().depth);
-    let dim = engine.config().dim * (n + args.avgpool_patchtokens as usize);
+    // a ResNet's probe features are its pooled features (eval_linear.py: `fc` = identity)
+    let (n, dim) = match &engine {
+        Engine::ResNet(..) => (1, engine.feature_dim()),
+        _ => {
+            let n = args
+                .n_last_blocks
+                .clamp(1, engine.vit_config("--n-last-blocks")?.depth);
+            (
+                n,
+                engine.feature_dim() * (n + args.avgpool_patchtokens as usize),
+            )
+        }
+    };
     let extract = |files: &[PathBuf], label: &str| {
         crate::features::features_with(
             &engine,

@@ -48,7 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "--threshold must be in [0, 1)"
     );
     let engine = args.weights.load_engine()?;
-    let (d, patch) = (engine.config().dim, engine.config().patch);
+    let vit = engine.vit_config("dino pca")?;
+    let (d, patch) = (vit.dim, vit.patch);
     let mut items = Vec::new();
     let mut tokens: Vec<f32> = Vec::new();
     let progress = crate::features::bar(args.images.len(), "features");

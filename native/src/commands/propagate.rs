@@ -71,7 +71,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.size >= 64, "--size must be at least 64");
     anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
     let engine = args.weights.load_engine()?;
-    let (d, patch) = (engine.config().dim, engine.config().patch);
+    let vit = engine.vit_config("dino propagate")?;
+    let (d, patch) = (vit.dim, vit.patch);
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let scratch = args.out.join(".frames");
     let list = frames::frames_of(&args.frames, &scratch, args.max_frames)?;

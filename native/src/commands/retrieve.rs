@@ -56,13 +56,13 @@ pub struct Args {
 
 /// Normalised CLS features of same-size prepared images, single- or multi-scale.
 fn embed(engine: &Engine, imgs: &[RgbImage], multiscale: bool) -> anyhow::Result<Vec<f32>> {
-    let d = engine.config().dim;
+    let d = engine.feature_dim();
     if !multiscale {
         let mut f = engine.cls(imgs)?;
         l2_normalize(&mut f, d);
         return Ok(f);
     }
-    let p = engine.config().patch as u32;
+    let p = engine.patch() as u32;
     let mut acc = vec![0f32; imgs.len() * d];
     for s in descriptor::MULTI_SCALES {
         let (w, h) = imgs[0].dimensions();
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.k > 0, "--k must be at least 1");
     let folder = ImageFolder::scan(&args.index)?;
     let engine = args.weights.load_engine()?;
-    let d = engine.config().dim;
+    let d = engine.feature_dim();
     let index_file = args
         .index_file
         .clone()

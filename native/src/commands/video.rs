@@ -69,8 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "--alpha must be in [0, 1]"
     );
     let engine = args.weights.load_engine()?;
-    let patch = engine.config().patch;
-    let heads = engine.config().heads;
+    let vit = engine.vit_config("dino video")?;
+    let (patch, heads) = (vit.patch, vit.heads);
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let scratch = args.out.join(".frames");
     let list = frames::frames_of(&args.input, &scratch, args.max_frames)?;
