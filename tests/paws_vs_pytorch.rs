@@ -265,3 +265,108 @@ fn two_iterations(fx: &Fixture, cfg: PawsConfig, enc_cfg: EncoderConfig) {
         }
     }
 }
+
+/// Two iterations of suncet's SuNCEt fine-tuning (`snn_fine_tune.py`): BatchNorms in eval mode
+/// while training, the SuNCEt loss, LARS-wrapped SGD at the warm-up cosine rate; the second
+/// step on a trainer restored from a checkpoint.
+#[test]
+fn two_fine_tuning_iterations_match_the_reference() {
+    use dino_core::paws::{FineTuneConfig, FineTuneTrainer, SupportBatch};
+    let fx = Fixture::load_file("paws/fine_tune.safetensors");
+    let cfg = FineTuneConfig {
+        classes_per_batch: fx.u("classes_per_batch"),
+        supervised_imgs_per_class: fx.u("images_per_class"),
+        supervised_views: fx.u("supervised_views"),
+        temperature: fx.f("temperature"),
+        label_smoothing: 0.0,
+        epochs: fx.u("epochs"),
+        warmup: fx.u("warmup"),
+        start_lr: fx.f("start_lr"),
+        lr: fx.f("lr"),
+        final_lr: fx.f("final_lr"),
+        weight_decay: fx.f("weight_decay"),
+        use_lars: true,
+        ..FineTuneConfig::default()
+    };
+    let paws = PawsConfig {
+        depth: fx.u("depth"),
+        widen: fx.u("widen"),
+        output_dim: fx.u("output_dim"),
+        use_pred_head: true,
+        crop_size: fx.u("size") as u32,
+        ..PawsConfig::default()
+    };
+    let shape = paws.encoder().unwrap();
+    let dev = device();
+    let mut trainer = FineTuneTrainer::new(
+        cfg,
+        paws,
+        &shape,
+        fx.prefixed("init."),
+        fx.u("iterations_per_epoch"),
+        &dev,
+    )
+    .unwrap();
+    let steps = fx.meta["steps"].as_array().unwrap().clone();
+    for (k, step) in steps.iter().enumerate() {
+        let s = format!("step{k}.");
+        if k == 1 {
+            let bytes = trainer.checkpoint_bytes().unwrap();
+            trainer = FineTuneTrainer::from_checkpoint(&bytes, &dev).unwrap();
+            assert_eq!(trainer.iteration, 1);
+        }
+        let batch = SupportBatch {
+            views: fx.get(&(s.clone() + "input")).data.clone(),
+            labels: fx.get("labels").data.clone(),
+            size: fx.u("size") as u32,
+        };
+        let mut checked = 0;
+        let stats = trainer
+            .step_inspected(&batch, &mut |z, grads, encoder| {
+                check(&fx, &(s.clone() + "z"), &to_vec(z.clone()));
+                let ids = param_ids(encoder);
+                for (name, want) in fx.tensors.iter() {
+                    let Some(official) = name.strip_prefix(&(s.clone() + "grad.")) else {
+                        continue;
+                    };
+                    let (path, transposed) = burn_path(official);
+                    let got = match want.shape.len() {
+                        1 => to_vec(grads.get::<1>(ids[&path]).unwrap()),
+                        2 => to_vec(grads.get::<2>(ids[&path]).unwrap()),
+                        4 => to_vec(grads.get::<4>(ids[&path]).unwrap()),
+                        d => panic!("{d}-d gradient"),
+                    };
+                    let got = if transposed {
+                        let (o, i) = (want.shape[0], want.shape[1]);
+                        dino_core::weights::transpose(&got, i, o)
+                    } else {
+                        got
+                    };
+                    check(&fx, name, &got);
+                    checked += 1;
+                }
+            })
+            .unwrap();
+        assert_eq!(checked, 9, "gradients compared");
+        check_against(
+            &fx,
+            &(s.clone() + "loss"),
+            &[stats.loss as f32],
+            &(s.clone() + "z"),
+        );
+        let lr = step["lr"].as_f64().unwrap();
+        assert!((stats.lr - lr).abs() <= 1e-12, "lr {} vs {lr}", stats.lr);
+        // every weight after the update; the running statistics unchanged (eval mode)
+        let sd = trainer.encoder().to_state_dict().unwrap();
+        let expected = fx.prefixed(&(s.clone() + "weights."));
+        assert_eq!(sd.len(), expected.len(), "same keys");
+        for (key, want) in expected.iter() {
+            let got = sd.get(key).unwrap_or_else(|| panic!("{key} missing"));
+            check(&fx, &format!("{s}weights.{key}"), &got.data);
+            if key.ends_with("running_mean") || key.ends_with("running_var") {
+                assert_eq!(&got.data, &fx.get(&format!("init.{key}")).data, "{key}");
+                assert_eq!(got.data.len(), want.data.len());
+            }
+        }
+    }
+}

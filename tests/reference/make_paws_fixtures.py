@@ -24,7 +24,10 @@ computed in float64; and in its header, for each of those, how far PyTorch's flo
 from the float64 one (the yardstick of the Rust float32 run).
 Run from the repository root:
 
-    python3 tests/reference/make_paws_fixtures.py [wide_resnet|resnet]
+    python3 tests/reference/make_paws_fixtures.py [wide_resnet|resnet|fine_tune]
+
+fine_tune.safetensors: two iterations of snn_fine_tune.py's SuNCEt fine-tuning of a Wide ResNet
+encoder (BatchNorms in eval mode, SuNCEt loss, SGD inside LARS) in the same form.
 """
 
 import json
@@ -34,7 +37,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from paws_official import init_model, init_opt, init_paws_loss, make_labels_matrix  # noqa: E402
+from paws_official import (  # noqa: E402
+    LARS, SGD, WarmupCosineSchedule, init_model, init_opt, init_paws_loss, init_suncet_loss, make_labels_matrix)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fixtures", "paws")
@@ -141,10 +145,97 @@ def run(dtype, model):
     return init, labels, inputs, results, steps
 
 
+FT = dict(depth=10, widen=1, output_dim=16, use_pred_head=True, classes_per_batch=3, images_per_class=2,
+          supervised_views=2, size=16, temperature=0.1, epochs=3, iterations_per_epoch=2, warmup=1,
+          start_lr=0.01, lr=0.04, final_lr=0.001, weight_decay=1e-4)
+FT_GRADS = ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.shortcut.0.weight", "bn1.weight", "bn1.bias",
+            "fc.fc1.weight", "fc.bn2.weight", "pred.fc1.weight", "pred.bn1.bias"]
+
+
+def run_fine_tune(dtype):
+    """Two iterations of snn_fine_tune.py's train_step: every BatchNorm in eval mode (as its
+    init_model sets them), the SuNCEt loss on the support views, SGD inside LARS with the
+    warm-up cosine schedule."""
+    c = FT
+    torch.manual_seed(3)
+    encoder = init_model(depth=c["depth"], widen=c["widen"], use_pred=c["use_pred_head"], output_dim=c["output_dim"])
+    with torch.no_grad():  # a trained encoder's BatchNorms: affine and statistics away from (1, 0, 0, 1)
+        for m in encoder.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+                m.running_mean.add_(0.1 * torch.randn_like(m.running_mean))
+                m.running_var.mul_(1 + 0.5 * torch.rand_like(m.running_var))
+    init = state(encoder)
+    encoder = encoder.to(dtype)
+    for m in encoder.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.eval()
+    suncet = init_suncet_loss(c["classes_per_batch"], c["images_per_class"] * c["supervised_views"], c["temperature"])
+    labels_matrix = make_labels_matrix(c["classes_per_batch"], c["images_per_class"], smoothing=0.0)
+    labels = torch.cat([labels_matrix for _ in range(c["supervised_views"])]).to(dtype)
+    param_groups = [
+        {'params': (p for n, p in encoder.named_parameters() if ('bias' not in n) and ('bn' not in n))},
+        {'params': (p for n, p in encoder.named_parameters() if ('bias' in n) or ('bn' in n)),
+         'LARS_exclude': True, 'weight_decay': 0}]
+    optimizer = SGD(param_groups, momentum=0.9, nesterov=False, weight_decay=c["weight_decay"], lr=c["lr"])
+    ipe = c["iterations_per_epoch"]
+    scheduler = WarmupCosineSchedule(optimizer, warmup_steps=c["warmup"] * ipe, start_lr=c["start_lr"],
+                                     ref_lr=c["lr"], final_lr=c["final_lr"], T_max=c["epochs"] * ipe)
+    optimizer = LARS(optimizer, trust_coefficient=0.001)
+    n = c["classes_per_batch"] * c["images_per_class"]
+    g = torch.Generator().manual_seed(5)
+    inputs, results, steps = {}, {}, []
+    for step in range(2):
+        views = [torch.randn(n, 3, c["size"], c["size"], generator=g) for _ in range(c["supervised_views"])]
+        s = f"step{step}."
+        inputs[s + "input"] = torch.cat(views)
+        imgs = torch.cat(views).to(dtype)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad()
+        z = encoder(imgs)
+        loss = suncet(z, labels)
+        loss.backward()
+        named = dict(encoder.named_parameters())
+        for name in FT_GRADS:
+            results[f"{s}grad.{name}"] = named[name].grad.detach().clone()
+        optimizer.step()
+        scheduler.step()
+        results[s + "loss"] = loss.detach().reshape(1)
+        results[s + "z"] = z.detach()
+        for k, v in state(encoder).items():
+            results[f"{s}weights.{k}"] = v
+        steps.append(dict(lr=lr, loss=loss.item()))
+    return init, labels, inputs, results, steps
+
+
+def write_fine_tune():
+    init, labels, inputs, truth, steps = run_fine_tune(torch.float64)
+    _, _, _, f32, _ = run_fine_tune(torch.float32)
+    f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
+    f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
+    tensors = {f"init.{k}": v.float() for k, v in init.items()}
+    tensors["labels"] = labels.float()
+    tensors.update({k: v.float() for k, v in inputs.items()})
+    tensors.update({k: v.float() for k, v in truth.items()})
+    for i, st in enumerate(steps):
+        print(f"fine-tune step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}")
+    worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
+    print("PyTorch float32 against float64, worst relative errors:", worst)
+    from safetensors.torch import save_file
+    meta = dict(FT, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
+    path = os.path.join(OUT, "fine_tune.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
+    print("wrote", path)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name in sys.argv[1:] or list(MODELS):
-        write(MODELS[name])
+    for name in sys.argv[1:] or [*MODELS, "fine_tune"]:
+        if name == "fine_tune":
+            write_fine_tune()
+        else:
+            write(MODELS[name])
 
 
 def write(model):

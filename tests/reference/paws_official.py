@@ -48,6 +48,24 @@ def init_paws_loss(multicrop=6, tau=0.1, T=0.25, me_max=True):
     return loss
 
 
+def init_suncet_loss(num_classes, batch_size, temperature):
+    """One process (world_size 1, rank 0): AllGather is the identity."""
+    local_images = batch_size * num_classes
+    diag_mask = torch.ones(local_images, local_images)
+    for i in range(local_images):
+        diag_mask[i, i] = 0.
+
+    def contrastive_loss(z, labels):
+        z = torch.nn.functional.normalize(z)
+        exp_cs = torch.exp(z @ z.T / temperature) * diag_mask.to(z.dtype)
+        probs = exp_cs.div(exp_cs.sum(dim=1, keepdim=True)) @ labels
+        targets = labels[0:local_images]
+        overlap = probs ** (-targets)
+        return torch.mean(torch.sum(torch.log(overlap), dim=1))
+
+    return contrastive_loss
+
+
 def make_labels_matrix(num_classes, s_batch_size, smoothing=0.0):
     """One process, unique_classes=False."""
     off_value = smoothing / num_classes

@@ -29,6 +29,9 @@ pub struct BatchNorm {
     pub eps: f64,
     /// Normalise with the batch's statistics even without autodiff (the DINO head).
     pub always_batch_stats: bool,
+    /// Normalise with the running statistics and leave them as they are, even while training
+    /// (`module.eval()` inside a trained network: suncet's SuNCEt fine-tuning).
+    pub frozen: bool,
 }
 
 impl BatchNorm {
@@ -57,21 +60,24 @@ impl BatchNorm {
             momentum,
             eps: BN_EPS,
             always_batch_stats,
+            frozen: false,
         })
     }
 
     /// `[N, C, ...]` normalised per channel.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.always_batch_stats || x.device().is_autodiff() {
+        if !self.frozen && (self.always_batch_stats || x.device().is_autodiff()) {
             self.forward_train(x)
         } else {
             let device = x.device();
+            // detached: statistics are not parameters (a frozen layer on an autodiff device
+            // would otherwise hand them gradients, and the optimiser would move them)
             batch_norm(
                 x,
                 self.weight.val(),
                 self.bias.val(),
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
+                self.running_mean.value().to_device(&device).detach(),
+                self.running_var.value().to_device(&device).detach(),
                 self.eps,
             )
         }

@@ -304,6 +304,13 @@ impl ResBlock {
         v.extend(self.downsample.as_ref().map(|(_, b)| b));
         v
     }
+
+    fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        let mut v = vec![&mut self.bn1, &mut self.bn2];
+        v.extend(&mut self.bn3);
+        v.extend(self.downsample.as_mut().map(|(_, b)| b));
+        v
+    }
 }
 
 /// The backbone: `[B, 3, H, W]` images (any size of at least 32) to `[B, features]`.
@@ -395,6 +402,21 @@ impl ResNet {
         }
         let [b, c, _, _] = x.dims();
         adaptive_avg_pool2d(x, [1, 1]).reshape([b, c])
+    }
+
+    /// Every BatchNorm, to change how it normalises.
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        let mut out = vec![&mut self.bn1];
+        for b in self
+            .layer1
+            .iter_mut()
+            .chain(&mut self.layer2)
+            .chain(&mut self.layer3)
+            .chain(&mut self.layer4)
+        {
+            out.extend(b.batch_norms_mut());
+        }
+        out
     }
 
     /// Every BatchNorm, for synchronising running statistics before they are read.

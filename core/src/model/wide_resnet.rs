@@ -163,6 +163,22 @@ impl WideResNet {
         adaptive_avg_pool2d(x, [1, 1]).reshape([b, c])
     }
 
+    /// Every BatchNorm, to change how it normalises.
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        let mut out = Vec::new();
+        for b in self
+            .layer1
+            .iter_mut()
+            .chain(&mut self.layer2)
+            .chain(&mut self.layer3)
+        {
+            out.push(&mut b.bn1);
+            out.push(&mut b.bn2);
+        }
+        out.push(&mut self.bn1);
+        out
+    }
+
     /// Every BatchNorm, for synchronising running statistics before they are read.
     pub fn batch_norms(&self) -> Vec<&BatchNorm> {
         let mut out = Vec::new();

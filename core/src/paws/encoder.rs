@@ -83,6 +83,13 @@ impl Backbone {
             Self::ResNet(n) => n.batch_norms(),
         }
     }
+
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        match self {
+            Self::WideResNet(n) => n.batch_norms_mut(),
+            Self::ResNet(n) => n.batch_norms_mut(),
+        }
+    }
 }
 
 /// Sizes of the encoder.
@@ -241,6 +248,20 @@ impl PawsEncoder {
             sd.insert(k, t);
         }
         Ok(sd)
+    }
+
+    /// Every BatchNorm normalises with its running statistics and keeps them, also while
+    /// training (suncet's fine-tuning sets each BatchNorm to `eval()`); the affine parameters
+    /// still learn.
+    pub fn freeze_batch_norms(&mut self) {
+        let mut all = self.backbone.batch_norms_mut();
+        all.extend([&mut self.fc.bn1, &mut self.fc.bn2]);
+        if let Some(p) = &mut self.pred {
+            all.extend([&mut p.bn1, &mut p.bn2]);
+        }
+        for bn in all {
+            bn.frozen = true;
+        }
     }
 
     fn batch_norms(&self) -> Vec<&BatchNorm> {

@@ -2,12 +2,15 @@
 //! Non-Parametrically Predicting View Assignments with Support Samples"): DINO's companion
 //! method, which learns from a few labelled images (the support set) and many unlabelled ones.
 //! The official code (facebookresearch/suncet) is the spec: its loss, label matrix,
-//! class-stratified sampler, encoder heads, LARS-wrapped SGD and warm-up cosine schedule.
+//! class-stratified sampler, encoder heads, LARS-wrapped SGD and warm-up cosine schedule, and
+//! the SuNCEt fine-tuning that follows PAWS (`snn_fine_tune.py`).
 
 pub mod config;
 #[cfg(not(target_family = "wasm"))]
 pub mod data;
 pub mod encoder;
+#[cfg(not(target_family = "wasm"))]
+pub mod fine_tune;
 #[cfg(not(target_family = "wasm"))]
 pub mod labelled;
 pub mod loss;
@@ -21,9 +24,15 @@ pub use config::{PawsConfig, PawsModel};
 pub use data::{LabelledSet, PawsBatch, PawsBatches};
 pub use encoder::{Backbone, BackboneConfig, EncoderConfig, EncoderOutput, PawsEncoder};
 #[cfg(not(target_family = "wasm"))]
+pub use fine_tune::{
+    FineTuneBatches, FineTuneConfig, FineTuneStepStats, FineTuneTrainer, SupportBatch, suncet_loss,
+};
+#[cfg(not(target_family = "wasm"))]
 pub use labelled::LabelledFiles;
 pub use loss::{PawsLoss, PawsLossOutput};
 pub use snn::{SnnResult, snn_evaluate, snn_probabilities};
 pub use support::{ClassStratifiedSampler, labels_matrix};
 #[cfg(not(target_family = "wasm"))]
-pub use trainer::{PAWS_FORMAT, PawsStepStats, PawsTrainer, StepInternals, load_encoder};
+pub use trainer::{
+    PAWS_FORMAT, PawsStepStats, PawsTrainer, StepInternals, load_encoder, read_encoder_file,
+};

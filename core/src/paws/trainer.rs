@@ -288,20 +288,26 @@ impl PawsTrainer {
     /// The exported encoder: official keys, and in the header the run's settings (the
     /// encoder's sizes and the view size and normalisation an evaluation needs).
     pub fn encoder_bytes(&self) -> Result<Vec<u8>> {
-        let cfg = serde_json::to_string(&self.cfg).expect("serialises");
-        let shape = serde_json::to_string(&self.encoder().config).expect("serialises");
-        safetensors_bytes(
-            &self.encoder().to_state_dict()?,
-            false,
-            PAWS_FORMAT,
-            &[(CONFIG_KEY, cfg), (ENCODER_KEY, shape)],
-        )
+        encoder_file_bytes(self.encoder(), &self.cfg)
     }
+}
+
+/// An encoder file: official keys, and in the header the run's settings and the encoder's
+/// shape.
+pub(crate) fn encoder_file_bytes(encoder: &PawsEncoder, cfg: &PawsConfig) -> Result<Vec<u8>> {
+    let cfg = serde_json::to_string(cfg).expect("serialises");
+    let shape = serde_json::to_string(&encoder.config).expect("serialises");
+    safetensors_bytes(
+        &encoder.to_state_dict()?,
+        false,
+        PAWS_FORMAT,
+        &[(CONFIG_KEY, cfg), (ENCODER_KEY, shape)],
+    )
 }
 
 /// The tensors of a safetensors file split into those under `prefix` (prefix removed) and the
 /// rest.
-fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
+pub(crate) fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
     let bad = |m: String| Error::Weights(format!("PAWS checkpoint: {m}"));
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let (mut inside, mut rest) = (StateDict::new(), StateDict::new());
@@ -329,6 +335,13 @@ fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
 /// Reads an exported PAWS encoder or a training checkpoint's: the encoder and its run's
 /// settings.
 pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsConfig)> {
+    let (cfg, shape, sd) = read_encoder_file(bytes)?;
+    Ok((PawsEncoder::from_state_dict(&shape, sd, device)?, cfg))
+}
+
+/// An exported PAWS encoder or a training checkpoint's, unbuilt: its run's settings, its shape
+/// and its tensors (official keys).
+pub fn read_encoder_file(bytes: &[u8]) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
     let bad = |m: String| Error::Weights(format!("PAWS encoder: {m}"));
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
@@ -338,28 +351,35 @@ pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsC
             "not a dino-rs PAWS file (dino paws writes encoder.safetensors)".into(),
         ));
     }
-    let (cfg, sd): (PawsConfig, StateDict) = match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
-        (Some(c), _) => (
-            serde_json::from_str(c).map_err(|e| bad(format!("bad header: {e}")))?,
-            read_tensors(bytes, "")?.0,
-        ),
-        // a training checkpoint: its encoder
-        (None, Some(run)) => {
-            let h: RunHeader =
-                serde_json::from_str(run).map_err(|e| bad(format!("bad header: {e}")))?;
-            (h.config, read_tensors(bytes, "encoder.")?.0)
-        }
-        (None, None) => return Err(bad("no settings in the header".into())),
+    let (cfg, shape, sd): (PawsConfig, Option<EncoderConfig>, StateDict) =
+        match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
+            (Some(c), _) => (
+                serde_json::from_str(c).map_err(|e| bad(format!("bad header: {e}")))?,
+                meta.get(ENCODER_KEY)
+                    .map(|e| serde_json::from_str(e))
+                    .transpose()
+                    .map_err(|e| bad(format!("bad header: {e}")))?,
+                read_tensors(bytes, "")?.0,
+            ),
+            // a training checkpoint: its encoder
+            (None, Some(run)) => {
+                let h: RunHeader =
+                    serde_json::from_str(run).map_err(|e| bad(format!("bad header: {e}")))?;
+                (h.config, h.encoder, read_tensors(bytes, "encoder.")?.0)
+            }
+            (None, None) => return Err(bad("no settings in the header".into())),
+        };
+    // files of earlier versions: the shape from the settings
+    let shape = match shape {
+        Some(s) => s,
+        None => cfg.encoder()?,
     };
-    Ok((
-        PawsEncoder::from_state_dict(&cfg.encoder()?, sd, device)?,
-        cfg,
-    ))
+    Ok((cfg, shape, sd))
 }
 
 /// Each support view classified by soft nearest neighbours over the *other* support views
 /// (itself left out): the share whose most probable class is its own, in percent.
-fn support_accuracy(z: &RawTensor, labels: &[f32], classes: usize) -> f64 {
+pub(crate) fn support_accuracy(z: &RawTensor, labels: &[f32], classes: usize) -> f64 {
     let (n, d) = (z.shape[0], z.shape[1]);
     let norm: Vec<Vec<f32>> = (0..n)
         .map(|i| {

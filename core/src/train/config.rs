@@ -281,8 +281,11 @@ impl TrainConfig {
                 self.global_crop_size, self.local_crop_size, self.patch_size
             ));
         }
-        if self.optimizer == OptimizerKind::PawsLars {
-            return bad("the paws_lars optimiser is PAWS's; DINO takes adamw, sgd or lars".into());
+        if matches!(
+            self.optimizer,
+            OptimizerKind::PawsLars | OptimizerKind::PawsSgd
+        ) {
+            return bad("the paws_* optimisers are PAWS's; DINO takes adamw, sgd or lars".into());
         }
         if self.dataset_repeats == 0 {
             return bad("dataset_repeats must be at least 1".into());

@@ -37,6 +37,11 @@ pub enum OptimizerKind {
     #[serde(rename = "paws_lars")]
     #[cfg_attr(feature = "cli", value(skip))]
     PawsLars,
+    /// suncet's `src/sgd.py` alone (fine-tuning with `use_lars: false`): momentum 0.9 on
+    /// learning-rate-scaled steps, weight decay on all but biases and BatchNorms.
+    #[serde(rename = "paws_sgd")]
+    #[cfg_attr(feature = "cli", value(skip))]
+    PawsSgd,
 }
 
 impl std::str::FromStr for OptimizerKind {
@@ -47,6 +52,7 @@ impl std::str::FromStr for OptimizerKind {
             "sgd" => Ok(Self::Sgd),
             "lars" => Ok(Self::Lars),
             "paws_lars" => Ok(Self::PawsLars),
+            "paws_sgd" => Ok(Self::PawsSgd),
             o => Err(Error::Config(format!(
                 "optimizer '{o}': expected adamw, sgd or lars"
             ))),
@@ -130,7 +136,10 @@ impl DinoOptimizer {
         let bad = |m: String| Error::Weights(format!("optimiser state: {m}"));
         let per_param = match self.kind {
             OptimizerKind::AdamW => 2,
-            OptimizerKind::Sgd | OptimizerKind::Lars | OptimizerKind::PawsLars => 1,
+            OptimizerKind::Sgd
+            | OptimizerKind::Lars
+            | OptimizerKind::PawsLars
+            | OptimizerKind::PawsSgd => 1,
         };
         let mut by_param: BTreeMap<String, Vec<(usize, RawTensor)>> = BTreeMap::new();
         for (key, t) in tensors {
@@ -246,6 +255,22 @@ impl DinoOptimizer {
                 };
                 state.buffers = vec![mu.clone()];
                 p - mu * lr
+            }
+            OptimizerKind::PawsSgd => {
+                // the same param groups: 'bias' or 'bn' in the name have no weight decay
+                let excluded = name.contains("bias") || name.contains("bn");
+                let d = if excluded || s.weight_decay == 0.0 {
+                    g
+                } else {
+                    g + p.clone() * s.weight_decay
+                };
+                let step = d * (-lr);
+                let buf = match state.buffers.pop() {
+                    Some(b) => b * MOMENTUM + step,
+                    None => step,
+                };
+                state.buffers = vec![buf.clone()];
+                p + buf
             }
             OptimizerKind::PawsLars => {
                 // param groups by name, as `init_opt`: 'bias' or 'bn' in the name
