@@ -45,6 +45,8 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// PAWS: semi-supervised training from a few labels (a labelled subset + unlabelled images).
     Paws(Box<commands::paws::Args>),
+    /// SuNCEt fine-tuning of a PAWS encoder on its labelled images (after `dino paws`).
+    PawsFinetune(Box<commands::paws_finetune::Args>),
     /// Soft nearest-neighbour accuracy of a PAWS encoder (labelled images as the memory).
     Snn(Box<commands::snn::Args>),
     /// Weighted k-NN classification of an ImageFolder val split from its train split.
@@ -76,7 +78,11 @@ fn main() {
     allocator::keep_freed_memory();
     let cmd = Cli::command()
         .mut_subcommand("train", commands::train::with_defaults_in_help)
-        .mut_subcommand("paws", commands::paws::with_defaults_in_help);
+        .mut_subcommand("paws", commands::paws::with_defaults_in_help)
+        .mut_subcommand(
+            "paws-finetune",
+            commands::paws_finetune::with_defaults_in_help,
+        );
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
@@ -92,6 +98,7 @@ fn main() {
         Command::Export(a) => commands::export::run(a),
         Command::Train(a) => commands::train::run(*a),
         Command::Paws(a) => commands::paws::run(*a),
+        Command::PawsFinetune(a) => commands::paws_finetune::run(*a),
         Command::Snn(a) => commands::snn::run(*a),
         Command::Knn(a) => commands::knn::run(*a),
         Command::Linear(a) => commands::linear::run(*a),

@@ -906,6 +906,60 @@ fn paws_trains_resumes_and_snn_evaluates() {
     }
     let r = read_json(&json);
     assert!((0.0..=100.0).contains(&r["top1"].as_f64().unwrap()), "{r}");
+    // the SuNCEt fine-tuning of the encoder: trains, resumes, and snn evaluates its output
+    let ft = dir.path().join("finetuned");
+    let encoder = out.join("encoder.safetensors");
+    let ft_args = [
+        "paws-finetune",
+        "-w",
+        s(&encoder),
+        "--labels",
+        s(&classes),
+        "--output-dir",
+        s(&ft),
+        "--classes-per-batch",
+        "2",
+        "--supervised-imgs-per-class",
+        "1",
+        "--epochs",
+        "2",
+    ];
+    let log = common::ok_all(&ft_args);
+    assert!(log.contains("BatchNorms frozen"), "{log}");
+    let metrics = std::fs::read_to_string(ft.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        4,
+        "2 epochs x 2 batches: {metrics}"
+    );
+    assert!(metrics.contains("support_acc"), "{metrics}");
+    let again = common::ok_all(&ft_args);
+    assert!(again.contains("resuming"), "{again}");
+    let text = ok(&[
+        "snn",
+        "-w",
+        s(&ft.join("encoder.safetensors")),
+        "--train",
+        s(&classes),
+        "--val",
+        s(&classes),
+    ]);
+    assert!(text.contains("top-1"), "{text}");
+    let mut changed = ft_args.to_vec();
+    changed.extend(["--temperature", "0.5"]);
+    let e = fails(&changed);
+    assert!(e.contains("--temperature 0.5"), "{e}");
+    // a DINO model is not a PAWS encoder
+    let e = fails(&[
+        "paws-finetune",
+        "-w",
+        s(&fixture("weights/s16_hf.safetensors")),
+        "--labels",
+        s(&classes),
+        "--output-dir",
+        s(&dir.path().join("ft-bad")),
+    ]);
+    assert!(e.contains("not a dino-rs PAWS file"), "{e}");
     // a drawn labelled subset is written next to the outputs
     let drawn = dir.path().join("drawn");
     let mut args = paws_args("unused", s(&drawn));

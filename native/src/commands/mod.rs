@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod knn;
 pub mod linear;
 pub mod paws;
+pub mod paws_finetune;
 pub mod pca;
 pub mod propagate;
 pub mod retrieve;
