@@ -370,3 +370,114 @@ fn two_fine_tuning_iterations_match_the_reference() {
         }
     }
 }
+
+/// Two iterations on two ranks (threads with the collective semantics of MPI) against
+/// suncet's DDP run emulated in PyTorch: supports gathered across ranks with their gradients
+/// summed back, the me-max mean over the ranks, the widened labels matrix, averaged
+/// gradients; each rank's own BatchNorm batches.
+#[test]
+fn two_paws_iterations_on_two_ranks_match_the_reference() {
+    use dino_core::train::collective::ThreadWorld;
+    use std::sync::Arc;
+    let fx = Arc::new(Fixture::load_file("paws/ranks.safetensors"));
+    let world = fx.u("world");
+    let handles: Vec<_> = ThreadWorld::new(world)
+        .into_iter()
+        .map(|w| {
+            let fx = fx.clone();
+            std::thread::spawn(move || {
+                let rank = dino_core::train::collective::Collective::rank(&w);
+                let cfg = config(&fx);
+                let dev = device();
+                let encoder = PawsEncoder::from_state_dict(
+                    &cfg.encoder().unwrap(),
+                    fx.prefixed("init."),
+                    &dev.clone().autodiff(),
+                )
+                .unwrap();
+                let ipe = fx.u("iterations_per_epoch");
+                let mut trainer =
+                    PawsTrainer::from_encoder(cfg.clone(), encoder, ipe, &dev).unwrap();
+                trainer.set_collective(Arc::new(w)).unwrap();
+                let v = cfg.supervised_views;
+                let per_rank_labels = {
+                    // this rank's rows and the classes' columns of the widened matrix
+                    let all = fx.get("labels");
+                    let (rows, cols) = (all.shape[0], all.shape[1]);
+                    let classes = cfg.classes_per_batch;
+                    let ns = rows / world;
+                    let mut out = Vec::with_capacity(ns * classes);
+                    for r in 0..ns {
+                        out.extend_from_slice(&all.data[r * cols..r * cols + classes]);
+                    }
+                    out
+                };
+                for (k, step) in fx.meta["steps"].as_array().unwrap().iter().enumerate() {
+                    let s = format!("step{k}.");
+                    let input = |i: usize| fx.get(&format!("{s}rank{rank}.input.{i}")).data.clone();
+                    let batch = PawsBatch {
+                        supports: (0..v).flat_map(input).collect(),
+                        labels: per_rank_labels.clone(),
+                        classes: (0..cfg.classes_per_batch).collect(),
+                        large: (v..v + 2).flat_map(input).collect(),
+                        small: (v + 2..v + 2 + cfg.multicrop).flat_map(input).collect(),
+                        unlabelled: cfg.unsupervised_batch_size,
+                    };
+                    let mut checked = 0;
+                    let stats = trainer
+                        .step_inspected(&batch, &mut |inside| {
+                            let z = to_vec(inside.z.clone());
+                            let all = &fx.get(&(s.clone() + "z")).data;
+                            let n = z.len();
+                            let e = rel_err(&z, &all[rank * n..(rank + 1) * n]);
+                            assert!(e < 1e-5, "rank {rank} {s}z: {e}");
+                            let ids = param_ids(inside.encoder);
+                            for (name, want) in fx.tensors.iter() {
+                                let Some(official) = name.strip_prefix(&(s.clone() + "grad."))
+                                else {
+                                    continue;
+                                };
+                                let (path, transposed) = burn_path(official);
+                                let got = match want.shape.len() {
+                                    1 => to_vec(inside.grads.get::<1>(ids[&path]).unwrap()),
+                                    2 => to_vec(inside.grads.get::<2>(ids[&path]).unwrap()),
+                                    4 => to_vec(inside.grads.get::<4>(ids[&path]).unwrap()),
+                                    d => panic!("{d}-d gradient"),
+                                };
+                                let got = if transposed {
+                                    let (o, i) = (want.shape[0], want.shape[1]);
+                                    dino_core::weights::transpose(&got, i, o)
+                                } else {
+                                    got
+                                };
+                                check(&fx, name, &got);
+                                checked += 1;
+                            }
+                        })
+                        .unwrap();
+                    assert_eq!(checked, 7, "gradients compared");
+                    for (name, got) in [
+                        ("loss", stats.loss),
+                        ("xent", stats.xent),
+                        ("me_max", stats.me_max),
+                    ] {
+                        check_against(&fx, &(s.clone() + name), &[got as f32], &(s.clone() + "z"));
+                    }
+                    let lr = step["lr"].as_f64().unwrap();
+                    assert!((stats.lr - lr).abs() <= 1e-12);
+                    let sd = trainer.encoder().to_state_dict().unwrap();
+                    for (key, _) in fx.prefixed(&(s.clone() + "weights.")).iter() {
+                        check(
+                            &fx,
+                            &format!("{s}weights.{key}"),
+                            &sd.get(key).unwrap().data,
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

@@ -270,3 +270,73 @@ fn sharded_embed_equals_one_process() {
         "the ranks' rows differ from one process's by {err}"
     );
 }
+
+/// PAWS on two MPI ranks: each rank its own unlabelled images and support share, supports
+/// gathered across ranks (the numerics are checked against PyTorch's emulated DDP run in
+/// tests/paws_vs_pytorch.rs); rank 0 writes the encoder, which `dino snn` reads.
+#[test]
+fn paws_trains_on_two_ranks() {
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let classes = dir.path().join("classes");
+    for (class, files) in [
+        ("cats", ["chelsea.png", "formats/rgb.png"]),
+        ("things", ["coffee.png", "rocket.jpg"]),
+    ] {
+        std::fs::create_dir_all(classes.join(class)).unwrap();
+        for f in files {
+            let to = classes.join(class).join(f.replace('/', "_"));
+            std::fs::copy(fixture(&format!("images/{f}")), to).unwrap();
+        }
+    }
+    let out = dir.path().join("paws");
+    let args: Vec<String> = [
+        "paws",
+        "--labels",
+        s(&classes),
+        "--output-dir",
+        s(&out),
+        "--depth",
+        "10",
+        "--widen",
+        "1",
+        "--output-dim",
+        "16",
+        "--crop-size",
+        "16",
+        "--multicrop",
+        "1",
+        "--multicrop-size",
+        "8",
+        "--unsupervised-batch-size",
+        "1",
+        "--classes-per-batch",
+        "2",
+        "--supervised-imgs-per-class",
+        "1",
+        "--epochs",
+        "2",
+        "--warmup",
+        "1",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let r = run(mpirun(2, &args));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("MPI: 2 ranks"), "{err}");
+    // 4 unlabelled images, 2 ranks x 1 per iteration: 2 iterations per epoch
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    let text = ok(&[
+        "snn",
+        "-w",
+        s(&out.join("encoder.safetensors")),
+        "--train",
+        s(&classes),
+        "--val",
+        s(&classes),
+    ]);
+    assert!(text.contains("top-1"), "{text}");
+}

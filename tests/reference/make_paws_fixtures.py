@@ -24,7 +24,10 @@ computed in float64; and in its header, for each of those, how far PyTorch's flo
 from the float64 one (the yardstick of the Rust float32 run).
 Run from the repository root:
 
-    python3 tests/reference/make_paws_fixtures.py [wide_resnet|resnet|fine_tune]
+    python3 tests/reference/make_paws_fixtures.py [wide_resnet|resnet|fine_tune|ranks]
+
+ranks.safetensors: two iterations of the Wide ResNet run on two DDP ranks (AllGather of the
+supports, AllReduce of the me-max mean, averaged gradients), emulated in one process.
 
 fine_tune.safetensors: two iterations of snn_fine_tune.py's SuNCEt fine-tuning of a Wide ResNet
 encoder (BatchNorms in eval mode, SuNCEt loss, SGD inside LARS) in the same form.
@@ -209,6 +212,134 @@ def run_fine_tune(dtype):
     return init, labels, inputs, results, steps
 
 
+def run_ranks(dtype, world=2):
+    """Two iterations of paws_train.py on `world` DDP ranks, emulated in one process: each rank
+    runs its own forward (its own BatchNorm batches) on its own unlabelled and support images;
+    AllGather of the supports is a concatenation in rank order (its backward, an all-reduce of
+    the gradients and the rank's slice, is what one graph over every rank's loss gives);
+    AllReduce of the mean sharpened prediction keeps the identity backward of the official
+    autograd function (the value is the mean over ranks, the gradient goes to the rank's own);
+    the labels matrix is make_labels_matrix(world_size=2, unique_classes=False): its extra
+    columns carry the smoothing's off value, as the official one does; DDP averages the
+    gradients. Running statistics are not compared (each rank keeps its own)."""
+    cfg = MODELS["wide_resnet"]["config"]
+    LARGE, SMALL = 16, 8
+    torch.manual_seed(0)
+    encoder = init_model(depth=cfg["depth"], widen=cfg["widen"], use_pred=cfg["use_pred_head"],
+                         output_dim=cfg["output_dim"])
+    with torch.no_grad():
+        for m in encoder.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+    init = state(encoder)
+    encoder = encoder.to(dtype)
+    encoder.train()
+    C, K, V = CLASSES_PER_BATCH, IMGS_PER_CLASS, SUPERVISED_VIEWS
+    local = C * K
+    off = SMOOTHING / C
+    labels_matrix = torch.zeros(local * world, C * world) + off
+    for i in range(C):
+        labels_matrix[i::C, i] = 1. - SMOOTHING + off
+    labels = torch.cat([labels_matrix for _ in range(V)]).to(dtype)
+    encoder, optimizer, scheduler = init_opt(encoder, IPE, START_LR, LR, 0.9, False, WARMUP, EPOCHS,
+                                             weight_decay=WD, final_lr=FINAL_LR)
+    softmax = torch.nn.Softmax(dim=1)
+
+    def sharpen(p):
+        sp = p ** (1. / SHARPEN)
+        return sp / torch.sum(sp, dim=1, keepdim=True)
+
+    def snn(q, sup, lab):
+        return softmax(torch.nn.functional.normalize(q) @ torch.nn.functional.normalize(sup).T / TAU) @ lab
+
+    ns = V * local
+    inputs, results, steps = {}, {}, []
+    g = torch.Generator().manual_seed(21)
+    for step in range(2):
+        s = f"step{step}."
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad()
+        outs = []
+        for r in range(world):
+            simgs = [torch.randn(local, 3, LARGE, LARGE, generator=g) for _ in range(V)]
+            uimgs = [torch.randn(U_BATCH, 3, LARGE, LARGE, generator=g) for _ in range(2)]
+            uimgs += [torch.randn(U_BATCH, 3, SMALL, SMALL, generator=g) for _ in range(MULTICROP)]
+            for i, x in enumerate(simgs + uimgs):
+                inputs[f"{s}rank{r}.input.{i}"] = x
+            h, z = encoder([x.to(dtype) for x in simgs + uimgs], return_before_head=True)
+            outs.append((h, z))
+        anchor_supports = torch.cat([z[:ns] for _, z in outs])
+        target_supports = torch.cat([h[:ns] for h, _ in outs]).detach()
+        per_rank, m = [], []
+        for h, z in outs:
+            tv = h[ns:].detach()
+            tv = torch.cat([tv[U_BATCH:2 * U_BATCH], tv[:U_BATCH]], dim=0)
+            probs = snn(z[ns:], anchor_supports, labels)
+            with torch.no_grad():
+                t = sharpen(snn(tv, target_supports, labels))
+                mc = 0.5 * (t[:U_BATCH] + t[U_BATCH:])
+                t = torch.cat([t, *[mc for _ in range(MULTICROP)]], dim=0)
+                t[t < 1e-4] *= 0
+            per_rank.append((probs, t))
+            m.append(torch.mean(sharpen(probs), dim=0))
+        mean_m = sum(x.detach() for x in m) / world
+        total, xents, rloss = 0., [], None
+        for (probs, t), m_r in zip(per_rank, m):
+            xent = torch.mean(torch.sum(torch.log(probs ** (-t)), dim=1))
+            avg = m_r + (mean_m - m_r).detach()  # AllReduce: the mean, identity backward
+            rl = -torch.sum(torch.log(avg ** (-avg)))
+            total = total + xent + rl
+            xents.append(xent.detach())
+            rloss = rl.detach()
+        total.backward()
+        named = dict(encoder.named_parameters())
+        for p in encoder.parameters():  # DistributedDataParallel: the mean over the ranks
+            p.grad /= world
+        for n in GRADS_RANKS:
+            results[f"{s}grad.{n}"] = named[n].grad.detach().clone()
+        optimizer.step()
+        scheduler.step()
+        xent = sum(xents) / world
+        results[s + "xent"] = xent.reshape(1)
+        results[s + "me_max"] = rloss.reshape(1)
+        results[s + "loss"] = (xent + rloss).reshape(1)
+        results[s + "z"] = torch.cat([z for _, z in outs]).detach()
+        for k, v in state(encoder).items():
+            if "running" not in k:
+                results[f"{s}weights.{k}"] = v
+        steps.append(dict(lr=lr, loss=(xent + rloss).item()))
+    return init, labels, inputs, results, steps
+
+
+GRADS_RANKS = ["conv1.weight", "layer1.0.conv1.weight", "bn1.weight", "fc.fc1.weight", "fc.bn1.weight",
+               "pred.fc1.weight", "pred.bn2.bias"]
+
+
+def write_ranks():
+    init, labels, inputs, truth, steps = run_ranks(torch.float64)
+    _, _, _, f32, _ = run_ranks(torch.float32)
+    f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
+    f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
+    tensors = {f"init.{k}": v.float() for k, v in init.items()}
+    tensors["labels"] = labels.float()
+    tensors.update({k: v.float() for k, v in inputs.items()})
+    tensors.update({k: v.float() for k, v in truth.items()})
+    for i, st in enumerate(steps):
+        print(f"2 ranks, step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}")
+    worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
+    print("PyTorch float32 against float64, worst relative errors:", worst)
+    from safetensors.torch import save_file
+    meta = dict(config=MODELS["wide_resnet"]["config"], world=2, classes_per_batch=CLASSES_PER_BATCH,
+                images_per_class=IMGS_PER_CLASS, supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH,
+                multicrop=MULTICROP, large=16, small=8, tau=TAU, sharpen=SHARPEN, label_smoothing=SMOOTHING,
+                epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP, start_lr=START_LR, lr=LR,
+                final_lr=FINAL_LR, weight_decay=WD, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
+    path = os.path.join(OUT, "ranks.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
+    print("wrote", path)
+
+
 def write_fine_tune():
     init, labels, inputs, truth, steps = run_fine_tune(torch.float64)
     _, _, _, f32, _ = run_fine_tune(torch.float32)
@@ -231,9 +362,11 @@ def write_fine_tune():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name in sys.argv[1:] or [*MODELS, "fine_tune"]:
+    for name in sys.argv[1:] or [*MODELS, "fine_tune", "ranks"]:
         if name == "fine_tune":
             write_fine_tune()
+        elif name == "ranks":
+            write_ranks()
         else:
             write(MODELS[name])
 

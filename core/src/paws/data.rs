@@ -102,6 +102,9 @@ pub struct PawsBatches {
     cfg: PawsConfig,
     order: Option<(usize, Vec<usize>)>,
     bad: Vec<usize>,
+    /// This process's rank and the number of ranks (0, 1 alone).
+    rank: usize,
+    world: usize,
 }
 
 impl PawsBatches {
@@ -135,7 +138,30 @@ impl PawsBatches {
             cfg: cfg.clone(),
             order: None,
             bad: Vec::new(),
+            rank: 0,
+            world: 1,
         })
+    }
+
+    /// The batches of `rank` among `world` processes, as the official DDP run: each rank its
+    /// own `unsupervised_batch_size` unlabelled images of every iteration (an epoch is a pass
+    /// over the unlabelled set by all ranks together) and its own share of each support class.
+    pub fn for_rank(mut self, rank: usize, world: usize) -> Result<Self> {
+        if world == 0 || rank >= world {
+            return Err(Error::Config(format!("rank {rank} of a world of {world}")));
+        }
+        let need = self.cfg.unsupervised_batch_size * world;
+        if self.unlabelled.len() < need {
+            return Err(Error::Data(format!(
+                "{world} ranks x {} unlabelled images per iteration need {need} images; the data \
+                 has {}",
+                self.cfg.unsupervised_batch_size,
+                self.unlabelled.len()
+            )));
+        }
+        self.rank = rank;
+        self.world = world;
+        Ok(self)
     }
 
     fn transforms(&self) -> (ViewTransform, ViewTransform) {
@@ -186,7 +212,7 @@ impl Batches for PawsBatches {
     type Batch = PawsBatch;
 
     fn niter_per_epoch(&self) -> usize {
-        self.unlabelled.len() / self.cfg.unsupervised_batch_size
+        self.unlabelled.len() / (self.cfg.unsupervised_batch_size * self.world)
     }
 
     fn batch(&mut self, epoch: usize, it: usize) -> Result<(PawsBatch, Vec<Skipped>)> {
@@ -205,7 +231,8 @@ impl Batches for PawsBatches {
         let u = c.unsupervised_batch_size;
         let mut skipped = Vec::new();
         let mut views: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 2 + c.multicrop];
-        for pos in it * u..(it + 1) * u {
+        let first = (it * self.world + self.rank) * u;
+        for pos in first..first + u {
             let img = Self::load(&*self.unlabelled, &order, pos, &mut self.bad, &mut skipped)?;
             let mut rng = ChaCha8Rng::seed_from_u64(mix(c.seed, epoch as u64, pos as u64));
             for (v, out) in views.iter_mut().enumerate() {
@@ -215,7 +242,7 @@ impl Batches for PawsBatches {
         }
         // the support batch of this global iteration
         let git = epoch * self.niter_per_epoch() + it;
-        let (rows, classes) = self.sampler.batch(git);
+        let (rows, classes) = self.sampler.batch_of_rank(git, self.rank, self.world);
         let mut support_views: Vec<Vec<f32>> = vec![Vec::new(); c.supervised_views];
         let labelled = &self.labelled.source;
         for (r, &idx) in rows.iter().enumerate() {
@@ -226,8 +253,11 @@ impl Batches for PawsBatches {
                     labelled.name(idx)
                 ))
             })?;
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(mix(c.seed ^ 0x5055_5050, git as u64, r as u64));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(
+                c.seed ^ 0x5055_5050 ^ self.rank as u64,
+                git as u64,
+                r as u64,
+            ));
             for view in support_views.iter_mut() {
                 view.extend(large_t.apply(&img, &mut rng)?);
             }

@@ -86,8 +86,20 @@ impl PawsLoss {
         target_supports: Tensor<2>,
         labels: Tensor<2>,
     ) -> PawsLossOutput {
-        let probs = self.snn(anchor_views, anchor_supports, labels.clone());
-        let targets = self.targets(target_views, target_supports, labels);
+        let targets = self.targets(target_views, target_supports, labels.clone());
+        self.forward_with_targets(anchor_views, anchor_supports, targets, labels)
+    }
+
+    /// The loss of the anchors against given targets (one row per anchor): what the ranks of a
+    /// multi-process run compute over every rank's views (see [`crate::paws::PawsTrainer`]).
+    pub fn forward_with_targets(
+        &self,
+        anchor_views: Tensor<2>,
+        anchor_supports: Tensor<2>,
+        targets: Tensor<2>,
+        labels: Tensor<2>,
+    ) -> PawsLossOutput {
+        let probs = self.snn(anchor_views, anchor_supports, labels);
         // mean over rows of sum_c log(p ** -t) = -t log p
         let xent = (targets * probs.clone().log()).sum_dim(1).mean().neg();
         let me_max = if self.me_max {

@@ -96,6 +96,14 @@ impl ClassStratifiedSampler {
     /// classes_per_batch` batches, a fresh permutation each), and images of a class are drawn in
     /// a per-pass shuffled order, cycling when a class has fewer images than a pass needs.
     pub fn batch(&self, k: usize) -> (Vec<usize>, Vec<usize>) {
+        self.batch_of_rank(k, 0, 1)
+    }
+
+    /// Batch `k` of `rank` in a run of `world` processes: every rank draws the same classes
+    /// (`unique_classes_per_rank: false`, the official setting) and its own share of each
+    /// class's shuffled images (the official sampler's `len // world_size` slices; all of them
+    /// when a class has fewer images than ranks).
+    pub fn batch_of_rank(&self, k: usize, rank: usize, world: usize) -> (Vec<usize>, Vec<usize>) {
         let per_pass = self.classes() / self.classes_per_batch;
         let (pass, j) = (k / per_pass, k % per_pass);
         let mut classes: Vec<usize> = (0..self.classes()).collect();
@@ -113,6 +121,10 @@ impl ClassStratifiedSampler {
                 pass as u64,
                 1 + c as u64,
             )));
+            let share = imgs.len() / world.max(1);
+            if world > 1 && share > 0 {
+                imgs = imgs[rank * share..(rank + 1) * share].to_vec();
+            }
             per_class.push(imgs);
         }
         let mut rows = Vec::with_capacity(self.classes_per_batch * self.images_per_class);
@@ -159,6 +171,11 @@ mod tests {
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3], "one pass uses every class once");
         assert_eq!(s.batch(5), s.batch(5), "deterministic");
+        // two ranks: the same classes, disjoint images
+        let (r0, c0) = s.batch_of_rank(3, 0, 2);
+        let (r1, c1) = s.batch_of_rank(3, 1, 2);
+        assert_eq!(c0, c1);
+        assert!(r0.iter().all(|i| !r1.contains(i)), "{r0:?} {r1:?}");
         assert!(ClassStratifiedSampler::new(&labels, 4, 3, 1, 0).is_err());
         assert!(ClassStratifiedSampler::new(&[0, 0, 2], 3, 1, 1, 0).is_err());
     }

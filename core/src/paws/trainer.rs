@@ -5,12 +5,15 @@
 //! state, position) and its export (the encoder), as a run of the shared training loop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder};
+use crate::train::all_reduce_grads;
+use crate::train::collective::Collective;
 use crate::train::run::{Metrics, RunDir, TrainRun};
 use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, WarmupCosine, parameter_sizes};
 use crate::weights::{RawTensor, StateDict, safetensors_bytes};
@@ -46,6 +49,8 @@ pub struct PawsTrainer {
     /// Next global iteration.
     pub iteration: usize,
     device: Device,
+    /// The other processes training this run, if any (see [`PawsTrainer::set_collective`]).
+    collective: Option<Arc<dyn Collective>>,
 }
 
 impl PawsTrainer {
@@ -88,7 +93,34 @@ impl PawsTrainer {
             iteration: 0,
             device: device.clone(),
             cfg,
+            collective: None,
         })
+    }
+
+    /// Trains together with the other ranks of `collective`, as suncet's DDP run: each rank
+    /// its own unlabelled images and its own share of each support class's images, the
+    /// supports of every rank gathered for the soft nearest-neighbour classifier (AllGather,
+    /// gradients summed back to their rank), the me-max mean over every rank's predictions
+    /// (AllReduce), the labels matrix `make_labels_matrix(world_size, unique_classes=False)`
+    /// (its extra columns hold the smoothing's off value, as the official one), gradients
+    /// averaged. Each rank keeps its own BatchNorm statistics (`broadcast_buffers=False`).
+    pub fn set_collective(&mut self, collective: Arc<dyn Collective>) -> Result<()> {
+        if collective.world() == 0 || collective.rank() >= collective.world() {
+            return Err(Error::Config(format!(
+                "rank {} of a world of {}",
+                collective.rank(),
+                collective.world()
+            )));
+        }
+        self.collective = Some(collective);
+        Ok(())
+    }
+
+    /// (rank, world) of this process (0, 1 alone).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        self.collective
+            .as_ref()
+            .map_or((0, 1), |c| (c.rank(), c.world()))
     }
 
     /// The encoder (on the autodiff device).
@@ -167,13 +199,22 @@ impl PawsTrainer {
             0,
         )
         .detach();
-        let terms = c.loss().forward(
-            anchor_views,
-            anchor_supports.clone(),
-            target_views,
-            target_supports,
-            labels,
-        );
+        let terms = match &self.collective {
+            Some(col) if col.world() > 1 => across_ranks(
+                col.as_ref(),
+                c,
+                [&anchor_views, &anchor_supports],
+                [&target_views, &target_supports],
+                labels,
+            )?,
+            _ => c.loss().forward(
+                anchor_views,
+                anchor_supports.clone(),
+                target_views,
+                target_supports,
+                labels,
+            ),
+        };
         let loss = terms.xent.clone() + terms.me_max.clone();
         let values = Tensor::cat(vec![loss.clone(), terms.xent, terms.me_max], 0)
             .inner()
@@ -193,7 +234,13 @@ impl PawsTrainer {
             &batch.labels,
             classes,
         );
-        let grads = GradientsParams::from_grads(loss.backward(), &encoder);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &encoder);
+        if let Some(col) = &self.collective
+            && col.world() > 1
+        {
+            // each rank's loss is its 1/world share: the sum is DDP's mean gradient
+            grads = all_reduce_grads(col.as_ref(), grads, &encoder, &ad)?;
+        }
         inspect(&StepInternals {
             h: &out.h,
             z: &out.z,
@@ -303,6 +350,92 @@ pub(crate) fn encoder_file_bytes(encoder: &PawsEncoder, cfg: &PawsConfig) -> Res
         PAWS_FORMAT,
         &[(CONFIG_KEY, cfg), (ENCODER_KEY, shape)],
     )
+}
+
+/// The PAWS loss of one rank over every rank's views, as suncet's DDP run computes it: each
+/// rank's anchors and supports gathered (this rank's tracked, the others' as values), targets
+/// from each rank's own target views and every rank's target supports, the labels widened to
+/// `classes x world` columns as `make_labels_matrix(world_size, unique_classes=False)` does.
+/// The loss (the mean over every rank's views, me-max over all of them) has, on each rank,
+/// 1/world of the gradient suncet's rank gets before DDP averages; summing over the ranks gives
+/// DDP's mean.
+fn across_ranks(
+    col: &dyn Collective,
+    c: &PawsConfig,
+    [anchor_views, anchor_supports]: [&Tensor<2>; 2],
+    [target_views, target_supports]: [&Tensor<2>; 2],
+    labels: Tensor<2>,
+) -> Result<super::PawsLossOutput> {
+    let (rank, world) = (col.rank(), col.world());
+    let host = |t: &Tensor<2>| -> Result<Vec<f32>> {
+        t.clone()
+            .inner()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Input(format!("reading a tensor back: {e:?}")))
+    };
+    let parts = [anchor_views, anchor_supports, target_views, target_supports];
+    let dims: Vec<[usize; 2]> = parts.iter().map(|t| t.dims()).collect();
+    let mut mine = Vec::new();
+    for t in parts {
+        mine.extend(host(t)?);
+    }
+    let all = col.all_gather(&mine);
+    let per_rank = mine.len();
+    if all.len() != per_rank * world {
+        return Err(Error::Input(format!(
+            "ranks disagree on the batch: {} values gathered, {} expected",
+            all.len(),
+            per_rank * world
+        )));
+    }
+    let device = anchor_views.device();
+    // part `p` of every rank, this rank's own tensor where it is this rank's
+    let gathered = |p: usize, own: &Tensor<2>| -> Tensor<2> {
+        let offset: usize = dims[..p].iter().map(|[a, b]| a * b).sum();
+        let [rows, cols] = dims[p];
+        let ts = (0..world)
+            .map(|k| {
+                if k == rank {
+                    own.clone()
+                } else {
+                    let at = k * per_rank + offset;
+                    Tensor::from_data(
+                        TensorData::new(all[at..at + rows * cols].to_vec(), [rows, cols]),
+                        &device,
+                    )
+                }
+            })
+            .collect();
+        Tensor::cat(ts, 0)
+    };
+    let views_all = gathered(0, anchor_views);
+    let supports_all = gathered(1, anchor_supports);
+    let target_views_all = gathered(2, &target_views.clone().detach()).detach();
+    let target_supports_all = gathered(3, &target_supports.clone().detach()).detach();
+    // the labels of every rank's supports, widened to classes x world columns
+    let [ns, classes] = labels.dims();
+    let off = (c.label_smoothing / classes as f64) as f32;
+    let wide = Tensor::cat(
+        vec![
+            labels.clone(),
+            Tensor::<2>::full([ns, classes * (world - 1)], off, &device),
+        ],
+        1,
+    );
+    let labels_all = Tensor::cat(vec![wide; world], 0).detach();
+    let loss = c.loss();
+    let rows = dims[2][0];
+    let targets: Vec<Tensor<2>> = (0..world)
+        .map(|k| {
+            loss.targets(
+                target_views_all.clone().narrow(0, k * rows, rows),
+                target_supports_all.clone(),
+                labels_all.clone(),
+            )
+        })
+        .collect();
+    Ok(loss.forward_with_targets(views_all, supports_all, Tensor::cat(targets, 0), labels_all))
 }
 
 /// The tensors of a safetensors file split into those under `prefix` (prefix removed) and the

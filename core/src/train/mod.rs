@@ -29,4 +29,5 @@ pub use schedule::{
     warmup_cosine,
 };
 #[cfg(not(target_family = "wasm"))]
+pub(crate) use trainer::all_reduce_grads;
 pub use trainer::{Schedules, StepStats, Trainer};

@@ -591,10 +591,10 @@ fn all_reduce_tensors<const N: usize>(
 
 /// Sums every gradient of `student` over the ranks: one host buffer in the module's order
 /// (the same on every rank), all-reduced, put back on `device`.
-fn all_reduce_grads(
+pub(crate) fn all_reduce_grads<M: Module>(
     c: &dyn Collective,
     mut grads: GradientsParams,
-    student: &DinoNet,
+    student: &M,
     device: &Device,
 ) -> Result<GradientsParams> {
     struct Gather<'a> {

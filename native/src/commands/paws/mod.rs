@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use dino_core::data::{ImageFolder, ImageSource};
 use dino_core::paws::{LabelledFiles, PawsBatches, PawsConfig, PawsTrainer};
+use dino_core::train::collective::Collective;
 use dino_core::train::run::{Flow, Record, RunDir, StepEvent, TrainObserver, train};
 
 use super::train::progress::Progress;
@@ -82,6 +83,24 @@ impl TrainObserver<PawsTrainer> for Progress<'_> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher: this process is one rank of several (rank 0 writes the outputs)
+    #[cfg(feature = "mpi")]
+    {
+        let mpi = crate::mpi_world::MpiWorld::from_launcher()?.map(Arc::new);
+        let result = run_as(args, mpi.clone().map(|w| w as Arc<dyn Collective>));
+        if let (Err(e), Some(world)) = (&result, &mpi) {
+            // the other ranks wait in a collective: the whole job must stop, non-zero
+            eprintln!("error on MPI rank {}: {e:#}", world.rank());
+            world.abort(1);
+        }
+        result
+    }
+    #[cfg(not(feature = "mpi"))]
+    run_as(args, None)
+}
+
+/// The run, as one process or as one rank of `mpi`.
+fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
     let overrides = args.overrides()?;
     let cfg = PawsConfig::default().merged(&overrides)?;
     cfg.validate()?;
@@ -100,7 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         counts.iter().min().unwrap_or(&0),
         counts.iter().max().unwrap_or(&0)
     );
-    if args.label_fraction.is_some() {
+    let (rank, world) = mpi.as_ref().map_or((0, 1), |w| (w.rank(), w.world()));
+    if args.label_fraction.is_some() && rank == 0 {
         let path = dir.0.join("labels.csv");
         dino_core::atomic_write(&path, labelled.to_csv().as_bytes())?;
         eprintln!("the drawn labelled subset: {}", path.display());
@@ -118,9 +138,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data_dir.display()
     );
     let unlabelled: Arc<dyn ImageSource> = Arc::new(unlabelled);
-    let device = args.run.device.devices(1)?.remove(0);
+    // an MPI rank takes the GPU of its local rank
+    let device = args
+        .run
+        .device
+        .devices_from(crate::commands::train::local_rank(), 1)?
+        .remove(0);
 
-    let cli_temp_files = crate::recipe::remove_temp_files(&dir);
+    let cli_temp_files = match rank {
+        0 => crate::recipe::remove_temp_files(&dir),
+        _ => 0,
+    };
     let resumed = args.run.resume(&dir, |f| PawsTrainer::load(f, &device))?;
     let mut trainer = match resumed {
         Some((mut t, f)) => {
@@ -141,7 +169,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let cfg = trainer.as_ref().map_or(cfg, |t| t.cfg.clone());
-    let batches = PawsBatches::new(unlabelled.clone(), Arc::new(labelled.into_set()), &cfg)?;
+    let batches = PawsBatches::new(unlabelled.clone(), Arc::new(labelled.into_set()), &cfg)?
+        .for_rank(rank, world)?;
     let niter = dino_core::train::run::Batches::niter_per_epoch(&batches);
     let mut trainer = match trainer.take() {
         Some(t) => {
@@ -150,6 +179,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => PawsTrainer::new(cfg.clone(), niter, &device)?,
     };
+    // the other ranks train in step and write into a scratch folder of their own
+    let mut _scratch = None;
+    let mut dir = dir;
+    if let Some(w) = &mpi {
+        trainer.set_collective(w.clone())?;
+        if rank == 0 {
+            eprintln!(
+                "MPI: {world} ranks, each {} unlabelled images and its share of each support \
+                 class per iteration (supports gathered across ranks); rank 0 writes {}",
+                cfg.unsupervised_batch_size,
+                dir.0.display()
+            );
+        } else {
+            let tmp = tempfile::tempdir()?;
+            dir = RunDir(tmp.path().to_path_buf());
+            _scratch = Some(tmp);
+        }
+    }
     let enc = cfg.encoder()?;
     eprintln!(
         "model: {} ({} features) + projection to {}{}; {} unlabelled images x (2 x {} px + \

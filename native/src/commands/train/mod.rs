@@ -384,7 +384,7 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
 
 /// This process's rank among the MPI ranks of its machine (Open MPI, MPICH, Slurm); 0
 /// outside a launcher.
-fn local_rank() -> usize {
+pub(crate) fn local_rank() -> usize {
     [
         "OMPI_COMM_WORLD_LOCAL_RANK",
         "MPI_LOCALRANKID",
