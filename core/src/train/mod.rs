@@ -30,4 +30,5 @@ pub use schedule::{
 };
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use trainer::all_reduce_grads;
+#[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};
