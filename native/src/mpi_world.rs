@@ -63,7 +63,10 @@ impl MpiWorld {
     /// Runs `job` on this rank; an error stops the whole job (see [`Self::abort`]).
     pub fn or_abort<T>(&self, job: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Err(e) = &job {
-            eprintln!("error on MPI rank {}: {e:#}", Collective::rank(self));
+            crate::recipe::say_whole(&format!(
+                "error on MPI rank {}: {e:#}",
+                Collective::rank(self)
+            ));
             self.abort(1);
         }
         job

@@ -207,3 +207,14 @@ pub fn resume_overrides(
     }
     Ok(table)
 }
+
+/// Writes `line` and its newline to stderr in one `write` (whole, under the pipe's 4 KiB
+/// atomic size): the ranks of an MPI job share one stderr, and `eprintln!` writes each piece
+/// of its format on its own, so another rank's output could land inside the line.
+pub fn say_whole(line: &str) {
+    use std::io::Write;
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}

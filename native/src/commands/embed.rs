@@ -38,11 +38,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let share = world.share(n);
         let (rank, size) = (world.rank(), world.world());
         if rank == 0 {
-            eprintln!(
+            crate::recipe::say_whole(&format!(
                 "MPI: {size} ranks share the {n} images ({} or {} each, in order; world_size = {size})",
                 n / size,
                 n.div_ceil(size)
-            );
+            ));
         }
         let (block, dim) = world.or_abort(embed(&args, &args.images[share]))?;
         let feats = world.gather_rows(&block, n, dim);

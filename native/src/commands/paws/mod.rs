@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let result = run_as(args, mpi.clone().map(|w| w as Arc<dyn Collective>));
         if let (Err(e), Some(world)) = (&result, &mpi) {
             // the other ranks wait in a collective: the whole job must stop, non-zero
-            eprintln!("error on MPI rank {}: {e:#}", world.rank());
+            crate::recipe::say_whole(&format!("error on MPI rank {}: {e:#}", world.rank()));
             world.abort(1);
         }
         result
@@ -185,12 +185,12 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
     if let Some(w) = &mpi {
         trainer.set_collective(w.clone())?;
         if rank == 0 {
-            eprintln!(
+            crate::recipe::say_whole(&format!(
                 "MPI: {world} ranks, each {} unlabelled images and its share of each support \
                  class per iteration (supports gathered across ranks); rank 0 writes {}",
                 cfg.unsupervised_batch_size,
                 dir.0.display()
-            );
+            ));
         } else {
             let tmp = tempfile::tempdir()?;
             dir = RunDir(tmp.path().to_path_buf());

@@ -144,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let result = run_as(args, mpi.clone().map(|w| w as Arc<dyn Collective>));
         if let (Err(e), Some(world)) = (&result, &mpi) {
             // the other ranks wait in a collective: the whole job must stop, non-zero
-            eprintln!("error on MPI rank {}: {e:#}", world.rank());
+            crate::recipe::say_whole(&format!("error on MPI rank {}: {e:#}", world.rank()));
             world.abort(1);
         }
         result
@@ -281,14 +281,14 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
             let values: usize = dino_core::train::parameter_sizes(trainer.student())
                 .values()
                 .sum();
-            eprintln!(
+            crate::recipe::say_whole(&format!(
                 "MPI: {size} ranks (world_size = {size}); each runs {} images of every batch of \
                  {}; up to {:.1} MB of gradients summed over the ranks per step; rank 0 writes {}",
                 cfg.batch_size / size,
                 cfg.batch_size,
                 values as f64 * 4.0 / 1e6,
                 dir.0.display()
-            );
+            ));
         } else {
             let tmp = tempfile::tempdir()?;
             dir = RunDir(tmp.path().to_path_buf());
