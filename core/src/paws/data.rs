@@ -49,6 +49,38 @@ pub struct LabelledSet {
     pub classes: Vec<String>,
 }
 
+impl LabelledSet {
+    /// The class-stratified sampler of support batches over these images.
+    pub fn sampler(
+        &self,
+        classes_per_batch: usize,
+        images_per_class: usize,
+        seed: u64,
+    ) -> Result<ClassStratifiedSampler> {
+        if self.labels.len() != self.source.len() {
+            return Err(Error::Data("one label per labelled image is needed".into()));
+        }
+        ClassStratifiedSampler::new(
+            &self.labels,
+            self.classes.len(),
+            classes_per_batch,
+            images_per_class,
+            seed,
+        )
+    }
+
+    /// Labelled image `idx`: a labelled image has no stand-in of the same class, so an
+    /// unreadable one is an error (not skipped as an unlabelled one is).
+    pub fn image(&self, idx: usize) -> Result<RgbImage> {
+        self.source.load(idx).map_err(|reason| {
+            Error::Data(format!(
+                "labelled image {}: {reason} (fix or remove it)",
+                self.source.name(idx)
+            ))
+        })
+    }
+}
+
 /// The view transform of `data_manager.py` (`_make_cifar10_transforms` / the multi-crop one).
 #[derive(Clone, Copy, Debug)]
 pub struct ViewTransform {
@@ -121,12 +153,7 @@ impl PawsBatches {
                 unlabelled.len()
             )));
         }
-        if labelled.labels.len() != labelled.source.len() {
-            return Err(Error::Data("one label per labelled image is needed".into()));
-        }
-        let sampler = ClassStratifiedSampler::new(
-            &labelled.labels,
-            labelled.classes.len(),
+        let sampler = labelled.sampler(
             cfg.classes_per_batch,
             cfg.supervised_imgs_per_class,
             cfg.seed,
@@ -244,15 +271,8 @@ impl Batches for PawsBatches {
         let git = epoch * self.niter_per_epoch() + it;
         let (rows, classes) = self.sampler.batch_of_rank(git, self.rank, self.world);
         let mut support_views: Vec<Vec<f32>> = vec![Vec::new(); c.supervised_views];
-        let labelled = &self.labelled.source;
         for (r, &idx) in rows.iter().enumerate() {
-            // a labelled image has no stand-in of the same class: unreadable is an error
-            let img = labelled.load(idx).map_err(|reason| {
-                Error::Data(format!(
-                    "labelled image {}: {reason} (fix or remove it)",
-                    labelled.name(idx)
-                ))
-            })?;
+            let img = self.labelled.image(idx)?;
             let mut rng = ChaCha8Rng::seed_from_u64(mix(
                 c.seed ^ 0x5055_5050 ^ self.rank as u64,
                 git as u64,

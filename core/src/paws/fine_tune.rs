@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{LabelledSet, normalize};
 use super::support::{ClassStratifiedSampler, labels_matrix};
-use super::trainer::{encoder_file_bytes, read_tensors, support_accuracy};
-use super::{EncoderConfig, PawsConfig, PawsEncoder};
+use super::trainer::{encoder_file_bytes, support_accuracy};
+use super::{EncoderConfig, PawsConfig, PawsEncoder, run_file};
 use crate::augment::{CropBox, pil_ops, resized_crop};
 use crate::data::Skipped;
 use crate::model::l2_normalize_rows;
@@ -29,7 +29,7 @@ use crate::rng::mix;
 use crate::train::config::{differences, merge_table, to_table};
 use crate::train::run::{Batches, Metrics, RunDir, TrainRun};
 use crate::train::{DinoOptimizer, OptimizerKind, StepSettings, WarmupCosine, parameter_sizes};
-use crate::weights::{RawTensor, StateDict, safetensors_bytes};
+use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
 
 /// The `format` header of fine-tuning checkpoints.
@@ -212,12 +212,7 @@ impl FineTuneBatches {
         paws: &PawsConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        if labelled.labels.len() != labelled.source.len() {
-            return Err(Error::Data("one label per labelled image is needed".into()));
-        }
-        let sampler = ClassStratifiedSampler::new(
-            &labelled.labels,
-            labelled.classes.len(),
+        let sampler = labelled.sampler(
             cfg.classes_per_batch,
             cfg.supervised_imgs_per_class,
             cfg.seed,
@@ -253,14 +248,8 @@ impl Batches for FineTuneBatches {
         let git = epoch * self.niter + it;
         let (rows, _) = self.sampler.batch(git);
         let mut views: Vec<Vec<f32>> = vec![Vec::new(); c.supervised_views];
-        let source = &self.labelled.source;
         for (r, &idx) in rows.iter().enumerate() {
-            let img = source.load(idx).map_err(|reason| {
-                Error::Data(format!(
-                    "labelled image {}: {reason} (fix or remove it)",
-                    source.name(idx)
-                ))
-            })?;
+            let img = self.labelled.image(idx)?;
             let mut rng =
                 ChaCha8Rng::seed_from_u64(mix(c.seed ^ 0x534e_4e46, git as u64, r as u64));
             for v in views.iter_mut() {
@@ -433,51 +422,34 @@ impl FineTuneTrainer {
 
     /// The checkpoint: the encoder under `encoder.`, the optimiser's buffers, the header.
     pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
-        let mut sd = StateDict::new();
-        for (k, t) in self.encoder().to_state_dict()? {
-            sd.insert(format!("encoder.{k}"), t);
-        }
-        let mut steps = BTreeMap::new();
-        for (name, state) in &self.optimizer.states {
-            steps.insert(name.clone(), state.step);
-            for (i, buf) in state.buffers.iter().enumerate() {
-                sd.insert(
-                    format!("optimizer.{name}.{i}"),
-                    RawTensor::from_tensor(buf.clone())?,
-                );
-            }
-        }
-        let header = RunHeader {
-            config: self.cfg.clone(),
-            paws: self.paws.clone(),
-            encoder: self.encoder().config.clone(),
-            iteration: self.iteration,
-            niter_per_epoch: self.niter_per_epoch,
-            optimizer_steps: steps,
-        };
-        safetensors_bytes(
-            &sd,
-            false,
+        let encoder = self.encoder();
+        run_file::checkpoint_bytes(
+            encoder,
+            &self.optimizer,
             FINE_TUNE_FORMAT,
-            &[(RUN_KEY, serde_json::to_string(&header).expect("serialises"))],
+            RUN_KEY,
+            |steps| RunHeader {
+                config: self.cfg.clone(),
+                paws: self.paws.clone(),
+                encoder: encoder.config.clone(),
+                iteration: self.iteration,
+                niter_per_epoch: self.niter_per_epoch,
+                optimizer_steps: steps,
+            },
         )
     }
 
     /// Restores a run from checkpoint bytes onto `device`.
     pub fn from_checkpoint(bytes: &[u8], device: &Device) -> Result<Self> {
-        let bad = |m: String| Error::Weights(format!("fine-tuning checkpoint: {m}"));
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FINE_TUNE_FORMAT) {
-            return Err(bad("not a dino-rs fine-tuning checkpoint".into()));
-        }
-        let header: RunHeader = serde_json::from_str(
-            meta.get(RUN_KEY)
-                .ok_or_else(|| bad("no training state".into()))?,
-        )
-        .map_err(|e| bad(format!("bad header: {e}")))?;
-        let (enc, optim) = read_tensors(bytes, "encoder.")?;
+        let what = "fine-tuning checkpoint";
+        let meta = run_file::metadata(
+            bytes,
+            FINE_TUNE_FORMAT,
+            what,
+            "not a dino-rs fine-tuning checkpoint",
+        )?;
+        let header: RunHeader = run_file::header(&meta, RUN_KEY, what, "no training state")?;
+        let (enc, optim) = run_file::read_tensors(bytes, "encoder.")?;
         let mut t = Self::new(
             header.config,
             header.paws,
@@ -495,9 +467,7 @@ impl FineTuneTrainer {
 
     /// Restores a run from a checkpoint file.
     pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_checkpoint(&bytes, device)
-            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
+        run_file::load(path, |bytes| Self::from_checkpoint(bytes, device))
     }
 }
 

@@ -35,6 +35,15 @@ impl LabelledFiles {
         })
     }
 
+    /// A folder of class sub-folders ([`Self::from_folder`]) or a CSV ([`Self::from_csv`]).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_folder(path)
+        } else {
+            Self::from_csv(path)
+        }
+    }
+
     /// A CSV of `path,class` lines (a header line `path,class` is allowed; relative paths are
     /// taken from the CSV's folder).
     pub fn from_csv(path: &Path) -> Result<Self> {

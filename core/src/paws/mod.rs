@@ -14,6 +14,8 @@ pub mod fine_tune;
 #[cfg(not(target_family = "wasm"))]
 pub mod labelled;
 pub mod loss;
+#[cfg(not(target_family = "wasm"))]
+mod run_file;
 pub mod snn;
 pub mod support;
 #[cfg(not(target_family = "wasm"))]

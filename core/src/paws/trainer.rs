@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder};
+use super::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder, run_file};
 use crate::train::all_reduce_grads;
 use crate::train::collective::Collective;
 use crate::train::run::{Metrics, RunDir, TrainRun};
@@ -267,50 +267,29 @@ impl PawsTrainer {
     /// The checkpoint as bytes: the encoder under `encoder.` (official keys), the optimiser's
     /// momentum buffers, and the run's position and settings in the header.
     pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
-        let mut sd = StateDict::new();
-        for (k, t) in self.encoder().to_state_dict()? {
-            sd.insert(format!("encoder.{k}"), t);
-        }
-        let mut steps = BTreeMap::new();
-        for (name, state) in &self.optimizer.states {
-            steps.insert(name.clone(), state.step);
-            for (i, buf) in state.buffers.iter().enumerate() {
-                sd.insert(
-                    format!("optimizer.{name}.{i}"),
-                    RawTensor::from_tensor(buf.clone())?,
-                );
+        let encoder = self.encoder();
+        run_file::checkpoint_bytes(encoder, &self.optimizer, PAWS_FORMAT, RUN_KEY, |steps| {
+            RunHeader {
+                config: self.cfg.clone(),
+                iteration: self.iteration,
+                niter_per_epoch: self.niter_per_epoch,
+                optimizer_steps: steps,
+                encoder: Some(encoder.config.clone()),
             }
-        }
-        let header = RunHeader {
-            config: self.cfg.clone(),
-            iteration: self.iteration,
-            niter_per_epoch: self.niter_per_epoch,
-            optimizer_steps: steps,
-            encoder: Some(self.encoder().config.clone()),
-        };
-        safetensors_bytes(
-            &sd,
-            false,
-            PAWS_FORMAT,
-            &[(RUN_KEY, serde_json::to_string(&header).expect("serialises"))],
-        )
+        })
     }
 
     /// Restores a run from checkpoint bytes onto `device`.
     pub fn from_checkpoint(bytes: &[u8], device: &Device) -> Result<Self> {
-        let bad = |m: String| Error::Weights(format!("PAWS checkpoint: {m}"));
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(PAWS_FORMAT) {
-            return Err(bad("not a dino-rs PAWS checkpoint".into()));
-        }
-        let header: RunHeader = serde_json::from_str(
-            meta.get(RUN_KEY)
-                .ok_or_else(|| bad("no training state (an exported encoder?)".into()))?,
-        )
-        .map_err(|e| bad(format!("bad header: {e}")))?;
-        let (enc, optim) = read_tensors(bytes, "encoder.")?;
+        let what = "PAWS checkpoint";
+        let meta = run_file::metadata(bytes, PAWS_FORMAT, what, "not a dino-rs PAWS checkpoint")?;
+        let header: RunHeader = run_file::header(
+            &meta,
+            RUN_KEY,
+            what,
+            "no training state (an exported encoder?)",
+        )?;
+        let (enc, optim) = run_file::read_tensors(bytes, "encoder.")?;
         let ad = device.clone().autodiff();
         let shape = match &header.encoder {
             Some(e) => e.clone(),
@@ -327,9 +306,7 @@ impl PawsTrainer {
 
     /// Restores a run from a checkpoint file.
     pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_checkpoint(&bytes, device)
-            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
+        run_file::load(path, |bytes| Self::from_checkpoint(bytes, device))
     }
 
     /// The exported encoder: official keys, and in the header the run's settings (the
@@ -438,33 +415,6 @@ fn across_ranks(
     Ok(loss.forward_with_targets(views_all, supports_all, Tensor::cat(targets, 0), labels_all))
 }
 
-/// The tensors of a safetensors file split into those under `prefix` (prefix removed) and the
-/// rest.
-pub(crate) fn read_tensors(bytes: &[u8], prefix: &str) -> Result<(StateDict, StateDict)> {
-    let bad = |m: String| Error::Weights(format!("PAWS checkpoint: {m}"));
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-    let (mut inside, mut rest) = (StateDict::new(), StateDict::new());
-    for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!(
-                "tensor '{name}' is {:?}, not f32",
-                view.dtype()
-            )));
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let t = RawTensor::new(view.shape().to_vec(), data)?;
-        match name.strip_prefix(prefix) {
-            Some(k) => inside.insert(k, t),
-            None => rest.insert(name, t),
-        }
-    }
-    Ok((inside, rest))
-}
-
 /// Reads an exported PAWS encoder or a training checkpoint's: the encoder and its run's
 /// settings.
 pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsConfig)> {
@@ -475,32 +425,33 @@ pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsC
 /// An exported PAWS encoder or a training checkpoint's, unbuilt: its run's settings, its shape
 /// and its tensors (official keys).
 pub fn read_encoder_file(bytes: &[u8]) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
-    let bad = |m: String| Error::Weights(format!("PAWS encoder: {m}"));
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some(PAWS_FORMAT) {
-        return Err(bad(
-            "not a dino-rs PAWS file (dino paws writes encoder.safetensors)".into(),
-        ));
-    }
+    let what = "PAWS encoder";
+    let meta = run_file::metadata(
+        bytes,
+        PAWS_FORMAT,
+        what,
+        "not a dino-rs PAWS file (dino paws writes encoder.safetensors)",
+    )?;
+    let missing = "no settings in the header";
     let (cfg, shape, sd): (PawsConfig, Option<EncoderConfig>, StateDict) =
-        match (meta.get(CONFIG_KEY), meta.get(RUN_KEY)) {
-            (Some(c), _) => (
-                serde_json::from_str(c).map_err(|e| bad(format!("bad header: {e}")))?,
-                meta.get(ENCODER_KEY)
-                    .map(|e| serde_json::from_str(e))
-                    .transpose()
-                    .map_err(|e| bad(format!("bad header: {e}")))?,
-                read_tensors(bytes, "")?.0,
-            ),
+        if meta.contains_key(CONFIG_KEY) {
+            let shape = match meta.contains_key(ENCODER_KEY) {
+                true => Some(run_file::header(&meta, ENCODER_KEY, what, missing)?),
+                false => None,
+            };
+            (
+                run_file::header(&meta, CONFIG_KEY, what, missing)?,
+                shape,
+                run_file::read_tensors(bytes, "")?.0,
+            )
+        } else {
             // a training checkpoint: its encoder
-            (None, Some(run)) => {
-                let h: RunHeader =
-                    serde_json::from_str(run).map_err(|e| bad(format!("bad header: {e}")))?;
-                (h.config, h.encoder, read_tensors(bytes, "encoder.")?.0)
-            }
-            (None, None) => return Err(bad("no settings in the header".into())),
+            let h: RunHeader = run_file::header(&meta, RUN_KEY, what, missing)?;
+            (
+                h.config,
+                h.encoder,
+                run_file::read_tensors(bytes, "encoder.")?.0,
+            )
         };
     // files of earlier versions: the shape from the settings
     let shape = match shape {

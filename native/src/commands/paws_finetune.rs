@@ -117,11 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let dir = RunDir(args.output_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
-    let labelled = if args.labels.is_dir() {
-        dino_core::paws::LabelledFiles::from_folder(&args.labels)?
-    } else {
-        dino_core::paws::LabelledFiles::from_csv(&args.labels)?
-    };
+    let labelled = dino_core::paws::LabelledFiles::from_path(&args.labels)?;
     eprintln!(
         "labelled: {} images of {} classes",
         labelled.len(),

@@ -95,11 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::read(&args.weights).with_context(|| format!("{}", args.weights.display()))?;
     let (encoder, cfg) =
         load_encoder(&bytes, &device).with_context(|| format!("{}", args.weights.display()))?;
-    let train = if args.train.is_dir() {
-        LabelledFiles::from_folder(&args.train)?
-    } else {
-        LabelledFiles::from_csv(&args.train)?
-    };
+    let train = LabelledFiles::from_path(&args.train)?;
     let val = ImageFolder::scan(&args.val)?;
     let val_labels = val.labels.clone().ok_or_else(|| {
         anyhow::anyhow!(

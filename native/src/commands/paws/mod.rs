@@ -60,8 +60,7 @@ impl Args {
     fn labelled(&self) -> anyhow::Result<LabelledFiles> {
         Ok(
             match (&self.labels, &self.labels_from, self.label_fraction) {
-                (Some(p), _, _) if p.is_dir() => LabelledFiles::from_folder(p)?,
-                (Some(p), _, _) => LabelledFiles::from_csv(p)?,
+                (Some(p), _, _) => LabelledFiles::from_path(p)?,
                 (None, Some(dir), Some(f)) => LabelledFiles::fraction_of(dir, f, self.label_seed)?,
                 _ => bail!(
                     "PAWS needs labelled images: --labels DIR|CSV, or --label-fraction F \
