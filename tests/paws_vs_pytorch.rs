@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use dino_core::model::params::ModulePath;
 use dino_core::model::resnet::{ResNetConfig, ResidualBlock};
@@ -150,6 +151,35 @@ fn burn_path(official: &str) -> (String, bool) {
     }
 }
 
+/// Compares every gradient the fixture holds for step `s` (`{s}grad.{official key}`) with the
+/// encoder's raw gradient of that parameter; how many were compared.
+fn check_grads(fx: &Fixture, s: &str, grads: &GradientsParams, encoder: &PawsEncoder) -> usize {
+    let ids = param_ids(encoder);
+    let mut checked = 0;
+    for (name, want) in fx.tensors.iter() {
+        let Some(official) = name.strip_prefix(&format!("{s}grad.")) else {
+            continue;
+        };
+        let (path, transposed) = burn_path(official);
+        let id = ids[&path];
+        let got = match want.shape.len() {
+            1 => to_vec(grads.get::<1>(id).unwrap()),
+            2 => to_vec(grads.get::<2>(id).unwrap()),
+            4 => to_vec(grads.get::<4>(id).unwrap()),
+            d => panic!("{d}-d gradient"),
+        };
+        let got = if transposed {
+            let (o, i) = (want.shape[0], want.shape[1]);
+            dino_core::weights::transpose(&got, i, o)
+        } else {
+            got
+        };
+        check(fx, name, &got);
+        checked += 1;
+    }
+    checked
+}
+
 #[test]
 fn two_paws_iterations_match_the_reference() {
     let fx = Fixture::load_file("paws/step.safetensors");
@@ -214,28 +244,7 @@ fn two_iterations(fx: &Fixture, cfg: PawsConfig, enc_cfg: EncoderConfig) {
             .step_inspected(&b, &mut |inside| {
                 check(fx, &(s.clone() + "h"), &to_vec(inside.h.clone()));
                 check(fx, &(s.clone() + "z"), &to_vec(inside.z.clone()));
-                let ids = param_ids(inside.encoder);
-                for (name, want) in fx.tensors.iter() {
-                    let Some(official) = name.strip_prefix(&(s.clone() + "grad.")) else {
-                        continue;
-                    };
-                    let (path, transposed) = burn_path(official);
-                    let id = ids[&path];
-                    let got = match want.shape.len() {
-                        1 => to_vec(inside.grads.get::<1>(id).unwrap()),
-                        2 => to_vec(inside.grads.get::<2>(id).unwrap()),
-                        4 => to_vec(inside.grads.get::<4>(id).unwrap()),
-                        d => panic!("{d}-d gradient"),
-                    };
-                    let got = if transposed {
-                        let (o, i) = (want.shape[0], want.shape[1]);
-                        dino_core::weights::transpose(&got, i, o)
-                    } else {
-                        got
-                    };
-                    check(fx, name, &got);
-                    checked += 1;
-                }
+                checked += check_grads(fx, &s, inside.grads, inside.encoder);
             })
             .unwrap();
         assert_eq!(checked, 9, "gradients compared");
@@ -324,27 +333,7 @@ fn two_fine_tuning_iterations_match_the_reference() {
         let stats = trainer
             .step_inspected(&batch, &mut |z, grads, encoder| {
                 check(&fx, &(s.clone() + "z"), &to_vec(z.clone()));
-                let ids = param_ids(encoder);
-                for (name, want) in fx.tensors.iter() {
-                    let Some(official) = name.strip_prefix(&(s.clone() + "grad.")) else {
-                        continue;
-                    };
-                    let (path, transposed) = burn_path(official);
-                    let got = match want.shape.len() {
-                        1 => to_vec(grads.get::<1>(ids[&path]).unwrap()),
-                        2 => to_vec(grads.get::<2>(ids[&path]).unwrap()),
-                        4 => to_vec(grads.get::<4>(ids[&path]).unwrap()),
-                        d => panic!("{d}-d gradient"),
-                    };
-                    let got = if transposed {
-                        let (o, i) = (want.shape[0], want.shape[1]);
-                        dino_core::weights::transpose(&got, i, o)
-                    } else {
-                        got
-                    };
-                    check(&fx, name, &got);
-                    checked += 1;
-                }
+                checked += check_grads(&fx, &s, grads, encoder);
             })
             .unwrap();
         assert_eq!(checked, 9, "gradients compared");
@@ -431,28 +420,7 @@ fn two_paws_iterations_on_two_ranks_match_the_reference() {
                             let n = z.len();
                             let e = rel_err(&z, &all[rank * n..(rank + 1) * n]);
                             assert!(e < 1e-5, "rank {rank} {s}z: {e}");
-                            let ids = param_ids(inside.encoder);
-                            for (name, want) in fx.tensors.iter() {
-                                let Some(official) = name.strip_prefix(&(s.clone() + "grad."))
-                                else {
-                                    continue;
-                                };
-                                let (path, transposed) = burn_path(official);
-                                let got = match want.shape.len() {
-                                    1 => to_vec(inside.grads.get::<1>(ids[&path]).unwrap()),
-                                    2 => to_vec(inside.grads.get::<2>(ids[&path]).unwrap()),
-                                    4 => to_vec(inside.grads.get::<4>(ids[&path]).unwrap()),
-                                    d => panic!("{d}-d gradient"),
-                                };
-                                let got = if transposed {
-                                    let (o, i) = (want.shape[0], want.shape[1]);
-                                    dino_core::weights::transpose(&got, i, o)
-                                } else {
-                                    got
-                                };
-                                check(&fx, name, &got);
-                                checked += 1;
-                            }
+                            checked += check_grads(&fx, &s, inside.grads, inside.encoder);
                         })
                         .unwrap();
                     assert_eq!(checked, 7, "gradients compared");

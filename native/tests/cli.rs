@@ -2,10 +2,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{dino, fails, ok, read_json, s, train_args_with};
+use common::{class_folder, dino, fails, ok, paws_args, read_json, s, train_args_with};
 use dino_tests::{fixture, max_abs, read_npy_file, read_npy_u8_file};
 
 #[test]
@@ -668,22 +668,6 @@ fn train_refuses_bad_settings_and_data() {
     assert_eq!(cfg["epochs"].as_integer(), Some(5));
 }
 
-/// An ImageFolder of fixture photos: two classes, one of them with a JPEG.
-fn class_folder(dir: &Path) -> PathBuf {
-    let root = dir.join("classes");
-    for (class, files) in [
-        ("cats", ["chelsea.png", "formats/rgb.png"]),
-        ("things", ["coffee.png", "rocket.jpg"]),
-    ] {
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for f in files {
-            let name = f.replace('/', "_");
-            std::fs::copy(fixture(&format!("images/{f}")), root.join(class).join(name)).unwrap();
-        }
-    }
-    root
-}
-
 #[test]
 fn knn_and_linear_probe_run_on_image_folders() {
     let dir = tempfile::tempdir().unwrap();
@@ -781,40 +765,6 @@ fn knn_and_linear_probe_run_on_image_folders() {
     std::fs::copy(fixture("images/chelsea.png"), flat.join("a.png")).unwrap();
     let e = fails(&["knn", "-w", s(&w), "--train", s(&flat), "--val", s(&flat)]);
     assert!(e.contains("one subfolder per class"), "{e}");
-}
-
-/// `dino paws` arguments of a tiny run on a class folder: WRN-10-1, 16 px views and one 8 px
-/// crop, 2 unlabelled images and 2 classes x 1 image x 2 views of support per iteration.
-fn paws_args<'a>(labels: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "paws",
-        "--labels",
-        labels,
-        "--output-dir",
-        out,
-        "--depth",
-        "10",
-        "--widen",
-        "1",
-        "--output-dim",
-        "16",
-        "--crop-size",
-        "16",
-        "--multicrop",
-        "1",
-        "--multicrop-size",
-        "8",
-        "--unsupervised-batch-size",
-        "2",
-        "--classes-per-batch",
-        "2",
-        "--supervised-imgs-per-class",
-        "1",
-        "--epochs",
-        "2",
-        "--warmup",
-        "1",
-    ]
 }
 
 /// The ImageNet recipe's backbone kind: a bottleneck ResNet-50 (narrowed by --width-per-group

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{ok, s, train_args_with};
+use common::{class_folder, ok, paws_args, s, train_args_with};
 use dino_tests::{fixture, max_abs, read_npy_file};
 
 /// One mpirun job at a time: the ranks of concurrent jobs would share the 2 cores many times
@@ -278,50 +278,14 @@ fn sharded_embed_equals_one_process() {
 fn paws_trains_on_two_ranks() {
     let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
-    let classes = dir.path().join("classes");
-    for (class, files) in [
-        ("cats", ["chelsea.png", "formats/rgb.png"]),
-        ("things", ["coffee.png", "rocket.jpg"]),
-    ] {
-        std::fs::create_dir_all(classes.join(class)).unwrap();
-        for f in files {
-            let to = classes.join(class).join(f.replace('/', "_"));
-            std::fs::copy(fixture(&format!("images/{f}")), to).unwrap();
-        }
-    }
+    let classes = class_folder(dir.path());
     let out = dir.path().join("paws");
-    let args: Vec<String> = [
-        "paws",
-        "--labels",
-        s(&classes),
-        "--output-dir",
-        s(&out),
-        "--depth",
-        "10",
-        "--widen",
-        "1",
-        "--output-dim",
-        "16",
-        "--crop-size",
-        "16",
-        "--multicrop",
-        "1",
-        "--multicrop-size",
-        "8",
-        "--unsupervised-batch-size",
-        "1",
-        "--classes-per-batch",
-        "2",
-        "--supervised-imgs-per-class",
-        "1",
-        "--epochs",
-        "2",
-        "--warmup",
-        "1",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    // one unlabelled image per rank and iteration
+    let mut args: Vec<String> = paws_args(s(&classes), s(&out))
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(["--unsupervised-batch-size".into(), "1".into()]);
     let r = run(mpirun(2, &args));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");

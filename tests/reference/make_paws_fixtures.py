@@ -101,9 +101,8 @@ def run(dtype, model):
     paws = init_paws_loss(multicrop=MULTICROP, tau=TAU, T=SHARPEN, me_max=True)
     labels_matrix = make_labels_matrix(CLASSES_PER_BATCH, IMGS_PER_CLASS, smoothing=SMOOTHING)
     labels = torch.cat([labels_matrix for _ in range(SUPERVISED_VIEWS)])
-    k = model.get("lr_scale", 1.0)
-    encoder, optimizer, scheduler = init_opt(encoder, IPE, START_LR * k, LR * k, 0.9, False, WARMUP, EPOCHS,
-                                             weight_decay=WD, final_lr=FINAL_LR * k)
+    encoder, optimizer, scheduler = init_opt(encoder, IPE, START_LR, LR, 0.9, False, WARMUP, EPOCHS,
+                                             weight_decay=WD, final_lr=FINAL_LR)
     num_support = SUPERVISED_VIEWS * IMGS_PER_CLASS * CLASSES_PER_BATCH
     inputs, results, steps = {}, {}, []
     g = torch.Generator().manual_seed(model.get("input_seed", 11))
@@ -317,32 +316,29 @@ GRADS_RANKS = ["conv1.weight", "layer1.0.conv1.weight", "bn1.weight", "fc.fc1.we
 
 
 def write_ranks():
-    init, labels, inputs, truth, steps = run_ranks(torch.float64)
-    _, _, _, f32, _ = run_ranks(torch.float32)
-    f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
-    f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
-    tensors = {f"init.{k}": v.float() for k, v in init.items()}
-    tensors["labels"] = labels.float()
-    tensors.update({k: v.float() for k, v in inputs.items()})
-    tensors.update({k: v.float() for k, v in truth.items()})
-    for i, st in enumerate(steps):
-        print(f"2 ranks, step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}")
-    worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
-    print("PyTorch float32 against float64, worst relative errors:", worst)
-    from safetensors.torch import save_file
-    meta = dict(config=MODELS["wide_resnet"]["config"], world=2, classes_per_batch=CLASSES_PER_BATCH,
-                images_per_class=IMGS_PER_CLASS, supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH,
-                multicrop=MULTICROP, large=16, small=8, tau=TAU, sharpen=SHARPEN, label_smoothing=SMOOTHING,
-                epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP, start_lr=START_LR, lr=LR,
-                final_lr=FINAL_LR, weight_decay=WD, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
-    path = os.path.join(OUT, "ranks.safetensors")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
-    print("wrote", path)
+    save("ranks.safetensors", run_ranks,
+         lambda i, st: f"2 ranks, step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}",
+         dict(config=MODELS["wide_resnet"]["config"], world=2, classes_per_batch=CLASSES_PER_BATCH,
+              images_per_class=IMGS_PER_CLASS, supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH,
+              multicrop=MULTICROP, large=16, small=8, tau=TAU, sharpen=SHARPEN, label_smoothing=SMOOTHING,
+              epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP, start_lr=START_LR, lr=LR,
+              final_lr=FINAL_LR, weight_decay=WD))
 
 
 def write_fine_tune():
-    init, labels, inputs, truth, steps = run_fine_tune(torch.float64)
-    _, _, _, f32, _ = run_fine_tune(torch.float32)
+    save("fine_tune.safetensors", run_fine_tune,
+         lambda i, st: f"fine-tune step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}", dict(FT))
+
+
+def save(file, run_fn, step_line, meta):
+    """Runs `run_fn` in float64 and in float32 and writes OUT/file. The reference is the
+    float64 run (stored as float32); the float32 run of the same code gives, per tensor, how far
+    PyTorch's own float32 arithmetic is from it: the test holds the Rust float32 run to a small
+    multiple of that (BatchNorm's backward subtracts nearly equal sums, so gradients through it
+    carry 1e-4-level rounding in any float32 implementation). `meta` gets the steps and those
+    errors."""
+    init, labels, inputs, truth, steps = run_fn(torch.float64)
+    _, _, _, f32, _ = run_fn(torch.float32)
     f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
     f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
     tensors = {f"init.{k}": v.float() for k, v in init.items()}
@@ -350,12 +346,12 @@ def write_fine_tune():
     tensors.update({k: v.float() for k, v in inputs.items()})
     tensors.update({k: v.float() for k, v in truth.items()})
     for i, st in enumerate(steps):
-        print(f"fine-tune step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f}")
+        print(step_line(i, st))
     worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
     print("PyTorch float32 against float64, worst relative errors:", worst)
     from safetensors.torch import save_file
-    meta = dict(FT, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
-    path = os.path.join(OUT, "fine_tune.safetensors")
+    meta = dict(meta, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
+    path = os.path.join(OUT, file)
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
     print("wrote", path)
 
@@ -372,35 +368,15 @@ def main():
 
 
 def write(model):
-    # The reference is computed in float64 (stored as float32); the float32 run of the same
-    # code gives, per tensor, how far PyTorch's own float32 arithmetic is from it: the test
-    # holds the Rust float32 run to a small multiple of that (BatchNorm's backward subtracts
-    # nearly equal sums, so gradients through it carry 1e-4-level rounding in any float32
-    # implementation).
-    init, labels, inputs, truth, steps = run(torch.float64, model)
-    _, _, _, f32, _ = run(torch.float32, model)
-    f32_error = {k: ((f32[k].double() - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in truth.items()}
-    f32_abs = {k: (f32[k].double() - v).abs().max().item() for k, v in truth.items()}
-    tensors = {f"init.{k}": v.float() for k, v in init.items()}
-    tensors["labels"] = labels.float()
-    tensors.update({k: v.float() for k, v in inputs.items()})
-    tensors.update({k: v.float() for k, v in truth.items()})
-    for i, st in enumerate(steps):
-        print(f"step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f} (xent {st['xent']:.6f}, me-max {st['me_max']:.6f})")
-    worst = sorted(f32_error.items(), key=lambda kv: -kv[1])[:3]
-    print("PyTorch float32 against float64, worst relative errors:", worst)
-
-    from safetensors.torch import save_file
-
-    meta = dict(config=model["config"], omitted_weights=model.get("omit", []), classes_per_batch=CLASSES_PER_BATCH, images_per_class=IMGS_PER_CLASS,
-                supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH, multicrop=MULTICROP,
-                large=model["large"], small=model["small"], tau=TAU, sharpen=SHARPEN, label_smoothing=SMOOTHING,
-                epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP,
-                start_lr=START_LR * model.get("lr_scale", 1.0), lr=LR * model.get("lr_scale", 1.0),
-                final_lr=FINAL_LR * model.get("lr_scale", 1.0), weight_decay=WD, steps=steps, f32_error=f32_error, f32_abs_error=f32_abs)
-    path = os.path.join(OUT, model["file"])
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"reference": json.dumps(meta)})
-    print("wrote", path)
+    save(model["file"], lambda dtype: run(dtype, model),
+         lambda i, st: f"step {i}: lr {st['lr']:.4f} loss {st['loss']:.6f} (xent {st['xent']:.6f}, "
+                       f"me-max {st['me_max']:.6f})",
+         dict(config=model["config"], omitted_weights=model.get("omit", []),
+              classes_per_batch=CLASSES_PER_BATCH, images_per_class=IMGS_PER_CLASS,
+              supervised_views=SUPERVISED_VIEWS, unsupervised_batch=U_BATCH, multicrop=MULTICROP,
+              large=model["large"], small=model["small"], tau=TAU, sharpen=SHARPEN,
+              label_smoothing=SMOOTHING, epochs=EPOCHS, iterations_per_epoch=IPE, warmup=WARMUP,
+              start_lr=START_LR, lr=LR, final_lr=FINAL_LR, weight_decay=WD))
 
 
 if __name__ == "__main__":

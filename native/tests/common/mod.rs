@@ -2,7 +2,7 @@
 //! failure.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn dino(args: &[&str]) -> Output {
@@ -109,5 +109,59 @@ pub fn train_args_with<'a>(
         "2",
         "--seed",
         "3",
+    ]
+}
+
+/// An ImageFolder of fixture photos: two classes, one of them with a JPEG.
+pub fn class_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("classes");
+    for (class, files) in [
+        ("cats", ["chelsea.png", "formats/rgb.png"]),
+        ("things", ["coffee.png", "rocket.jpg"]),
+    ] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for f in files {
+            let name = f.replace('/', "_");
+            std::fs::copy(
+                dino_tests::fixture(&format!("images/{f}")),
+                root.join(class).join(name),
+            )
+            .unwrap();
+        }
+    }
+    root
+}
+
+/// `dino paws` arguments of a tiny run on a class folder: WRN-10-1, 16 px views and one 8 px
+/// crop, 2 unlabelled images and 2 classes x 1 image x 2 views of support per iteration.
+pub fn paws_args<'a>(labels: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "paws",
+        "--labels",
+        labels,
+        "--output-dir",
+        out,
+        "--depth",
+        "10",
+        "--widen",
+        "1",
+        "--output-dim",
+        "16",
+        "--crop-size",
+        "16",
+        "--multicrop",
+        "1",
+        "--multicrop-size",
+        "8",
+        "--unsupervised-batch-size",
+        "2",
+        "--classes-per-batch",
+        "2",
+        "--supervised-imgs-per-class",
+        "1",
+        "--epochs",
+        "2",
+        "--warmup",
+        "1",
     ]
 }
