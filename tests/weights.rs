@@ -279,12 +279,62 @@ fn truncated_checkpoints_are_errors_not_panics() {
     }
 }
 
+/// The browser has bytes, not files: every official `.pth` layout read from its bytes gives
+/// exactly the state dict and architecture read from the file (teacher and student of a
+/// training checkpoint, ResNet and PAWS files), and a cut file is an error either way.
 #[test]
-fn pth_bytes_point_to_export() {
-    // the browser package adds how to convert it (dino_web::explain)
-    let bytes = std::fs::read(fixture("weights/s16_backbone.pth")).unwrap();
-    let e = load_bytes(&bytes, &LoadOptions::default()).unwrap_err();
-    assert!(matches!(e, dino_core::Error::PthNeedsFile), "{e}");
+fn pth_from_bytes_equals_pth_from_file() {
+    use dino_core::weights::{load_network_bytes, load_network_file, load_network_owned};
+    for (rel, key, heads) in [
+        ("weights/s16_backbone.pth", CheckpointKey::Teacher, None),
+        ("weights/p8_backbone.pth", CheckpointKey::Teacher, Some(3)),
+        (
+            "weights/s16_full_checkpoint.pth",
+            CheckpointKey::Teacher,
+            None,
+        ),
+        (
+            "weights/s16_full_checkpoint.pth",
+            CheckpointKey::Student,
+            None,
+        ),
+        (
+            "weights/resnet_dino_checkpoint.pth",
+            CheckpointKey::Student,
+            None,
+        ),
+        (
+            "weights/resnet_paws_checkpoint.pth.tar",
+            CheckpointKey::Teacher,
+            None,
+        ),
+    ] {
+        let opts = LoadOptions {
+            checkpoint_key: key,
+            heads,
+        };
+        let from_file = load_network_file(fixture(rel), &opts).unwrap();
+        let bytes = std::fs::read(fixture(rel)).unwrap();
+        for from_bytes in [
+            load_network_bytes(&bytes, &opts).unwrap(),
+            load_network_owned(bytes.clone(), &opts).unwrap(),
+        ] {
+            assert_eq!(from_bytes.format, from_file.format, "{rel}");
+            assert_eq!(from_bytes.architecture, from_file.architecture, "{rel}");
+            assert_eq!(from_bytes.state.len(), from_file.state.len(), "{rel}");
+            for (k, t) in from_file.state.iter() {
+                let b = from_bytes
+                    .state
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{rel}: {k}"));
+                assert_eq!((&b.shape, &b.data), (&t.shape, &t.data), "{rel}: {k}");
+            }
+        }
+        for cut in [bytes.len() / 2, bytes.len() - 7] {
+            let e = load_network_bytes(&bytes[..cut], &opts);
+            assert!(e.is_err(), "{rel} cut at {cut} loaded from bytes");
+        }
+    }
 }
 
 #[test]
@@ -309,6 +359,12 @@ fn hostile_pth_files_are_refused_before_anything_is_allocated() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(want), "{file}: {e}");
+        // the same from its bytes (the browser)
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let e = load_bytes(&bytes, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{file} from bytes: {e}");
     }
     // the honest files still load
     load("weights/s16_backbone.pth", &LoadOptions::default());

@@ -50,9 +50,6 @@ pub enum Error {
          dim / 64): give it explicitly"
     )]
     UnknownHeads { dim: usize },
-    /// A PyTorch `.pth` given as bytes: its zip and pickle reader needs a file.
-    #[error("weights: this is a PyTorch .pth checkpoint, which can only be read from a file")]
-    PthNeedsFile,
     /// The training loss stopped being finite (the official code stops too).
     #[error(
         "the loss is {loss} at iteration {iteration} (epoch {epoch}): stopping, as the official \

@@ -6,12 +6,15 @@ use dino_core::features::search::Index;
 use dino_core::features::{descriptor, groups, l2_normalize};
 use dino_core::imaging::{Resize, normalize_chw, prepare};
 use dino_core::masks::mass_threshold_masks;
-use dino_core::weights::{CheckpointKey, LoadOptions, StateDict, load_bytes};
+use dino_core::weights::{CheckpointKey, LoadOptions, StateDict, load_network_owned};
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::input::to_rgb;
-use crate::options::{AttentionOptions, BackendChoice, check_threshold, parse_size};
+use crate::options::{
+    AttentionOptions, BackendChoice, check_fits_in_memory, check_threshold, parse_size,
+};
 use crate::runner::Runner;
 
 fn get(options: &JsValue, key: &str) -> Option<JsValue> {
@@ -49,7 +52,9 @@ fn now_ms() -> f64 {
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
 export type Backend = 'auto' | 'webgpu' | 'cpu';
-export interface LoadOptions { backend?: Backend; heads?: number; patch?: number; }
+export interface LoadOptions {
+  backend?: Backend; heads?: number; patch?: number; checkpoint?: 'teacher' | 'student';
+}
 export type ImageInput = Uint8Array | ArrayBuffer | Blob | ImageData | HTMLImageElement
   | HTMLCanvasElement | HTMLVideoElement | ImageBitmap | OffscreenCanvas;
 export interface AttentionOptions { threshold?: number; size?: number | string; }
@@ -142,9 +147,12 @@ pub struct Dino {
 
 #[wasm_bindgen]
 impl Dino {
-    /// `await Dino.load(bytes, { backend: 'auto' | 'webgpu' | 'cpu', heads?, patch? })`:
-    /// weights as safetensors bytes in the official layout, the Hugging Face `ViTModel`
-    /// layout, or this project's format (`dino export` converts `.pth` files).
+    /// `await Dino.load(bytes, { backend: 'auto' | 'webgpu' | 'cpu', heads?, patch?,
+    /// checkpoint: 'teacher' | 'student' })`: the bytes of a weights file, as natively:
+    /// safetensors in the official layout, the Hugging Face `ViTModel` layout or this
+    /// project's format (f32 or f16), or an official PyTorch `.pth` (a backbone such as
+    /// `dino_deitsmall8_pretrain.pth`, or a `main_dino.py` training checkpoint: its teacher
+    /// by default).
     pub async fn load(
         bytes: Uint8Array,
         #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
@@ -162,11 +170,23 @@ impl Dino {
             ),
             None => None,
         };
+        let checkpoint_key = match get(&options, "checkpoint") {
+            Some(v) => v
+                .as_string()
+                .ok_or_else(|| JsError::new("checkpoint must be 'teacher' or 'student'"))?
+                .parse::<CheckpointKey>()
+                .map_err(|e| JsError::new(&e.to_string()))?,
+            None => CheckpointKey::Teacher,
+        };
         let opts = LoadOptions {
-            checkpoint_key: CheckpointKey::Teacher,
+            checkpoint_key,
             heads,
         };
-        let w = load_bytes(&bytes.to_vec(), &opts).map_err(|e| JsError::new(&crate::explain(e)))?;
+        check_fits_in_memory(bytes.length() as u64, wasm_memory_in_use())
+            .map_err(|e| JsError::new(&e))?;
+        let w = load_network_owned(bytes.to_vec(), &opts)
+            .and_then(|n| n.into_vit("the browser package"))
+            .map_err(|e| JsError::new(&crate::explain(e)))?;
         if let Some(p) = get(&options, "patch").and_then(|v| v.as_f64())
             && p as usize != w.config.patch
         {
@@ -333,6 +353,15 @@ impl Dino {
         let input = self.prepare(image, resize).await?;
         Ok(self.run(&input, Outputs::default()).await?.cls)
     }
+}
+
+/// Bytes of WebAssembly memory the module holds now.
+fn wasm_memory_in_use() -> u64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map_or(0, |b| b.byte_length() as u64)
 }
 
 /// The runner for `backend`, and for `auto` a note on why it chose what it chose.

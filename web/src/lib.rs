@@ -32,10 +32,6 @@ pub fn explain(e: dino_core::Error) -> String {
     let hint = match &e {
         Error::TooManyTokens { .. } => " (pass a smaller size, e.g. { size: 480 })",
         Error::UnknownHeads { .. } => " (pass { heads: N } to Dino.load)",
-        Error::PthNeedsFile => {
-            ": convert it once with the command line (dino export -w FILE.pth -o \
-             model.safetensors) and load the .safetensors"
-        }
         _ => "",
     };
     format!("{e}{hint}")
@@ -48,8 +44,6 @@ mod tests {
 
     #[test]
     fn core_errors_get_the_javascript_option_that_fixes_them() {
-        let e = super::explain(Error::PthNeedsFile);
-        assert!(e.contains(".pth") && e.contains("dino export"), "{e}");
         let e = super::explain(Error::UnknownHeads { dim: 48 });
         assert!(e.contains("48-dim") && e.contains("{ heads: N }"), "{e}");
         let big = Error::TooManyTokens {

@@ -317,3 +317,94 @@ mod webgpu {
         assert!((s - 1.0).abs() < 1e-5, "{s}");
     }
 }
+
+const BACKBONE_PTH: &[u8] = include_bytes!("../../tests/fixtures/weights/s16_backbone.pth");
+const CHECKPOINT_PTH: &[u8] =
+    include_bytes!("../../tests/fixtures/weights/s16_full_checkpoint.pth");
+const STUDENT_CLS_EVAL: &[u8] =
+    include_bytes!("../../tests/fixtures/outputs/s16_student_chelsea_eval_cls.npy");
+
+async fn load_with(bytes: &[u8], options: JsValue) -> Result<Dino, String> {
+    Dino::load(Uint8Array::from(bytes), options)
+        .await
+        .map_err(|e| message(JsValue::from(e)))
+}
+
+async fn cls_of(m: &Dino) -> Vec<f32> {
+    m.embed(Uint8Array::from(CHELSEA).into(), JsValue::UNDEFINED)
+        .await
+        .map_err(JsValue::from)
+        .unwrap()
+        .to_vec()
+}
+
+/// Official `.pth` files read in the browser by the core's zip/pickle reader: the backbone
+/// gives PyTorch's attention, a training checkpoint its teacher by default and its student
+/// when asked; a cut file and a wrong choice reject with a message.
+#[wasm_bindgen_test]
+async fn official_pth_files_load_in_the_browser() {
+    let m = load_with(BACKBONE_PTH, obj(&[("backend", "cpu".into())]))
+        .await
+        .unwrap();
+    let r = m
+        .attention(
+            Uint8Array::from(CHELSEA).into(),
+            obj(&[("size", "none".into())]),
+        )
+        .await
+        .map_err(JsValue::from)
+        .unwrap();
+    let err = max_abs(&f32_field(&r, "attention"), &npy_f32(ATTN_NONE));
+    assert!(err <= 1e-5, "attention from the .pth: max abs error {err}");
+    assert_eq!(u8_field(&r, "masks"), npy_u8(MASKS_NONE));
+
+    let teacher = load_with(CHECKPOINT_PTH, obj(&[("backend", "cpu".into())]))
+        .await
+        .unwrap();
+    let rel = cls_rel_error(&cls_of(&teacher).await);
+    assert!(rel <= 1e-5, "teacher CLS relative error {rel}");
+    let student = load_with(
+        CHECKPOINT_PTH,
+        obj(&[("backend", "cpu".into()), ("checkpoint", "student".into())]),
+    )
+    .await
+    .unwrap();
+    let want = npy_f32(STUDENT_CLS_EVAL);
+    let norm = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let rel = max_abs(&cls_of(&student).await, &want) / norm;
+    assert!(rel <= 1e-5, "student CLS relative error {rel}");
+
+    let e = load_with(
+        &CHECKPOINT_PTH[..CHECKPOINT_PTH.len() / 2],
+        JsValue::UNDEFINED,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.contains("PyTorch checkpoint"), "{e}");
+    let e = load_with(CHECKPOINT_PTH, obj(&[("checkpoint", "ema".into())]))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("'teacher' or 'student'"), "{e}");
+}
+
+/// Half-precision safetensors (`dino export --half`, half the download) load directly.
+#[wasm_bindgen_test]
+async fn half_precision_safetensors_load_directly() {
+    use dino_core::weights::{LoadOptions, load_bytes, to_safetensors_bytes};
+    let w = load_bytes(WEIGHTS, &LoadOptions::default()).unwrap();
+    let half = to_safetensors_bytes(&w.state, &w.config, true).unwrap();
+    assert!(
+        half.len() < WEIGHTS.len() * 6 / 10,
+        "{} vs {}",
+        half.len(),
+        WEIGHTS.len()
+    );
+    let m = load_with(&half, obj(&[("backend", "cpu".into())]))
+        .await
+        .unwrap();
+    let rel = cls_rel_error(&cls_of(&m).await);
+    // f16 weights: about 1e-3 relative rounding per weight
+    assert!(rel <= 2e-2, "f16 CLS relative error {rel}");
+}

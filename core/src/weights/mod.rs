@@ -17,7 +17,6 @@ mod format;
 mod hf;
 mod layout;
 mod own;
-#[cfg(not(target_family = "wasm"))]
 mod pth;
 mod safetensors_file;
 mod state_dict;
@@ -157,24 +156,38 @@ pub fn load_network_file(
     }
 }
 
-/// Loads ViT weights from bytes: safetensors only (official layout, Hugging Face layout or this
-/// project's). PyTorch `.pth` needs a file ([`Error::PthNeedsFile`]).
+/// Loads ViT weights from the bytes of any supported file (what the browser has): safetensors
+/// in the official, Hugging Face or this project's layout, or an official PyTorch `.pth`.
 pub fn load_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedWeights> {
     load_network_bytes(bytes, opts)?.into_vit("this")
 }
 
-/// Loads ViT or ResNet weights from safetensors bytes.
+/// Loads ViT or ResNet weights from the bytes of any supported file. A `.pth` is read from a
+/// copy of them: [`load_network_owned`] takes them without one.
 pub fn load_network_bytes(bytes: &[u8], opts: &LoadOptions) -> Result<LoadedNetwork> {
     match format::sniff(bytes) {
         format::Container::Safetensors => {
             let (raw, meta) = safetensors_file::read(bytes)?;
             finish(raw, Some(meta), opts)
         }
-        format::Container::Pytorch => Err(Error::PthNeedsFile),
+        format::Container::Pytorch => load_network_owned(bytes.to_vec(), opts),
         format::Container::Unknown => Err(Error::Weights(format!(
-            "not a safetensors checkpoint ({})",
+            "not a checkpoint ({}): expected a PyTorch .pth/.pt file (zip or legacy pickle) or \
+             a .safetensors file",
             format::describe(bytes)
         ))),
+    }
+}
+
+/// [`load_network_bytes`] taking the bytes: a `.pth` is parsed in place (a training
+/// checkpoint is several times the size of the network it holds, and the browser has 4 GiB).
+pub fn load_network_owned(bytes: Vec<u8>, opts: &LoadOptions) -> Result<LoadedNetwork> {
+    match format::sniff(&bytes) {
+        format::Container::Pytorch => {
+            let raw = pth::read_pth_bytes(bytes, opts.checkpoint_key)?;
+            finish(raw, None, opts)
+        }
+        _ => load_network_bytes(&bytes, opts),
     }
 }
 

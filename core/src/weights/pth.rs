@@ -5,6 +5,7 @@
 //! strides), which would otherwise be materialised in full (a 154 KB file asking for 6.4 GB
 //! per tensor).
 
+#[cfg(not(target_family = "wasm"))]
 use std::path::Path;
 
 use pytorch_reader::{DType, PytorchReader, Tensor};
@@ -15,10 +16,35 @@ use crate::model::params::ParamSource;
 use crate::model::resnet::ResNetConfig;
 use crate::{Error, Result};
 
+/// The network `key` of a `.pth` file, its tensors read from the file only once checked.
+#[cfg(not(target_family = "wasm"))]
 pub(crate) fn read_pth(path: &Path, key: CheckpointKey) -> Result<StateDict> {
-    let bad = |m: String| Error::Weights(format!("{}: {m}", path.display()));
+    let what = path.display().to_string();
+    let bad = |m: String| Error::Weights(format!("{what}: {m}"));
     let reader = PytorchReader::new(path)
         .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    select_and_read(reader, file_len, key, &bad)
+}
+
+/// The same from the bytes of a `.pth` file (the browser, which has no files); they are
+/// moved into the reader, not copied.
+pub(crate) fn read_pth_bytes(bytes: Vec<u8>, key: CheckpointKey) -> Result<StateDict> {
+    let bad = |m: String| Error::Weights(m);
+    let len = bytes.len() as u64;
+    let reader = PytorchReader::from_bytes(bytes, None)
+        .map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+    select_and_read(reader, len, key, &bad)
+}
+
+fn select_and_read(
+    reader: PytorchReader,
+    file_len: u64,
+    key: CheckpointKey,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<StateDict> {
     let tensors = reader.into_tensors();
     // A training checkpoint nests networks: read only the one asked for (the optimizer
     // state of a ViT-B checkpoint alone is 700 MB).
@@ -42,9 +68,6 @@ pub(crate) fn read_pth(path: &Path, key: CheckpointKey) -> Result<StateDict> {
         .collect();
 
     // The file bounds what it can hold: torch.save writes each storage once, uncompressed.
-    let file_len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
     let declared: u128 = wanted.iter().map(|(_, t)| t.byte_len() as u128).sum();
     if declared > u128::from(file_len) {
         return Err(bad(format!(
