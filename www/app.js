@@ -1,7 +1,13 @@
 // The demo page: loads a DINO model with the dino-web package (built in by trunk), runs the
 // last-layer attention of uploaded images and draws maps and masks.
+import {
+  HUB_MODELS, hubUrl, isCached, cachedModel, remoteSize, download, cacheSummary, clearCache, megabytes,
+} from './models.js';
+import { initVideo } from './video.js';
+
 const $ = (id) => document.getElementById(id);
-const state = { bindings: null, model: null, bytes: null, items: [], busy: false };
+// downloads: every progress event ({loaded, total}) of the page's model downloads
+const state = { bindings: null, model: null, bytes: null, items: [], busy: false, downloads: [] };
 // for end-to-end tests and curious users
 window.dinoDemo = state;
 
@@ -97,12 +103,13 @@ async function loadModel(bytes, label) {
   state.model = model;
   state.bytes = bytes;
   state.label = label;
+  document.body.dataset.model = label;
   const heads = $('head');
   heads.innerHTML = '<option value="all">all heads</option>' +
     Array.from({ length: model.heads }, (_, h) => `<option value="${h}">head ${h}</option>`).join('');
   $('model-note').textContent = `Model: ${label}, ${model.heads} heads, patch ${model.patch}, ` +
     `${model.dim} dims, backend ${model.backend}${model.backendNote ? ` (${model.backendNote})` : ''}.`;
-  status(`Ready: ${label} on ${model.backend}. Choose images.`);
+  status(`Ready: ${label}${state.source === 'cache' ? ' (from the browser\'s cache)' : ''} on ${model.backend}. Choose images.`);
   document.body.dataset.ready = '1';
 }
 
@@ -202,6 +209,15 @@ function render(item) {
     `(${r.width}x${r.height} px), ${r.ms.toFixed(0)} ms on ${r.backend}; ${pixels} mask patches`;
 }
 
+// the figure set of one analysed image: title, a line of facts, the maps, a PNG download
+function resultElement(title) {
+  const el = document.createElement('article');
+  el.className = 'result';
+  el.innerHTML = '<h2></h2><p class="meta"></p><div class="maps"></div><button class="download">Download overlay PNG</button>';
+  el.querySelector('h2').textContent = title;
+  return el;
+}
+
 async function analyse(files) {
   if (!state.model) { showError('No model is loaded.'); return; }
   showError('');
@@ -216,10 +232,7 @@ async function analyse(files) {
       const r = await state.model.attention(file, { size, threshold: Number($('threshold').value) });
       let bitmap = null;
       try { bitmap = await createImageBitmap(file); } catch { /* shown without the photo */ }
-      const el = document.createElement('article');
-      el.className = 'result';
-      el.innerHTML = '<h2></h2><p class="meta"></p><div class="maps"></div><button class="download">Download overlay PNG</button>';
-      el.querySelector('h2').textContent = file.name;
+      const el = resultElement(file.name);
       const item = { name: file.name, file, r, bitmap, el, size, masks: null };
       el.querySelector('.download').onclick = () => {
         el.querySelector('canvas.overlay').toBlob((blob) => {
@@ -300,6 +313,7 @@ async function redescribe() {
 }
 
 async function rerunAll() {
+  if (state.video) state.video.rerun();
   await redescribe();
   const files = state.items.map((i) => i.file);
   state.items = [];
@@ -307,13 +321,116 @@ async function rerunAll() {
   if (files.length) await analyse(files);
 }
 
+// Models picked from the hub or a URL: downloaded once with progress (cancellable), then
+// read from the browser's cache; the last one is remembered for the next visit.
+const REMEMBERED = 'dino-demo-model';
+let current = 'default';
+let downloading = null;
+
+function remembered() {
+  try { return JSON.parse(localStorage.getItem(REMEMBERED)); } catch { return null; }
+}
+
+async function showCache() {
+  const { count, bytes } = await cacheSummary();
+  const info = $('cache-info');
+  info.textContent = count ? `${count} model(s) kept in this browser's cache (${megabytes(bytes)}).`
+    : 'No downloaded model in this browser\'s cache.';
+  info.dataset.count = count;
+  $('cache-clear').disabled = !count;
+  const group = $('hub-models');
+  const options = await Promise.all(HUB_MODELS.map(async (m) => {
+    const o = document.createElement('option');
+    o.value = `hub:${m.repo}`;
+    o.textContent = `${m.name}: ${m.repo} (${await isCached(hubUrl(m.repo)) ? 'cached' : `≈ ${m.approxMB} MB download`})`;
+    return o;
+  }));
+  const selected = $('model-kind').value;
+  group.replaceChildren(...options);
+  $('model-kind').value = selected;
+}
+
+async function fetchModel(url, label) {
+  const hit = await cachedModel(url);
+  if (hit) { state.source = 'cache'; return hit; }
+  const ctrl = new AbortController();
+  downloading = ctrl;
+  const bar = $('download-progress'), text = $('download-text');
+  $('download').hidden = false;
+  bar.removeAttribute('value');
+  text.textContent = `${label}: asking for its size…`;
+  try {
+    const size = await remoteSize(url, ctrl.signal);
+    text.textContent = `${label}: ${size ? megabytes(size) : 'size not announced'}, downloading…`;
+    const bytes = await download(url, {
+      signal: ctrl.signal,
+      onProgress: ({ loaded, total }) => {
+        state.downloads.push({ loaded, total });
+        const all = total || size || 0;
+        if (all) { bar.max = all; bar.value = loaded; } else bar.removeAttribute('value');
+        text.textContent = `${label}: ${megabytes(loaded)} of ${all ? megabytes(all) : '?'}`;
+      },
+    });
+    state.source = 'network';
+    return bytes;
+  } finally {
+    $('download').hidden = true;
+    downloading = null;
+  }
+}
+
+async function chooseModel(kind, typedUrl) {
+  if (downloading) downloading.abort();
+  let url, label;
+  if (kind === 'default') { url = './default-model.safetensors'; label = 'bundled demo model'; }
+  else if (kind.startsWith('hub:')) { label = kind.slice(4); url = hubUrl(label); }
+  else { url = label = typedUrl; }
+  if (!url) { showError('Give the URL of a weights file.'); return; }
+  try {
+    let bytes;
+    if (kind === 'default') { bytes = await fetchBytes(url); state.source = 'bundled'; }
+    else bytes = await fetchModel(url, label);
+    await loadModel(bytes, label);
+    current = kind;
+    if (kind === 'default') localStorage.removeItem(REMEMBERED);
+    else localStorage.setItem(REMEMBERED, JSON.stringify({ kind, url, label }));
+    showError('');
+    await showCache();
+    await rerunAll();
+  } catch (err) {
+    $('model-kind').value = current === 'file' ? 'file' : current;
+    if (err.name === 'AbortError') {
+      status(`Download of ${label} cancelled; still using ${state.label}.`);
+      return;
+    }
+    showError(`Could not load ${label}: ${err.message || err}` +
+      (/fetch|network/i.test(String(err.message)) ? ' (offline, or the server does not allow cross-origin downloads)' : ''));
+  }
+}
+
 async function main() {
   state.bindings = await bindings();
+  await showCache();
+  // the model of the last visit, when the browser still has it: from disk, no network
+  const last = remembered();
+  const cached = last ? await cachedModel(last.url) : null;
   try {
-    await loadModel(await fetchBytes('./default-model.safetensors'), 'bundled demo model');
+    if (cached) {
+      state.source = 'cache';
+      await loadModel(cached, last.label);
+      current = last.kind;
+      $('model-kind').value = last.kind.startsWith('hub:') ? last.kind : 'url';
+      if (last.kind === 'url') { $('model-url').value = last.url; $('model-url').hidden = $('model-load').hidden = false; }
+    } else {
+      state.source = 'bundled';
+      await loadModel(await fetchBytes('./default-model.safetensors'), 'bundled demo model');
+    }
   } catch (e) {
-    showError(`Could not load the bundled model: ${e.message || e}`);
+    showError(`Could not load the model: ${e.message || e}`);
   }
+  state.video = initVideo({
+    model: () => state.model, size: () => Number($('size').value), render, resultElement,
+  });
   $('files').onchange = (e) => analyse([...e.target.files]);
   const drop = $('drop');
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
@@ -322,8 +439,9 @@ async function main() {
   $('threshold').oninput = () => {
     $('threshold-value').textContent = Number($('threshold').value).toFixed(2);
     state.items.forEach(render);
+    state.video.redraw();
   };
-  $('head').onchange = () => state.items.forEach(render);
+  $('head').onchange = () => { state.items.forEach(render); state.video.redraw(); };
   $('dup-files').onchange = (e) => describe([...e.target.files]);
   const dupDrop = $('dup-drop');
   dupDrop.ondragover = (e) => { e.preventDefault(); dupDrop.classList.add('over'); };
@@ -339,19 +457,21 @@ async function main() {
     $('model-file').hidden = kind !== 'file';
     $('model-url').hidden = kind !== 'url';
     $('model-load').hidden = kind !== 'url';
-    if (kind === 'default') fetchBytes('./default-model.safetensors')
-      .then((b) => loadModel(b, 'bundled demo model')).then(rerunAll).catch((e) => showError(String(e.message || e)));
+    if (kind === 'default' || kind.startsWith('hub:')) chooseModel(kind);
   };
   $('model-file').onchange = async (e) => {
     const f = e.target.files[0];
     if (!f) return;
-    try { await loadModel(new Uint8Array(await f.arrayBuffer()), f.name); showError(''); await rerunAll(); }
+    state.source = 'file';
+    try { await loadModel(new Uint8Array(await f.arrayBuffer()), f.name); current = 'file'; showError(''); await rerunAll(); }
     catch (err) { showError(`${f.name}: ${err.message || err}`); }
   };
-  $('model-load').onclick = async () => {
-    const url = $('model-url').value.trim();
-    try { await loadModel(await fetchBytes(url), url); showError(''); await rerunAll(); }
-    catch (err) { showError(`Could not load ${url}: ${err.message || err} (offline, or the server does not allow cross-origin downloads)`); }
+  $('model-load').onclick = () => chooseModel('url', $('model-url').value.trim());
+  $('download-cancel').onclick = () => { if (downloading) downloading.abort(); };
+  $('cache-clear').onclick = async () => {
+    await clearCache();
+    localStorage.removeItem(REMEMBERED);
+    await showCache();
   };
   $('backend').onchange = async () => {
     try { await loadModel(state.bytes, state.label); await rerunAll(); }
