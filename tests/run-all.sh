@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI, the video
-# tests on real footage), the browser package in headless Chromium (wasm-bindgen-test), and
-# the demo page end to end (trunk build, playwright-core). The browser tests and the page
-# build the package with the same profile and features, so its dependencies compile once. First installs whatever of that is
-# missing (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...);
-# a test whose tool is still missing fails, it never skips. Also a short crash-safety soak
+# tests on real footage), the browser package in headless Chromium (wasm-bindgen-test), the
+# demo page end to end (trunk build, playwright-core) and the npm package installed into its
+# example page. The browser tests and the page build the package with the same profile and
+# features, so its dependencies compile once. First installs whatever of that is missing
+# (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...); a test
+# whose tool is still missing fails, it never skips. Also a short crash-safety soak
 # (tests/soak.sh: 4 kills; 20 when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,9 @@ KILLS="${KILLS:-4}" bash tests/soak.sh
 )
 (cd www && trunk build --release)
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
+# the npm package as users get it (the CPU-only variant: the WebGPU one compiles the same crate
+# and features as the page above): in Node, then `npm pack` + `npm install` into the example
+# page, opened in Chromium
+bash web/build.sh --cpu-only
+node web/smoke.mjs
+DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs

@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FEATURES=(--features webgpu)
 VARIANT="WebGPU + CPU engine"
+NAME=dino-web
 case "${1:-}" in
-    --cpu-only) FEATURES=(); VARIANT="CPU engine only" ;;
+    --cpu-only) FEATURES=(); VARIANT="CPU engine only"; NAME=dino-web-cpu ;;
     "") ;;
     *) echo "usage: bash web/build.sh [--cpu-only]" >&2; exit 2 ;;
 esac
@@ -36,17 +37,26 @@ wasm-bindgen --target web --out-dir web/pkg --out-name dino_web \
     --strip-debug --strip-producers \
     web/pkg/dino_web_bg.wasm -o web/pkg/dino_web_bg.wasm
 VERSION=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+# An npm package (`npm pack web/pkg`): the two variants have their own names, and code imports
+# either as 'dino-web' (npm install dino-web@npm:dino-web-cpu for the small one).
 cat > web/pkg/package.json <<JSON
 {
-  "name": "dino-web",
+  "name": "$NAME",
   "version": "$VERSION",
-  "description": "DINO self-supervised ViT attention maps, masks and features in the browser",
+  "description": "DINO self-supervised ViT attention maps, masks and features in the browser ($VARIANT)",
   "license": "MIT OR Apache-2.0",
+  "keywords": ["dino", "vision-transformer", "self-supervised", "attention", "segmentation", "wasm", "webgpu"],
   "type": "module",
-  "main": "dino_web.js",
-  "types": "dino_web.d.ts",
-  "files": ["dino_web.js", "dino_web_bg.wasm", "dino_web.d.ts", "dino_web_bg.wasm.d.ts"],
-  "sideEffects": ["./snippets/*"]
+  "main": "./dino_web.js",
+  "module": "./dino_web.js",
+  "types": "./dino_web.d.ts",
+  "exports": {
+    ".": { "types": "./dino_web.d.ts", "default": "./dino_web.js" },
+    "./dino_web_bg.wasm": "./dino_web_bg.wasm",
+    "./package.json": "./package.json"
+  },
+  "files": ["dino_web.js", "dino_web_bg.wasm", "dino_web.d.ts", "dino_web_bg.wasm.d.ts", "README.md"],
+  "sideEffects": false
 }
 JSON
 cp web/README.md web/pkg/README.md
