@@ -374,13 +374,15 @@ async function fetchModel(url, label) {
     state.source = 'network';
     return bytes;
   } finally {
-    $('download').hidden = true;
-    downloading = null;
+    // (a newer choice may have replaced this download: its bar stays)
+    if (downloading === ctrl) { $('download').hidden = true; downloading = null; }
   }
 }
 
+let choices = 0;
 async function chooseModel(kind, typedUrl) {
   if (downloading) downloading.abort();
+  const mine = ++choices;
   let url, label;
   if (kind === 'default') { url = './default-model.safetensors'; label = 'bundled demo model'; }
   else if (kind.startsWith('hub:')) { label = kind.slice(4); url = hubUrl(label); }
@@ -390,6 +392,7 @@ async function chooseModel(kind, typedUrl) {
     let bytes;
     if (kind === 'default') { bytes = await fetchBytes(url); state.source = 'bundled'; }
     else bytes = await fetchModel(url, label);
+    if (mine !== choices) return; // a newer choice came while this one downloaded
     await loadModel(bytes, label);
     current = kind;
     if (kind === 'default') localStorage.removeItem(REMEMBERED);
@@ -398,7 +401,8 @@ async function chooseModel(kind, typedUrl) {
     await showCache();
     await rerunAll();
   } catch (err) {
-    $('model-kind').value = current === 'file' ? 'file' : current;
+    if (mine !== choices) return; // replaced by a newer choice, which reports for itself
+    $('model-kind').value = current;
     if (err.name === 'AbortError') {
       status(`Download of ${label} cancelled; still using ${state.label}.`);
       return;

@@ -192,6 +192,14 @@ async function modelPicker() {
     await page.$eval('#model-kind', (s) => s.value) === 'hub:facebook/dino-vits16' &&
     await page.isHidden('#download'),
     `cancel: "${(await page.textContent('#status')).trim()}"`);
+  // another choice while a download runs: the download stops, the newer choice wins
+  await page.selectOption('#model-kind', 'hub:facebook/dino-vitb8');
+  await page.waitForSelector('#download', { state: 'visible', timeout: 30000 });
+  await page.selectOption('#model-kind', 'default');
+  await page.waitForSelector('body[data-model="bundled demo model"]', { timeout: 120000 });
+  await page.waitForFunction(() => /^Ready: bundled/.test(document.querySelector('#status').textContent), null, { timeout: 30000 });
+  check(await page.isHidden('#download') && await page.$eval('#model-kind', (s) => s.value) === 'default',
+    `a new choice during a download replaces it: "${(await page.textContent('#status')).trim()}"`);
   await page.click('#cache-clear');
   await page.waitForFunction(() => document.querySelector('#cache-info').dataset.count === '0', null, { timeout: 30000 });
   check(true, `clear: "${(await page.textContent('#cache-info')).trim()}"`);
