@@ -12,11 +12,16 @@ cd "$(dirname "$0")/.."
 FEATURES=(--features webgpu)
 VARIANT="WebGPU + CPU engine"
 NAME=dino-web
-case "${1:-}" in
-    --cpu-only) FEATURES=(); VARIANT="CPU engine only"; NAME=dino-web-cpu ;;
-    "") ;;
-    *) echo "usage: bash web/build.sh [--cpu-only]" >&2; exit 2 ;;
-esac
+THREADS=0
+for arg in "$@"; do
+    case "$arg" in
+        --cpu-only) FEATURES=(); VARIANT="CPU engine only"; NAME=dino-web-cpu ;;
+        --threads) THREADS=1 ;;
+        *) echo "usage: bash web/build.sh [--cpu-only] [--threads]" >&2; exit 2 ;;
+    esac
+done
+# where the package goes (the benchmark builds several side by side)
+PKG="${PKG_DIR:-web/pkg}"
 WB_VER=0.2.130
 TOOLS="${TOOLS_DIR:-$HOME/.cache/dino-rs/npm-tools}"
 command -v wasm-bindgen >/dev/null && [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$WB_VER" ] || {
@@ -28,18 +33,46 @@ if [ ! -x "$TOOLS/node_modules/.bin/wasm-opt" ]; then
     npm --prefix "$TOOLS" install --no-audit --no-fund --silent binaryen@132.0.0
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build -p dino-web --target wasm32-unknown-unknown --profile wasm-release --locked "${FEATURES[@]}"
-rm -rf web/pkg
-wasm-bindgen --target web --out-dir web/pkg --out-name dino_web \
+OPT_FEATURES=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
+    --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd)
+if [ "$THREADS" = 1 ]; then
+    # Threads: std rebuilt with wasm atomics (a pinned nightly and its rust-src), in a target
+    # directory of its own (other flags: it would otherwise throw the stable builds away); the
+    # memory is shared and may grow to 4 GiB, as the single-threaded build's.
+    NIGHTLY="${DINO_NIGHTLY:-nightly-2026-05-20}"
+    rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1 &&
+        [ -d "$(rustup run "$NIGHTLY" rustc --print sysroot)/lib/rustlib/src/rust/library" ] || {
+        echo "the threads build needs $NIGHTLY with rust-src: rustup toolchain install $NIGHTLY" \
+            "--profile minimal --component rust-src" >&2
+        exit 1
+    }
+    FEATURES+=(--features threads)
+    VARIANT="$VARIANT, multi-threaded"
+    NAME="$NAME-threads"
+    TARGET_DIR="$TARGET_DIR/wasm-threads"
+    # (the linker flags make the memory shared, imported by the glue, with the thread-local
+    # storage exports wasm-bindgen's thread support initialises each worker with)
+    LINK="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls"
+    LINK="$LINK --export=__tls_size --export=__tls_align --export=__tls_base"
+    RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals $(printf -- ' -C link-arg=%s' $LINK)" \
+        CARGO_TARGET_DIR="$TARGET_DIR" cargo "+$NIGHTLY" build -p dino-web --target wasm32-unknown-unknown \
+        --profile wasm-release --locked "${FEATURES[@]}" -Z build-std=panic_abort,std
+    OPT_FEATURES+=(--enable-threads)
+else
+    cargo build -p dino-web --target wasm32-unknown-unknown --profile wasm-release --locked "${FEATURES[@]}"
+fi
+rm -rf "$PKG"
+wasm-bindgen --target web --out-dir "$PKG" --out-name dino_web \
     "$TARGET_DIR/wasm32-unknown-unknown/wasm-release/dino_web.wasm"
-"$TOOLS/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
-    --strip-debug --strip-producers \
-    web/pkg/dino_web_bg.wasm -o web/pkg/dino_web_bg.wasm
+"$TOOLS/node_modules/.bin/wasm-opt" -Oz "${OPT_FEATURES[@]}" --strip-debug --strip-producers \
+    "$PKG/dino_web_bg.wasm" -o "$PKG/dino_web_bg.wasm"
 VERSION=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
 # An npm package (`npm pack web/pkg`): the two variants have their own names, and code imports
 # either as 'dino-web' (npm install dino-web@npm:dino-web-cpu for the small one).
-cat > web/pkg/package.json <<JSON
+FILES='"dino_web.js", "dino_web_bg.wasm", "dino_web.d.ts", "dino_web_bg.wasm.d.ts", "README.md"'
+# the threads' worker script (wasm-bindgen-rayon's snippet) ships with the package
+[ -d "$PKG/snippets" ] && FILES="$FILES, \"snippets/\""
+cat > "$PKG/package.json" <<JSON
 {
   "name": "$NAME",
   "version": "$VERSION",
@@ -55,13 +88,13 @@ cat > web/pkg/package.json <<JSON
     "./dino_web_bg.wasm": "./dino_web_bg.wasm",
     "./package.json": "./package.json"
   },
-  "files": ["dino_web.js", "dino_web_bg.wasm", "dino_web.d.ts", "dino_web_bg.wasm.d.ts", "README.md"],
+  "files": [$FILES],
   "sideEffects": false
 }
 JSON
-cp web/README.md web/pkg/README.md
+cp web/README.md "$PKG/README.md"
 grep -q "attention(image: ImageInput, options?: AttentionOptions): Promise<AttentionResult>" \
-    web/pkg/dino_web.d.ts || { echo "web/pkg: unexpected TypeScript declarations" >&2; exit 1; }
-raw=$(stat -c %s web/pkg/dino_web_bg.wasm)
-gz=$(gzip -9 -c web/pkg/dino_web_bg.wasm | wc -c)
-echo "web/pkg: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped ($VARIANT)"
+    "$PKG/dino_web.d.ts" || { echo "$PKG: unexpected TypeScript declarations" >&2; exit 1; }
+raw=$(stat -c %s "$PKG/dino_web_bg.wasm")
+gz=$(gzip -9 -c "$PKG/dino_web_bg.wasm" | wc -c)
+echo "$PKG: dino_web_bg.wasm $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped ($VARIANT)"

@@ -1,8 +1,10 @@
-// ViT-S/16 at 224x224 in headless Chromium: dino-web (our CPU engine in wasm) against ONNX
-// Runtime Web (wasm backend) on the same network and input, in the same page and run.
+// ViT-S/16 at 224x224 in headless Chromium: dino-web (our CPU engine in wasm, one thread and,
+// from the threads build, all cores) against ONNX Runtime Web (wasm backend, 1 thread and all
+// cores) on the same network and input, in the same page and run (cross-origin isolated).
 //
 //   python3 bench/web/make_model.py /tmp/webbench      # the model, as .safetensors and .onnx
-//   bash web/build.sh                                   # web/pkg
+//   bash web/build.sh --cpu-only                        # web/pkg
+//   PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads   # web/pkg-threads
 //   npm --prefix ~/.cache/dino-rs/npm-tools install onnxruntime-web@1.23.2 playwright-core@1.65.1
 //   node bench/web/bench.mjs /tmp/webbench [ITERS]
 import http from 'node:http';
@@ -41,6 +43,20 @@ const out = {};
 const ours = await model.embed(img, { size: '224x224' });
 out.dinoEmbed = await time(() => model.embed(img, { size: '224x224' }));
 out.dinoAttention = await time(() => model.attention(img, { size: '224x224' }));
+// the threads build runs in a worker, as in the demo page (the page's main thread must not
+// block, so rayon would spin there): one rayon thread per core, the same weights and input
+const worker = new Worker('./threads-worker.js', { type: 'module' });
+const fromWorker = await new Promise((resolve, reject) => {
+  worker.onmessage = (e) => resolve(e.data);
+  worker.onerror = (e) => reject(new Error(e.message));
+  worker.postMessage({ iters: ITERS, pixels: img.data, width: 224, height: 224 });
+});
+if (fromWorker.error) throw new Error(fromWorker.error);
+out.threadsEmbed = fromWorker.embed;
+out.threadsAttention = fromWorker.attention;
+const a1 = (await model.attention(img, { size: '224x224' })).attention;
+out.threadsDiff = Math.max(...Array.from(fromWorker.cls, (v, i) => Math.abs(v - ours[i])),
+  ...Array.from(fromWorker.attn, (v, i) => Math.abs(v - a1[i])));
 const onnx = await bytes('./model/vit_small16.onnx');
 for (const threads of [1, navigator.hardwareConcurrency]) {
   ort.env.wasm.numThreads = threads;
@@ -56,13 +72,34 @@ for (const threads of [1, navigator.hardwareConcurrency]) {
 window.result = out;
 </script>`;
 
+const threadsWorker = `import init, { Dino, initThreadPool } from './pkg-threads/dino_web.js';
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+onmessage = async ({ data: { iters, pixels, width, height } }) => {
+  try {
+    await init();
+    await initThreadPool(navigator.hardwareConcurrency);
+    const bytes = new Uint8Array(await (await fetch('./model/vit_small16.safetensors')).arrayBuffer());
+    const model = await Dino.load(bytes, { backend: 'cpu' });
+    const img = new ImageData(new Uint8ClampedArray(pixels), width, height);
+    async function time(fn) { for (let i = 0; i < 2; i++) await fn(); const t = [];
+      for (let i = 0; i < iters; i++) { const t0 = performance.now(); await fn(); t.push(performance.now() - t0); }
+      return { median: median(t), min: Math.min(...t) }; }
+    const cls = await model.embed(img, { size: '224x224' });
+    const attn = (await model.attention(img, { size: '224x224' })).attention;
+    const embed = await time(() => model.embed(img, { size: '224x224' }));
+    const attention = await time(() => model.attention(img, { size: '224x224' }));
+    postMessage({ cls, attn, embed, attention });
+  } catch (e) { postMessage({ error: String(e.message || e) }); }
+};`;
+
 const types = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm' };
 const server = http.createServer((req, res) => {
   const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
   // cross-origin isolation lets ONNX Runtime Web use threads
   const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
   if (p === '/') { res.writeHead(200, { ...headers, 'content-type': 'text/html' }); res.end(page); return; }
-  const file = p.startsWith('/pkg/') ? path.join(root, 'web', p) : p.startsWith('/ort/') ? path.join(ortDir, p.slice(5))
+  if (p === '/threads-worker.js') { res.writeHead(200, { ...headers, 'content-type': 'text/javascript' }); res.end(threadsWorker); return; }
+  const file = p.startsWith('/pkg/') || p.startsWith('/pkg-threads/') ? path.join(root, 'web', p) : p.startsWith('/ort/') ? path.join(ortDir, p.slice(5))
     : p.startsWith('/model/') ? path.join(modelDir, p.slice(7)) : null;
   if (!file || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
   res.writeHead(200, { ...headers, 'content-type': types[path.extname(file)] || 'application/octet-stream' });
@@ -79,14 +116,17 @@ try {
   await p.waitForFunction(() => window.result, null, { timeout: 300000, polling: 500 });
   const r = await p.evaluate(() => window.result);
   const cores = await p.evaluate(() => navigator.hardwareConcurrency);
-  const row = (name, t) => `| ${name} | ${t.median.toFixed(1)} | ${t.min.toFixed(1)} | ${(r.dinoEmbed.median / t.median).toFixed(2)}x |`;
+  const row = (name, t) => `| ${name} | ${t.median.toFixed(1)} | ${t.min.toFixed(1)} | ${(r.dinoEmbed.median / t.median).toFixed(2)}x | ${(t.median / Math.min(r.ort1.median, r['ort' + cores].median)).toFixed(2)}x |`;
   console.log(`ViT-S/16, 224x224, batch 1, Chromium headless (${cores} cores, cross-origin isolated: ${r.isolated}), median of ${iters}`);
-  console.log('| engine | median ms | min ms | speed vs dino-web embed |\n|---|---|---|---|');
-  console.log(row('dino-web CPU engine, embed (CLS)', r.dinoEmbed));
-  console.log(row('dino-web CPU engine, attention + masks', r.dinoAttention));
+  console.log('| engine | median ms | min ms | speed vs dino-web embed (1 thread) | time vs ORT Web\'s best |\n|---|---|---|---|---|');
+  console.log(row('dino-web CPU engine, embed (CLS), 1 thread', r.dinoEmbed));
+  console.log(row('dino-web CPU engine, attention + masks, 1 thread', r.dinoAttention));
+  console.log(row(`dino-web CPU engine, embed (CLS), ${cores} threads`, r.threadsEmbed));
+  console.log(row(`dino-web CPU engine, attention + masks, ${cores} threads`, r.threadsAttention));
   console.log(row(`ONNX Runtime Web ${ortVersion} wasm, 1 thread`, r.ort1));
   console.log(row(`ONNX Runtime Web ${ortVersion} wasm, ${cores} threads`, r['ort' + cores]));
   console.log(`CLS max abs difference between the two engines: ${r.maxAbsDiff.toExponential(2)}`);
+  console.log(`dino-web threads on vs off, CLS and attention max abs difference: ${r.threadsDiff.toExponential(2)}`);
 } finally {
   await browser.close();
   server.close();

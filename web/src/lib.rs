@@ -24,6 +24,9 @@ mod webgpu;
 
 #[cfg(target_family = "wasm")]
 pub use api::{Dino, find_duplicates, threshold_masks};
+/// `await initThreadPool(n)` after `init()`: the CPU engine's threads (the `threads` build).
+#[cfg(all(target_family = "wasm", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 /// A core error as the page's caller should read it: with the JavaScript option that fixes
 /// it where there is one (the core names no flags or options).
