@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every test: the Rust workspace (unit, PyTorch reference fixtures, end-to-end CLI, the video
 # tests on real footage), the browser package in headless Chromium (wasm-bindgen-test), the
-# demo page end to end (trunk build, playwright-core) and the npm package installed into its
-# example page. The browser tests and the page build the package with the same profile and
-# features, so its dependencies compile once. First installs whatever of that is missing
-# (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver, wasm tools, ...); a test
-# whose tool is still missing fails, it never skips. Also a short crash-safety soak
+# demo page end to end (trunk build, playwright-core) and the npm package (single-threaded and
+# threads builds) installed into its example page. The browser tests and the page build the
+# package with the same profile and features, so its dependencies compile once. First installs
+# whatever of that is missing (tests/setup-tools.sh: ffmpeg, vtest.avi, chromium, chromedriver,
+# wasm tools, the nightly of the threads build, ...); a test whose tool is still missing fails,
+# it never skips. Also a short crash-safety soak
 # (tests/soak.sh: 4 kills; 20 when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,7 @@ DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
 # page, opened in Chromium
 bash web/build.sh --cpu-only
 node web/smoke.mjs
-DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs
+# and its threads build (a pinned nightly rebuilds std with wasm atomics), installed the same
+# way and served cross-origin isolated: every core, the same attention
+PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
+DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs web/pkg web/pkg-threads

@@ -8,6 +8,8 @@
 #   - node and npm only when the machine has none: a Node.js that ships its own npm conflicts
 #     with Debian's `npm` package, so the two are never asked for together with chromium;
 #   - the wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk;
+#   - the pinned nightly toolchain with rust-src that the browser package's threads build
+#     rebuilds std with (minimal profile);
 #   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools;
 #   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test.
 # Needs apt (as root or with sudo), rustup and cargo.
@@ -64,6 +66,10 @@ fi
 
 rustup target list --installed | grep -q wasm32-unknown-unknown ||
     t rustup target add wasm32-unknown-unknown
+# web/build.sh --threads (the same pin there)
+NIGHTLY="${DINO_NIGHTLY:-nightly-2026-05-20}"
+[ -d "$(rustup run "$NIGHTLY" rustc --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ||
+    t rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
 # Built for speed of building, not of running (they process one file per test run): no LTO
 # (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1.
 quick_install() {
