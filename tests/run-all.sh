@@ -23,14 +23,15 @@ KILLS="${KILLS:-4}" bash tests/soak.sh
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
         cargo test --release --target wasm32-unknown-unknown --features webgpu --test browser "$@"
 )
+# the CPU engine's threads build (a pinned nightly rebuilds std with wasm atomics): the page
+# ships it (www/Trunk.toml copies it) and the example installs it
+PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 (cd www && trunk build --release)
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
 # the npm package as users get it (the CPU-only variant: the WebGPU one compiles the same crate
 # and features as the page above): in Node, then `npm pack` + `npm install` into the example
-# page, opened in Chromium
+# page, opened in Chromium; the threads build the same way, served cross-origin isolated:
+# every core, the same attention
 bash web/build.sh --cpu-only
 node web/smoke.mjs
-# and its threads build (a pinned nightly rebuilds std with wasm atomics), installed the same
-# way and served cross-origin isolated: every core, the same attention
-PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs web/pkg web/pkg-threads

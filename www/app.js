@@ -107,9 +107,10 @@ async function loadModel(bytes, label) {
   const heads = $('head');
   heads.innerHTML = '<option value="all">all heads</option>' +
     Array.from({ length: model.heads }, (_, h) => `<option value="${h}">head ${h}</option>`).join('');
+  const on = model.threads > 1 ? `${model.backend}, ${model.threads} threads` : model.backend;
   $('model-note').textContent = `Model: ${label}, ${model.heads} heads, patch ${model.patch}, ` +
-    `${model.dim} dims, backend ${model.backend}${model.backendNote ? ` (${model.backendNote})` : ''}.`;
-  status(`Ready: ${label}${state.source === 'cache' ? ' (from the browser\'s cache)' : ''} on ${model.backend}. Choose images.`);
+    `${model.dim} dims, backend ${on}${model.backendNote ? ` (${model.backendNote})` : ''}.`;
+  status(`Ready: ${label}${state.source === 'cache' ? ' (from the browser\'s cache)' : ''} on ${on}. Choose images.`);
   document.body.dataset.ready = '1';
 }
 

@@ -248,11 +248,15 @@ const server = http.createServer((req, res) => {
   const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
   const target = fs.existsSync(file) && fs.statSync(file).isDirectory() ? path.join(file, 'index.html') : file;
   if (!target.startsWith(dist) || !fs.existsSync(target)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { 'content-type': types[path.extname(target)] || 'application/octet-stream' });
+  // served as trunk serves it (Trunk.toml): cross-origin isolated, so the worker may take the
+  // threads build of the CPU engine
+  res.writeHead(200, { 'content-type': types[path.extname(target)] || 'application/octet-stream',
+    'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' });
   fs.createReadStream(target).pipe(res);
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const url = `http://127.0.0.1:${server.address().port}/`;
+const threadsBuilt = fs.existsSync(path.join(dist, 'threads/dino_web.js'));
 
 // (playwright-core starts Chromium with a fresh profile directory of its own). The main run
 // has no WebGPU adapter (a browser without WebGPU: 'auto' must fall back to the CPU and say
@@ -270,7 +274,10 @@ try {
   await page.goto(url);
   await page.waitForSelector('body[data-ready="1"]', { timeout: 120000 });
   check(true, 'page loaded the bundled model');
-  const first = await page.evaluate(() => ({ backend: window.dinoDemo.model.backend }));
+  const first = await page.evaluate(() => ({ backend: window.dinoDemo.model.backend, threads: window.dinoDemo.model.threads,
+    cores: navigator.hardwareConcurrency, isolated: crossOriginIsolated }));
+  check(first.isolated && first.threads === (threadsBuilt ? first.cores : 1),
+    `the CPU engine runs on ${first.threads} thread(s) (${first.cores} cores; the threads build ${threadsBuilt ? 'shipped' : 'not built'})`);
   const notice0 = await page.textContent('#notice');
   check(first.backend === 'cpu' && /no WebGPU adapter/.test(notice0),
     `auto without a WebGPU adapter runs on the CPU and says why: "${notice0.trim().slice(0, 90)}"`);
@@ -350,8 +357,10 @@ try {
   // allocate the allocator's free space), so that the model's next allocation fails and the
   // module traps; the page must say so, restart the worker, reload the model and keep working
   const results0 = (await page.$$('article.result')).length;
-  const grown = await page.workers()[0].evaluate(async () => {
-    const exports = await (await import('./dino-web.js')).default();
+  const modelWorker = page.workers().find((w) => w.url().endsWith('/worker.js'));
+  const grown = await modelWorker.evaluate(async (threads) => {
+    // the module that holds the model: the threads build's (shared) memory, or the page's
+    const exports = await (await import(threads > 1 ? './threads/dino_web.js' : './dino-web.js')).default();
     let pages = 0;
     for (const step of [4096, 256, 16, 1]) {
       try { for (;;) { exports.memory.grow(step); pages += step; } } catch { /* at the limit */ }
@@ -362,7 +371,7 @@ try {
       try { for (;;) malloc(bytes, 4); } catch { /* allocator empty */ }
     }
     return pages;
-  });
+  }, first.threads);
   await page.setInputFiles('#files', photo);
   await page.waitForFunction(() => /was reloaded/.test(document.querySelector('#notice').textContent), null, { timeout: 120000 });
   const oom = await page.textContent('#error');

@@ -4,6 +4,15 @@ import init, { Dino } from './dino-web.js';
 
 const ready = init();
 let model = null;
+// The threads build of the CPU engine (threads/, when the site ships it), where the page is
+// cross-origin isolated: every core for the CPU backend. Otherwise null: one thread.
+const threaded = (self.crossOriginIsolated
+  ? import('./threads/dino_web.js').then(async (t) => {
+    await t.default();
+    await t.initThreadPool(navigator.hardwareConcurrency);
+    return t;
+  })
+  : Promise.reject(new Error('not cross-origin isolated'))).catch(() => null);
 
 // A trap (allocation failure aborts in this build) or a failed memory.grow leaves the module
 // unusable: every call in flight fails with `crashed`, and the page starts a fresh worker.
@@ -26,11 +35,26 @@ onmessage = async (e) => {
     await ready;
     let result;
     if (op === 'load') {
-      const next = await Dino.load(args.bytes, args.options);
+      const t = await threaded;
+      let next, note, threads = 1;
+      if (t && args.options.backend === 'cpu') {
+        next = await t.Dino.load(args.bytes, args.options);
+        threads = navigator.hardwareConcurrency;
+      } else {
+        next = await Dino.load(args.bytes, args.options);
+        note = next.backendNote;
+        if (t && next.backend === 'cpu') {
+          // auto chose the CPU: the same weights on the threads build
+          const other = await t.Dino.load(args.bytes, { ...args.options, backend: 'cpu' });
+          next.free();
+          next = other;
+          threads = navigator.hardwareConcurrency;
+        }
+      }
       if (model) model.free();
       model = next;
-      result = { backend: model.backend, backendNote: model.backendNote, heads: model.heads,
-        patch: model.patch, dim: model.dim };
+      result = { backend: model.backend, backendNote: note, heads: model.heads,
+        patch: model.patch, dim: model.dim, threads };
     } else if (!model) {
       throw new Error('no model is loaded');
     } else if (op === 'attention') {
