@@ -26,3 +26,10 @@ x = torch.randn(1, 3, 224, 224)
 torch.onnx.export(model, (x,), os.path.join(out, "vit_small16.onnx"), input_names=["x"],
                   output_names=["cls"], opset_version=17, dynamo=False)
 print(f"wrote {out}/vit_small16.safetensors and {out}/vit_small16.onnx")
+# the architecture of the paper's attention figures (ViT-S/8), for bench/web/vits8.mjs
+s8 = timm.models.vision_transformer.VisionTransformer(
+    img_size=224, patch_size=8, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4, qkv_bias=True,
+    norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_classes=0,
+).eval()
+save_file({k: v.contiguous() for k, v in s8.state_dict().items()}, os.path.join(out, "vit_small8.safetensors"))
+print(f"wrote {out}/vit_small8.safetensors")
