@@ -1,6 +1,6 @@
 // The model runs here, off the page's main thread: the tab stays responsive while a large
 // image is analysed. Messages: {id, op: 'load' | 'attention' | 'copyDescriptor', args}.
-import init, { Dino } from './dino-web.js';
+import init, { Dino, resolveBackend } from './dino-web.js';
 
 const ready = init();
 let model = null;
@@ -37,19 +37,16 @@ onmessage = async (e) => {
     if (op === 'load') {
       const t = await threaded;
       let next, note, threads = 1;
-      if (t && args.options.backend === 'cpu') {
-        next = await t.Dino.load(args.bytes, args.options);
+      // where the model runs is decided first (no weights loaded): the CPU goes to the threads
+      // build when there is one, WebGPU to this module
+      const where = t ? await resolveBackend(args.options.backend || 'auto') : null;
+      if (where && where.backend === 'cpu') {
+        next = await t.Dino.load(args.bytes, { ...args.options, backend: 'cpu' });
+        note = where.note;
         threads = navigator.hardwareConcurrency;
       } else {
         next = await Dino.load(args.bytes, args.options);
         note = next.backendNote;
-        if (t && next.backend === 'cpu') {
-          // auto chose the CPU: the same weights on the threads build
-          const other = await t.Dino.load(args.bytes, { ...args.options, backend: 'cpu' });
-          next.free();
-          next = other;
-          threads = navigator.hardwareConcurrency;
-        }
       }
       if (model) model.free();
       model = next;

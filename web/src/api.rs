@@ -364,19 +364,21 @@ fn wasm_memory_in_use() -> u64 {
         .map_or(0, |b| b.byte_length() as u64)
 }
 
-/// The runner for `backend`, and for `auto` a note on why it chose what it chose.
-async fn choose_backend(
-    backend: BackendChoice,
-    config: &VitConfig,
-    state: StateDict,
-) -> Result<(Runner, Option<String>), String> {
+/// Where a model would run: the CPU engine, or the browser's WebGPU device.
+enum Chosen {
+    Cpu,
+    #[cfg(feature = "webgpu")]
+    WebGpu(burn::tensor::Device),
+}
+
+/// The backend `backend` resolves to in this browser, and for `auto` a note on why; an error
+/// when WebGPU is asked for and there is none. One rule for [`Dino::load`] and
+/// [`resolve_backend`].
+async fn decide(backend: BackendChoice) -> Result<(Chosen, Option<String>), String> {
     match backend {
-        BackendChoice::Cpu => Ok((Runner::cpu(config, state)?, None)),
+        BackendChoice::Cpu => Ok((Chosen::Cpu, None)),
         #[cfg(feature = "webgpu")]
-        BackendChoice::WebGpu => {
-            let device = crate::webgpu::device().await?;
-            Ok((Runner::webgpu(config, state, device)?, None))
-        }
+        BackendChoice::WebGpu => Ok((Chosen::WebGpu(crate::webgpu::device().await?), None)),
         #[cfg(not(feature = "webgpu"))]
         BackendChoice::WebGpu => Err("this build of dino-web is CPU-only (built without the \
              `webgpu` feature): use backend 'cpu' or 'auto'"
@@ -384,18 +386,58 @@ async fn choose_backend(
         #[cfg(feature = "webgpu")]
         BackendChoice::Auto => match crate::webgpu::device().await {
             Ok(device) => Ok((
-                Runner::webgpu(config, state, device)?,
+                Chosen::WebGpu(device),
                 Some("auto: WebGPU, the browser gave an adapter".into()),
             )),
             Err(why) => Ok((
-                Runner::cpu(config, state)?,
+                Chosen::Cpu,
                 Some(format!("auto: the CPU engine, because {why}")),
             )),
         },
         #[cfg(not(feature = "webgpu"))]
         BackendChoice::Auto => Ok((
-            Runner::cpu(config, state)?,
+            Chosen::Cpu,
             Some("auto: the CPU engine (this build of dino-web has no WebGPU)".into()),
         )),
     }
+}
+
+/// `await resolveBackend('auto' | 'webgpu' | 'cpu')` -> `{ backend: 'cpu' | 'webgpu', note }`:
+/// where `Dino.load` with this choice would run the model and why, without any weights (so a
+/// page can pick a build for it, e.g. the threads build for the CPU). Rejects as `Dino.load`
+/// would for WebGPU without an adapter.
+#[wasm_bindgen(js_name = resolveBackend)]
+pub async fn resolve_backend(
+    #[wasm_bindgen(unchecked_param_type = "Backend")] backend: String,
+) -> Result<JsValue, JsError> {
+    let choice = backend
+        .parse::<BackendChoice>()
+        .map_err(|e| JsError::new(&e))?;
+    let (chosen, note) = decide(choice).await.map_err(|e| JsError::new(&e))?;
+    let out = Object::new();
+    let name = match chosen {
+        Chosen::Cpu => "cpu",
+        #[cfg(feature = "webgpu")]
+        Chosen::WebGpu(_) => "webgpu",
+    };
+    set(&out, "backend", name);
+    if let Some(note) = note {
+        set(&out, "note", note);
+    }
+    Ok(out.into())
+}
+
+/// The runner for `backend`, and for `auto` a note on why it chose what it chose.
+async fn choose_backend(
+    backend: BackendChoice,
+    config: &VitConfig,
+    state: StateDict,
+) -> Result<(Runner, Option<String>), String> {
+    let (chosen, note) = decide(backend).await?;
+    let runner = match chosen {
+        Chosen::Cpu => Runner::cpu(config, state)?,
+        #[cfg(feature = "webgpu")]
+        Chosen::WebGpu(device) => Runner::webgpu(config, state, device)?,
+    };
+    Ok((runner, note))
 }

@@ -23,7 +23,7 @@ mod runner;
 mod webgpu;
 
 #[cfg(target_family = "wasm")]
-pub use api::{Dino, find_duplicates, threshold_masks};
+pub use api::{Dino, find_duplicates, resolve_backend, threshold_masks};
 /// `await initThreadPool(n)` after `init()`: the CPU engine's threads (the `threads` build).
 #[cfg(all(target_family = "wasm", feature = "threads"))]
 pub use wasm_bindgen_rayon::init_thread_pool;
