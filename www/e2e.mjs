@@ -7,18 +7,16 @@
 // then the same on WebGPU (Chromium's software adapter). Writes screenshots to $SHOTS.
 //
 //   DINO_BIN=target/release/dino node www/e2e.mjs
-import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { ISOLATION, check, chromium, maxAbs, nativeAttention, serveDir } from '../tests/browser-support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const dist = path.join(here, 'dist');
-const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
-const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
 const dino = process.env.DINO_BIN || path.join(root, 'target/release/dino');
 const shots = process.env.SHOTS || fs.mkdtempSync(path.join(os.tmpdir(), 'dino-shots-'));
 const photo = path.join(root, 'tests/fixtures/images/chelsea.png');
@@ -65,11 +63,7 @@ async function videoChecks() {
     });
     const framePng = path.join(dir, `page-${n}.png`);
     fs.writeFileSync(framePng, Buffer.from(got.png, 'base64'));
-    const nativeOn = (img) => {
-      const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
-      execFileSync(dino, ['attention', '-w', weights, '--resize', '480', '--threshold', '0.6', img, '-o', out]);
-      return npy(path.join(out, 'attention.npy'));
-    };
+    const nativeOn = (img) => native(0.6, 480, weights, img).attention;
     const same = maxAbs(got.attention, nativeOn(framePng));
     check(same <= 1e-5, `video frame at ${time} s: attention equals the native CLI on the page's decoded frame (max abs error ${same})`);
     // which of ffmpeg's frames the page showed: the mean absolute difference of the pixels
@@ -222,40 +216,12 @@ async function modelPicker() {
   await ctx.close();
 }
 
-const maxAbs = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+const native = (threshold, size = 480, w = weights, image = photo) =>
+  nativeAttention(dino, { weights: w, image, size, threshold });
 
-function check(ok, what) {
-  if (!ok) { console.error(`FAIL: ${what}`); process.exit(1); }
-  console.log(`ok: ${what}`);
-}
-
-function npy(file) {
-  const b = fs.readFileSync(file);
-  const len = b.readUInt16LE(8);
-  const header = b.subarray(10, 10 + len).toString();
-  const data = b.subarray(10 + len);
-  return header.includes("'<f4'") ? new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) : Uint8Array.from(data);
-}
-
-function native(threshold, size = 480, w = weights) {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
-  execFileSync(dino, ['attention', '-w', w, '--resize', String(size), '--threshold', String(threshold), photo, '-o', out]);
-  return { attention: npy(path.join(out, 'attention.npy')), masks: npy(path.join(out, 'masks.npy')) };
-}
-
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
-const server = http.createServer((req, res) => {
-  const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-  const target = fs.existsSync(file) && fs.statSync(file).isDirectory() ? path.join(file, 'index.html') : file;
-  if (!target.startsWith(dist) || !fs.existsSync(target)) { res.writeHead(404); res.end(); return; }
-  // served as trunk serves it (Trunk.toml): cross-origin isolated, so the worker may take the
-  // threads build of the CPU engine
-  res.writeHead(200, { 'content-type': types[path.extname(target)] || 'application/octet-stream',
-    'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' });
-  fs.createReadStream(target).pipe(res);
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const url = `http://127.0.0.1:${server.address().port}/`;
+// served as trunk serves it (Trunk.toml): cross-origin isolated, so the worker may take the
+// threads build of the CPU engine
+const { server, url } = await serveDir(dist, ISOLATION);
 const threadsBuilt = fs.existsSync(path.join(dist, 'threads/dino_web.js'));
 
 // (playwright-core starts Chromium with a fresh profile directory of its own). The main run

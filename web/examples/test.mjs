@@ -7,31 +7,20 @@
 //
 //   bash web/build.sh --cpu-only && PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 //   DINO_BIN=target/release/dino node web/examples/test.mjs web/pkg web/pkg-threads
-import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { ISOLATION, check, chromium, maxAbs, nativeAttention, serveDir } from '../../tests/browser-support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '../..');
-const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
-const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
 const dino = process.env.DINO_BIN || path.join(root, 'target/release/dino');
 const weights = path.join(root, 'tests/fixtures/weights/s16_hf.safetensors');
 const photo = path.join(root, 'tests/fixtures/images/chelsea.png');
 
-function check(ok, what) {
-  if (!ok) { console.error(`FAIL: ${what}`); process.exit(1); }
-  console.log(`ok: ${what}`);
-}
-
-const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
-execFileSync(dino, ['attention', '-w', weights, '--resize', '480', '--threshold', '0.6', photo, '-o', out]);
-const npyBytes = fs.readFileSync(path.join(out, 'attention.npy'));
-const npyData = npyBytes.subarray(10 + npyBytes.readUInt16LE(8));
-const want = new Float32Array(npyData.buffer.slice(npyData.byteOffset, npyData.byteOffset + npyData.length));
+const want = nativeAttention(dino, { weights, image: photo }).attention;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -71,18 +60,9 @@ async function checkPackage(pkgDir) {
   fs.copyFileSync(weights, path.join(app, 'model.safetensors'));
   fs.copyFileSync(photo, path.join(app, 'chelsea.png'));
 
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
   // a threads build needs a cross-origin isolated page
-  const isolation = threaded ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {};
-  const server = http.createServer((req, res) => {
-    const file = path.join(app, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    const target = file.endsWith('/') ? path.join(file, 'index.html') : file;
-    if (!target.startsWith(app) || !fs.existsSync(target)) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { ...isolation, 'content-type': types[path.extname(target)] || 'application/octet-stream' });
-    fs.createReadStream(target).pipe(res);
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${server.address().port}/?model=model.safetensors&image=chelsea.png`;
+  const { server, url: site } = await serveDir(app, threaded ? ISOLATION : {});
+  const url = `${site}?model=model.safetensors&image=chelsea.png`;
   try {
     const page = await browser.newPage();
     let failed = null;
@@ -94,7 +74,7 @@ async function checkPackage(pkgDir) {
       status: document.querySelector('#status').textContent }));
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
     check(got.threads === (threaded ? cores : 1), `${meta.name}: ${got.threads} thread(s) on ${cores} cores`);
-    const err = got.attention.reduce((m, v, i) => Math.max(m, Math.abs(v - want[i])), 0);
+    const err = maxAbs(got.attention, want);
     check(got.attention.length === want.length && err <= 1e-5,
       `${meta.name}: the installed package's attention in the example page equals the native CLI (max abs error ${err}); "${got.status}"`);
     await page.close();
