@@ -167,6 +167,17 @@ async fn bad_input_rejects_with_a_message() {
     .map_err(JsValue::from)
     .unwrap_err();
     assert!(message(e).contains("expected 'auto', 'webgpu' or 'cpu'"));
+    // the backend decision alone, as Dino.load makes it
+    let e = dino_web::resolve_backend("cuda".into())
+        .await
+        .map_err(JsValue::from)
+        .unwrap_err();
+    assert!(message(e).contains("expected 'auto', 'webgpu' or 'cpu'"));
+    let cpu = dino_web::resolve_backend("cpu".into())
+        .await
+        .map_err(JsValue::from)
+        .unwrap();
+    assert_eq!(field(&cpu, "backend").as_string().as_deref(), Some("cpu"));
     let m = model().await;
     let e = m
         .attention(Uint8Array::from(&CHELSEA[..200]).into(), JsValue::UNDEFINED)
