@@ -4,39 +4,66 @@
 
 use multiversion::multiversion;
 
+/// `a * b + c`, as one fused multiply-add where `FMA` says the instruction exists (the
+/// kernels below pass `true` from their FMA-compiled copies: half the instructions of the
+/// polynomials) and as two operations elsewhere (`mul_add` without the instruction is a
+/// slow library call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
 /// `exp` for f32 (Cephes `expf`: range reduction by ln 2, degree-6 polynomial), accurate
-/// to about 1 ulp, branch-free so that loops over it vectorise.
+/// to about 1 ulp, branch-free so that loops over it vectorise. Below -87.3 (where the
+/// result would be subnormal) it returns 0, as a flush-to-zero unit would: softmax
+/// probabilities that small would otherwise make the products that use them run on
+/// subnormal numbers.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    exp_with::<false>(x)
+}
+
+#[inline(always)]
+fn exp_with<const FMA: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits: no float-to-int
     // conversion (saturating in Rust, which keeps loops scalar) and no `floor`.
     const MAGIC: f32 = 12_582_912.0;
+    let underflow = x < -87.3;
     let x = x.clamp(-87.3, 88.7);
-    let shifted = x * LOG2E + MAGIC;
+    let shifted = madd::<FMA>(x, LOG2E, MAGIC);
     let n = shifted - MAGIC;
-    let r = x - n * C1 - n * C2;
+    let r = madd::<FMA>(-n, C2, madd::<FMA>(-n, C1, x));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
+    p = madd::<FMA>(p, r, 1.398_199_9e-3);
+    p = madd::<FMA>(p, r, 8.333_452e-3);
+    p = madd::<FMA>(p, r, 4.166_579_6e-2);
+    p = madd::<FMA>(p, r, 1.666_666_5e-1);
+    p = madd::<FMA>(p, r, 0.5);
+    let y = madd::<FMA>(p * r, r, r) + 1.0;
     let bits = shifted
         .to_bits()
         .wrapping_sub(MAGIC.to_bits())
         .wrapping_add(127)
         << 23;
-    y * f32::from_bits(bits)
+    if underflow {
+        0.0
+    } else {
+        y * f32::from_bits(bits)
+    }
 }
 
 /// `erf` by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7), the approximation PyTorch's
 /// vectorised CPU `erf` uses.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
+    erf_with::<false>(x)
+}
+
+#[inline(always)]
+fn erf_with<const FMA: bool>(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -46,23 +73,41 @@ pub fn erf_f32(x: f32) -> f32 {
         1.061_405_4,
     ];
     let ax = x.abs();
-    let t = 1.0 / (1.0 + P * ax);
-    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
-    let y = 1.0 - poly * exp_f32(-ax * ax);
+    let t = 1.0 / madd::<FMA>(P, ax, 1.0);
+    let mut poly = A[4];
+    for a in [A[3], A[2], A[1], A[0]] {
+        poly = madd::<FMA>(poly, t, a);
+    }
+    let y = madd::<FMA>(-(poly * t), exp_with::<FMA>(-ax * ax), 1.0);
     y.copysign(x)
 }
 
 /// Exact (erf) GELU, `nn.GELU()`'s default.
 #[inline(always)]
 pub fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+    gelu_with::<false>(x)
+}
+
+#[inline(always)]
+fn gelu_with<const FMA: bool>(x: f32) -> f32 {
+    let h = 0.5 * x;
+    madd::<FMA>(h, erf_with::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2), h)
+}
+
+/// Whether the copy of a multiversioned kernel being compiled has fused multiply-add
+/// (FMA3 on x86-64; every AArch64 core).
+macro_rules! has_fma {
+    () => {
+        multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"))
+    };
 }
 
 /// `row[i] = gelu(row[i] + bias[i])`.
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
+    const FMA: bool = has_fma!();
     for (v, b) in row.iter_mut().zip(bias) {
-        *v = gelu_f32(*v + *b);
+        *v = gelu_with::<FMA>(*v + *b);
     }
 }
 
@@ -109,13 +154,44 @@ fn lanes_max(x: &[f32]) -> f32 {
 /// In-place softmax of one row (max-subtracted, as PyTorch).
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
 pub fn softmax(row: &mut [f32]) {
+    const FMA: bool = has_fma!();
     let max = lanes_max(row);
     for v in row.iter_mut() {
-        *v = exp_f32(*v - max);
+        *v = exp_with::<FMA>(*v - max);
     }
     let inv = 1.0 / lanes_sum(row, |v| v);
     for v in row.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// One key block of an online softmax over the rows of `scores` (`width` columns each):
+/// every row becomes `exp(row - m)` with `m` the running maximum over this and earlier
+/// blocks (kept in `row_max`), `row_sum` accumulates the row sums in the same frame, and
+/// `rescale[r] = exp(old max - new max)` is what earlier partial results of row `r` must
+/// be multiplied by (the first block sees `-inf` as the old maximum: the factor is ~0 and
+/// multiplies zeros).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+pub fn online_softmax_rows(
+    scores: &mut [f32],
+    width: usize,
+    row_max: &mut [f32],
+    row_sum: &mut [f32],
+    rescale: &mut [f32],
+) {
+    const FMA: bool = has_fma!();
+    for (r, row) in scores.chunks_exact_mut(width).enumerate() {
+        let old = row_max[r];
+        let max = lanes_max(row).max(old);
+        // two plain loops: the exp loop vectorises cleanly, the row is in L1 for the sum
+        for v in row.iter_mut() {
+            *v = exp_with::<FMA>(*v - max);
+        }
+        let sum = lanes_sum(row, |v| v);
+        let factor = exp_with::<FMA>(old - max);
+        rescale[r] = factor;
+        row_sum[r] = row_sum[r] * factor + sum;
+        row_max[r] = max;
     }
 }
 
@@ -183,6 +259,32 @@ mod tests {
                 f = (k as f64 / 2.0) / (x + f);
             }
             s * (1.0 - (-x * x).exp() / std::f64::consts::PI.sqrt() / (x + f))
+        }
+    }
+
+    /// The dispatched copies (FMA on this machine's x86-64 or AArch64) against f64.
+    #[test]
+    fn dispatched_gelu_and_softmax_are_accurate() {
+        let xs: Vec<f32> = (0..12_000).map(|i| i as f32 * 0.001 - 6.0).collect();
+        let mut got = xs.clone();
+        bias_gelu(&mut got, &vec![0.0; xs.len()]);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let want = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / std::f64::consts::SQRT_2));
+            assert!(
+                (g as f64 - want).abs() < 1e-6 * (x.abs() as f64).max(1.0),
+                "gelu({x})"
+            );
+        }
+        let mut row: Vec<f32> = (0..1000).map(|i| (i % 97) as f32 * 0.37 - 20.0).collect();
+        let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        let want: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp() / z).collect();
+        softmax(&mut row);
+        for (g, w) in row.iter().zip(&want) {
+            assert!(
+                (*g as f64 - w).abs() <= 1e-6 * w + 1e-12,
+                "softmax {g} vs {w}"
+            );
         }
     }
 
