@@ -386,6 +386,7 @@ fn measure(
     if let Some(path) = &args.json {
         let v = serde_json::json!({
             "what": what, "threads": threads, "rounds": args.rounds, "results": results,
+            "cpu": cpu_model(), "cpu_features": dino_core::cpu::cpu_features(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -520,12 +521,26 @@ impl Drop for ReferenceServer {
     }
 }
 
+/// The CPU's model name (Linux `/proc/cpuinfo`), or the architecture elsewhere.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 fn print_table(args: &Args, what: &str, threads: usize, results: &[Timing]) {
     println!(
         "{what}, {threads} threads, median of {} runs in {} interleaved rounds",
         args.rounds * args.iters.div_ceil(args.rounds),
         args.rounds
     );
+    println!("CPU: {} ({})", cpu_model(), dino_core::cpu::cpu_features());
     println!(
         "| {:<28} | {:>5} | {:>10} | {:>10} | {:>9} | {:>12} |",
         "engine", "batch", "median ms", "min ms", "img/s", "vs ours"

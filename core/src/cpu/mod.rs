@@ -10,6 +10,7 @@
 //! fixtures (see `tests/`). Training and GPUs use the Burn model.
 
 mod attention;
+mod features;
 pub mod kernels;
 pub mod matmul;
 pub mod parallel;
@@ -23,6 +24,7 @@ use kernels::layer_norm;
 use matmul::{Epilogue, matmul};
 use parallel::{SharedMut, for_each_task};
 
+pub use features::{CpuFeatures as CpuKernels, cpu_features};
 pub use kernels::{erf_f32, exp_f32, gelu_f32};
 
 /// Weights of one block, linear weights stored `[in, out]` (row-major).
