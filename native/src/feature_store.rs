@@ -16,7 +16,7 @@ use dino_core::imaging::Resize;
 
 use crate::engine::Engine;
 use crate::feature_rows::FeatureRows;
-use crate::features::{Extracted, bar, extract_counted};
+use crate::features::{Extracted, bar};
 
 /// A file as it was when its features were computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -449,20 +449,31 @@ pub struct Recipe<'a> {
 impl FeatureStore {
     /// [`FeatureStore::update`] with the rows of new files from `f` over batches of prepared
     /// images; unreadable files are skipped and reported as warnings (and in the stats).
+    ///
+    /// Under MPI (`ranks`), rank 0 keeps the store and every rank extracts its share of each
+    /// part; the other ranks get `None` once rank 0 is done.
     pub fn of_files(
+        ranks: &crate::extraction_ranks::Ranks,
         index: Option<&Path>,
         signature: &str,
         engine: &Engine,
         files: &[PathBuf],
         recipe: &Recipe,
         f: impl Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
-    ) -> anyhow::Result<(Self, UpdateStats)> {
+    ) -> anyhow::Result<Option<(Self, UpdateStats)>> {
+        let r = recipe;
+        if !ranks.is_root() {
+            ranks.serve(engine, r.resize, r.batch_size, r.dim, &f)?;
+            return Ok(None);
+        }
         let mut progress: Option<indicatif::ProgressBar> = None;
-        let (store, stats) = Self::update(index, signature, files, |todo, total| {
-            let r = recipe;
+        let updated = Self::update(index, signature, files, |todo, total| {
             let pb = progress.get_or_insert_with(|| bar(total, r.label));
-            extract_counted(engine, todo, r.resize, r.batch_size, pb, r.dim, true, &f)
-        })?;
+            ranks.extract_part(engine, todo, r.resize, r.batch_size, pb, r.dim, &f)
+        });
+        // the other ranks wait for parts until told there are no more, error or not
+        ranks.done();
+        let (store, stats) = updated?;
         if let Some(pb) = progress {
             pb.finish_and_clear();
         }
@@ -475,7 +486,7 @@ impl FeatureStore {
         for (p, why) in &stats.skipped {
             eprintln!("warning: skipped {}: {why}", p.display());
         }
-        Ok((store, stats))
+        Ok(Some((store, stats)))
     }
 }
 

@@ -3,6 +3,7 @@
 mod builtin;
 mod commands;
 mod engine;
+mod extraction_ranks;
 mod feature_rows;
 mod feature_store;
 mod features;

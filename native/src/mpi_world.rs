@@ -75,10 +75,56 @@ impl MpiWorld {
     /// The items of this rank when `n` items are shared out in rank order (the first ranks
     /// take one more when `n` does not divide).
     pub fn share(&self, n: usize) -> std::ops::Range<usize> {
-        let (rank, world) = (Collective::rank(self), Collective::world(self));
+        self.share_of(Collective::rank(self), n)
+    }
+
+    /// [`Self::share`] of any rank.
+    pub fn share_of(&self, rank: usize, n: usize) -> std::ops::Range<usize> {
+        let world = Collective::world(self);
         let (base, extra) = (n / world, n % world);
         let start = rank * base + rank.min(extra);
         start..start + base + usize::from(rank < extra)
+    }
+
+    /// `data` of rank `root` on every rank (its length first, so the others' may differ).
+    pub fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) {
+        let mut len = data.len() as u64;
+        self.root(root).broadcast_into(&mut len);
+        data.resize(len as usize, 0);
+        for piece in data.chunks_mut(CHUNK) {
+            self.root(root).broadcast_into(piece);
+        }
+    }
+
+    /// Every rank's `data` (of any length), in rank order, on every rank.
+    pub fn all_gather_bytes(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        let lens = self.all_gather_u64(data.len() as u64);
+        let total: u64 = lens.iter().sum();
+        assert!(
+            total < i32::MAX as u64,
+            "one all-gather of {total} bytes: more than MPI's counts hold"
+        );
+        let counts: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+        let displs: Vec<i32> = counts
+            .iter()
+            .scan(0, |at, &c| {
+                let d = *at;
+                *at += c;
+                Some(d)
+            })
+            .collect();
+        let mut all = vec![0u8; total as usize];
+        {
+            let mut part = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            self.world.all_gather_varcount_into(data, &mut part);
+        }
+        let mut out = Vec::with_capacity(lens.len());
+        let mut at = 0usize;
+        for l in lens {
+            out.push(all[at..at + l as usize].to_vec());
+            at += l as usize;
+        }
+        out
     }
 
     /// The `[rows, dim]` blocks of every rank (their shares of `n` rows, see [`Self::share`])

@@ -1,6 +1,7 @@
 //! Training and feature extraction across processes on MPI (the `mpi` feature; needs
 //! `mpirun`): N ranks train as one process whose batch runs as N parts, byte for byte; a
-//! failing or killed rank ends the job; `dino embed` shares its images out.
+//! failing or killed rank ends the job; `dino embed` shares its images out, `dino dedup` its
+//! feature extraction.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{class_folder, ok, paws_args, s, train_args_with};
+use common::{class_folder, ok, ok_all, paws_args, s, train_args_with};
 use dino_tests::{fixture, max_abs, read_npy_file};
 
 /// One mpirun job at a time: the ranks of concurrent jobs would share the 2 cores many times
@@ -303,4 +304,103 @@ fn paws_trains_on_two_ranks() {
         s(&classes),
     ]);
     assert!(text.contains("top-1"), "{text}");
+}
+
+/// `pairs.csv` of a dedup output as (a, b, similarity), by file name.
+fn dedup_pairs(out: &Path) -> Vec<(String, String, f32)> {
+    let text = std::fs::read_to_string(out.join("pairs.csv")).unwrap();
+    let name = |p: &str| {
+        let p = p.trim_matches('"');
+        Path::new(p)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut v: Vec<_> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.splitn(3, ',');
+            let score: f32 = f.next().unwrap().parse().unwrap();
+            let (a, b) = (name(f.next().unwrap()), name(f.next().unwrap()));
+            if a < b { (a, b, score) } else { (b, a, score) }
+        })
+        .collect();
+    v.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    v
+}
+
+#[test]
+fn sharded_dedup_equals_one_process() {
+    // three ranks share six files (2 each); the unreadable one falls to the last rank, whose
+    // reason must reach rank 0's report like a one-process run's
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    std::fs::create_dir(&data).unwrap();
+    for (from, to) in [
+        ("camera.png", "camera.png"),
+        ("chelsea.png", "chelsea.png"),
+        ("chelsea.png", "chelsea_copy.png"),
+        ("coffee.png", "coffee.png"),
+        ("rocket.jpg", "rocket.jpg"),
+    ] {
+        std::fs::copy(fixture(&format!("images/{from}")), data.join(to)).unwrap();
+    }
+    std::fs::write(data.join("zz_broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+    let w = fixture("weights/s16_backbone.pth");
+    let dedup = |out: &Path, index: &Path| -> Vec<String> {
+        [
+            "dedup",
+            "-w",
+            s(&w),
+            s(&data),
+            "--out",
+            s(out),
+            "--resize",
+            "224x224",
+            "--threshold",
+            "0.9",
+            "--index-file",
+            s(index),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    let (one_index, ranks_index) = (dir.path().join("one.idx"), dir.path().join("ranks.idx"));
+    ok(&strs(&dedup(&one, &one_index)));
+    let r = run(mpirun(3, &dedup(&ranks, &ranks_index)));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("MPI: 3 ranks share the extraction"), "{err}");
+    assert!(
+        err.contains("zz_broken.jpg"),
+        "rank 2's unreadable file: {err}"
+    );
+    let (a, b) = (dedup_pairs(&one), dedup_pairs(&ranks));
+    assert!(
+        a.iter()
+            .any(|(x, y, _)| x == "chelsea.png" && y == "chelsea_copy.png"),
+        "{a:?}"
+    );
+    assert_eq!(a.len(), b.len(), "{a:?} / {b:?}");
+    for (p, q) in a.iter().zip(&b) {
+        assert_eq!((&p.0, &p.1), (&q.0, &q.1));
+        assert!((p.2 - q.2).abs() < 1e-4, "{p:?} / {q:?}");
+    }
+    let report = |o: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(o.join("report.json")).unwrap()).unwrap()
+    };
+    let (ra, rb) = (report(&one), report(&ranks));
+    assert_eq!(ra["images"], rb["images"]);
+    assert_eq!(ra["skipped"], rb["skipped"]);
+    assert_eq!(
+        std::fs::read_to_string(one.join("groups.csv")).unwrap(),
+        std::fs::read_to_string(ranks.join("groups.csv")).unwrap()
+    );
+    // the index rank 0 wrote holds every readable file: one process reuses all of it
+    let again = ok_all(&strs(&dedup(&dir.path().join("again"), &ranks_index)));
+    assert!(again.contains("5 reused, 0 computed"), "{again}");
 }

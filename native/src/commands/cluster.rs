@@ -13,6 +13,7 @@ use dino_core::imaging::Resize;
 use image::{Rgb, RgbImage};
 
 use crate::choice_name;
+use crate::extraction_ranks::Ranks;
 use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::gallery;
 use crate::model_args::WeightsArgs;
@@ -97,6 +98,13 @@ enum MapKind {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher the ranks share the extraction; rank 0 goes on and writes
+    let ranks = Ranks::from_launcher()?;
+    let result = run_on(args, &ranks);
+    ranks.finish(result)
+}
+
+fn run_on(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
     let folder = ImageFolder::scan(&args.dir)?;
     let t0 = std::time::Instant::now();
     let (files, mut rows, dim) = if args.raw_pixels {
@@ -117,14 +125,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             label: "features",
             dim: d,
         };
-        let (store, _) = FeatureStore::of_files(
+        let Some((store, _)) = FeatureStore::of_files(
+            ranks,
             args.index_file.as_deref(),
             &signature,
             &engine,
             &folder.files,
             &recipe,
             |imgs| engine.cls(imgs),
-        )?;
+        )?
+        else {
+            return Ok(()); // another MPI rank: its share is done
+        };
         let files = store.entries.iter().map(|e| e.path.clone()).collect();
         (files, store.rows.to_vec(), d)
     };

@@ -15,6 +15,7 @@ use dino_core::imaging::Resize;
 
 use crate::choice_name;
 use crate::engine::Engine;
+use crate::extraction_ranks::Ranks;
 use crate::feature_rows::FeatureRows;
 use crate::feature_store::{FeatureStore, Recipe, UpdateStats, weights_identity};
 use crate::gallery;
@@ -83,6 +84,7 @@ pub enum Descriptor {
 /// listed in the stats).
 #[allow(clippy::too_many_arguments)]
 pub fn descriptors(
+    ranks: &Ranks,
     engine: &Engine,
     weights: &Path,
     files: &[PathBuf],
@@ -91,7 +93,7 @@ pub fn descriptors(
     batch_size: usize,
     index_file: Option<&Path>,
     label: &str,
-) -> anyhow::Result<(FeatureStore, UpdateStats)> {
+) -> anyhow::Result<Option<(FeatureStore, UpdateStats)>> {
     if kind == Descriptor::Copy
         && let Engine::ResNet(_, name, _) = engine
     {
@@ -112,24 +114,41 @@ pub fn descriptors(
         label,
         dim: if kind == Descriptor::Copy { 2 * d } else { d },
     };
-    let (store, stats) =
-        FeatureStore::of_files(index_file, &signature, engine, files, &recipe, |imgs| {
+    let Some((store, stats)) = FeatureStore::of_files(
+        ranks,
+        index_file,
+        &signature,
+        engine,
+        files,
+        &recipe,
+        |imgs| {
             if kind == Descriptor::Cls {
                 return engine.cls(imgs);
             }
             let t = engine.tokens(imgs)?;
             Ok(descriptor::copy_detection(&t.cls, &t.patches, d))
-        })?;
+        },
+    )?
+    else {
+        return Ok(None);
+    };
     if stats.reused > 0 {
         eprintln!(
             "feature index: {} reused, {} computed, {} removed",
             stats.reused, stats.computed, stats.removed
         );
     }
-    Ok((store, stats))
+    Ok(Some((store, stats)))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher the ranks share the extraction; rank 0 searches and writes
+    let ranks = Ranks::from_launcher()?;
+    let result = run_on(&args, &ranks);
+    ranks.finish(result)
+}
+
+fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
     anyhow::ensure!(args.k > 0, "--k must be at least 1");
     anyhow::ensure!(
         (-1.0..=1.0).contains(&args.threshold),
@@ -138,7 +157,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let folder = ImageFolder::scan(&args.dir)?;
     let engine = args.weights.load_engine()?;
-    let (mut store, stats) = descriptors(
+    let whiten_from = match &args.whiten_from {
+        Some(dir) => Some(ImageFolder::scan(dir)?),
+        None => None,
+    };
+    if ranks.count() > 1 && ranks.is_root() {
+        crate::recipe::say_whole(&format!(
+            "MPI: {} ranks share the extraction (world_size = {})",
+            ranks.count(),
+            ranks.count()
+        ));
+    }
+    let first = descriptors(
+        ranks,
         &engine,
         &args.weights.weights,
         &folder.files,
@@ -148,6 +179,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.index_file.as_deref(),
         "describing",
     )?;
+    let Some((mut store, stats)) = first else {
+        // another rank: its share of the distractors too, then rank 0 goes on alone
+        if let Some(w) = &whiten_from {
+            descriptors(
+                ranks,
+                &engine,
+                &args.weights.weights,
+                &w.files,
+                &args.resize,
+                args.descriptor,
+                args.batch_size,
+                None,
+                "whitening",
+            )?;
+        }
+        return Ok(());
+    };
     // files unreadable last time are not in the index, so they were tried (and skipped) again
     let skipped: Vec<PathBuf> = stats.skipped.into_iter().map(|(p, _)| p).collect();
     let features_s = t0.elapsed().as_secs_f64();
@@ -162,10 +210,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rows = std::mem::take(&mut store.rows);
 
     // whitening (learned on distractors or on the folder), then cosine similarity
-    let distractors = match &args.whiten_from {
-        Some(dir) => {
-            let w = ImageFolder::scan(dir)?;
+    let distractors = match &whiten_from {
+        Some(w) => {
             let (s, _) = descriptors(
+                ranks,
                 &engine,
                 &args.weights.weights,
                 &w.files,
@@ -174,7 +222,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.batch_size,
                 None,
                 "whitening",
-            )?;
+            )?
+            .context("rank 0 keeps the distractors' descriptors")?;
             Some(s.rows)
         }
         None => None,

@@ -11,6 +11,7 @@ use dino_core::imaging::{Resize, resize_bicubic};
 use image::RgbImage;
 
 use crate::engine::Engine;
+use crate::extraction_ranks::Ranks;
 use crate::feature_store::{FeatureStore, Recipe, weights_identity};
 use crate::features::extract;
 use crate::gallery;
@@ -83,6 +84,13 @@ fn embed(engine: &Engine, imgs: &[RgbImage], multiscale: bool) -> anyhow::Result
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // under an MPI launcher the ranks share the extraction; rank 0 goes on and writes
+    let ranks = Ranks::from_launcher()?;
+    let result = run_on(args, &ranks);
+    ranks.finish(result)
+}
+
+fn run_on(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
     anyhow::ensure!(args.k > 0, "--k must be at least 1");
     let folder = ImageFolder::scan(&args.index)?;
     let engine = args.weights.load_engine()?;
@@ -103,14 +111,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         label: "indexing",
         dim: d,
     };
-    let (store, stats) = FeatureStore::of_files(
+    let Some((store, stats)) = FeatureStore::of_files(
+        ranks,
         Some(&index_file),
         &signature,
         &engine,
         &folder.files,
         &recipe,
         |imgs| embed(&engine, imgs, args.multiscale),
-    )?;
+    )?
+    else {
+        return Ok(()); // another MPI rank: its share is done
+    };
     eprintln!(
         "index {}: {} images ({} reused, {} computed, {} removed, {} unreadable)",
         index_file.display(),
