@@ -1,7 +1,7 @@
 //! Training and feature extraction across processes on MPI (the `mpi` feature; needs
 //! `mpirun`): N ranks train as one process whose batch runs as N parts, byte for byte; a
-//! failing or killed rank ends the job; `dino embed` shares its images out, `dino dedup` its
-//! feature extraction.
+//! failing or killed rank ends the job; `dino embed` shares its images out, `dino dedup`,
+//! `cluster` and `retrieve` their feature extraction.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -403,4 +403,67 @@ fn sharded_dedup_equals_one_process() {
     // the index rank 0 wrote holds every readable file: one process reuses all of it
     let again = ok_all(&strs(&dedup(&dir.path().join("again"), &ranks_index)));
     assert!(again.contains("5 reused, 0 computed"), "{again}");
+}
+
+#[test]
+fn sharded_cluster_and_retrieve_equal_one_process() {
+    // two ranks share the four photos of the class folder; rank 0 clusters, maps, searches
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let data = class_folder(dir.path());
+    let w = fixture("weights/s16_backbone.pth");
+    let cluster = |out: &Path| -> Vec<String> {
+        let a = [
+            "cluster",
+            "-w",
+            s(&w),
+            s(&data),
+            "--out",
+            s(out),
+            "--map",
+            "pca",
+        ];
+        a.map(String::from).to_vec()
+    };
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    ok(&strs(&cluster(&one)));
+    let r = run(mpirun(2, &cluster(&ranks)));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        std::fs::read_to_string(one.join("clusters.csv")).unwrap(),
+        std::fs::read_to_string(ranks.join("clusters.csv")).unwrap()
+    );
+    // retrieve: each index built by its own launch (two ranks, then one process), the same
+    // query, the same ranking
+    let retrieve = |index: &Path| -> Vec<String> {
+        let q = fixture("images/chelsea.png");
+        let a = [
+            "retrieve",
+            "-w",
+            s(&w),
+            "--index",
+            s(&data),
+            "--index-file",
+            s(index),
+            "--query",
+            s(&q),
+        ];
+        a.map(String::from).to_vec()
+    };
+    let ranked = |stdout: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| l.rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let r = run(mpirun(2, &retrieve(&dir.path().join("ranks.idx"))));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("4 images (0 reused, 4 computed"), "{err}");
+    let b = ranked(&r.stdout);
+    let a = ranked(ok(&strs(&retrieve(&dir.path().join("one.idx")))).as_bytes());
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(a, b);
+    assert_eq!(a[0], "chelsea.png");
 }
