@@ -467,3 +467,48 @@ fn sharded_cluster_and_retrieve_equal_one_process() {
     assert_eq!(a, b);
     assert_eq!(a[0], "chelsea.png");
 }
+
+#[test]
+fn paws_ranks_draw_their_own_support_classes() {
+    // two classes, one per support batch: with unique classes each of two ranks takes one
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let classes = class_folder(dir.path());
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = paws_args(s(&classes), s(out))
+            .into_iter()
+            .map(String::from)
+            .collect();
+        a.extend(
+            [
+                "--unsupervised-batch-size",
+                "1",
+                "--classes-per-batch",
+                "1",
+                "--unique-classes-per-rank",
+                "true",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let out = dir.path().join("paws");
+    let r = run(mpirun(2, &args(&out)));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("unique_classes_per_rank = true"),
+        "{config}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    // three ranks cannot each take their own of two classes: a clear error, the job stops
+    let r = run(mpirun(3, &args(&dir.path().join("three"))));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("3 ranks x 1 classes per batch need at least 3 classes"),
+        "{err}"
+    );
+}

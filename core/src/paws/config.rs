@@ -45,6 +45,11 @@ pub struct PawsConfig {
     // -- data
     /// Label smoothing of the support labels.
     pub label_smoothing: f64,
+    /// Across ranks: each rank draws its own `classes_per_batch` classes for the support batch
+    /// (all of their images), instead of every rank the same classes and its share of their
+    /// images (off, as the CIFAR-10 config; the ImageNet config turns it on). The labels then
+    /// span `classes_per_batch x ranks` classes.
+    pub unique_classes_per_rank: bool,
     /// Small crops per unlabelled image.
     pub multicrop: usize,
     /// Strength s of the colour distortion (jitter 0.8s, 0.8s, 0.8s, 0.2s with p = 0.8).
@@ -90,6 +95,7 @@ impl Default for PawsConfig {
             sharpen: 0.25,
             me_max: true,
             label_smoothing: 0.1,
+            unique_classes_per_rank: false,
             multicrop: 6,
             color_jitter_strength: 0.5,
             crop_size: 32,

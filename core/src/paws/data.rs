@@ -186,6 +186,15 @@ impl PawsBatches {
                 self.unlabelled.len()
             )));
         }
+        if self.cfg.unique_classes_per_rank && world > self.sampler.max_unique_ranks() {
+            return Err(Error::Config(format!(
+                "unique_classes_per_rank: {world} ranks x {} classes per batch need at least {} \
+                 classes; the labelled set has {}",
+                self.cfg.classes_per_batch,
+                world * self.cfg.classes_per_batch,
+                self.sampler.classes()
+            )));
+        }
         self.rank = rank;
         self.world = world;
         Ok(self)
@@ -269,7 +278,9 @@ impl Batches for PawsBatches {
         }
         // the support batch of this global iteration
         let git = epoch * self.niter_per_epoch() + it;
-        let (rows, classes) = self.sampler.batch_of_rank(git, self.rank, self.world);
+        let (rows, classes) =
+            self.sampler
+                .batch_of_rank(git, self.rank, self.world, c.unique_classes_per_rank);
         let mut support_views: Vec<Vec<f32>> = vec![Vec::new(); c.supervised_views];
         for (r, &idx) in rows.iter().enumerate() {
             let img = self.labelled.image(idx)?;

@@ -33,6 +33,45 @@ pub fn labels_matrix(
     m
 }
 
+/// The labels of every rank's support rows, in the order the ranks' supports are gathered
+/// (rank by rank, each `views` copies of its `classes_per_batch * images_per_class` rows):
+/// `[world * views * C * I, C * world]`, `make_labels_matrix(world_size, unique_classes)`.
+/// Without `unique` a row's class is its slot `r % C` on every rank (the other `C x (world - 1)`
+/// columns hold only the smoothing, `s / C`); with `unique` rank `k`'s rows take columns
+/// `k C .. (k + 1) C` and the smoothing is spread over all `C x world` columns.
+///
+/// Deliberate difference: suncet repeats the whole `[world * C * I]` matrix once per view
+/// (`torch.cat([labels_matrix] * supervised_views)`), view-major, while the gathered supports
+/// are rank-major; the two orders agree when the class of a row depends only on its slot (not
+/// unique) or when there is one view (the ImageNet config, the one with unique classes), and
+/// here the rows follow the supports' order in every case.
+pub fn labels_across_ranks(
+    classes_per_batch: usize,
+    images_per_class: usize,
+    views: usize,
+    world: usize,
+    unique: bool,
+    smoothing: f64,
+) -> Vec<f32> {
+    let c = classes_per_batch;
+    let cols = c * world;
+    let off = if unique {
+        smoothing / cols as f64
+    } else {
+        smoothing / c as f64
+    };
+    let on = 1.0 - smoothing + off;
+    let per_rank = views * c * images_per_class;
+    let mut m = vec![off as f32; world * per_rank * cols];
+    for k in 0..world {
+        for r in 0..per_rank {
+            let col = if unique { k * c } else { 0 } + r % c;
+            m[(k * per_rank + r) * cols + col] = on as f32;
+        }
+    }
+    m
+}
+
 /// Draws support batches from the labelled images of every class.
 #[derive(Clone, Debug)]
 pub struct ClassStratifiedSampler {
@@ -88,6 +127,11 @@ impl ClassStratifiedSampler {
         self.by_class.len()
     }
 
+    /// The most ranks that can each draw their own classes for a batch.
+    pub fn max_unique_ranks(&self) -> usize {
+        self.classes() / self.classes_per_batch
+    }
+
     /// Support batch `k` of the run (any `k`, deterministic): `classes_per_batch *
     /// images_per_class` labelled indices, class-interleaved, and the class of each row's
     /// column in the labels matrix (the classes drawn, in column order).
@@ -96,15 +140,27 @@ impl ClassStratifiedSampler {
     /// classes_per_batch` batches, a fresh permutation each), and images of a class are drawn in
     /// a per-pass shuffled order, cycling when a class has fewer images than a pass needs.
     pub fn batch(&self, k: usize) -> (Vec<usize>, Vec<usize>) {
-        self.batch_of_rank(k, 0, 1)
+        self.batch_of_rank(k, 0, 1, false)
     }
 
-    /// Batch `k` of `rank` in a run of `world` processes: every rank draws the same classes
-    /// (`unique_classes_per_rank: false`, the official setting) and its own share of each
-    /// class's shuffled images (the official sampler's `len // world_size` slices; all of them
-    /// when a class has fewer images than ranks).
-    pub fn batch_of_rank(&self, k: usize, rank: usize, world: usize) -> (Vec<usize>, Vec<usize>) {
-        let per_pass = self.classes() / self.classes_per_batch;
+    /// Batch `k` of `rank` in a run of `world` processes. Without `unique` (suncet's
+    /// `unique_classes_per_rank: false`, the CIFAR-10 setting) every rank draws the same
+    /// classes and its own share of each class's shuffled images (the official sampler's
+    /// `len // world_size` slices; all of them when a class has fewer images than ranks).
+    /// With `unique` (the ImageNet setting) a pass over the classes gives each rank its own
+    /// `classes_per_batch` of them per batch, from all of their images; the classes left over
+    /// when `classes_per_batch x world` does not divide the classes wait for the next pass, as
+    /// in the official sampler. `world` must not exceed [`Self::max_unique_ranks`] then.
+    pub fn batch_of_rank(
+        &self,
+        k: usize,
+        rank: usize,
+        world: usize,
+        unique: bool,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let world = world.max(1);
+        let group = if unique { world } else { 1 };
+        let per_pass = (self.classes() / (self.classes_per_batch * group)).max(1);
         let (pass, j) = (k / per_pass, k % per_pass);
         let mut classes: Vec<usize> = (0..self.classes()).collect();
         classes.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
@@ -112,7 +168,8 @@ impl ClassStratifiedSampler {
             pass as u64,
             0x5A,
         )));
-        let chosen = &classes[j * self.classes_per_batch..(j + 1) * self.classes_per_batch];
+        let first = (j * group + if unique { rank } else { 0 }) * self.classes_per_batch;
+        let chosen = &classes[first..first + self.classes_per_batch];
         let mut per_class: Vec<Vec<usize>> = Vec::with_capacity(chosen.len());
         for &c in chosen {
             let mut imgs = self.by_class[c].clone();
@@ -121,8 +178,8 @@ impl ClassStratifiedSampler {
                 pass as u64,
                 1 + c as u64,
             )));
-            let share = imgs.len() / world.max(1);
-            if world > 1 && share > 0 {
+            let share = imgs.len() / world;
+            if !unique && world > 1 && share > 0 {
                 imgs = imgs[rank * share..(rank + 1) * share].to_vec();
             }
             per_class.push(imgs);
@@ -155,6 +212,46 @@ mod tests {
         }
     }
 
+    /// suncet's `make_labels_matrix`, transcribed, then `torch.cat` over views (view-major).
+    fn official(c: usize, i: usize, world: usize, unique: bool, s: f64, views: usize) -> Vec<f32> {
+        let (local, cols) = (c * i, c * world);
+        let off = if unique {
+            s / cols as f64
+        } else {
+            s / c as f64
+        };
+        let mut m = vec![off as f32; world * local * cols];
+        for r in 0..world * local {
+            let col = if unique { (r / local) * c } else { 0 } + r % c;
+            m[r * cols + col] = (1.0 - s + off) as f32;
+        }
+        m.repeat(views)
+    }
+
+    #[test]
+    fn labels_across_ranks_are_official_where_the_orders_agree() {
+        for (world, unique, views) in [(2, false, 2), (3, false, 1), (2, true, 1), (3, true, 1)] {
+            let got = labels_across_ranks(3, 2, views, world, unique, 0.1);
+            assert_eq!(
+                got,
+                official(3, 2, world, unique, 0.1, views),
+                "{world} ranks, unique {unique}, {views} views"
+            );
+        }
+        // one rank: the local matrix widened by nothing
+        assert_eq!(
+            labels_across_ranks(3, 2, 1, 1, false, 0.1),
+            labels_matrix(3, 2, 0.1)
+        );
+        // unique with two views: each rank's rows (rank-major, as gathered) on its own columns
+        let m = labels_across_ranks(2, 1, 2, 2, true, 0.0);
+        let rows: Vec<usize> = m
+            .chunks_exact(4)
+            .map(|r| r.iter().position(|&v| v == 1.0).unwrap())
+            .collect();
+        assert_eq!(rows, vec![0, 1, 0, 1, 2, 3, 2, 3]);
+    }
+
     #[test]
     fn batches_are_class_interleaved_and_cover_the_classes() {
         let labels: Vec<usize> = (0..40).map(|i| i % 4).collect();
@@ -172,10 +269,31 @@ mod tests {
         assert_eq!(seen, vec![0, 1, 2, 3], "one pass uses every class once");
         assert_eq!(s.batch(5), s.batch(5), "deterministic");
         // two ranks: the same classes, disjoint images
-        let (r0, c0) = s.batch_of_rank(3, 0, 2);
-        let (r1, c1) = s.batch_of_rank(3, 1, 2);
+        let (r0, c0) = s.batch_of_rank(3, 0, 2, false);
+        let (r1, c1) = s.batch_of_rank(3, 1, 2, false);
         assert_eq!(c0, c1);
         assert!(r0.iter().all(|i| !r1.contains(i)), "{r0:?} {r1:?}");
+        // unique classes per rank: in each batch the ranks' classes are disjoint, every row
+        // is of its column's class, and a pass (here one batch of 2 x 2 classes) covers all
+        assert_eq!(s.max_unique_ranks(), 2);
+        for k in 0..3 {
+            let (r0, c0) = s.batch_of_rank(k, 0, 2, true);
+            let (r1, c1) = s.batch_of_rank(k, 1, 2, true);
+            assert!(c0.iter().all(|c| !c1.contains(c)), "{c0:?} {c1:?}");
+            let mut all: Vec<usize> = c0.iter().chain(&c1).copied().collect();
+            all.sort();
+            assert_eq!(all, vec![0, 1, 2, 3]);
+            for (rows, cl) in [(&r0, &c0), (&r1, &c1)] {
+                for (r, &i) in rows.iter().enumerate() {
+                    assert_eq!(labels[i], cl[r % 2]);
+                }
+            }
+        }
+        assert_ne!(
+            s.batch_of_rank(0, 0, 2, true).1,
+            s.batch_of_rank(1, 0, 2, true).1,
+            "a fresh permutation each pass"
+        );
         assert!(ClassStratifiedSampler::new(&labels, 4, 3, 1, 0).is_err());
         assert!(ClassStratifiedSampler::new(&[0, 0, 2], 3, 1, 1, 0).is_err());
     }

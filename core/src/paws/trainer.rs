@@ -11,6 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::support::labels_across_ranks;
 use super::{EncoderConfig, PawsBatch, PawsConfig, PawsEncoder, run_file};
 use crate::train::all_reduce_grads;
 use crate::train::collective::Collective;
@@ -332,7 +333,8 @@ pub(crate) fn encoder_file_bytes(encoder: &PawsEncoder, cfg: &PawsConfig) -> Res
 /// The PAWS loss of one rank over every rank's views, as suncet's DDP run computes it: each
 /// rank's anchors and supports gathered (this rank's tracked, the others' as values), targets
 /// from each rank's own target views and every rank's target supports, the labels widened to
-/// `classes x world` columns as `make_labels_matrix(world_size, unique_classes=False)` does.
+/// `classes x world` columns as `make_labels_matrix(world_size, unique_classes)` does
+/// ([`labels_across_ranks`]).
 /// The loss (the mean over every rank's views, me-max over all of them) has, on each rank,
 /// 1/world of the gradient suncet's rank gets before DDP averages; summing over the ranks gives
 /// DDP's mean.
@@ -390,17 +392,21 @@ fn across_ranks(
     let supports_all = gathered(1, anchor_supports);
     let target_views_all = gathered(2, &target_views.clone().detach()).detach();
     let target_supports_all = gathered(3, &target_supports.clone().detach()).detach();
-    // the labels of every rank's supports, widened to classes x world columns
+    // the labels of every rank's supports, classes x world columns
     let [ns, classes] = labels.dims();
-    let off = (c.label_smoothing / classes as f64) as f32;
-    let wide = Tensor::cat(
-        vec![
-            labels.clone(),
-            Tensor::<2>::full([ns, classes * (world - 1)], off, &device),
-        ],
-        1,
+    let all_labels = labels_across_ranks(
+        classes,
+        ns / (c.supervised_views * classes),
+        c.supervised_views,
+        world,
+        c.unique_classes_per_rank,
+        c.label_smoothing,
     );
-    let labels_all = Tensor::cat(vec![wide; world], 0).detach();
+    let labels_all = Tensor::<2>::from_data(
+        TensorData::new(all_labels, [ns * world, classes * world]),
+        &device,
+    )
+    .detach();
     let loss = c.loss();
     let rows = dims[2][0];
     let targets: Vec<Tensor<2>> = (0..world)

@@ -52,6 +52,10 @@ pub struct PawsFlags {
     /// Label smoothing of the support labels.
     #[arg(long)]
     label_smoothing: Option<f64>,
+    /// Under MPI: each rank draws its own support classes (the ImageNet config's setting;
+    /// needs classes >= classes-per-batch x ranks) instead of all ranks the same classes.
+    #[arg(long)]
+    unique_classes_per_rank: Option<bool>,
     /// Small crops per unlabelled image (0: none).
     #[arg(long)]
     multicrop: Option<usize>,
