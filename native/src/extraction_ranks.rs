@@ -7,10 +7,10 @@
 
 use std::path::PathBuf;
 
-use dino_core::imaging::Resize;
 use indicatif::ProgressBar;
 
 use crate::engine::Engine;
+use crate::feature_store::Recipe;
 use crate::features::{Extracted, extract_counted};
 
 /// Who computes the rows of an extraction.
@@ -59,22 +59,29 @@ impl Ranks {
 
     /// Rank 0's extraction of `todo` (one part of a store update): shared out when there are
     /// ranks, with `progress` counting every rank's files.
-    #[allow(clippy::too_many_arguments)]
     pub fn extract_part(
         &self,
         engine: &Engine,
         todo: &[PathBuf],
-        resize: &Resize,
-        batch_size: usize,
+        recipe: &Recipe,
         progress: &ProgressBar,
-        dim: usize,
         f: &dyn Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
     ) -> anyhow::Result<Extracted> {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.world {
-            return mpi_part::root(w, engine, todo, resize, batch_size, progress, dim, f);
+            return mpi_part::root(w, engine, todo, recipe, progress, f);
         }
-        extract_counted(engine, todo, resize, batch_size, progress, dim, true, f)
+        let r = recipe;
+        extract_counted(
+            engine,
+            todo,
+            r.resize,
+            r.batch_size,
+            progress,
+            r.dim,
+            true,
+            f,
+        )
     }
 
     /// Rank 0: no more parts in this extraction (the other ranks return from [`Self::serve`]).
@@ -90,16 +97,14 @@ impl Ranks {
     pub fn serve(
         &self,
         engine: &Engine,
-        resize: &Resize,
-        batch_size: usize,
-        dim: usize,
+        recipe: &Recipe,
         f: &dyn Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
     ) -> anyhow::Result<()> {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.world {
-            return mpi_part::serve(w, engine, resize, batch_size, dim, f);
+            return mpi_part::serve(w, engine, recipe, f);
         }
-        let _ = (engine, resize, batch_size, dim, f);
+        let _ = (engine, recipe, f);
         Ok(())
     }
 }
@@ -109,38 +114,26 @@ mod mpi_part {
     use std::path::{Path, PathBuf};
 
     use anyhow::Context;
-    use dino_core::imaging::Resize;
     use indicatif::ProgressBar;
 
     use crate::engine::Engine;
+    use crate::feature_store::Recipe;
     use crate::features::{Extracted, extract_counted};
     use crate::mpi_world::MpiWorld;
 
-    #[allow(clippy::too_many_arguments)]
+    type Describe<'a> = &'a dyn Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>;
+
     pub fn root(
         w: &MpiWorld,
         engine: &Engine,
         todo: &[PathBuf],
-        resize: &Resize,
-        batch_size: usize,
+        recipe: &Recipe,
         progress: &ProgressBar,
-        dim: usize,
-        f: &dyn Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+        f: Describe,
     ) -> anyhow::Result<Extracted> {
-        let mut list = encode_names(todo)?;
-        w.broadcast_bytes(&mut list, 0);
-        let share = w.share(todo.len());
-        let mine = extract_counted(
-            engine,
-            &todo[share.clone()],
-            resize,
-            batch_size,
-            progress,
-            dim,
-            true,
-            f,
-        )?;
-        let all = w.all_gather_bytes(&encode_part(&mine, &todo[share.clone()])?);
+        w.broadcast_bytes(&mut encode_names(todo), 0);
+        let all = exchange(w, engine, todo, recipe, progress, f)?;
+        let dim = recipe.dim;
         let mut out = Extracted {
             files: Vec::with_capacity(todo.len()),
             rows: Vec::with_capacity(todo.len() * dim),
@@ -168,10 +161,8 @@ mod mpi_part {
     pub fn serve(
         w: &MpiWorld,
         engine: &Engine,
-        resize: &Resize,
-        batch_size: usize,
-        dim: usize,
-        f: &dyn Fn(&[image::RgbImage]) -> anyhow::Result<Vec<f32>>,
+        recipe: &Recipe,
+        f: Describe,
     ) -> anyhow::Result<()> {
         let hidden = ProgressBar::hidden();
         loop {
@@ -180,31 +171,44 @@ mod mpi_part {
             if list.is_empty() {
                 return Ok(());
             }
-            let names = decode_names(&list);
-            let share = w.share(names.len());
-            let mine = extract_counted(
-                engine,
-                &names[share.clone()],
-                resize,
-                batch_size,
-                &hidden,
-                dim,
-                true,
-                f,
-            )?;
-            w.all_gather_bytes(&encode_part(&mine, &names[share])?);
+            exchange(w, engine, &decode_names(&list), recipe, &hidden, f)?;
         }
     }
 
+    /// Every rank's part of one exchange: this rank extracts its share of `names` and sends it;
+    /// the encoded shares of all ranks come back, in rank order.
+    fn exchange(
+        w: &MpiWorld,
+        engine: &Engine,
+        names: &[PathBuf],
+        recipe: &Recipe,
+        progress: &ProgressBar,
+        f: Describe,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let share = &names[w.share(names.len())];
+        let r = recipe;
+        let mine = extract_counted(
+            engine,
+            share,
+            r.resize,
+            r.batch_size,
+            progress,
+            r.dim,
+            true,
+            f,
+        )?;
+        Ok(w.all_gather_bytes(&encode_part(&mine, share)?))
+    }
+
     /// File names joined by NUL bytes (no path holds one).
-    fn encode_names(files: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
+    fn encode_names(files: &[PathBuf]) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let mut out = Vec::new();
         for f in files {
             out.extend_from_slice(f.as_os_str().as_bytes());
             out.push(0);
         }
-        Ok(out)
+        out
     }
 
     fn decode_names(bytes: &[u8]) -> Vec<PathBuf> {

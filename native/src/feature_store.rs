@@ -463,13 +463,13 @@ impl FeatureStore {
     ) -> anyhow::Result<Option<(Self, UpdateStats)>> {
         let r = recipe;
         if !ranks.is_root() {
-            ranks.serve(engine, r.resize, r.batch_size, r.dim, &f)?;
+            ranks.serve(engine, r, &f)?;
             return Ok(None);
         }
         let mut progress: Option<indicatif::ProgressBar> = None;
         let updated = Self::update(index, signature, files, |todo, total| {
             let pb = progress.get_or_insert_with(|| bar(total, r.label));
-            ranks.extract_part(engine, todo, r.resize, r.batch_size, pb, r.dim, &f)
+            ranks.extract_part(engine, todo, r, pb, &f)
         });
         // the other ranks wait for parts until told there are no more, error or not
         ranks.done();
