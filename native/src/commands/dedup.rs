@@ -179,20 +179,24 @@ fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
         args.index_file.as_deref(),
         "describing",
     )?;
+    // the distractors' descriptors (not kept in an index), on every rank as the first call
+    let whitening_descriptors = |w: &ImageFolder| {
+        descriptors(
+            ranks,
+            &engine,
+            &args.weights.weights,
+            &w.files,
+            &args.resize,
+            args.descriptor,
+            args.batch_size,
+            None,
+            "whitening",
+        )
+    };
     let Some((mut store, stats)) = first else {
         // another rank: its share of the distractors too, then rank 0 goes on alone
         if let Some(w) = &whiten_from {
-            descriptors(
-                ranks,
-                &engine,
-                &args.weights.weights,
-                &w.files,
-                &args.resize,
-                args.descriptor,
-                args.batch_size,
-                None,
-                "whitening",
-            )?;
+            whitening_descriptors(w)?;
         }
         return Ok(());
     };
@@ -212,18 +216,8 @@ fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
     // whitening (learned on distractors or on the folder), then cosine similarity
     let distractors = match &whiten_from {
         Some(w) => {
-            let (s, _) = descriptors(
-                ranks,
-                &engine,
-                &args.weights.weights,
-                &w.files,
-                &args.resize,
-                args.descriptor,
-                args.batch_size,
-                None,
-                "whitening",
-            )?
-            .context("rank 0 keeps the distractors' descriptors")?;
+            let (s, _) =
+                whitening_descriptors(w)?.context("rank 0 keeps the distractors' descriptors")?;
             Some(s.rows)
         }
         None => None,
