@@ -66,7 +66,7 @@ impl BatchNorm {
 
     /// `[N, C, ...]` normalised per channel.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if !self.frozen && (self.always_batch_stats || x.device().is_autodiff()) {
+        if self.uses_batch_statistics(&x) {
             self.forward_train(x)
         } else {
             let device = x.device();
@@ -92,15 +92,30 @@ impl BatchNorm {
             .filter(|(i, _)| *i != 1)
             .map(|(_, d)| d)
             .product();
-        let device = x.device();
         let r = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
-        let unbiased = r.variance * (n as f64 / n.saturating_sub(1).max(1) as f64);
+        self.track(r.mean, r.variance, n);
+        r.output
+    }
+
+    /// Moves the running statistics towards a batch's: `mean` and biased `variance` per
+    /// channel over `n` values (the variance made unbiased first, as PyTorch does).
+    pub fn track(&self, mean: Tensor<1>, variance: Tensor<1>, n: usize) {
+        let device = mean.device();
+        let unbiased = variance * (n as f64 / n.saturating_sub(1).max(1) as f64);
         let m = self.momentum;
-        let mean = self.running_mean.value_sync().to_device(&device) * (1.0 - m) + r.mean * m;
+        let mean = self.running_mean.value_sync().to_device(&device) * (1.0 - m) + mean * m;
         let var = self.running_var.value_sync().to_device(&device) * (1.0 - m) + unbiased * m;
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
-        r.output
+        // committed now: Burn keeps an update pending per thread until that thread reads the
+        // value again, and a part's thread may end before it does
+        self.sync();
+    }
+
+    /// Whether [`Self::forward`] normalises `x` with batch statistics (rather than the running
+    /// ones).
+    pub fn uses_batch_statistics<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        !self.frozen && (self.always_batch_stats || x.device().is_autodiff())
     }
 
     /// Synchronises running statistics updated on this thread (before reading them back).

@@ -91,3 +91,140 @@ impl Collective for ThreadWorld {
             .collect()
     }
 }
+
+/// The parts of one process's batch (threads, one per device) joined with the other
+/// processes, for what must span every part of a batch (synchronised BatchNorm): part `k` of
+/// rank `r` is rank `r * parts + k` of the combined world. Sums are taken over the parts in
+/// part order, then over the ranks.
+pub struct PartsWorld {
+    local: ThreadWorld,
+    ranks: Option<Arc<dyn Collective>>,
+}
+
+impl PartsWorld {
+    /// `parts` handles, one per part's thread, joined with `ranks` if given.
+    pub fn new(parts: usize, ranks: Option<Arc<dyn Collective>>) -> Vec<Self> {
+        ThreadWorld::new(parts)
+            .into_iter()
+            .map(|local| Self {
+                local,
+                ranks: ranks.clone(),
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the ranks' layer from the first part, then hands its result to every part.
+    fn through_ranks(&self, data: &mut [f32], f: impl FnOnce(&dyn Collective, &mut [f32])) {
+        if let Some(r) = &self.ranks {
+            if self.local.rank == 0 {
+                f(r.as_ref(), data);
+            }
+            self.local.broadcast(data, 0);
+        }
+    }
+}
+
+impl Collective for PartsWorld {
+    fn rank(&self) -> usize {
+        let rank = self.ranks.as_ref().map_or(0, |r| r.rank());
+        rank * self.local.world() + self.local.rank
+    }
+    fn world(&self) -> usize {
+        self.ranks.as_ref().map_or(1, |r| r.world()) * self.local.world()
+    }
+    fn all_reduce_sum(&self, data: &mut [f32]) {
+        self.local.all_reduce_sum(data);
+        self.through_ranks(data, |r, d| r.all_reduce_sum(d));
+    }
+    fn all_gather(&self, data: &[f32]) -> Vec<f32> {
+        let mine = self.local.all_gather(data);
+        let mut all = vec![0.0; mine.len() * self.ranks.as_ref().map_or(1, |r| r.world())];
+        if self.ranks.is_none() {
+            return mine;
+        }
+        self.through_ranks(&mut all, |r, d| d.copy_from_slice(&r.all_gather(&mine)));
+        all
+    }
+    fn broadcast(&self, data: &mut [f32], root: usize) {
+        let parts = self.local.world();
+        self.local.broadcast(data, root % parts);
+        self.through_ranks(data, |r, d| r.broadcast(d, root / parts));
+    }
+    fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+        let mine = self.local.all_gather_u64(value);
+        let Some(r) = &self.ranks else {
+            return mine;
+        };
+        // the u64s as f32 bit patterns (a gather copies them unchanged)
+        let halves: Vec<f32> = mine
+            .iter()
+            .flat_map(|v| [(v >> 32) as u32, *v as u32].map(f32::from_bits))
+            .collect();
+        let mut all = vec![0.0; halves.len() * r.world()];
+        self.through_ranks(&mut all, |r, d| d.copy_from_slice(&r.all_gather(&halves)));
+        all.chunks(2)
+            .map(|h| ((h[0].to_bits() as u64) << 32) | h[1].to_bits() as u64)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a rank saw: its rank and world, a sum, a gather, a broadcast, a u64 gather.
+    type Seen = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<u64>);
+
+    #[test]
+    fn parts_of_ranks_act_as_one_world_in_rank_major_order() {
+        // 2 ranks x 3 parts: part k of rank r is rank 3r + k of six
+        let results: Vec<Seen> = std::thread::scope(|scope| {
+            let ranks: Vec<_> = ThreadWorld::new(2)
+                .into_iter()
+                .map(|rank| {
+                    scope.spawn(move || {
+                        let parts = PartsWorld::new(3, Some(Arc::new(rank)));
+                        std::thread::scope(|inner| {
+                            let handles: Vec<_> = parts
+                                .into_iter()
+                                .map(|p| {
+                                    inner.spawn(move || {
+                                        let me = p.rank() as f32;
+                                        let mut sum = [me, 1.0];
+                                        p.all_reduce_sum(&mut sum);
+                                        let gathered = p.all_gather(&[me, -me]);
+                                        let mut b = [me; 2];
+                                        p.broadcast(&mut b, 4);
+                                        let ids = p.all_gather_u64(u64::MAX - p.rank() as u64);
+                                        (
+                                            p.rank(),
+                                            p.world(),
+                                            sum.to_vec(),
+                                            gathered,
+                                            b.to_vec(),
+                                            ids,
+                                        )
+                                    })
+                                })
+                                .collect();
+                            handles
+                                .into_iter()
+                                .map(|h| h.join().unwrap())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                })
+                .collect();
+            ranks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let order: Vec<f32> = (0..6).flat_map(|r| [r as f32, -(r as f32)]).collect();
+        let ids: Vec<u64> = (0..6).map(|r| u64::MAX - r).collect();
+        for (i, (rank, world, sum, gathered, b, got_ids)) in results.into_iter().enumerate() {
+            assert_eq!((rank, world), (i, 6));
+            assert_eq!(sum, [15.0, 6.0], "sum on rank {rank}");
+            assert_eq!(gathered, order, "gather on rank {rank}");
+            assert_eq!(b, [4.0, 4.0], "broadcast from 4 on rank {rank}");
+            assert_eq!(got_ids, ids, "u64 gather on rank {rank}");
+        }
+    }
+}

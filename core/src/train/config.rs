@@ -20,7 +20,8 @@ pub struct TrainConfig {
     pub num_heads: Option<usize>,
     pub out_dim: usize,
     pub norm_last_layer: bool,
-    /// BatchNorm in the head's MLP (both networks use batch statistics, as officially).
+    /// BatchNorm in the head's MLP (both networks use batch statistics, as officially;
+    /// over the whole batch when it is split over devices or ranks: SyncBatchNorm).
     pub use_bn_in_head: bool,
     pub momentum_teacher: f64,
     pub warmup_teacher_temp: f64,

@@ -7,6 +7,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::BatchSync;
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
 use crate::model::{BN_MOMENTUM, BatchNorm, l2_normalize_rows};
 use crate::rng::SeededRng;
@@ -154,6 +155,28 @@ impl DinoHead {
                 x = gelu(x);
             }
         }
+        self.project(x)
+    }
+
+    /// [`Self::forward`] with the BatchNorms normalising over the rows of every rank of `sync`
+    /// (the official `SyncBatchNorm`); the same as `forward` without BatchNorms.
+    pub fn forward_synced(&self, x: Tensor<2>, sync: &BatchSync) -> Result<Tensor<2>> {
+        let n = self.mlp.len();
+        let mut x = x;
+        for (i, layer) in self.mlp.iter().enumerate() {
+            x = layer.forward(x);
+            if let Some(norm) = self.norms.get(i) {
+                x = sync.normalize(norm, x)?;
+            }
+            if i + 1 < n {
+                x = gelu(x);
+            }
+        }
+        Ok(self.project(x))
+    }
+
+    /// The MLP's output, L2-normalised, through the weight-normalised last layer.
+    fn project(&self, x: Tensor<2>) -> Tensor<2> {
         let x = l2_normalize_rows(x);
         // weight_norm: w = g * v / ||v|| (norm over each output row)
         let v = self.last_layer_v.val();

@@ -15,6 +15,7 @@ mod optim;
 #[cfg(not(target_family = "wasm"))]
 pub mod run;
 mod schedule;
+mod sync_batch_norm;
 #[cfg(not(target_family = "wasm"))]
 mod trainer;
 
@@ -29,6 +30,7 @@ pub use schedule::{
     warmup_cosine,
 };
 #[cfg(not(target_family = "wasm"))]
-pub(crate) use trainer::all_reduce_grads;
+pub use sync_batch_norm::BatchSync;
 #[cfg(not(target_family = "wasm"))]
+pub(crate) use trainer::all_reduce_grads;
 pub use trainer::{Schedules, StepStats, Trainer};

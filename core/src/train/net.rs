@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{DinoHead, HeadConfig};
+use super::{BatchSync, DinoHead, HeadConfig};
 use crate::model::params::ParamSource;
 use crate::weights::StateDict;
 use crate::{Result, VisionTransformer, VitConfig};
@@ -67,10 +67,23 @@ impl DinoNet {
     /// crop-major as `torch.cat` of per-crop batches). Returns head outputs `[all crops * B, K]`
     /// in the same row order.
     pub fn forward(&self, groups: Vec<Tensor<4>>) -> Result<Tensor<2>> {
+        self.forward_synced(groups, None)
+    }
+
+    /// [`Self::forward`], the head's BatchNorms synchronised over the ranks of `sync` if given.
+    pub fn forward_synced(
+        &self,
+        groups: Vec<Tensor<4>>,
+        sync: Option<&BatchSync>,
+    ) -> Result<Tensor<2>> {
         let feats = groups
             .into_iter()
             .map(|g| self.backbone.forward(g))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.head.forward(Tensor::cat(feats, 0)))
+        let feats = Tensor::cat(feats, 0);
+        match sync {
+            Some(sync) => self.head.forward_synced(feats, sync),
+            None => Ok(self.head.forward(feats)),
+        }
     }
 }

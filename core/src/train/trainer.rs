@@ -8,9 +8,9 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::collective::Collective;
+use super::collective::{Collective, PartsWorld};
 use super::{
-    CosineSchedule, DinoLoss, DinoNet, DinoOptimizer, StepSettings, TeacherTempSchedule,
+    BatchSync, CosineSchedule, DinoLoss, DinoNet, DinoOptimizer, StepSettings, TeacherTempSchedule,
     TrainConfig, ema_update,
 };
 use crate::data::{CropBatch, mix};
@@ -198,6 +198,7 @@ impl Trainer {
         first: bool,
         temp: f64,
         scale: f64,
+        sync: Option<Arc<dyn Collective>>,
     ) -> Result<Part> {
         let crops = self.cfg.crops();
         let (g, l) = (crops.global_size as usize, crops.local_size as usize);
@@ -233,16 +234,31 @@ impl Trainer {
                     &ad,
                 ));
             }
-            let teacher_out = teacher.forward(vec![Tensor::from_data(globals(), device)])?;
-            let student_out = student.forward(groups)?;
+            // a BatchNorm head normalises over the whole batch, all parts and ranks
+            let batch_sync = sync.clone().map(|c| BatchSync::new(c, first));
+            let teacher_out = teacher.forward_synced(
+                vec![Tensor::from_data(globals(), device)],
+                batch_sync.as_ref(),
+            )?;
+            let student_out = student.forward_synced(groups, batch_sync.as_ref())?;
             let targets = loss.teacher_targets(teacher_out.clone(), temp);
             let micro_loss = loss.forward_targets(student_out, targets.clone());
-            let backward = if scale == 1.0 {
-                micro_loss.backward()
+            let scaled = if scale == 1.0 {
+                micro_loss.clone()
             } else {
-                (micro_loss.clone() * scale).backward()
+                micro_loss.clone() * scale
             };
-            sum.accumulate(&student, GradientsParams::from_grads(backward, &student));
+            match &batch_sync {
+                Some(batch_sync) => {
+                    for piece in batch_sync.backward(scaled)? {
+                        sum.accumulate(&student, GradientsParams::from_grads(piece, &student));
+                    }
+                }
+                None => {
+                    let grads = scaled.backward();
+                    sum.accumulate(&student, GradientsParams::from_grads(grads, &student));
+                }
+            }
             let values = (
                 micro_loss.inner(),
                 DinoLoss::target_sums(targets),
@@ -272,7 +288,8 @@ impl Trainer {
     /// every rank gets the same batches and runs its share of each (`batch_size / world` images,
     /// split further over its devices and micro-batches); gradients, the loss and the center's
     /// batch sums are summed over the ranks, so every rank makes the same update, the one a
-    /// single process makes with `world x devices` parts.
+    /// single process makes with `world x devices` parts. A BatchNorm head normalises with the
+    /// statistics of the whole batch ([`BatchSync`], the official SyncBatchNorm).
     pub fn set_collective(&mut self, collective: Arc<dyn Collective>) -> Result<()> {
         let (world, n, a) = (collective.world(), self.devices.len(), self.accum_steps);
         if world == 0 || collective.rank() >= world {
@@ -280,14 +297,6 @@ impl Trainer {
                 "rank {} of a world of {world}",
                 collective.rank()
             )));
-        }
-        if world > 1 && self.cfg.use_bn_in_head {
-            return Err(Error::Config(
-                "a BatchNorm head cannot train across processes: each rank would normalise its \
-                 share with its own statistics (no synchronised BatchNorm yet); use \
-                 use_bn_in_head = false or one process"
-                    .into(),
-            ));
         }
         self.check_split(world * n, a)?;
         self.collective = Some(collective);
@@ -325,7 +334,8 @@ impl Trainer {
     /// center takes the mean teacher output over all parts (the official all-reduce). The
     /// first device must be the trainer's; `cfg.batch_size` is the whole batch of an
     /// iteration (official: `batch_size_per_gpu` x GPUs), so it must divide by the devices.
-    /// The networks are copied to the other devices at every step.
+    /// The networks are copied to the other devices at every step. A BatchNorm head normalises
+    /// over all parts ([`BatchSync`] through a [`PartsWorld`]).
     pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<()> {
         let n = devices.len();
         if devices.first() != Some(self.device()) {
@@ -334,14 +344,6 @@ impl Trainer {
             ));
         }
         self.check_split(n, self.accum_steps)?;
-        if n > 1 && self.cfg.use_bn_in_head {
-            return Err(Error::Config(
-                "data parallel with BatchNorm in the head needs synchronised batch statistics \
-                 (the official SyncBatchNorm), which is not implemented: use one device or \
-                 use_bn_in_head = false"
-                    .into(),
-            ));
-        }
         self.devices = devices;
         Ok(())
     }
@@ -442,6 +444,18 @@ impl Trainer {
                 .map(|j| batch.shard(offset + k * a + j, in_batch, crops.local_crops))
                 .collect()
         };
+        // a BatchNorm head over several parts or ranks: each part's BatchNorms synchronised
+        // over all of them (SyncBatchNorm), through a collective per part
+        let mut syncs: Vec<Option<Arc<dyn Collective>>> = vec![None; n];
+        if self.cfg.use_bn_in_head && world * n > 1 {
+            syncs = match n {
+                1 => vec![self.collective.clone()],
+                _ => PartsWorld::new(n, self.collective.clone())
+                    .into_iter()
+                    .map(|p| Some(Arc::new(p) as Arc<dyn Collective>))
+                    .collect(),
+            };
+        }
         let parts: Vec<Part> = if n == 1 {
             let whole;
             let micro = if in_batch == 1 {
@@ -459,6 +473,7 @@ impl Trainer {
                 true,
                 temp,
                 scale,
+                syncs[0].clone(),
             )?]
         } else {
             // one thread per part: GPUs work at the same time, and on a CPU one part's
@@ -469,11 +484,21 @@ impl Trainer {
                 let handles: Vec<_> = shards
                     .iter()
                     .zip(&this.devices)
+                    .zip(syncs)
                     .enumerate()
-                    .map(|(k, (micro, device))| {
+                    .map(|(k, ((micro, device), sync))| {
                         scope.spawn(move || {
                             let first = first_micro(k);
-                            this.run_part(micro, first, drop_path_seed, device, k == 0, temp, scale)
+                            this.run_part(
+                                micro,
+                                first,
+                                drop_path_seed,
+                                device,
+                                k == 0,
+                                temp,
+                                scale,
+                                sync,
+                            )
                         })
                     })
                     .collect();
