@@ -229,10 +229,7 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 ..TrainConfig::default()
             };
             let parts = args.devices.unwrap_or_else(|| {
-                let by_batch = args
-                    .batch
-                    .iter()
-                    .map(|&b| args.device.default_parts(b, false));
+                let by_batch = args.batch.iter().map(|&b| args.device.default_parts(b));
                 by_batch.min().unwrap_or(1)
             });
             if let Some(b) = args.batch.iter().find(|&&b| b % parts.max(1) != 0) {

@@ -61,10 +61,10 @@ impl Backend {
     /// because burn-flex runs its element-wise ops on one thread and only its matrix products
     /// on all cores: parts on their own threads fill the idle cores (measured on 2 cores:
     /// 1.6x the images/s of one part on a small ViT, 1.2x on ViT-S/16; BENCHMARKS.md). A
-    /// BatchNorm head needs one part (no synchronised batch statistics).
-    pub fn default_parts(self, batch: usize, bn_head: bool) -> usize {
+    /// BatchNorm head normalises over all parts (synchronised, as the official SyncBatchNorm).
+    pub fn default_parts(self, batch: usize) -> usize {
         match self {
-            Backend::Cpu if !bn_head => [4, 2]
+            Backend::Cpu => [4, 2]
                 .into_iter()
                 .find(|n| batch.is_multiple_of(*n))
                 .unwrap_or(1),
@@ -132,16 +132,8 @@ mod tests {
 
     #[test]
     fn the_cpu_splits_a_batch_into_as_many_parts_as_it_can_up_to_four() {
-        let parts = |b, bn| Backend::Cpu.default_parts(b, bn);
-        assert_eq!(
-            [parts(64, false), parts(6, false), parts(7, false)],
-            [4, 2, 1]
-        );
-        assert_eq!(parts(64, true), 1, "BatchNorm head: one part");
-        assert_eq!(
-            Backend::Vulkan.default_parts(64, false),
-            1,
-            "one GPU by default"
-        );
+        let parts = |b| Backend::Cpu.default_parts(b);
+        assert_eq!([parts(64), parts(6), parts(7)], [4, 2, 1]);
+        assert_eq!(Backend::Vulkan.default_parts(64), 1, "one GPU by default");
     }
 }

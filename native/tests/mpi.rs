@@ -107,6 +107,35 @@ fn three_ranks_train_as_one_process_with_three_parts() {
 }
 
 #[test]
+fn a_batchnorm_head_on_two_ranks_trains_as_one_process_with_two_parts() {
+    // SyncBatchNorm over MPI: the head's BatchNorms normalise with the whole batch's
+    // statistics and sum their gradients over the ranks, as they do over the two parts of one
+    // process (the same sums in the same order: the same bytes)
+    let _job = one_job();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
+    let bn = ["--use-bn-in-head", "true"];
+    ok(&strs(&train(
+        &one,
+        "2",
+        &[&bn[..], &["--devices", "2"]].concat(),
+    )));
+    let r = run(mpirun(
+        2,
+        &train(&ranks, "2", &[&bn[..], &["--devices", "1"]].concat()),
+    ));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let config = std::fs::read_to_string(ranks.join("config.toml")).unwrap();
+    assert!(config.contains("use_bn_in_head = true"), "{config}");
+    assert_same_run(
+        &one,
+        &ranks,
+        &RUN,
+        "two ranks with a BatchNorm head differ from one process with two parts",
+    );
+}
+
+#[test]
 fn a_checkpoint_of_two_ranks_resumes_in_one_process() {
     // two ranks train 2 epochs keeping a copy after each; a single process (two parts)
     // resumes the copy of epoch 0 into a new folder and ends where the ranks ended: only the

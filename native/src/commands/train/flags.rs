@@ -33,8 +33,9 @@ pub struct RecipeFlags {
     /// better features with small ViTs if training is stable.
     #[arg(long)]
     norm_last_layer: Option<bool>,
-    /// BatchNorm after the hidden layers of the head (batch statistics in both networks; one
-    /// CPU part).
+    /// BatchNorm after the hidden layers of the head (batch statistics in both networks,
+    /// synchronised over devices and MPI ranks as the official SyncBatchNorm). Officially
+    /// false: it does not help ViTs and costs a collective per BatchNorm when split.
     #[arg(long)]
     use_bn_in_head: Option<bool>,
     /// Base teacher EMA momentum, raised to 1 by a cosine: 0.9995 for batch 256; lower it for

@@ -241,7 +241,7 @@ fn run_as(args: Args, mpi: Option<Arc<dyn Collective>>) -> anyhow::Result<()> {
             } else {
                 cfg.batch_size
             };
-            args.run.device.default_parts(per_step, cfg.use_bn_in_head)
+            args.run.device.default_parts(per_step)
         }
     };
     let devices = args.run.device.devices_from(first_device, n)?;
