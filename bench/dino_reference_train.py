@@ -4,7 +4,12 @@ against `dino train`: same data folder, same model sizes, same crops, same sched
 budget. Written from the official code: timm's VisionTransformer with the official position
 embedding interpolation, DINOHead, MultiCropWrapper, DINOLoss, DataAugmentationDINO with
 torchvision transforms, AdamW on the official parameter groups, per-tensor clipping, frozen
-last layer, cosine schedules and the teacher EMA. Single process, CPU.
+last layer, cosine schedules and the teacher EMA. One process (CPU or CUDA), or several under
+`torchrun` as the official DDP run: gloo on the CPU (NCCL on CUDA), a DistributedSampler,
+DistributedDataParallel on the student, the center's batch mean all-reduced; `--batch-size`
+stays the global batch (the official `batch_size_per_gpu` is batch / ranks), as in `dino train`.
+
+    torchrun --nproc_per_node 2 bench/dino_reference_train.py --threads 1 ...   # two ranks
 
 Saves the teacher backbone as OUT/teacher_backbone.safetensors in the official key layout,
 which `dino knn` / `dino attention` load directly.
@@ -25,6 +30,7 @@ from functools import partial
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
@@ -106,6 +112,20 @@ class Backbone(nn.Module):
         return m.norm(t)[:, 0]
 
 
+class DistributedDINOLoss(DINOLoss):
+    """The official `update_center` across ranks: the batch mean of every rank's teacher output."""
+
+    def forward(self, student_output, teacher_output, epoch):
+        center = self.center
+        loss = super().forward(student_output, teacher_output, epoch)
+        with torch.no_grad():
+            batch_center = teacher_output.sum(0, keepdim=True)
+            dist.all_reduce(batch_center)
+            batch_center = batch_center / (len(teacher_output) * dist.get_world_size())
+            self.center = center * self.center_momentum + batch_center * (1 - self.center_momentum)
+        return loss
+
+
 @torch.no_grad()
 def teacher_entropies(teacher_output, dino_loss, epoch):
     """dino-rs's collapse diagnostics: mean entropy of the teacher targets and entropy of their
@@ -141,11 +161,18 @@ def start_run(args):
     os.makedirs(args.out, exist_ok=True)
 
 
-def image_folder_loader(args, transform):
-    """The training folder (ImageFolder, RGB) and its shuffled, drop-last loader."""
+def image_folder_loader(args, transform, world=1):
+    """The training folder (ImageFolder, RGB) and its shuffled, drop-last loader; with several
+    ranks, this rank's share of each batch (DistributedSampler, as main_dino.py)."""
     dataset = datasets.ImageFolder(args.data, transform=transform,
                                    loader=lambda p: Image.open(p).convert("RGB"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+    sampler = None
+    if world > 1:
+        if args.batch_size % world:
+            sys.exit(f"--batch-size {args.batch_size} does not split over {world} ranks")
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size // world,
+                                         shuffle=sampler is None, sampler=sampler,
                                          num_workers=args.workers, drop_last=True,
                                          persistent_workers=args.workers > 0)
     return dataset, loader
@@ -199,8 +226,14 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: strict fp32 like dino-rs)")
     args = ap.parse_args()
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        if args.device == "cuda":
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    rank0 = world == 1 or dist.get_rank() == 0
     start_run(args)
-    _, loader = image_folder_loader(args, DataAugmentationDINO(args))
+    _, loader = image_folder_loader(args, DataAugmentationDINO(args), world)
     student = MultiCropWrapper(Backbone(args, args.drop_path_rate), DINOHead(
         args.embed_dim, args.out_dim, hidden=args.head_hidden_dim, bottleneck=args.head_bottleneck_dim,
         norm_last_layer=args.norm_last_layer, official_init=True))
@@ -214,18 +247,23 @@ def main():
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
-    optimizer = torch.optim.AdamW(get_params_groups(student))
+    student_without_ddp = student
+    if world > 1:
+        student = nn.parallel.DistributedDataParallel(student)
+    optimizer = torch.optim.AdamW(get_params_groups(student_without_ddp))
     niter = len(loader)
     lr_schedule = cosine_scheduler(args.lr * args.batch_size / 256.0, args.min_lr, args.epochs, niter,
                                    warmup_epochs=args.warmup_epochs)
     wd_schedule = cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, niter)
     momentum_schedule = cosine_scheduler(args.momentum_teacher, 1, args.epochs, niter)
-    dino_loss = DINOLoss(args.out_dim, args.local_crops_number + 2, args.warmup_teacher_temp,
+    dino_loss = (DistributedDINOLoss if world > 1 else DINOLoss)(args.out_dim, args.local_crops_number + 2, args.warmup_teacher_temp,
                          args.teacher_temp, args.warmup_teacher_temp_epochs, args.epochs).to(dev)
 
-    log = open(os.path.join(args.out, "log.txt"), "w")
+    log = open(os.path.join(args.out, "log.txt" if rank0 else os.devnull), "w")
     start = time.time()
     for epoch in range(args.epochs):
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
         losses, entropies, t0 = [], [], time.time()
         for it_in_epoch, (images, _) in enumerate(loader):
             it = niter * epoch + it_in_epoch
@@ -243,20 +281,24 @@ def main():
             optimizer.zero_grad()
             loss.backward()
             if args.clip_grad:
-                clip_gradients(student, args.clip_grad)
-            cancel_gradients_last_layer(epoch, student, args.freeze_last_layer)
+                clip_gradients(student_without_ddp, args.clip_grad)
+            cancel_gradients_last_layer(epoch, student_without_ddp, args.freeze_last_layer)
             optimizer.step()
-            ema_update(student, teacher, momentum_schedule[it])
+            ema_update(student_without_ddp, teacher, momentum_schedule[it])
             losses.append(loss.item())
         stats = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                  "teacher_entropy": float(np.mean([e[0] for e in entropies])),
                  "batch_entropy": float(np.mean([e[1] for e in entropies])),
-                 "img_per_s": niter * args.batch_size / (time.time() - t0)}
+                 "img_per_s": niter * args.batch_size / (time.time() - t0), "world_size": world}
         log.write(json.dumps(stats) + "\n")
         log.flush()
-        print(json.dumps(stats), flush=True)
+        if rank0:
+            print(json.dumps(stats), flush=True)
 
-    save_backbone(teacher.backbone, args.out, start)
+    if rank0:
+        save_backbone(teacher.backbone, args.out, start)
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

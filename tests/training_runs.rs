@@ -618,6 +618,9 @@ fn ranks_of_a_collective_train_as_one_process_with_as_many_parts() {
                         let mut t = Trainer::new(cfg, n, &device()).unwrap();
                         t.set_collective(Arc::new(c)).unwrap();
                         assert_eq!(t.world(), 2);
+                        // the throughput counts the whole batch, given a share or all of it
+                        use dino_core::train::run::TrainRun;
+                        assert_eq!([2, 4].map(|n| t.images_per_step(n)), [4, 4]);
                         let losses = run(&mut t, &ld, 4);
                         (losses, t.checkpoint_bytes().unwrap())
                     })

@@ -557,6 +557,11 @@ impl TrainRun for PawsTrainer {
         ])
     }
 
+    fn images_per_step(&self, loaded: usize) -> usize {
+        // every rank trains on its own unlabelled batch (suncet's per-rank batch size)
+        loaded * self.rank_and_world().1
+    }
+
     fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         PawsTrainer::checkpoint_bytes(self)
     }

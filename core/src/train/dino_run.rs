@@ -39,6 +39,14 @@ impl TrainRun for Trainer {
         Ok(metrics)
     }
 
+    fn images_per_step(&self, loaded: usize) -> usize {
+        // a rank's share of the batch (a sharded loader), or the whole batch
+        match self.world() {
+            w if w > 1 && loaded * w == self.cfg.batch_size => self.cfg.batch_size,
+            _ => loaded,
+        }
+    }
+
     fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         let bytes = Trainer::checkpoint_bytes(self)?;
         // across processes: every rank must hold the same state at every checkpoint

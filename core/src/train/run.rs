@@ -44,6 +44,11 @@ pub trait TrainRun {
     fn saveckp_freq(&self) -> usize;
     /// Writes the model every other command loads (DINO: the teacher backbone).
     fn export(&self, dir: &RunDir) -> Result<()>;
+    /// Images one step trains on over all processes, given the `loaded` images of this
+    /// process's batch (the throughput counts the whole run, not a rank's share).
+    fn images_per_step(&self, loaded: usize) -> usize {
+        loaded
+    }
     /// The name of a metric in the official `log.txt` (`loss` -> `train_loss`).
     fn log_key(key: &str) -> String {
         format!("train_{key}")
@@ -233,7 +238,8 @@ where
         let t = Instant::now();
         let mut metrics = run.step(&batch)?;
         summary.steps += 1;
-        metrics.push(("img_per_s", images as f64 / t.elapsed().as_secs_f64()));
+        let step_images = run.images_per_step(images);
+        metrics.push(("img_per_s", step_images as f64 / t.elapsed().as_secs_f64()));
         let record = Record {
             epoch,
             iteration,
