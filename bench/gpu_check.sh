@@ -7,7 +7,8 @@
 #
 #   bash bench/gpu_check.sh BINARY FM_TRAIN_TAR_XZ OUTDIR
 #
-# BINARY is `dino`; `dino-bench` is taken from beside it (or BENCH_BIN).
+# BINARY is `dino`; `dino-bench` is taken from beside it (or BENCH_BIN), and so is
+# `dino-device-ops` if built (`cargo build --release -p dino-bench --features vulkan,wgpu`).
 #
 # The k-NN evaluation of the teachers is cheap and runs afterwards on any machine
 # (`dino knn`, see bench/fashion_mnist.sh).
@@ -19,6 +20,12 @@ mkdir -p "$W" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 tar -C "$W" -xJf "$DATA_TAR"
 EPOCHS="${EPOCHS:-30}"
+
+OPS="$(dirname "$BIN")/dino-device-ops"
+if [ -x "$OPS" ]; then
+    echo "== 0: each op of the ViT on the GPU against the CPU (dino-device-ops) =="
+    timeout 120 "$OPS" vulkan 2>&1 | tee "$OUT/device_ops.txt"
+fi
 
 echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32} =="
 timeout "${STEP_TIMEOUT:-220}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
