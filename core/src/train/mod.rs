@@ -29,8 +29,8 @@ pub use schedule::{
     CosineSchedule, TeacherTempSchedule, WarmupCosine, linspace, teacher_temp_schedule,
     warmup_cosine,
 };
-#[cfg(not(target_family = "wasm"))]
 pub use sync_batch_norm::BatchSync;
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use trainer::all_reduce_grads;
+#[cfg(not(target_family = "wasm"))]
 pub use trainer::{Schedules, StepStats, Trainer};
