@@ -7,17 +7,12 @@
 //   PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads   # web/pkg-threads
 //   npm --prefix ~/.cache/dino-rs/npm-tools install onnxruntime-web@1.23.2 playwright-core@1.65.1
 //   node bench/web/bench.mjs /tmp/webbench [ITERS]
-import http from 'node:http';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { runPage, timing, tools } from './harness.mjs';
 
-const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const modelDir = process.argv[2] || '/tmp/webbench';
 const iters = Number(process.argv[3] || 10);
-const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
-const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
 const ortDir = path.join(tools, 'node_modules/onnxruntime-web/dist');
 const ortVersion = JSON.parse(fs.readFileSync(path.join(ortDir, '../package.json'))).version;
 
@@ -25,10 +20,7 @@ const page = `<!doctype html><meta charset="utf-8"><script type="module">
 import init, { Dino } from './pkg/dino_web.js';
 import * as ort from './ort/ort.wasm.min.mjs';
 const ITERS = ${iters};
-const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
-async function time(fn) { for (let i = 0; i < 2; i++) await fn(); const t = [];
-  for (let i = 0; i < ITERS; i++) { const t0 = performance.now(); await fn(); t.push(performance.now() - t0); }
-  return { median: median(t), min: Math.min(...t) }; }
+${timing}
 await init();
 const bytes = async (u) => new Uint8Array(await (await fetch(u)).arrayBuffer());
 const model = await Dino.load(await bytes('./model/vit_small16.safetensors'), { backend: 'cpu' });
@@ -41,8 +33,8 @@ const x = new Float32Array(3 * 224 * 224);
 for (let c = 0; c < 3; c++) for (let p = 0; p < 224 * 224; p++) x[c * 224 * 224 + p] = (img.data[4 * p + c] / 255 - mean[c]) / std[c];
 const out = {};
 const ours = await model.embed(img, { size: '224x224' });
-out.dinoEmbed = await time(() => model.embed(img, { size: '224x224' }));
-out.dinoAttention = await time(() => model.attention(img, { size: '224x224' }));
+out.dinoEmbed = await time(() => model.embed(img, { size: '224x224' }), ITERS);
+out.dinoAttention = await time(() => model.attention(img, { size: '224x224' }), ITERS);
 // the threads build runs in a worker, as in the demo page (the page's main thread must not
 // block, so rayon would spin there): one rayon thread per core, the same weights and input
 const worker = new Worker('./threads-worker.js', { type: 'module' });
@@ -64,7 +56,7 @@ for (const threads of [1, navigator.hardwareConcurrency]) {
   const session = await ort.InferenceSession.create(onnx, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
   const feeds = { x: new ort.Tensor('float32', x, [1, 3, 224, 224]) };
   const cls = (await session.run(feeds)).cls.data;
-  out['ort' + threads] = await time(() => session.run(feeds));
+  out['ort' + threads] = await time(() => session.run(feeds), ITERS);
   out.maxAbsDiff = Math.max(...Array.from(cls, (v, i) => Math.abs(v - ours[i])));
   out.isolated = crossOriginIsolated;
   await session.release();
@@ -73,7 +65,7 @@ window.result = out;
 </script>`;
 
 const threadsWorker = `import init, { Dino, initThreadPool } from './pkg-threads/dino_web.js';
-const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+${timing}
 onmessage = async ({ data: { iters, pixels, width, height } }) => {
   try {
     await init();
@@ -81,53 +73,29 @@ onmessage = async ({ data: { iters, pixels, width, height } }) => {
     const bytes = new Uint8Array(await (await fetch('./model/vit_small16.safetensors')).arrayBuffer());
     const model = await Dino.load(bytes, { backend: 'cpu' });
     const img = new ImageData(new Uint8ClampedArray(pixels), width, height);
-    async function time(fn) { for (let i = 0; i < 2; i++) await fn(); const t = [];
-      for (let i = 0; i < iters; i++) { const t0 = performance.now(); await fn(); t.push(performance.now() - t0); }
-      return { median: median(t), min: Math.min(...t) }; }
     const cls = await model.embed(img, { size: '224x224' });
     const attn = (await model.attention(img, { size: '224x224' })).attention;
-    const embed = await time(() => model.embed(img, { size: '224x224' }));
-    const attention = await time(() => model.attention(img, { size: '224x224' }));
+    const embed = await time(() => model.embed(img, { size: '224x224' }), iters);
+    const attention = await time(() => model.attention(img, { size: '224x224' }), iters);
     postMessage({ cls, attn, embed, attention });
   } catch (e) { postMessage({ error: String(e.message || e) }); }
 };`;
 
-const types = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm' };
-const server = http.createServer((req, res) => {
-  const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-  // cross-origin isolation lets ONNX Runtime Web use threads
-  const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
-  if (p === '/') { res.writeHead(200, { ...headers, 'content-type': 'text/html' }); res.end(page); return; }
-  if (p === '/threads-worker.js') { res.writeHead(200, { ...headers, 'content-type': 'text/javascript' }); res.end(threadsWorker); return; }
-  const file = p.startsWith('/pkg/') || p.startsWith('/pkg-threads/') ? path.join(root, 'web', p) : p.startsWith('/ort/') ? path.join(ortDir, p.slice(5))
-    : p.startsWith('/model/') ? path.join(modelDir, p.slice(7)) : null;
-  if (!file || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { ...headers, 'content-type': types[path.extname(file)] || 'application/octet-stream' });
-  fs.createReadStream(file).pipe(res);
+const { r, cores } = await runPage({
+  page, modelDir,
+  scripts: { '/threads-worker.js': threadsWorker },
+  files: (p) => (p.startsWith('/ort/') ? path.join(ortDir, p.slice(5)) : null),
+  args: ['--disable-quic', '--disable-component-update', '--disable-sync'],
+  extract: () => ({ r: window.result, cores: navigator.hardwareConcurrency }),
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
-try {
-  const p = await browser.newPage();
-  p.on('pageerror', (e) => { console.error('page error:', e.message); process.exit(1); });
-  await p.goto(`http://127.0.0.1:${server.address().port}/`);
-  await p.waitForFunction(() => window.result, null, { timeout: 300000, polling: 500 });
-  const r = await p.evaluate(() => window.result);
-  const cores = await p.evaluate(() => navigator.hardwareConcurrency);
-  const row = (name, t) => `| ${name} | ${t.median.toFixed(1)} | ${t.min.toFixed(1)} | ${(r.dinoEmbed.median / t.median).toFixed(2)}x | ${(t.median / Math.min(r.ort1.median, r['ort' + cores].median)).toFixed(2)}x |`;
-  console.log(`ViT-S/16, 224x224, batch 1, Chromium headless (${cores} cores, cross-origin isolated: ${r.isolated}), median of ${iters}`);
-  console.log('| engine | median ms | min ms | speed vs dino-web embed (1 thread) | time vs ORT Web\'s best |\n|---|---|---|---|---|');
-  console.log(row('dino-web CPU engine, embed (CLS), 1 thread', r.dinoEmbed));
-  console.log(row('dino-web CPU engine, attention + masks, 1 thread', r.dinoAttention));
-  console.log(row(`dino-web CPU engine, embed (CLS), ${cores} threads`, r.threadsEmbed));
-  console.log(row(`dino-web CPU engine, attention + masks, ${cores} threads`, r.threadsAttention));
-  console.log(row(`ONNX Runtime Web ${ortVersion} wasm, 1 thread`, r.ort1));
-  console.log(row(`ONNX Runtime Web ${ortVersion} wasm, ${cores} threads`, r['ort' + cores]));
-  console.log(`CLS max abs difference between the two engines: ${r.maxAbsDiff.toExponential(2)}`);
-  console.log(`dino-web threads on vs off, CLS and attention max abs difference: ${r.threadsDiff.toExponential(2)}`);
-} finally {
-  await browser.close();
-  server.close();
-}
+const row = (name, t) => `| ${name} | ${t.median.toFixed(1)} | ${t.min.toFixed(1)} | ${(r.dinoEmbed.median / t.median).toFixed(2)}x | ${(t.median / Math.min(r.ort1.median, r['ort' + cores].median)).toFixed(2)}x |`;
+console.log(`ViT-S/16, 224x224, batch 1, Chromium headless (${cores} cores, cross-origin isolated: ${r.isolated}), median of ${iters}`);
+console.log('| engine | median ms | min ms | speed vs dino-web embed (1 thread) | time vs ORT Web\'s best |\n|---|---|---|---|---|');
+console.log(row('dino-web CPU engine, embed (CLS), 1 thread', r.dinoEmbed));
+console.log(row('dino-web CPU engine, attention + masks, 1 thread', r.dinoAttention));
+console.log(row(`dino-web CPU engine, embed (CLS), ${cores} threads`, r.threadsEmbed));
+console.log(row(`dino-web CPU engine, attention + masks, ${cores} threads`, r.threadsAttention));
+console.log(row(`ONNX Runtime Web ${ortVersion} wasm, 1 thread`, r.ort1));
+console.log(row(`ONNX Runtime Web ${ortVersion} wasm, ${cores} threads`, r['ort' + cores]));
+console.log(`CLS max abs difference between the two engines: ${r.maxAbsDiff.toExponential(2)}`);
+console.log(`dino-web threads on vs off, CLS and attention max abs difference: ${r.threadsDiff.toExponential(2)}`);

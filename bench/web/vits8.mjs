@@ -6,20 +6,14 @@
 //   python3 bench/web/make_model.py /tmp/webbench && bash web/build.sh --cpu-only
 //   PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 //   node bench/web/vits8.mjs /tmp/webbench [ITERS]
-import http from 'node:http';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { root, runPage, timing } from './harness.mjs';
 
-const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const modelDir = process.argv[2] || '/tmp/webbench';
 const iters = Number(process.argv[3] || 3);
-const tools = process.env.NPM_TOOLS || path.join(os.homedir(), '.cache/dino-rs/npm-tools');
-const { chromium } = await import(path.join(tools, 'node_modules/playwright-core/index.mjs'));
 
 const worker = (pkg) => `import * as dino from './${pkg}/dino_web.js';
-const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+${timing}
 onmessage = async ({ data: { iters } }) => {
   try {
     await dino.default();
@@ -46,37 +40,17 @@ for (const pkg of ['pkg', 'pkg-threads']) {
 window.result = out;
 </script>`;
 
-const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
-const types = { '.js': 'text/javascript', '.wasm': 'application/wasm' };
-const server = http.createServer((req, res) => {
-  const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-  if (p === '/') { res.writeHead(200, { ...isolation, 'content-type': 'text/html' }); res.end(page); return; }
-  const w = p.match(/^\/worker-(pkg|pkg-threads)\.js$/);
-  if (w) { res.writeHead(200, { ...isolation, 'content-type': 'text/javascript' }); res.end(worker(w[1])); return; }
-  const file = p === '/photo.png' ? path.join(root, 'tests/fixtures/images/chelsea.png')
-    : p.startsWith('/pkg/') || p.startsWith('/pkg-threads/') ? path.join(root, 'web', p)
-      : p.startsWith('/model/') ? path.join(modelDir, p.slice(7)) : null;
-  if (!file || !fs.existsSync(file)) { res.writeHead(404); res.end(); return; }
-  res.writeHead(200, { ...isolation, 'content-type': types[path.extname(file)] || 'application/octet-stream' });
-  fs.createReadStream(file).pipe(res);
+const r = await runPage({
+  page, modelDir,
+  scripts: { '/worker-pkg.js': worker('pkg'), '/worker-pkg-threads.js': worker('pkg-threads') },
+  files: (p) => (p === '/photo.png' ? path.join(root, 'tests/fixtures/images/chelsea.png') : null),
+  timeout: 900000,
+  extract: () => ({ one: { ...window.result.pkg, attention: null }, many: { ...window.result['pkg-threads'], attention: null },
+    same: window.result.pkg.attention && window.result.pkg.attention.every((v, i) => v === window.result['pkg-threads'].attention[i]) }),
 });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
-try {
-  const p = await browser.newPage();
-  p.on('pageerror', (e) => { console.error('page error:', e.message); process.exit(1); });
-  await p.goto(`http://127.0.0.1:${server.address().port}/`);
-  await p.waitForFunction(() => window.result, null, { timeout: 900000, polling: 1000 });
-  const r = await p.evaluate(() => ({ one: { ...window.result.pkg, attention: null }, many: { ...window.result['pkg-threads'], attention: null },
-    same: window.result.pkg.attention && window.result.pkg.attention.every((v, i) => v === window.result['pkg-threads'].attention[i]) }));
-  for (const x of [r.one, r.many]) if (x.error) throw new Error(x.error);
-  console.log(`ViT-S/8, 480x480 (${r.one.grid[0]}x${r.one.grid[1]} patches), attention + masks, in a worker, median of ${iters}`);
-  console.log('| dino-web build | threads | median s | min s |\n|---|---|---|---|');
-  console.log(`| single-threaded (dino-web-cpu) | 1 | ${(r.one.median / 1000).toFixed(2)} | ${(r.one.min / 1000).toFixed(2)} |`);
-  console.log(`| threads (dino-web-cpu-threads) | ${r.many.threads} | ${(r.many.median / 1000).toFixed(2)} | ${(r.many.min / 1000).toFixed(2)} |`);
-  console.log(`attention identical with threads on and off: ${r.same}`);
-} finally {
-  await browser.close();
-  server.close();
-}
+for (const x of [r.one, r.many]) if (x.error) throw new Error(x.error);
+console.log(`ViT-S/8, 480x480 (${r.one.grid[0]}x${r.one.grid[1]} patches), attention + masks, in a worker, median of ${iters}`);
+console.log('| dino-web build | threads | median s | min s |\n|---|---|---|---|');
+console.log(`| single-threaded (dino-web-cpu) | 1 | ${(r.one.median / 1000).toFixed(2)} | ${(r.one.min / 1000).toFixed(2)} |`);
+console.log(`| threads (dino-web-cpu-threads) | ${r.many.threads} | ${(r.many.median / 1000).toFixed(2)} | ${(r.many.min / 1000).toFixed(2)} |`);
+console.log(`attention identical with threads on and off: ${r.same}`);
