@@ -22,15 +22,8 @@ pub fn labels_matrix(
     images_per_class: usize,
     smoothing: f64,
 ) -> Vec<f32> {
-    let c = classes_per_batch;
-    let off = smoothing / c as f64;
-    let on = 1.0 - smoothing + off;
-    let rows = c * images_per_class;
-    let mut m = vec![off as f32; rows * c];
-    for r in 0..rows {
-        m[r * c + r % c] = on as f32;
-    }
-    m
+    // one rank, one view
+    labels_across_ranks(classes_per_batch, images_per_class, 1, 1, false, smoothing)
 }
 
 /// The labels of every rank's support rows, in the order the ranks' supports are gathered
@@ -230,7 +223,13 @@ mod tests {
 
     #[test]
     fn labels_across_ranks_are_official_where_the_orders_agree() {
-        for (world, unique, views) in [(2, false, 2), (3, false, 1), (2, true, 1), (3, true, 1)] {
+        for (world, unique, views) in [
+            (1, false, 1),
+            (2, false, 2),
+            (3, false, 1),
+            (2, true, 1),
+            (3, true, 1),
+        ] {
             let got = labels_across_ranks(3, 2, views, world, unique, 0.1);
             assert_eq!(
                 got,
@@ -238,11 +237,6 @@ mod tests {
                 "{world} ranks, unique {unique}, {views} views"
             );
         }
-        // one rank: the local matrix widened by nothing
-        assert_eq!(
-            labels_across_ranks(3, 2, 1, 1, false, 0.1),
-            labels_matrix(3, 2, 0.1)
-        );
         // unique with two views: each rank's rows (rank-major, as gathered) on its own columns
         let m = labels_across_ranks(2, 1, 2, 2, true, 0.0);
         let rows: Vec<usize> = m
