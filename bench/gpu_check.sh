@@ -27,6 +27,17 @@ if [ -x "$OPS" ]; then
     timeout 120 "$OPS" vulkan 2>&1 | tee "$OUT/device_ops.txt"
 fi
 
+echo "== K: kernel cache: embed cold and warm, --autotune balanced and minimal =="
+for level in balanced minimal; do
+    rm -rf "$W/kc_$level"
+    for run in cold warm; do
+        start=$(date +%s%N)
+        timeout 300 "$BIN" embed tests/fixtures/images/*.png -w tests/fixtures/weights/s16_backbone.pth \
+            --device vulkan -o "$W/kc.npy" --kernel-cache "$W/kc_$level" --autotune "$level" 2>&1 | grep "GPU kernels"
+        echo "$level $run: $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$OUT/kernel_cache.txt"
+    done
+done
+
 echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32} =="
 timeout "${STEP_TIMEOUT:-220}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
     --iters 4 --rounds 2 --warmup 1 --torch-device cuda --json "$OUT/train_step.json" 2>&1 |

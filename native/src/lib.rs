@@ -6,6 +6,7 @@ pub mod allocator;
 pub mod ann;
 pub mod ann_projection;
 pub mod backend;
+pub mod gpu_kernels;
 pub mod npy;
 
 /// The command-line name of a choice (`--method kmeans`), for reports and messages.

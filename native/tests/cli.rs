@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{class_folder, dino, fails, ok, paws_args, read_json, s, train_args_with};
+use common::{class_folder, dino, fails, ok, ok_all, paws_args, read_json, s, train_args_with};
 use dino_tests::{fixture, max_abs, read_npy_file, read_npy_u8_file};
 
 #[test]
@@ -184,6 +184,44 @@ fn resnet_weights_embed_classify_and_refuse_attention() {
         e.contains("ResNet") && e.contains("needs a Vision Transformer"),
         "{e}"
     );
+}
+
+#[test]
+fn kernel_cache_flags_are_checked_and_said_to_need_a_gpu_backend() {
+    // CI builds no GPU backend: the flags are accepted, the folder made, and the run says they
+    // do nothing here; a folder that cannot be made is an error before any work
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixture("weights/s16_backbone.pth");
+    let cache = dir.path().join("kernels");
+    let all = ok_all(&[
+        "inspect",
+        "-w",
+        s(&w),
+        "--kernel-cache",
+        s(&cache),
+        "--autotune",
+        "minimal",
+    ]);
+    assert!(cache.is_dir());
+    assert!(
+        all.contains("apply to GPU backends; this dino has none"),
+        "{all}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = fails(&[
+        "inspect",
+        "-w",
+        s(&w),
+        "--kernel-cache",
+        s(&file.join("sub")),
+    ]);
+    assert!(
+        e.contains("--kernel-cache") && e.contains("cannot create it"),
+        "{e}"
+    );
+    let e = dino(&["inspect", "-w", s(&w), "--autotune", "fastest"]);
+    assert!(!e.status.success());
 }
 
 #[test]
