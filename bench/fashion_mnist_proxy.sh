@@ -42,7 +42,7 @@ FLAGS="$*"
 out="$W/proxy/$name"
 rm -rf "$out"
 start=$(date +%s)
-$DINO train --data "$W/data/train_10000" --output-dir "$out" --attention-every 0 --no-resume \
+$DINO train --recipe official --data "$W/data/train_10000" --output-dir "$out" --attention-every 0 --no-resume \
     "${RECIPE[@]}" "$@" > "$out.log" 2>&1
 report "$name dino-rs" $(( $(date +%s) - start )) "$out/log.txt" "$out/teacher.safetensors"
 

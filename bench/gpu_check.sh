@@ -48,7 +48,7 @@ RECIPE=(--embed-dim 192 --depth 4 --num-heads 3 --patch-size 7 --global-crop-siz
         --local-crop-size 14 --local-crops-number 6 --out-dim 2048 --head-hidden-dim 512
         --head-bottleneck-dim 128 --batch-size 128 --epochs "$EPOCHS" --warmup-epochs 3 --seed 0)
 start=$(date +%s)
-( timeout "${TRAIN_TIMEOUT:-300}" "$BIN" train --device vulkan --data "$W/train_10000" \
+( timeout "${TRAIN_TIMEOUT:-300}" "$BIN" train --recipe official --device vulkan --data "$W/train_10000" \
     --output-dir "$W/ours" --attention-every 0 "${RECIPE[@]}" > "$OUT/fm_ours.txt" 2>&1
   echo "dino-rs exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_ours.txt" ) &
 ( PYTHONUNBUFFERED=1 timeout "${TRAIN_TIMEOUT:-300}" python3 bench/dino_reference_train.py \
