@@ -142,41 +142,23 @@ impl DinoHead {
         })
     }
 
-    /// `[N, in_dim]` features to `[N, out_dim]` logits.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    /// `[N, in_dim]` features to `[N, out_dim]` logits; with `sync`, the BatchNorms normalise
+    /// over the rows of every rank of it (the official `SyncBatchNorm`).
+    pub fn forward(&self, x: Tensor<2>, sync: Option<&BatchSync>) -> Result<Tensor<2>> {
         let n = self.mlp.len();
         let mut x = x;
         for (i, layer) in self.mlp.iter().enumerate() {
             x = layer.forward(x);
             if let Some(norm) = self.norms.get(i) {
-                x = norm.forward(x);
+                x = match sync {
+                    Some(sync) => sync.normalize(norm, x)?,
+                    None => norm.forward(x),
+                };
             }
             if i + 1 < n {
                 x = gelu(x);
             }
         }
-        self.project(x)
-    }
-
-    /// [`Self::forward`] with the BatchNorms normalising over the rows of every rank of `sync`
-    /// (the official `SyncBatchNorm`); the same as `forward` without BatchNorms.
-    pub fn forward_synced(&self, x: Tensor<2>, sync: &BatchSync) -> Result<Tensor<2>> {
-        let n = self.mlp.len();
-        let mut x = x;
-        for (i, layer) in self.mlp.iter().enumerate() {
-            x = layer.forward(x);
-            if let Some(norm) = self.norms.get(i) {
-                x = sync.normalize(norm, x)?;
-            }
-            if i + 1 < n {
-                x = gelu(x);
-            }
-        }
-        Ok(self.project(x))
-    }
-
-    /// The MLP's output, L2-normalised, through the weight-normalised last layer.
-    fn project(&self, x: Tensor<2>) -> Tensor<2> {
         let x = l2_normalize_rows(x);
         // weight_norm: w = g * v / ||v|| (norm over each output row)
         let v = self.last_layer_v.val();
@@ -185,7 +167,7 @@ impl DinoHead {
         if let Some(g) = &self.last_layer_g {
             w = w * g.val();
         }
-        x.matmul(w.transpose())
+        Ok(x.matmul(w.transpose()))
     }
 
     /// A head drawn from `rng` as the official code initialises it.

@@ -80,10 +80,6 @@ impl DinoNet {
             .into_iter()
             .map(|g| self.backbone.forward(g))
             .collect::<Result<Vec<_>>>()?;
-        let feats = Tensor::cat(feats, 0);
-        match sync {
-            Some(sync) => self.head.forward_synced(feats, sync),
-            None => Ok(self.head.forward(feats)),
-        }
+        self.head.forward(Tensor::cat(feats, 0), sync)
     }
 }
