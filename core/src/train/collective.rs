@@ -83,13 +83,24 @@ impl Collective for ThreadWorld {
         data.copy_from_slice(&all[root]);
     }
     fn all_gather_u64(&self, value: u64) -> Vec<u64> {
-        // two f32 halves carry the u64 exactly
-        let halves = [(value >> 32) as u32, value as u32].map(f32::from_bits);
-        self.exchange(&halves)
-            .iter()
-            .map(|h| ((h[0].to_bits() as u64) << 32) | h[1].to_bits() as u64)
-            .collect()
+        from_halves(&self.exchange(&to_halves(&[value])).concat())
     }
+}
+
+/// u64 values as pairs of f32 bit patterns (high, low), which gathers copy unchanged.
+fn to_halves(values: &[u64]) -> Vec<f32> {
+    values
+        .iter()
+        .flat_map(|v| [(v >> 32) as u32, *v as u32].map(f32::from_bits))
+        .collect()
+}
+
+/// The u64 values of [`to_halves`]'s pairs.
+fn from_halves(halves: &[f32]) -> Vec<u64> {
+    halves
+        .chunks_exact(2)
+        .map(|h| ((h[0].to_bits() as u64) << 32) | h[1].to_bits() as u64)
+        .collect()
 }
 
 /// The parts of one process's batch (threads, one per device) joined with the other
@@ -138,10 +149,11 @@ impl Collective for PartsWorld {
     }
     fn all_gather(&self, data: &[f32]) -> Vec<f32> {
         let mine = self.local.all_gather(data);
-        let mut all = vec![0.0; mine.len() * self.ranks.as_ref().map_or(1, |r| r.world())];
-        if self.ranks.is_none() {
+        let Some(ranks) = &self.ranks else {
             return mine;
-        }
+        };
+        // every part learns the length, so the first part's result can be broadcast
+        let mut all = vec![0.0; mine.len() * ranks.world()];
         self.through_ranks(&mut all, |r, d| d.copy_from_slice(&r.all_gather(&mine)));
         all
     }
@@ -151,20 +163,7 @@ impl Collective for PartsWorld {
         self.through_ranks(data, |r, d| r.broadcast(d, root / parts));
     }
     fn all_gather_u64(&self, value: u64) -> Vec<u64> {
-        let mine = self.local.all_gather_u64(value);
-        let Some(r) = &self.ranks else {
-            return mine;
-        };
-        // the u64s as f32 bit patterns (a gather copies them unchanged)
-        let halves: Vec<f32> = mine
-            .iter()
-            .flat_map(|v| [(v >> 32) as u32, *v as u32].map(f32::from_bits))
-            .collect();
-        let mut all = vec![0.0; halves.len() * r.world()];
-        self.through_ranks(&mut all, |r, d| d.copy_from_slice(&r.all_gather(&halves)));
-        all.chunks(2)
-            .map(|h| ((h[0].to_bits() as u64) << 32) | h[1].to_bits() as u64)
-            .collect()
+        from_halves(&self.all_gather(&to_halves(&[value])))
     }
 }
 
