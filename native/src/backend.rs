@@ -125,7 +125,7 @@ impl Backend {
         };
         #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
         if device.is_ok() && !matches!(self, Backend::Cpu) {
-            announce_kernel_cache();
+            crate::gpu_kernels::announce();
         }
         device
     }
@@ -141,37 +141,4 @@ mod tests {
         assert_eq!([parts(64), parts(6), parts(7)], [4, 2, 1]);
         assert_eq!(Backend::Vulkan.default_parts(64), 1, "one GPU by default");
     }
-}
-
-/// Says once, with the first GPU device, where its kernels are cached and whether the first
-/// use will compile and autotune them (a silent minute otherwise).
-#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-fn announce_kernel_cache() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let db = burn::cubecl::environment::path();
-        // the database and its write-ahead log (`default.db`, `default.db-wal`, ...)
-        let bytes: u64 = db
-            .file_name()
-            .and_then(|name| {
-                let name = name.to_string_lossy().into_owned();
-                let dir = std::fs::read_dir(db.parent()?).ok()?;
-                Some(
-                    dir.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
-                        .filter_map(|e| e.metadata().ok())
-                        .map(|m| m.len())
-                        .sum(),
-                )
-            })
-            .unwrap_or(0);
-        let state = match bytes {
-            0 => "empty: the first use compiles and autotunes every kernel (minutes)".into(),
-            b => format!("{:.1} MB cached", b as f64 / 1e6),
-        };
-        eprintln!(
-            "GPU kernels: {} ({state}; --kernel-cache DIR, --autotune minimal)",
-            db.display()
-        );
-    });
 }
