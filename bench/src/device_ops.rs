@@ -15,130 +15,119 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
-static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Runs ops on the CPU and on a GPU device and compares them; remembers any that differ.
+struct Compare {
+    cpu: Device,
+    gpu: Device,
+    failed: bool,
+}
 
-fn diff<const D: usize>(name: &str, a: Tensor<D>, b: Tensor<D>) {
-    let read = |t: Tensor<D>| t.into_data().try_to_vec::<f32>().expect("f32 values");
-    let (a, b) = (read(a), read(b));
-    let d = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    let s = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let ok = d <= 1e-5 * s.max(1.0) || d <= 1e-6;
-    if !ok {
-        FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+impl Compare {
+    /// `op(device)` (inputs moved to `device` inside it) on the CPU and on the GPU: the
+    /// largest difference, and whether it exceeds 1e-5 of the largest value.
+    fn check<const D: usize>(&mut self, name: &str, op: impl Fn(&Device) -> Tensor<D>) {
+        let read = |t: Tensor<D>| {
+            let t = t.to_device(&self.cpu);
+            t.into_data().try_to_vec::<f32>().expect("f32 values")
+        };
+        let (a, b) = (read(op(&self.cpu)), read(op(&self.gpu)));
+        let d = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let s = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let ok = d <= 1e-5 * s.max(1.0) || d <= 1e-6;
+        self.failed |= !ok;
+        let verdict = if ok { "ok" } else { "WRONG" };
+        println!("{name:42} max |diff| {d:.3e}  (max |x| {s:.3e})  {verdict}");
     }
-    let verdict = if ok { "ok" } else { "WRONG" };
-    println!("{name:42} max |diff| {d:.3e}  (max |x| {s:.3e})  {verdict}");
+}
+
+/// `SIZES="m,k,n;m,k,n"`: the matrix products to check.
+fn sizes(text: &str) -> Result<Vec<[usize; 3]>, String> {
+    text.split(';')
+        .map(|t| {
+            let d: Vec<usize> = t
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|e| format!("SIZES {t:?}: {e}")))
+                .collect::<Result<_, _>>()?;
+            match d[..] {
+                [m, k, n] if m > 0 && k > 0 && n > 0 => Ok([m, k, n]),
+                _ => Err(format!("SIZES {t:?}: three positive sizes m,k,n")),
+            }
+        })
+        .collect()
 }
 
 fn main() {
-    let dev = match std::env::args().nth(1).as_deref() {
+    let gpu = match std::env::args().nth(1).as_deref() {
         Some("wgpu") => Device::wgpu(Default::default()),
         _ => Device::vulkan(Default::default()),
     };
     let cpu = Device::flex();
-    let r = |shape: Vec<usize>| {
-        Tensor::<2>::random([shape[0], shape[1]], Distribution::Normal(0.0, 1.0), &cpu)
+    let mut c = Compare {
+        cpu: cpu.clone(),
+        gpu,
+        failed: false,
     };
-    let sizes: Vec<(usize, usize, usize)> = match std::env::var("SIZES") {
-        Ok(v) => v
-            .split(';')
-            .map(|t| {
-                let d: Vec<usize> = t.split(',').map(|x| x.parse().unwrap()).collect();
-                (d[0], d[1], d[2])
-            })
-            .collect(),
+    let normal =
+        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &cpu);
+    let products = match std::env::var("SIZES") {
+        Ok(text) => sizes(&text).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }),
         Err(_) => vec![
-            (4, 8, 4),
-            (64, 64, 64),
-            (197, 384, 1152),
-            (3, 384, 128),
-            (1, 7, 5),
-            (197, 197, 64),
+            [4, 8, 4],
+            [64, 64, 64],
+            [197, 384, 1152],
+            [3, 384, 128],
+            [1, 7, 5],
+            [197, 197, 64],
         ],
     };
-    for (m, k, n) in sizes {
-        let (a, b) = (r(vec![m, k]), r(vec![k, n]));
-        let want = a.clone().matmul(b.clone());
-        let got = a.to_device(&dev).matmul(b.to_device(&dev)).to_device(&cpu);
-        diff(&format!("matmul {m}x{k} @ {k}x{n}"), want, got);
+    for [m, k, n] in products {
+        let (a, b) = (normal([m, k]), normal([k, n]));
+        c.check(&format!("matmul {m}x{k} @ {k}x{n}"), |d| {
+            a.clone().to_device(d).matmul(b.clone().to_device(d))
+        });
     }
-    if std::env::var("ONLY_MATMUL").is_ok() {
-        std::process::exit(FAILED.load(std::sync::atomic::Ordering::Relaxed) as i32);
+    if std::env::var("ONLY_MATMUL").is_err() {
+        other_ops(&mut c);
     }
-    let x4 = Tensor::<4>::random([2, 6, 197, 64], Distribution::Normal(0.0, 1.0), &cpu);
-    let y4 = Tensor::<4>::random([2, 6, 64, 197], Distribution::Normal(0.0, 1.0), &cpu);
-    diff(
-        "batched matmul [2,6,197,64]@[2,6,64,197]",
-        x4.clone().matmul(y4.clone()),
-        x4.clone()
-            .to_device(&dev)
-            .matmul(y4.clone().to_device(&dev))
-            .to_device(&cpu),
-    );
-    diff(
-        "q @ k^T (swap_dims)",
-        x4.clone().matmul(x4.clone().swap_dims(2, 3)),
-        x4.clone()
-            .to_device(&dev)
-            .matmul(x4.clone().to_device(&dev).swap_dims(2, 3))
-            .to_device(&cpu),
-    );
-    diff(
-        "softmax",
-        softmax(x4.clone(), 3),
-        softmax(x4.clone().to_device(&dev), 3).to_device(&cpu),
-    );
-    diff(
-        "gelu",
-        gelu(x4.clone()),
-        gelu(x4.clone().to_device(&dev)).to_device(&cpu),
-    );
-    diff(
-        "mean_dim",
-        x4.clone().mean_dim(3),
-        x4.clone().to_device(&dev).mean_dim(3).to_device(&cpu),
-    );
-    diff(
-        "var (layer norm statistic)",
-        x4.clone().var(3),
-        x4.clone().to_device(&dev).var(3).to_device(&cpu),
-    );
+    std::process::exit(c.failed as i32);
+}
+
+/// Every other op of the ViT's forward pass.
+fn other_ops(c: &mut Compare) {
+    let cpu = c.cpu.clone();
+    let x = Tensor::<4>::random([2, 6, 197, 64], Distribution::Normal(0.0, 1.0), &cpu);
+    let y = Tensor::<4>::random([2, 6, 64, 197], Distribution::Normal(0.0, 1.0), &cpu);
+    let on = |t: &Tensor<4>, d: &Device| t.clone().to_device(d);
+    c.check("batched matmul [2,6,197,64]@[2,6,64,197]", |d| {
+        on(&x, d).matmul(on(&y, d))
+    });
+    c.check("q @ k^T (swap_dims)", |d| {
+        on(&x, d).matmul(on(&x, d).swap_dims(2, 3))
+    });
+    c.check("softmax", |d| softmax(on(&x, d), 3));
+    c.check("gelu", |d| gelu(on(&x, d)));
+    c.check("mean_dim", |d| on(&x, d).mean_dim(3));
+    c.check("var (layer norm statistic)", |d| on(&x, d).var(3));
     let img = Tensor::<4>::random([2, 3, 224, 224], Distribution::Normal(0.0, 1.0), &cpu);
     let w = Tensor::<4>::random([384, 3, 16, 16], Distribution::Normal(0.0, 0.05), &cpu);
     let bias = Tensor::<1>::random([384], Distribution::Normal(0.0, 0.05), &cpu);
-    let opt = || ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
-    diff(
-        "conv2d patch embed 16x16/16",
-        conv2d(img.clone(), w.clone(), Some(bias.clone()), opt()),
-        conv2d(
-            img.to_device(&dev),
-            w.to_device(&dev),
-            Some(bias.to_device(&dev)),
-            opt(),
-        )
-        .to_device(&cpu),
-    );
-    let a = r(vec![3, 384]);
-    let b = r(vec![5, 384]);
-    diff(
-        "cat rows",
-        Tensor::cat(vec![a.clone(), b.clone()], 0),
-        Tensor::cat(
-            vec![a.clone().to_device(&dev), b.clone().to_device(&dev)],
-            0,
-        )
-        .to_device(&cpu),
-    );
-    diff(
-        "x * x.sum_dim(1).sqrt()",
-        a.clone() * a.clone().powf_scalar(2.0).sum_dim(1).sqrt(),
-        {
-            let g = a.clone().to_device(&dev);
-            (g.clone() * g.powf_scalar(2.0).sum_dim(1).sqrt()).to_device(&cpu)
-        },
-    );
-    std::process::exit(FAILED.load(std::sync::atomic::Ordering::Relaxed) as i32);
+    c.check("conv2d patch embed 16x16/16", |d| {
+        let opt = ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
+        conv2d(on(&img, d), on(&w, d), Some(bias.clone().to_device(d)), opt)
+    });
+    let a = Tensor::<2>::random([3, 384], Distribution::Normal(0.0, 1.0), &cpu);
+    let b = Tensor::<2>::random([5, 384], Distribution::Normal(0.0, 1.0), &cpu);
+    c.check("cat rows", |d| {
+        Tensor::cat(vec![a.clone().to_device(d), b.clone().to_device(d)], 0)
+    });
+    c.check("x * x.sum_dim(1).sqrt()", |d| {
+        let g = a.clone().to_device(d);
+        g.clone() * g.powf_scalar(2.0).sum_dim(1).sqrt()
+    });
 }
