@@ -68,15 +68,34 @@ fn assert_same_run(a: &Path, b: &Path, files: &[&str], what: &str) {
 
 const RUN: [&str; 3] = ["checkpoint.safetensors", "teacher.safetensors", "log.txt"];
 
+/// `dino train` of `epochs` with `extra` into `dir`, as one process whose batch runs as `n`
+/// parts (`dir/one`) and as `mpirun -np n` ranks of one part each (`dir/ranks`), both
+/// successful; the ranks' stderr.
+fn parts_and_ranks(dir: &Path, n: usize, epochs: &str, extra: &[&str]) -> String {
+    let n_parts = n.to_string();
+    let one = train(
+        &dir.join("one"),
+        epochs,
+        &[extra, &["--devices", &n_parts]].concat(),
+    );
+    ok(&strs(&one));
+    let ranks = train(
+        &dir.join("ranks"),
+        epochs,
+        &[extra, &["--devices", "1"]].concat(),
+    );
+    let r = run(mpirun(n, &ranks));
+    let err = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert!(r.status.success(), "{err}");
+    err
+}
+
 #[test]
 fn mpi_ranks_train_as_one_process_with_as_many_parts() {
     let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
     let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
-    ok(&strs(&train(&one, "2", &["--devices", "2"])));
-    let r = run(mpirun(2, &train(&ranks, "2", &["--devices", "1"])));
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success(), "{err}");
+    let err = parts_and_ranks(dir.path(), 2, "2", &[]);
     assert!(err.contains("MPI: 2 ranks (world_size = 2)"), "{err}");
     let config = std::fs::read_to_string(ranks.join("config.toml")).unwrap();
     assert!(config.contains("# world_size = 2"), "{config}");
@@ -93,16 +112,7 @@ fn three_ranks_train_as_one_process_with_three_parts() {
     let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
     let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
-    ok(&strs(&train(
-        &one,
-        "1",
-        &["--batch-size", "3", "--devices", "3"],
-    )));
-    let r = run(mpirun(
-        3,
-        &train(&ranks, "1", &["--batch-size", "3", "--devices", "1"]),
-    ));
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    parts_and_ranks(dir.path(), 3, "1", &["--batch-size", "3"]);
     assert_same_run(&one, &ranks, &RUN, "three ranks differ from one process");
 }
 
@@ -114,17 +124,7 @@ fn a_batchnorm_head_on_two_ranks_trains_as_one_process_with_two_parts() {
     let _job = one_job();
     let dir = tempfile::tempdir().unwrap();
     let (one, ranks) = (dir.path().join("one"), dir.path().join("ranks"));
-    let bn = ["--use-bn-in-head", "true"];
-    ok(&strs(&train(
-        &one,
-        "2",
-        &[&bn[..], &["--devices", "2"]].concat(),
-    )));
-    let r = run(mpirun(
-        2,
-        &train(&ranks, "2", &[&bn[..], &["--devices", "1"]].concat()),
-    ));
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    parts_and_ranks(dir.path(), 2, "2", &["--use-bn-in-head", "true"]);
     let config = std::fs::read_to_string(ranks.join("config.toml")).unwrap();
     assert!(config.contains("use_bn_in_head = true"), "{config}");
     assert_same_run(
