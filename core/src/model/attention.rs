@@ -7,38 +7,56 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::Precision;
+
 /// `Attention` of `vision_transformer.py`: `qkv` Linear(D, 3D) with bias, `proj` Linear(D, D).
 #[derive(Module, Debug)]
 pub struct SelfAttention {
     pub qkv: Linear,
     pub proj: Linear,
     pub heads: usize,
+    /// Precision of the products ([`Precision`]): in half, q, k, v and the output of the
+    /// probabilities' product stay half, the scores are widened for the softmax.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl SelfAttention {
-    /// Splits `[B, N, D]` into q, k, v of `[B, H, N, D/H]` each.
+    /// Splits `[B, N, D]` into q, k, v of `[B, H, N, D/H]` each (in the products' precision).
     fn split_heads(&self, x: Tensor<3>) -> [Tensor<4>; 3] {
         let [b, n, d] = x.dims();
         let h = self.heads;
         let qkv = self
-            .qkv
-            .forward(x)
+            .precision
+            .linear(&self.qkv, x)
             .reshape([b, n, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]);
         let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
         [q, k, v]
     }
 
+    /// `[B, H, N, D/H]` to the projected `[B, N, D]`, in f32.
     fn merge_heads(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, h, n, hd] = x.dims();
-        self.proj.forward(x.swap_dims(1, 2).reshape([b, n, h * hd]))
+        let p = self.precision;
+        p.widen(p.linear(&self.proj, x.swap_dims(1, 2).reshape([b, n, h * hd])))
     }
 
     /// Attention output through the backend's fused attention (no weights materialised
-    /// where the backend avoids it).
+    /// where the backend avoids it); in half precision the official decomposed form with half
+    /// products and an f32 softmax (Burn's fused attention has no backward pass anyway: it
+    /// decomposes under autodiff).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [q, k, v] = self.split_heads(x);
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = match self.precision.half() {
+            None => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+            Some(_) => {
+                let p = self.precision;
+                let scale = (q.dims()[3] as f64).powf(-0.5);
+                let scores = p.widen(p.matmul(q, k.swap_dims(2, 3))) * scale;
+                p.matmul(softmax(scores, 3), v)
+            }
+        };
         self.merge_heads(out)
     }
 
@@ -46,9 +64,10 @@ impl SelfAttention {
     /// `Attention.forward` returns them.
     pub fn forward_with_weights(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
         let [q, k, v] = self.split_heads(x);
+        let p = self.precision;
         let scale = (q.dims()[3] as f64).powf(-0.5);
-        let probs = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-        let out = probs.clone().matmul(v);
+        let probs = softmax(p.widen(p.matmul(q, k.swap_dims(2, 3))) * scale, 3);
+        let out = p.matmul(probs.clone(), v);
         (self.merge_heads(out), probs)
     }
 
@@ -57,8 +76,9 @@ impl SelfAttention {
     pub fn cls_weights(&self, x: Tensor<3>) -> Tensor<3> {
         let [q, k, _] = self.split_heads(x);
         let [b, h, _, hd] = q.dims();
+        let p = self.precision;
         let q_cls = q.narrow(2, 0, 1);
-        let scores = q_cls.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5);
+        let scores = p.widen(p.matmul(q_cls, k.swap_dims(2, 3))) * (hd as f64).powf(-0.5);
         let n = scores.dims()[3];
         softmax(scores, 3).reshape([b, h, n])
     }

@@ -6,7 +6,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, LinearParams, NormParams, Params};
-use super::{DropPath, SelfAttention};
+use super::{DropPath, Precision, SelfAttention};
 use crate::{Result, VitConfig};
 
 /// One block's tensors in the official layout (`blocks.{i}.*`).
@@ -40,11 +40,16 @@ impl BlockParams {
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
+    /// Precision of the two products (GELU in f32 between them).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        let p = self.precision;
+        let hidden = gelu(p.widen(p.linear(&self.fc1, x)));
+        p.widen(p.linear(&self.fc2, hidden))
     }
 }
 
@@ -73,14 +78,22 @@ impl Block {
                 qkv: p.qkv.into_burn(device),
                 proj: p.proj.into_burn(device),
                 heads: config.heads,
+                precision: Precision::F32,
             },
             norm2: p.norm2.into_burn(eps, device),
             mlp: Mlp {
                 fc1: p.fc1.into_burn(device),
                 fc2: p.fc2.into_burn(device),
+                precision: Precision::F32,
             },
             drop_path: DropPath { rate: drop_path },
         }
+    }
+
+    /// The precision of the block's products.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.attn.precision = precision;
+        self.mlp.precision = precision;
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

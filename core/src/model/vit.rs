@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, NormParams, ParamSource, Params, module_state_dict};
 use super::pos_embed::interpolate_pos_embed;
-use super::{Block, BlockParams, PatchEmbed};
+use super::{Block, BlockParams, PatchEmbed, Precision};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result, VitConfig};
@@ -100,7 +100,10 @@ impl VisionTransformer {
             .map(|(i, b)| Block::from_params(b, config, drop_path_rate(config, i), device))
             .collect();
         Ok(Self {
-            patch_embed: PatchEmbed { proj },
+            patch_embed: PatchEmbed {
+                proj,
+                precision: Precision::F32,
+            },
             cls_token: params.cls_token.into_param(device),
             pos_embed: params.pos_embed.into_param(device),
             blocks,
@@ -141,6 +144,19 @@ impl VisionTransformer {
         for (i, b) in self.blocks.iter_mut().enumerate() {
             b.drop_path.rate = drop_path_rate(&config, i);
         }
+    }
+
+    /// The precision of every matrix product of the model ([`Precision`]; f32 when built).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.patch_embed.precision = precision;
+        for b in &mut self.blocks {
+            b.set_precision(precision);
+        }
+    }
+
+    /// The precision of the model's products.
+    pub fn precision(&self) -> Precision {
+        self.patch_embed.precision
     }
 
     /// Checks a `[B, C, H, W]` input and returns its patch grid.
