@@ -97,12 +97,17 @@ fn resumed_run_with_batchnorm_head_equals_uninterrupted_run() {
     assert_resumes_exactly(cfg, 1);
 }
 
-/// The real training loop ([`train`]): a run straight through (2 epochs of 5 iterations), and
-/// one stopped after 3 iterations, loaded from its checkpoint and run to the end: the same
-/// losses, every tensor of the checkpoint (networks, optimiser state, center) equal bit for bit,
-/// the same metrics and log (timings aside). `parts`: the batch split over that many copies of
-/// the device.
+/// The real training loop ([`train`]): a run straight through (`cfg.epochs` epochs of 5
+/// iterations), and one stopped after 3 iterations, loaded from its checkpoint and run to the
+/// end: the same losses, every tensor of the checkpoint (networks, optimiser state, center)
+/// equal bit for bit, the same metrics and log (timings aside). `parts`: the batch split over
+/// that many copies of the device.
 fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
+    assert_resumes_exactly_after(cfg, parts, 3)
+}
+
+/// [`assert_resumes_exactly`] stopping after `stop` iterations.
+fn assert_resumes_exactly_after(cfg: TrainConfig, parts: usize, stop: usize) {
     let ld = Arc::new(loader(&cfg));
     let n = ld.niter_per_epoch();
     assert_eq!(n, 5); // 11 images / batch 2, the last one dropped
@@ -119,16 +124,16 @@ fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
     let mut straight = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
     train(&mut straight, batches(&ld), &a, &mut Quiet).unwrap();
     let losses = logged_losses(&a);
-    assert_eq!(losses.len(), 10);
+    assert_eq!(losses.len(), 5 * cfg.epochs);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 
     let mut first = with_parts(Trainer::new(cfg.clone(), n, &dev).unwrap());
-    let summary = train(&mut first, batches(&ld), &b, &mut StopAt(3)).unwrap();
-    assert_eq!(summary.steps, 3);
-    assert_eq!(logged_losses(&b), losses[..3], "same seed, same run");
+    let summary = train(&mut first, batches(&ld), &b, &mut StopAt(stop)).unwrap();
+    assert_eq!(summary.steps, stop);
+    assert_eq!(logged_losses(&b), losses[..stop], "same seed, same run");
     drop(first);
     let mut resumed = with_parts(Trainer::load(&b.checkpoint(), &dev).unwrap());
-    assert_eq!((resumed.iteration, resumed.epoch()), (3, 0));
+    assert_eq!((resumed.iteration, resumed.epoch()), (stop, stop / n));
     train(&mut resumed, batches(&ld), &b, &mut Quiet).unwrap();
     assert_eq!(logged_losses(&b), losses, "resumed losses");
     let (sa, sb) = (state(&straight), state(&resumed));
@@ -145,7 +150,10 @@ fn assert_resumes_exactly(cfg: TrainConfig, parts: usize) {
             f(&a).display()
         );
     }
-    assert_eq!(std::fs::read_to_string(a.log()).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(a.log()).unwrap().lines().count(),
+        cfg.epochs
+    );
 }
 
 fn batches(ld: &Arc<MultiCropLoader>) -> MultiCropBatches {
@@ -677,5 +685,118 @@ fn ranks_that_diverge_are_caught_at_the_checkpoint() {
             e.contains("the ranks hold different training states"),
             "{e}"
         );
+    }
+}
+
+/// f16 (`--precision f16`): the loss is scaled by GradScaler's 65536 and the gradients
+/// unscaled; a step whose gradients overflow is skipped (student and optimiser state as they
+/// were, the iteration counted, the teacher EMA and center moved as in the official loop) and
+/// the scale halved; the scale travels in the checkpoint, so an f16 run resumes exactly.
+#[test]
+fn an_f16_run_scales_its_loss_skips_overflowing_steps_and_resumes_exactly() {
+    use dino_core::train::Precision;
+    use dino_core::train::loss_scale::{INIT_SCALE, LossScale};
+    let mut cfg = tiny_config();
+    cfg.precision = Precision::F16;
+    // this tiny head's gradients need a scale of at most 64 (the pre-normalisation features
+    // are ~1e-2, so the L2 norm's backward multiplies by ~100): the first 10 steps back off
+    // from 65536, the stop falls after the updates began
+    cfg.epochs = 4;
+    assert_resumes_exactly_after(cfg.clone(), 1, 13);
+
+    let ld = loader(&cfg);
+    let mut t = Trainer::new(cfg, ld.niter_per_epoch(), &device()).unwrap();
+    assert_eq!(t.student().precision(), Precision::F16);
+    let (batch, _) = ld.batch(0, 0, &ld.epoch_order(0)).unwrap();
+    let student = |s: &[(String, Vec<f32>)]| -> Vec<Vec<f32>> {
+        let kept = s.iter().filter(|(k, _)| k.starts_with("student."));
+        kept.map(|(_, v)| v.clone()).collect()
+    };
+    // as with GradScaler, the first steps may overflow at 65536 (here the logits' gradient,
+    // 1 / student_temp per row, times the scale exceeds f16's 65504): each halves the scale
+    let mut scale = INIT_SCALE;
+    let moved = loop {
+        let before = state(&t);
+        let stats = t.step(&batch).unwrap();
+        assert_eq!(stats.loss_scale, Some(scale));
+        let after = state(&t);
+        if stats.overflow == Some(false) {
+            assert!(student(&before) != student(&after), "a good step updates");
+            break after;
+        }
+        assert_eq!(stats.overflow, Some(true));
+        assert!(
+            student(&before) == student(&after),
+            "a skipped step does not"
+        );
+        scale /= 2.0;
+        assert!(t.iteration < 16, "the scale never settled");
+    };
+    assert_eq!(t.loss_scale.map(|s| s.scale), Some(scale));
+    let iteration = t.iteration;
+    // a scale no f16 gradient survives: every gradient overflows to inf
+    t.loss_scale = Some(LossScale {
+        scale: 1e30,
+        good_steps: 7,
+    });
+    let skipped = t.step(&batch).unwrap();
+    assert_eq!(
+        (skipped.loss_scale, skipped.overflow),
+        (Some(1e30), Some(true))
+    );
+    assert!(skipped.loss.is_finite(), "the loss itself is not scaled");
+    assert_eq!(t.iteration, iteration + 1);
+    assert_eq!(
+        t.loss_scale,
+        Some(LossScale {
+            scale: 5e29,
+            good_steps: 0
+        })
+    );
+    let after = state(&t);
+    for ((k, a), (_, b)) in moved.iter().zip(&after) {
+        if k.starts_with("student.") || k.starts_with("optimizer.") {
+            assert!(a == b, "{k} changed in a skipped step");
+        }
+    }
+    assert!(
+        moved
+            .iter()
+            .zip(&after)
+            .any(|(a, b)| a.0 == "dino_loss.center" && a.1 != b.1),
+        "the center moves in a skipped step"
+    );
+    let resumed = Trainer::from_checkpoint(&t.checkpoint_bytes().unwrap(), &device()).unwrap();
+    assert_eq!(resumed.loss_scale, t.loss_scale);
+}
+
+/// Checkpoints are f32 whatever the precision: an f32 run resumes in bf16 (and its parts,
+/// copies of the networks on other threads, compute in bf16 too), giving losses close to the
+/// f32 run's but not equal to them.
+#[test]
+fn a_run_resumes_in_another_precision_and_its_parts_use_it() {
+    use dino_core::train::Precision;
+    let cfg = tiny_config();
+    let ld = loader(&cfg);
+    let dev = device();
+    let n = ld.niter_per_epoch();
+    let mut t = Trainer::new(cfg, n, &dev).unwrap();
+    run(&mut t, &ld, 2);
+    let bytes = t.checkpoint_bytes().unwrap();
+    let f32_losses = run(&mut t, &ld, 2);
+    for parts in [1, 2] {
+        let mut r = Trainer::from_checkpoint(&bytes, &dev).unwrap();
+        r.set_devices(vec![dev.clone(); parts]).unwrap();
+        r.cfg.precision = Precision::Bf16;
+        let losses = run(&mut r, &ld, 2);
+        assert_eq!(r.student().precision(), Precision::Bf16);
+        assert_eq!(r.teacher().precision(), Precision::Bf16);
+        for (a, b) in losses.iter().zip(&f32_losses) {
+            let rel = ((a - b) / b).abs();
+            assert!(
+                rel > 1e-6 && rel < 2e-2,
+                "{parts} part(s): bf16 {a} vs f32 {b}"
+            );
+        }
     }
 }

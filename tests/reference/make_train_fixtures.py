@@ -10,15 +10,21 @@ teacher EMA and the center update. Drop path is 0 (its randomness cannot be shar
 
 Writes tests/fixtures/train/step.safetensors: the initial weights, the crops, and after each
 step the loss, head outputs, raw gradients of a few tensors, all student and teacher weights
-and the center. Run from the repository root:
+and the center; step_bn.safetensors: the same with BatchNorm in the head;
+step_bf16.safetensors: the same two iterations under bf16 autocast (mixed precision, the
+official `--use_fp16` with bf16) with CUDA autocast's policy; step_bf16_bias_rounded: its first
+iteration with the linear layers' bias added after the product is rounded to bf16 (as Burn
+computes it). Run from the repository root:
 
     python3 tests/reference/make_train_fixtures.py
 """
 
+import contextlib
 import json
 import math
 import os
 import sys
+import types
 
 import numpy as np
 import torch
@@ -121,13 +127,17 @@ def set_schedules(opt, it, lr_schedule, wd_schedule):
             group["weight_decay"] = wd_schedule[it]
 
 
-def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules, raw_grads=None):
+def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules, raw_grads=None, amp=None):
     """One iteration of `train_one_epoch`; returns the loss, both outputs and the gradient norms
-    before clipping. `raw_grads`, a dict, receives the gradients before clipping."""
+    before clipping. `raw_grads`, a dict, receives the gradients before clipping. `amp`: the
+    autocast dtype of the forward passes (the outputs widened to f32 for the loss, as CUDA
+    autocast computes softmax in f32)."""
     lr_schedule, wd_schedule, momentum_schedule = schedules
     set_schedules(opt, it, lr_schedule, wd_schedule)
-    t_out = teacher(crops[:2])
-    s_out = student(crops)
+    with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        t_out = teacher(crops[:2])
+        s_out = student(crops)
+    t_out, s_out = t_out.float(), s_out.float()
     loss = loss_fn(s_out, t_out, epoch)
     opt.zero_grad()
     loss.backward()
@@ -223,6 +233,99 @@ def main():
               metadata={"reference": json.dumps(meta)})
     print("wrote", os.path.join(OUT, "step.safetensors"))
     bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta)
+    init = {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")}
+    bf16_steps(init, crops, lr_schedule, wd_schedule, momentum_schedule, meta)
+    bf16_steps(init, crops, lr_schedule, wd_schedule, momentum_schedule, meta, bias_rounded=True)
+
+
+def official_attention_f32_softmax(self, x, attn_mask=None, is_causal=False):
+    """The official `Attention.forward` (scores, softmax, product; timm's fused kernel keeps
+    the probabilities in f32 and would not round them), with the softmax in f32 as CUDA
+    autocast computes it (CPU autocast would keep it in bf16)."""
+    b, n, c = x.shape
+    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q @ k.transpose(-2, -1)).float() * self.scale
+    attn = attn.softmax(dim=-1)
+    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+def with_cuda_autocast_policy(net):
+    """Where CPU autocast differs from the CUDA autocast the official code trains under: the
+    attention softmax and the head's L2 norm in f32 (CUDA autocast's f32 ops)."""
+    for blk in net.backbone.blocks:
+        blk.attn.forward = types.MethodType(official_attention_f32_softmax, blk.attn)
+    head = net.head
+    head.forward = lambda x: head.last_layer(F.normalize(head.mlp(x).float(), dim=-1, p=2))
+    return net
+
+
+@contextlib.contextmanager
+def bias_added_after_rounding():
+    """Autocast's linear layers as Burn computes them in bf16: the product rounded to bf16,
+    then the bf16 bias added (a second rounding), where PyTorch adds the bias to the f32
+    accumulator and rounds once. Everything else unchanged."""
+    orig = nn.Linear.forward
+
+    def forward(self, x):
+        if not torch.is_autocast_enabled("cpu"):
+            return orig(self, x)
+        with torch.autocast("cpu", enabled=False):
+            out = x.bfloat16() @ self.weight.bfloat16().t()
+            return out if self.bias is None else out + self.bias.bfloat16()
+
+    nn.Linear.forward = forward
+    try:
+        yield
+    finally:
+        nn.Linear.forward = orig
+
+
+def bf16_steps(init, crops, lr_schedule, wd_schedule, momentum_schedule, meta, bias_rounded=False):
+    """The two AdamW iterations of step.safetensors (same initial weights and crops) under
+    bf16 autocast: the products (linear layers, patch convolution, attention) in bf16 with f32
+    accumulation, their results rounded to bf16; LayerNorm, softmax, GELU's input, the L2 norm
+    and the loss in f32; f32 master weights and AdamW state. Writes train/step_bf16.safetensors,
+    or with `bias_rounded` the first iteration under [`bias_added_after_rounding`] to
+    train/step_bf16_bias_rounded.safetensors."""
+    from safetensors.torch import save_file
+
+    student, teacher = Net(seed=3), Net(seed=4)
+    student.load_state_dict(init)
+    teacher.load_state_dict(init)
+    for p in teacher.parameters():
+        p.requires_grad = False
+    with_cuda_autocast_policy(student)
+    with_cuda_autocast_policy(teacher)
+    opt = torch.optim.AdamW(get_params_groups(student))
+    loss_fn = DINOLoss(CFG["out_dim"], 4, TEMP_WARMUP, TEMP, TEMP_WARMUP_EPOCHS, EPOCHS)
+    tensors = {}
+    steps = [(0, 1)] if bias_rounded else [(0, 1), (1, 0)]
+    for step, (epoch, it_in_epoch) in enumerate(steps):
+        grads = {}
+        with bias_added_after_rounding() if bias_rounded else contextlib.nullcontext():
+            loss, s_out, t_out, _ = train_step(student, teacher, opt, loss_fn, crops, epoch,
+                                               epoch * NITER + it_in_epoch,
+                                               (lr_schedule, wd_schedule, momentum_schedule),
+                                               raw_grads=grads, amp=torch.bfloat16)
+        s = f"step{step}."
+        tensors[s + "loss"] = loss.detach().reshape(1)
+        tensors[s + "teacher_output"] = t_out.detach()
+        tensors[s + "student_output"] = s_out.detach()
+        for n in ["head.last_layer.weight_v", "head.mlp.0.weight", "backbone.blocks.0.attn.qkv.weight",
+                  "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"]:
+            tensors[s + "grad." + n] = grads[n]
+        tensors[s + "center"] = loss_fn.center.detach().clone()
+        print(f"bf16 step {step}{' (bias after rounding)' if bias_rounded else ''}: loss {loss.item():.6f}")
+    if not bias_rounded:
+        for who, net in (("student", student), ("teacher", teacher)):
+            for k, v in official_names(net.state_dict()).items():
+                tensors[f"{who}.{k}"] = v
+    name = "step_bf16_bias_rounded" if bias_rounded else "step_bf16"
+    path = os.path.join(OUT, name + ".safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path,
+              metadata={"reference": json.dumps(dict(meta, autocast="bfloat16", torch=torch.__version__))})
+    print("wrote", path)
 
 
 def bn_head_steps(crops, lr_schedule, wd_schedule, momentum_schedule, meta):

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::loss_scale::LossScale;
 use super::{DinoNet, OptimizerKind, TrainConfig, Trainer, parameter_sizes};
 use crate::weights::{OWN_FORMAT, RawTensor, StateDict, to_safetensors_bytes_with};
 use crate::{Error, Result};
@@ -22,6 +23,9 @@ struct RunHeader {
     niter_per_epoch: usize,
     optimizer: OptimizerKind,
     optimizer_steps: BTreeMap<String, u64>,
+    /// The f16 loss scale (absent in runs that never trained in f16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<LossScale>,
 }
 
 impl Trainer {
@@ -44,6 +48,7 @@ impl Trainer {
             niter_per_epoch: self.niter_per_epoch,
             optimizer: self.optimizer.kind,
             optimizer_steps: steps,
+            loss_scale: self.loss_scale,
         };
         let run = serde_json::to_string(&header).expect("serialises");
         to_safetensors_bytes_with(&sd, &self.cfg.vit()?, false, &[(TRAIN_KEY, run)])
@@ -104,6 +109,9 @@ impl Trainer {
         let mut trainer =
             Trainer::from_parts(cfg, student, Some(teacher), header.niter_per_epoch, device)?;
         trainer.iteration = header.iteration;
+        if header.loss_scale.is_some() {
+            trainer.loss_scale = header.loss_scale;
+        }
         trainer.optimizer.kind = header.optimizer;
         let sizes = parameter_sizes(trainer.student());
         trainer

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{HeadConfig, OptimizerKind};
 use crate::augment::MultiCropConfig;
+use crate::model::Precision;
 use crate::{Error, Result, VitConfig};
 
 /// `main_dino.py`'s arguments (names kept), plus the head and crop sizes it hard-codes.
@@ -63,6 +64,10 @@ pub struct TrainConfig {
     /// Recompute activations in the backward pass instead of keeping them (less memory,
     /// more compute: Burn's autodiff checkpointing).
     pub gradient_checkpointing: bool,
+    /// Precision of the matrix products (mixed precision, the official `--use_fp16`):
+    /// parameters, optimiser state and checkpoints stay f32 whatever it is, so a run may
+    /// resume in another precision.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -105,6 +110,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             dataset_repeats: 1,
             gradient_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 }

@@ -32,6 +32,12 @@ impl TrainRun for Trainer {
             ("momentum", s.momentum),
             ("teacher_temp", s.teacher_temp),
         ];
+        if let (Some(scale), Some(overflow)) = (s.loss_scale, s.overflow) {
+            // f16: the scale of the step, and 1 for a step skipped for overflowing gradients
+            // (its epoch mean in log.txt: the fraction skipped)
+            metrics.push(("loss_scale", scale));
+            metrics.push(("overflow", if overflow { 1.0 } else { 0.0 }));
+        }
         if let Some(c) = s.comm_seconds {
             // wall-clock, like img_per_s: in metrics.jsonl, not in log.txt
             metrics.push(("comm_s", c));

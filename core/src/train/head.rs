@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BatchSync;
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
-use crate::model::{BN_MOMENTUM, BatchNorm, l2_normalize_rows};
+use crate::model::{BN_MOMENTUM, BatchNorm, Precision, l2_normalize_rows};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
@@ -91,6 +91,10 @@ pub struct DinoHead {
     pub norms: Vec<BatchNorm>,
     pub last_layer_v: Param<Tensor<2>>,
     pub last_layer_g: Option<Param<Tensor<2>>>,
+    /// Precision of the linear layers' products ([`Precision`]); BatchNorm, GELU, the L2
+    /// normalisation and the weight normalisation stay f32, and so do the logits.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl DinoHead {
@@ -139,6 +143,7 @@ impl DinoHead {
             norms,
             last_layer_v: v.into_param(device),
             last_layer_g,
+            precision: Precision::F32,
         })
     }
 
@@ -147,8 +152,9 @@ impl DinoHead {
     pub fn forward(&self, x: Tensor<2>, sync: Option<&BatchSync>) -> Result<Tensor<2>> {
         let n = self.mlp.len();
         let mut x = x;
+        let p = self.precision;
         for (i, layer) in self.mlp.iter().enumerate() {
-            x = layer.forward(x);
+            x = p.widen(p.linear(layer, x));
             if let Some(norm) = self.norms.get(i) {
                 x = match sync {
                     Some(sync) => sync.normalize(norm, x)?,
@@ -167,7 +173,7 @@ impl DinoHead {
         if let Some(g) = &self.last_layer_g {
             w = w * g.val();
         }
-        Ok(x.matmul(w.transpose()))
+        Ok(p.widen(p.matmul(x, w.transpose())))
     }
 
     /// A head drawn from `rng` as the official code initialises it.

@@ -10,6 +10,8 @@ mod dino_run;
 mod ema;
 mod head;
 mod loss;
+#[cfg(not(target_family = "wasm"))]
+pub mod loss_scale;
 mod net;
 mod optim;
 #[cfg(not(target_family = "wasm"))]
@@ -19,6 +21,7 @@ mod sync_batch_norm;
 #[cfg(not(target_family = "wasm"))]
 mod trainer;
 
+pub use crate::model::Precision;
 pub use config::{TrainConfig, parse_table};
 pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};

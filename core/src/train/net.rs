@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::{BatchSync, DinoHead, HeadConfig};
+use crate::model::Precision;
 use crate::model::params::ParamSource;
 use crate::weights::StateDict;
 use crate::{Result, VisionTransformer, VitConfig};
@@ -49,6 +50,17 @@ impl DinoNet {
         let net = Self::new_from(vit, head, &source, device)?;
         source.finish()?;
         Ok(net)
+    }
+
+    /// The precision of every matrix product of backbone and head ([`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.backbone.set_precision(precision);
+        self.head.precision = precision;
+    }
+
+    /// The precision of the network's products.
+    pub fn precision(&self) -> Precision {
+        self.backbone.precision()
     }
 
     /// Official `MultiCropWrapper` keys.

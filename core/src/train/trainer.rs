@@ -9,6 +9,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::collective::{Collective, PartsWorld};
+use super::loss_scale::{LossScale, unscale_grads};
 use super::{
     BatchSync, CosineSchedule, DinoLoss, DinoNet, DinoOptimizer, StepSettings, TeacherTempSchedule,
     TrainConfig, ema_update,
@@ -32,6 +33,13 @@ pub struct StepStats {
     pub batch_entropy: f64,
     /// Seconds this step spent summing over the other processes (none without them).
     pub comm_seconds: Option<f64>,
+    /// f16: the loss scale of this step's backward pass (see [`LossScale`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16: the gradients overflowed, so the optimiser step was skipped (the teacher and the
+    /// center moved, as in the official loop) and the scale halved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<bool>,
 }
 
 /// The schedules of a run, functions of the iteration (temperature: of the epoch).
@@ -91,6 +99,9 @@ pub struct Trainer {
     accum_steps: usize,
     /// The other processes training this run, if any (see [`Trainer::set_collective`]).
     collective: Option<Arc<dyn Collective>>,
+    /// The dynamic loss scale of an f16 run (kept, unused, when a run resumes in another
+    /// precision).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// One device's share of an iteration, after its backward passes.
@@ -141,7 +152,7 @@ impl Trainer {
                 device,
             )?,
         };
-        Ok(Self {
+        let mut trainer = Self {
             loss: DinoLoss::new(cfg.out_dim, cfg.crops().ncrops(), device),
             optimizer: DinoOptimizer::new(cfg.optimizer),
             schedules: Schedules::new(&cfg, niter_per_epoch)?,
@@ -150,10 +161,43 @@ impl Trainer {
             devices: vec![device.clone()],
             accum_steps: 1,
             collective: None,
+            loss_scale: None,
             cfg,
             student: Some(student),
             teacher: Some(teacher),
-        })
+        };
+        trainer.apply_precision()?;
+        Ok(trainer)
+    }
+
+    /// Sets `cfg.precision` on both networks (the official code runs both under autocast);
+    /// idempotent, so a config changed on resume takes effect at the next step. A device that
+    /// cannot compute in the precision (Burn: garbage, not an error) is refused by name.
+    fn apply_precision(&mut self) -> Result<()> {
+        let p = self.cfg.precision;
+        if let Some(h) = p.half()
+            && let Some(d) = self.devices.iter().find(|d| !d.supports_dtype(h))
+        {
+            return Err(Error::Config(format!(
+                "the device {d:?} cannot compute in {p} (no general {p} arithmetic: bf16 \
+                 on Vulkan needs VK_KHR_shader_bfloat16, f16 needs shaderFloat16); use \
+                 --precision {} or f32",
+                if p == crate::model::Precision::Bf16 {
+                    "f16"
+                } else {
+                    "bf16"
+                }
+            )));
+        }
+        for net in [&mut self.student, &mut self.teacher].into_iter().flatten() {
+            if net.precision() != p {
+                net.set_precision(p);
+            }
+        }
+        if p.scales_loss() && self.loss_scale.is_none() {
+            self.loss_scale = Some(LossScale::default());
+        }
+        Ok(())
     }
 
     /// The student (on the autodiff device).
@@ -415,9 +459,14 @@ impl Trainer {
         if self.finished() {
             return Err(Error::Input("the run is already finished".into()));
         }
+        self.apply_precision()?;
         let epoch = self.epoch();
         let crops = self.cfg.crops();
         let n = self.devices.len();
+        let loss_scale = match self.cfg.precision.scales_loss() {
+            true => self.loss_scale,
+            false => None,
+        };
         let temp = self.schedules.teacher_temp.at(epoch);
         // drop-path masks: a stream per iteration and part, so runs resume exactly
         let drop_path_seed = |k: usize| mix(self.cfg.seed, it as u64, 0xD209 + ((k as u64) << 32));
@@ -428,7 +477,10 @@ impl Trainer {
             .as_ref()
             .map_or((0, 1), |c| (c.rank(), c.world()));
         let pieces = world * n * a;
-        let scale = 1.0 / pieces as f64;
+        let mean = 1.0 / pieces as f64;
+        // each piece's loss scaled so that the pieces' gradients sum to the mean's (times the
+        // f16 loss scale)
+        let scale = mean * loss_scale.map_or(1.0, |s| s.scale);
         // the batch is the whole one, or this rank's share of it (a sharded loader)
         let sharded = world > 1 && batch.batch * world == self.cfg.batch_size;
         let (offset, in_batch) = if sharded {
@@ -531,7 +583,7 @@ impl Trainer {
             comm_seconds = Some(t.elapsed().as_secs_f64());
         }
         let entropies = DinoLoss::entropies_from_sums(sums, rows);
-        let values = Tensor::cat(vec![loss * scale, entropies], 0)
+        let values = Tensor::cat(vec![loss * mean, entropies], 0)
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| Error::Input(format!("reading the loss: {e:?}")))?;
@@ -558,6 +610,16 @@ impl Trainer {
             grads = all_reduce_grads(c.as_ref(), grads, self.student(), self.device())?;
             comm_seconds = comm_seconds.map(|s| s + t.elapsed().as_secs_f64());
         }
+        // f16: the gradients unscaled; an overflow skips the optimiser step (GradScaler)
+        let mut overflow = None;
+        if let Some(ls) = loss_scale {
+            let (unscaled, finite) = unscale_grads(grads, self.student(), ls.scale)?;
+            grads = unscaled;
+            overflow = Some(!finite);
+            if let Some(state) = &mut self.loss_scale {
+                state.update(!finite);
+            }
+        }
         let teacher_out_mean = teacher_sum.reshape([1, self.cfg.out_dim]) / rows as f64;
         let settings = StepSettings {
             lr: self.schedules.lr.at(it),
@@ -566,7 +628,10 @@ impl Trainer {
             freeze_last_layer: epoch < self.cfg.freeze_last_layer,
         };
         let student = self.student.take().expect("in place");
-        let student = self.optimizer.step(student, grads, settings);
+        let student = match overflow {
+            Some(true) => student,
+            _ => self.optimizer.step(student, grads, settings),
+        };
         let m = self.schedules.momentum.at(it);
         let teacher = self.teacher.take().expect("in place");
         self.teacher = Some(ema_update(teacher, &student, m));
@@ -584,6 +649,8 @@ impl Trainer {
             teacher_entropy: values[1] as f64,
             batch_entropy: values[2] as f64,
             comm_seconds,
+            loss_scale: loss_scale.map(|s| s.scale),
+            overflow,
         })
     }
 }

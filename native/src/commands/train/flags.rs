@@ -4,7 +4,7 @@
 //! is, and compared field by field with a checkpoint's config when a run resumes. The defaults
 //! shown in `--help` come from `TrainConfig::default()` itself ([`with_defaults_in_help`]).
 
-use dino_core::train::{OptimizerKind, TrainConfig};
+use dino_core::train::{OptimizerKind, Precision, TrainConfig};
 use serde::Serialize;
 
 /// Every field of the training config as a flag (names and meaning of `main_dino.py`).
@@ -119,6 +119,14 @@ pub struct RecipeFlags {
     /// Recompute activations during the backward pass: less memory, more time.
     #[arg(long)]
     gradient_checkpointing: Option<bool>,
+    /// Precision of the matrix products (mixed precision; main_dino.py's --use_fp16, on by
+    /// default there, is f16): bf16 for GPUs with bf16 tensor cores (A100, H100) and CPUs with
+    /// AVX-512 BF16 / AMX; f16 with dynamic loss scaling otherwise (it can overflow with patch
+    /// 8, as the official README warns). Weights, optimiser state, LayerNorm, softmax and the
+    /// loss stay f32; a run may resume in another precision. dino-rs defaults to f32 because
+    /// most CPUs have no fast half-precision products (BENCHMARKS.md, "Mixed precision").
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
     #[command(flatten)]
     #[serde(flatten)]
     common: crate::recipe::CommonFlags,
