@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the training issue, as one script for a lent GPU machine (the `device`
 # tool) with PyTorch installed: (A) one DINO training step of ViT-S/16 (2 x 224 + 8 x 96 crops
-# per image, official head) on Burn's Vulkan backend against PyTorch CUDA in fp32 and TF32,
-# same run; (B) the Fashion-MNIST learning recipe of bench/fashion_mnist.sh with a longer
+# per image, official head) on Burn's Vulkan backend in f32, bf16 and f16 (`--precision`)
+# against PyTorch CUDA in fp32, TF32 and AMP bf16 / f16, same run, and (P) the per-kernel
+# breakdown of the step (`--profile-kernels`, bench/kernel_profile.py); (B) the Fashion-MNIST learning recipe of bench/fashion_mnist.sh with a longer
 # budget, dino-rs on Vulkan and the PyTorch reference on CUDA side by side.
 #
 #   bash bench/gpu_check.sh BINARY FM_TRAIN_TAR_XZ OUTDIR
@@ -38,10 +39,24 @@ for level in balanced minimal; do
     done
 done
 
-echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32} =="
-timeout "${STEP_TIMEOUT:-220}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
-    --iters 4 --rounds 2 --warmup 1 --torch-device cuda --json "$OUT/train_step.json" 2>&1 |
-    tee "$OUT/train_step.txt"
+echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32}, each precision =="
+# one invocation per precision, so that a precision the Vulkan driver cannot run (bf16 needs
+# VK_KHR_shader_bfloat16) costs only its own row; each prints PyTorch CUDA fp32, TF32 and the
+# AMP of that precision beside dino-rs
+for p in ${PRECISIONS:-f32 bf16 f16}; do
+    timeout "${STEP_TIMEOUT:-150}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
+        --iters 4 --rounds 2 --warmup 1 --torch-device cuda --precision "$p" \
+        --json "$OUT/train_step_$p.json" 2>&1 | tee "$OUT/train_step_$p.txt"
+done
+
+echo "== P: where the step's time goes: per-kernel table (f32 and f16, kernels cached by A) =="
+for p in ${PROFILE_PRECISIONS:-f32 f16}; do
+    timeout "${PROFILE_TIMEOUT:-90}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
+        --iters 1 --rounds 1 --warmup 1 --reference off --precision "$p" \
+        --profile-kernels "$OUT/kernels_$p.log" > /dev/null 2>&1
+    python3 bench/kernel_profile.py "$OUT/kernels_$p.log" --steps 2 --top 25 2>&1 | tee "$OUT/kernels_$p.txt"
+    xz -f "$OUT/kernels_$p.log"
+done
 
 echo "== B: Fashion-MNIST, $EPOCHS epochs x 10k images =="
 RECIPE=(--embed-dim 192 --depth 4 --num-heads 3 --patch-size 7 --global-crop-size 28

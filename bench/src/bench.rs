@@ -12,7 +12,7 @@ use burn::tensor::{Distribution, Tensor};
 use dino_core::augment::{MultiCropConfig, multi_crop};
 use dino_core::cpu::CpuVit;
 use dino_core::data::CropBatch;
-use dino_core::train::{TrainConfig, Trainer};
+use dino_core::train::{Precision, TrainConfig, Trainer};
 use dino_core::{VisionTransformer, VitConfig};
 
 use dino_native::backend::Backend;
@@ -79,6 +79,11 @@ pub struct Args {
     /// what `dino train` does for these batch sizes]
     #[arg(long, value_name = "N")]
     devices: Option<usize>,
+    /// Train step: precisions of the matrix products to time (`dino train --precision`); the
+    /// PyTorch reference times autocast (AMP) in each half precision given, with a GradScaler
+    /// for f16, beside its f32 rows.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
+    precision: Vec<Precision>,
     /// Train step: where the PyTorch reference runs.
     #[arg(long, value_enum, default_value_t = TorchDevice::Cpu)]
     torch_device: TorchDevice,
@@ -236,9 +241,16 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 anyhow::bail!("--batch {b} does not split over --devices {parts}");
             }
             let devices = args.device.devices(parts)?;
-            let mut trainer = Trainer::new(cfg.clone(), 1, &devices[0])?;
-            trainer.set_devices(devices)?;
-            let trainer = std::cell::RefCell::new(trainer);
+            let mut trainers = Vec::new();
+            for &precision in &args.precision {
+                let cfg = TrainConfig {
+                    precision,
+                    ..cfg.clone()
+                };
+                let mut trainer = Trainer::new(cfg, 1, &devices[0])?;
+                trainer.set_devices(devices.clone())?;
+                trainers.push((precision, std::cell::RefCell::new(trainer)));
+            }
             let mut rng = dino_core::rng::seeded(0);
             let batches: Vec<CropBatch> = args
                 .batch
@@ -258,17 +270,20 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 })
                 .collect();
             let batches = &batches;
-            let name = match parts {
-                1 => burn_name(args.device),
-                n => format!("{}, {n} parts", burn_name(args.device)),
-            };
-            let runners = vec![(
-                name,
-                Runner::Ours(Box::new(move |i| {
-                    trainer.borrow_mut().step(&batches[i])?;
-                    Ok(())
-                })),
-            )];
+            let runners = trainers
+                .iter()
+                .map(|(precision, trainer)| {
+                    let name = match parts {
+                        1 => format!("{} {precision}", burn_name(args.device)),
+                        n => format!("{} {precision}, {n} parts", burn_name(args.device)),
+                    };
+                    let run = move |i: usize| -> anyhow::Result<()> {
+                        trainer.borrow_mut().step(&batches[i])?;
+                        Ok(())
+                    };
+                    (name, Runner::Ours(Box::new(run)))
+                })
+                .collect();
             let what = format!(
                 "{} DINO training step (head {} -> {}, 2 x {} px + {} x {} px crops per image)",
                 config.name(),
@@ -456,6 +471,8 @@ impl ReferenceServer {
             .args(["--local-crops", &args.local_crops.to_string()])
             .args(["--out-dim", &args.out_dim.to_string()])
             .args(["--torch-device", &choice_name(&args.torch_device)])
+            .arg("--precision")
+            .args(args.precision.iter().map(|p| p.name()))
             .arg("--image")
             .arg(&args.image)
             .stdin(Stdio::piped())

@@ -21,11 +21,17 @@ struct Cli {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    kernels: dino_native::gpu_kernels::KernelFlags,
 }
 
 fn main() {
     dino_native::allocator::keep_freed_memory();
     let cli = Cli::parse();
+    if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

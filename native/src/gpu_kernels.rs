@@ -6,9 +6,9 @@
 //! `<workspace>/target/environment/` when run inside a Cargo workspace, otherwise the user cache
 //! (`~/.cache/cubecl/` on Linux). `--kernel-cache DIR` puts it where a cluster's nodes can share
 //! it or a container can ship it; `--autotune minimal` times fewer variants (a faster first run,
-//! perhaps slower kernels). Both must be set before the first GPU tensor exists.
-
-use std::path::Path;
+//! perhaps slower kernels). `--profile-kernels FILE` has CubeCL time every kernel and write a
+//! table per synchronisation (name, count, total time, share): where a training step's time
+//! goes on the GPU. All must be set before the first GPU tensor exists.
 
 use clap::ValueEnum;
 
@@ -25,32 +25,60 @@ pub enum Autotune {
     Full,
 }
 
-/// Sets the kernel cache directory and the autotune level for this process, if given (nothing
-/// is read or started otherwise). Fails if the directory cannot be created or a GPU backend
-/// has already started.
-pub fn configure(cache: Option<&Path>, autotune: Option<Autotune>) -> anyhow::Result<()> {
-    if cache.is_none() && autotune.is_none() {
+/// The GPU kernel settings of a process (the global flags of `dino` and `dino-bench`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct KernelFlags {
+    /// GPU backends: the folder for compiled kernels and autotune results, reused by later
+    /// runs (default: `target/environment/` inside a Cargo workspace, else `~/.cache/cubecl/`).
+    /// Share it between nodes or ship it in a container to skip the first run's compilation.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub kernel_cache: Option<std::path::PathBuf>,
+    /// GPU backends: how many kernel variants to time per new shape (default: balanced;
+    /// minimal makes the first run shorter, perhaps with slower kernels).
+    #[arg(long, global = true, value_enum)]
+    pub autotune: Option<Autotune>,
+    /// GPU backends: time every kernel (each waits for the previous one: slower) and write a
+    /// table of them per synchronisation (name, launches, total time, share) to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub profile_kernels: Option<std::path::PathBuf>,
+}
+
+/// Applies `flags` to this process, if any is given (nothing is read or started otherwise).
+/// Fails if the cache directory cannot be created or a GPU backend has already started.
+pub fn configure(flags: &KernelFlags) -> anyhow::Result<()> {
+    if flags.kernel_cache.is_none() && flags.autotune.is_none() && flags.profile_kernels.is_none() {
         return Ok(());
     }
-    if let Some(dir) = cache {
+    if let Some(dir) = &flags.kernel_cache {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("--kernel-cache {}: cannot create it: {e}", dir.display())
         })?;
     }
-    apply(cache, autotune)
+    if let Some(file) = &flags.profile_kernels {
+        // made (empty) now, so that a path that cannot be written fails before any work
+        std::fs::write(file, b"").map_err(|e| {
+            anyhow::anyhow!("--profile-kernels {}: cannot write it: {e}", file.display())
+        })?;
+    }
+    apply(flags)
 }
 
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-fn apply(cache: Option<&Path>, autotune: Option<Autotune>) -> anyhow::Result<()> {
+fn apply(flags: &KernelFlags) -> anyhow::Result<()> {
     use burn::cubecl::config::autotune::AutotuneLevel;
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     // what CubeCL would read itself (cubecl.toml, CUBECL_* variables), then the flags
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-    if let Some(dir) = cache {
+    if let Some(dir) = &flags.kernel_cache {
         config.environment.path = CacheConfig::Directory(std::path::absolute(dir)?);
     }
-    if let Some(level) = autotune {
+    if let Some(file) = &flags.profile_kernels {
+        use burn::cubecl::config::profiling::ProfilingLogLevel;
+        config.profiling.logger.level = ProfilingLogLevel::Basic;
+        config.profiling.logger.file = Some(std::path::absolute(file)?);
+    }
+    if let Some(level) = flags.autotune {
         config.autotune.level = match level {
             Autotune::Minimal => AutotuneLevel::Minimal,
             Autotune::Balanced => AutotuneLevel::Balanced,
@@ -59,16 +87,18 @@ fn apply(cache: Option<&Path>, autotune: Option<Autotune>) -> anyhow::Result<()>
         };
     }
     if !CubeClRuntimeConfig::try_set(config) {
-        anyhow::bail!("--kernel-cache / --autotune: a GPU backend has already started");
+        anyhow::bail!(
+            "--kernel-cache / --autotune / --profile-kernels: a GPU backend has already started"
+        );
     }
     Ok(())
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
-fn apply(_cache: Option<&Path>, _autotune: Option<Autotune>) -> anyhow::Result<()> {
+fn apply(_flags: &KernelFlags) -> anyhow::Result<()> {
     eprintln!(
-        "note: --kernel-cache and --autotune apply to GPU backends; this dino has none \
-         (cargo features wgpu, vulkan, metal)"
+        "note: --kernel-cache, --autotune and --profile-kernels apply to GPU backends; this \
+         dino has none (cargo features wgpu, vulkan, metal)"
     );
     Ok(())
 }
@@ -96,7 +126,7 @@ pub fn announce() {
 
 /// Bytes of the database `db` and its write-ahead log (`default.db`, `default.db-wal`, ...).
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-fn database_bytes(db: &Path) -> u64 {
+fn database_bytes(db: &std::path::Path) -> u64 {
     let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
         return 0;
     };

@@ -30,15 +30,8 @@ struct Cli {
     /// CPU threads for inference (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// GPU backends: the folder for compiled kernels and autotune results, reused by later
-    /// runs (default: `target/environment/` inside a Cargo workspace, else `~/.cache/cubecl/`).
-    /// Share it between nodes or ship it in a container to skip the first run's compilation.
-    #[arg(long, global = true, value_name = "DIR")]
-    kernel_cache: Option<std::path::PathBuf>,
-    /// GPU backends: how many kernel variants to time per new shape (default: balanced;
-    /// minimal makes the first run shorter, perhaps with slower kernels).
-    #[arg(long, global = true, value_enum)]
-    autotune: Option<dino_native::gpu_kernels::Autotune>,
+    #[command(flatten)]
+    kernels: dino_native::gpu_kernels::KernelFlags,
 }
 
 #[derive(Subcommand)]
@@ -101,7 +94,7 @@ fn main() {
     {
         eprintln!("warning: cannot set {n} threads: {e}");
     }
-    if let Err(e) = dino_native::gpu_kernels::configure(cli.kernel_cache.as_deref(), cli.autotune) {
+    if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

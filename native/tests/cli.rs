@@ -220,6 +220,17 @@ fn kernel_cache_flags_are_checked_and_said_to_need_a_gpu_backend() {
         e.contains("--kernel-cache") && e.contains("cannot create it"),
         "{e}"
     );
+    let e = fails(&[
+        "inspect",
+        "-w",
+        s(&w),
+        "--profile-kernels",
+        s(&file.join("kernels.txt")),
+    ]);
+    assert!(
+        e.contains("--profile-kernels") && e.contains("cannot write it"),
+        "{e}"
+    );
     let e = dino(&["inspect", "-w", s(&w), "--autotune", "fastest"]);
     assert!(!e.status.success());
 }

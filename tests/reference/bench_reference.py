@@ -66,6 +66,9 @@ def main():
     ap.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"],
                     help="train_step: where PyTorch runs; on cuda it is timed twice, in strict fp32 "
                          "and with TF32 matmuls (PyTorch's own default for convolutions)")
+    ap.add_argument("--precision", nargs="+", default=["f32"], choices=["f32", "bf16", "f16"],
+                    help="train_step: also time torch.autocast (AMP) in these half precisions "
+                         "(f16 with a GradScaler, as main_dino.py --use_fp16)")
     args = ap.parse_args()
     if args.serve:
         return serve(args)
@@ -143,22 +146,33 @@ def build_train_step(args):
     loss_fn = ref.DINOLoss(args.out_dim, 2 + args.local_crops, 0.04, 0.04, 0, 1).to(dev)
     crops_cache = {}
 
-    def step(batch):
+    def step(batch, amp=None, scaler=None):
+        """main_dino.py's iteration; `amp`: the autocast dtype (None: f32), `scaler`: its
+        GradScaler (f16)."""
         b = batch.shape[0]
         if b not in crops_cache:
             crops_cache[b] = [torch.randn(b, 3, args.global_size, args.global_size, device=dev) for _ in range(2)] + \
                 [torch.randn(b, 3, args.local_size, args.local_size, device=dev) for _ in range(args.local_crops)]
         crops = crops_cache[b]
-        t_out = teacher(crops[:2])
-        s_out = student(crops)
-        loss = loss_fn(s_out, t_out, 0)
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            t_out = teacher(crops[:2])
+            s_out = student(crops)
+            loss = loss_fn(s_out.float(), t_out.float(), 0)
         opt.zero_grad()
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
         for p in params:
             coef = 3.0 / (p.grad.norm(2) + 1e-6)
             if coef < 1:
                 p.grad.mul_(coef)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         with torch.no_grad():
             for pq, pk in zip(student.parameters(), teacher.parameters()):
                 pk.mul_(0.996).add_(0.004 * pq.detach())
@@ -166,8 +180,15 @@ def build_train_step(args):
             torch.cuda.synchronize()
 
     version = torch.__version__.split('+')[0]
+    amp = []
+    for p in args.precision:
+        if p == "bf16":
+            amp.append(("AMP bf16", lambda batch: step(batch, torch.bfloat16)))
+        elif p == "f16":
+            scaler = torch.amp.GradScaler(dev.type)
+            amp.append(("AMP f16", lambda batch, s=scaler: step(batch, torch.float16, s)))
     if dev.type == "cpu":
-        return [(f"PyTorch {version} (eager)", step)]
+        return [(f"PyTorch {version} (eager)", step)] + [(f"PyTorch {version} {n}", r) for n, r in amp]
 
     def with_tf32(on):
         def run(batch):
@@ -178,7 +199,8 @@ def build_train_step(args):
 
     gpu = torch.cuda.get_device_name(0)
     return [(f"PyTorch {version} CUDA fp32 ({gpu})", with_tf32(False)),
-            (f"PyTorch {version} CUDA TF32 ({gpu})", with_tf32(True))]
+            (f"PyTorch {version} CUDA TF32 ({gpu})", with_tf32(True))] + \
+        [(f"PyTorch {version} CUDA {n} ({gpu})", r) for n, r in amp]
 
 
 def build_augment(args):
