@@ -177,7 +177,17 @@ fn resnet_weights_embed_classify_and_refuse_attention() {
     assert!(knn.contains("| 1 | 100.00 |"), "{knn}");
     let e = fails(&["dedup", "-w", s(&w), s(&data)]);
     assert!(e.contains("--descriptor cls"), "{e}");
-    let dedup = ok(&["dedup", "-w", s(&w), s(&data), "--descriptor", "cls"]);
+    let out = dir.path().join("dedup");
+    let dedup = ok(&[
+        "dedup",
+        "-w",
+        s(&w),
+        s(&data),
+        "--descriptor",
+        "cls",
+        "-o",
+        s(&out),
+    ]);
     assert!(dedup.contains("4 images"), "{dedup}");
     let e = fails(&["attention", "-w", s(&w), s(&c), "-o", s(dir.path())]);
     assert!(
