@@ -219,28 +219,14 @@ fn kernel_cache_flags_are_checked_and_said_to_need_a_gpu_backend() {
     );
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let e = fails(&[
-        "inspect",
-        "-w",
-        s(&w),
-        "--kernel-cache",
-        s(&file.join("sub")),
-    ]);
-    assert!(
-        e.contains("--kernel-cache") && e.contains("cannot create it"),
-        "{e}"
-    );
-    let e = fails(&[
-        "inspect",
-        "-w",
-        s(&w),
-        "--profile-kernels",
-        s(&file.join("kernels.txt")),
-    ]);
-    assert!(
-        e.contains("--profile-kernels") && e.contains("cannot write it"),
-        "{e}"
-    );
+    // a path below a plain file can be neither a folder nor a file
+    for (flag, says) in [
+        ("--kernel-cache", "cannot create it"),
+        ("--profile-kernels", "cannot write it"),
+    ] {
+        let e = fails(&["inspect", "-w", s(&w), flag, s(&file.join("sub"))]);
+        assert!(e.contains(flag) && e.contains(says), "{e}");
+    }
     let e = dino(&["inspect", "-w", s(&w), "--autotune", "fastest"]);
     assert!(!e.status.success());
 }

@@ -127,6 +127,20 @@ def set_schedules(opt, it, lr_schedule, wd_schedule):
             group["weight_decay"] = wd_schedule[it]
 
 
+# the raw gradients the fixtures keep (before clipping)
+GRAD_KEYS = ["head.last_layer.weight_v", "head.mlp.0.weight", "backbone.blocks.0.attn.qkv.weight",
+             "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"]
+
+
+def record_step(tensors, prefix, loss, student_output, teacher_output, grads):
+    """A step's loss, head outputs and the raw gradients of GRAD_KEYS under `prefix`."""
+    tensors[prefix + "loss"] = loss.detach().reshape(1)
+    tensors[prefix + "student_output"] = student_output.detach()
+    tensors[prefix + "teacher_output"] = teacher_output.detach()
+    for n in GRAD_KEYS:
+        tensors[prefix + "grad." + n] = grads[n]
+
+
 def train_step(student, teacher, opt, loss_fn, crops, epoch, it, schedules, raw_grads=None, amp=None):
     """One iteration of `train_one_epoch`; returns the loss, both outputs and the gradient norms
     before clipping. `raw_grads`, a dict, receives the gradients before clipping. `amp`: the
@@ -184,12 +198,7 @@ def main():
             student, teacher, optimizer, dino_loss, crops, epoch, it,
             (lr_schedule, wd_schedule, momentum_schedule), raw_grads=grads)
         s = f"step{step}."
-        tensors[s + "loss"] = loss.detach().reshape(1)
-        tensors[s + "student_output"] = student_output.detach()
-        tensors[s + "teacher_output"] = teacher_output.detach()
-        for n in ["head.last_layer.weight_v", "head.mlp.0.weight", "backbone.blocks.0.attn.qkv.weight",
-                  "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"]:
-            tensors[s + "grad." + n] = grads[n]
+        record_step(tensors, s, loss, student_output, teacher_output, grads)
         for k, v in official_names(student.state_dict()).items():
             tensors[s + "student." + k] = v
         for k, v in official_names(teacher.state_dict()).items():
@@ -309,12 +318,7 @@ def bf16_steps(init, crops, lr_schedule, wd_schedule, momentum_schedule, meta, b
                                                (lr_schedule, wd_schedule, momentum_schedule),
                                                raw_grads=grads, amp=torch.bfloat16)
         s = f"step{step}."
-        tensors[s + "loss"] = loss.detach().reshape(1)
-        tensors[s + "teacher_output"] = t_out.detach()
-        tensors[s + "student_output"] = s_out.detach()
-        for n in ["head.last_layer.weight_v", "head.mlp.0.weight", "backbone.blocks.0.attn.qkv.weight",
-                  "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"]:
-            tensors[s + "grad." + n] = grads[n]
+        record_step(tensors, s, loss, s_out, t_out, grads)
         tensors[s + "center"] = loss_fn.center.detach().clone()
         print(f"bf16 step {step}{' (bias after rounding)' if bias_rounded else ''}: loss {loss.item():.6f}")
     if not bias_rounded:

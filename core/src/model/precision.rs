@@ -96,20 +96,6 @@ impl std::fmt::Display for Precision {
     }
 }
 
-impl std::str::FromStr for Precision {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            "f16" => Ok(Self::F16),
-            o => Err(crate::Error::Config(format!(
-                "precision '{o}': expected f32, bf16 or f16"
-            ))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,13 +119,5 @@ mod tests {
         // f16 has 10 bits: 1 + 2^-9 survives
         let h = Precision::F16.widen(Precision::F16.matmul(a, b));
         assert!((got(h) - 3.0 * (1.0 + 1.0 / 512.0)).abs() < 1e-3);
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for p in [Precision::F32, Precision::Bf16, Precision::F16] {
-            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
-        }
-        assert!("fp8".parse::<Precision>().is_err());
     }
 }

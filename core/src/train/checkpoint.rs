@@ -109,9 +109,8 @@ impl Trainer {
         let mut trainer =
             Trainer::from_parts(cfg, student, Some(teacher), header.niter_per_epoch, device)?;
         trainer.iteration = header.iteration;
-        if header.loss_scale.is_some() {
-            trainer.loss_scale = header.loss_scale;
-        }
+        // the saved scale, else the fresh one an f16 run starts with
+        trainer.loss_scale = header.loss_scale.or(trainer.loss_scale);
         trainer.optimizer.kind = header.optimizer;
         let sizes = parameter_sizes(trainer.student());
         trainer
