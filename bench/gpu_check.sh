@@ -2,7 +2,9 @@
 # The GPU checks of the training issue, as one script for a lent GPU machine (the `device`
 # tool) with PyTorch installed: (A) one DINO training step of ViT-S/16 (2 x 224 + 8 x 96 crops
 # per image, official head) on Burn's Vulkan backend in f32, bf16 and f16 (`--precision`)
-# against PyTorch CUDA in fp32, TF32 and AMP bf16 / f16, same run, and (P) the per-kernel
+# against PyTorch CUDA in fp32, TF32 and AMP bf16 / f16, same run, (C) the same on LibTorch CUDA
+# (`--device cuda` of a `--features tch` build: dino-bench built with
+# `--features vulkan,wgpu,tch` after `source tests/setup-libtorch.sh`), and (P) the per-kernel
 # breakdown of the step (`--profile-kernels`, bench/kernel_profile.py); (B) the Fashion-MNIST learning recipe of bench/fashion_mnist.sh with a longer
 # budget, dino-rs on Vulkan and the PyTorch reference on CUDA side by side.
 #
@@ -47,6 +49,16 @@ for p in ${PRECISIONS:-f32 bf16 f16}; do
     timeout "${STEP_TIMEOUT:-150}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
         --iters 4 --rounds 2 --warmup 1 --torch-device cuda --precision "$p" \
         --json "$OUT/train_step_$p.json" 2>&1 | tee "$OUT/train_step_$p.txt"
+done
+
+echo "== C: the same step on LibTorch CUDA (--device cuda, a --features tch build), each precision =="
+# the binary links LibTorch's CPU part only; PyTorch's own lib folder gives it libtorch_cuda
+TORCH_LIB="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib"
+for p in ${PRECISIONS:-f32 bf16 f16}; do
+    LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout "${STEP_TIMEOUT:-150}" \
+        "$BENCH" --mode train-step --device cuda --batch "${STEP_BATCH:-32}" \
+        --iters 4 --rounds 2 --warmup 1 --torch-device cuda --precision "$p" \
+        --json "$OUT/train_step_tch_$p.json" 2>&1 | tee "$OUT/train_step_tch_$p.txt"
 done
 
 echo "== P: where the step's time goes: per-kernel table (f32 and f16, kernels cached by A) =="

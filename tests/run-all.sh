@@ -14,6 +14,13 @@ bash tests/setup-tools.sh
 cargo test --release --workspace "$@"
 # training across processes on MPI (mpirun -np 2) equals one process with two parts
 cargo test --release -p dino-native --features mpi --test mpi "$@"
+# the PyTorch fixtures (forward, attention, training iterations) on LibTorch's CPU kernels: the
+# backend of `--device cuda` in a `--features tch` build (LibTorch from tests/setup-libtorch.sh)
+(
+    source tests/setup-libtorch.sh
+    DINO_TEST_DEVICE=libtorch cargo test --release -p dino-tests --features tch \
+        --test reference --test model --test training_vs_pytorch "$@"
+)
 # crash safety: dino train killed at random moments resumes to the uninterrupted result
 KILLS="${KILLS:-4}" bash tests/soak.sh
 (

@@ -11,7 +11,9 @@
 #   - the pinned nightly toolchain with rust-src that the browser package's threads build
 #     rebuilds std with (minimal profile);
 #   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools;
-#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test.
+#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test;
+#   - LibTorch 2.11.0's headers and CPU libraries from the PyTorch wheel on PyPI, for the
+#     `tch` feature's tests (tests/setup-libtorch.sh, ~/.cache/dino-rs/libtorch-2.11.0).
 # Needs apt (as root or with sudo), rustup and cargo.
 set -euo pipefail
 WB_VER=0.2.130      # must equal wasm-bindgen in Cargo.lock
@@ -88,5 +90,6 @@ if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node
     t npm --prefix "$NPM_TOOLS" install --no-audit --no-fund --silent \
         playwright-core@1.65.1 binaryen@132.0.0
 fi
+bash "$(dirname "$0")/setup-libtorch.sh" >/dev/null
 ffmpeg -version | head -1; chromium --version; chromedriver --version | head -1
 node --version; npm --version; wasm-bindgen --version; trunk --version; ls -l "$VTEST" 2>/dev/null || true

@@ -95,9 +95,30 @@ pub fn npy_u8(bytes: &[u8]) -> Vec<u8> {
     data.to_vec()
 }
 
+/// Whether the fixture tests run on burn-flex (`DINO_TEST_DEVICE` unset or `flex`), the
+/// backend whose summation order the tightest tolerances were set on.
+#[cfg(feature = "models")]
+pub fn on_flex() -> bool {
+    matches!(
+        std::env::var("DINO_TEST_DEVICE").as_deref(),
+        Err(_) | Ok("" | "flex")
+    )
+}
+
+/// The device the fixture tests run the Burn model on: burn-flex, or with
+/// `DINO_TEST_DEVICE=libtorch` in a `--features tch` build LibTorch's CPU kernels (the CUDA
+/// path's backend, checked against the same PyTorch fixtures without a GPU).
 #[cfg(feature = "models")]
 pub fn device() -> Device {
-    Device::flex()
+    match std::env::var("DINO_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("" | "flex") => Device::flex(),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)] // burn-tch: deprecated upstream, dino's CUDA path that builds
+        Ok("libtorch") => Device::libtorch(),
+        Ok(other) => panic!(
+            "DINO_TEST_DEVICE={other}: `flex`, or `libtorch` in a build with `--features tch`"
+        ),
+    }
 }
 
 /// Loads a fixture model the way the CLI does.

@@ -432,8 +432,9 @@ fn bn_head_training_iterations_match_pytorch() {
         });
         // outputs, loss and every tensor after the first step hold 1e-4; after the second
         // Adam step a few backbone tensors land at 1e-4..4e-4 (f32 rounding in the BatchNorm
-        // backward, amplified by Adam's normalisation of small gradients)
-        let tol = if step == 0 { 1e-4 } else { 1e-3 };
+        // backward, amplified by Adam's normalisation of small gradients); LibTorch sums in
+        // another order and shows the same 1e-4..4e-4 after the first step already
+        let tol = if step == 0 && on_flex() { 1e-4 } else { 1e-3 };
         // shifts a following BatchNorm removes have an exactly zero true gradient (the running
         // means average those biases, so they inherit their noise); Adam may have moved them
         // by up to ~lr per step so far

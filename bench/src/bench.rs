@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Tensor, TensorData};
 use dino_core::augment::{MultiCropConfig, multi_crop};
 use dino_core::cpu::CpuVit;
 use dino_core::data::CropBatch;
@@ -47,9 +47,10 @@ pub struct Args {
     /// The reference timing script.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/reference/bench_reference.py"))]
     reference_script: PathBuf,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    device: Backend,
+    /// Compute backends, each timed in the same rounds (`--device cpu,libtorch`: burn-flex and
+    /// LibTorch's CPU kernels beside PyTorch).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+    device: Vec<Backend>,
     /// Which dino-rs engines to time on the CPU.
     #[arg(long, value_enum, default_value_t = Engines::All)]
     engine: Engines,
@@ -164,53 +165,56 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
         "--batch needs positive sizes"
     );
     let config = VitConfig::preset(&args.arch, args.patch)?;
-    let device = args.device.device()?;
+    anyhow::ensure!(!args.device.is_empty(), "--device needs a backend");
     let threads = threads.unwrap_or_else(rayon::current_num_threads);
     match args.mode {
         Mode::Forward => {
-            let model = VisionTransformer::new(&config, &device)?;
-            let engine = matches!(args.device, Backend::Cpu)
-                .then(|| CpuVit::from_model(&model))
-                .transpose()?;
-            let inputs: Vec<(Tensor<4>, Vec<f32>)> = args
-                .batch
-                .iter()
-                .map(|&b| {
-                    let x = Tensor::<4>::random(
-                        [b, 3, args.size, args.size],
-                        Distribution::Default,
-                        &device,
-                    );
-                    let host = x
-                        .clone()
-                        .into_data()
-                        .try_to_vec::<f32>()
-                        .unwrap_or_default();
-                    (x, host)
-                })
-                .collect();
-            let (size, batches) = (args.size, &args.batch);
-            let mut runners: Vec<(String, Runner)> = Vec::new();
-            if let Some(engine) = &engine {
-                let inputs = &inputs;
-                runners.push((
-                    "dino-rs CPU engine".into(),
-                    Runner::Ours(Box::new(move |i| {
-                        engine.forward(&inputs[i].1, batches[i], size, size)?;
-                        Ok(())
-                    })),
-                ));
+            // per backend: the model, its inputs (the same values) and the CPU engine on `cpu`
+            let host_inputs: Vec<Vec<f32>> = {
+                let mut rng = dino_core::rng::seeded(0);
+                let n = |b: usize| b * 3 * args.size * args.size;
+                let inputs = args.batch.iter();
+                inputs
+                    .map(|&b| dino_core::rng::normal(&mut rng, n(b), 0.0, 1.0))
+                    .collect()
+            };
+            let mut setups = Vec::new();
+            for &backend in &args.device {
+                let device = backend.device()?;
+                let model = VisionTransformer::new(&config, &device)?;
+                let engine = matches!(backend, Backend::Cpu)
+                    .then(|| CpuVit::from_model(&model))
+                    .transpose()?;
+                let inputs: Vec<Tensor<4>> = (args.batch.iter().zip(&host_inputs))
+                    .map(|(&b, x)| {
+                        let shape = [b, 3, args.size, args.size];
+                        Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device)
+                    })
+                    .collect();
+                setups.push((backend, model, engine, inputs));
             }
-            if args.engine != Engines::Cpu || engine.is_none() {
-                let (model, inputs) = (&model, &inputs);
-                runners.push((
-                    burn_name(args.device),
-                    Runner::Ours(Box::new(move |i| {
-                        // reading back forces the (possibly asynchronous) backend to finish
-                        let _ = model.forward(inputs[i].0.clone())?.into_data();
-                        Ok(())
-                    })),
-                ));
+            let (size, batches, host_inputs) = (args.size, &args.batch, &host_inputs);
+            let mut runners: Vec<(String, Runner)> = Vec::new();
+            for (backend, model, engine, inputs) in &setups {
+                if let Some(engine) = engine {
+                    runners.push((
+                        "dino-rs CPU engine".into(),
+                        Runner::Ours(Box::new(move |i| {
+                            engine.forward(&host_inputs[i], batches[i], size, size)?;
+                            Ok(())
+                        })),
+                    ));
+                }
+                if args.engine != Engines::Cpu || engine.is_none() {
+                    runners.push((
+                        burn_name(*backend),
+                        Runner::Ours(Box::new(move |i| {
+                            // reading back forces the (possibly asynchronous) backend to finish
+                            let _ = model.forward(inputs[i].clone())?.into_data();
+                            Ok(())
+                        })),
+                    ));
+                }
             }
             let what = format!(
                 "{} forward (CLS output), {}x{} input",
@@ -233,23 +237,30 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                 batch_size: args.batch[0],
                 ..TrainConfig::default()
             };
-            let parts = args.devices.unwrap_or_else(|| {
-                let by_batch = args.batch.iter().map(|&b| args.device.default_parts(b));
-                by_batch.min().unwrap_or(1)
-            });
-            if let Some(b) = args.batch.iter().find(|&&b| b % parts.max(1) != 0) {
-                anyhow::bail!("--batch {b} does not split over --devices {parts}");
-            }
-            let devices = args.device.devices(parts)?;
+            // per backend x precision: a trainer, its batch split as `dino train` splits it
             let mut trainers = Vec::new();
-            for &precision in &args.precision {
-                let cfg = TrainConfig {
-                    precision,
-                    ..cfg.clone()
-                };
-                let mut trainer = Trainer::new(cfg, 1, &devices[0])?;
-                trainer.set_devices(devices.clone())?;
-                trainers.push((precision, std::cell::RefCell::new(trainer)));
+            for &backend in &args.device {
+                let parts = args.devices.unwrap_or_else(|| {
+                    let by_batch = args.batch.iter().map(|&b| backend.default_parts(b));
+                    by_batch.min().unwrap_or(1)
+                });
+                if let Some(b) = args.batch.iter().find(|&&b| b % parts.max(1) != 0) {
+                    anyhow::bail!("--batch {b} does not split over --devices {parts}");
+                }
+                let devices = backend.devices(parts)?;
+                for &precision in &args.precision {
+                    let cfg = TrainConfig {
+                        precision,
+                        ..cfg.clone()
+                    };
+                    let mut trainer = Trainer::new(cfg, 1, &devices[0])?;
+                    trainer.set_devices(devices.clone())?;
+                    let name = match parts {
+                        1 => format!("{} {precision}", burn_name(backend)),
+                        n => format!("{} {precision}, {n} parts", burn_name(backend)),
+                    };
+                    trainers.push((name, std::cell::RefCell::new(trainer)));
+                }
             }
             let mut rng = dino_core::rng::seeded(0);
             let batches: Vec<CropBatch> = args
@@ -272,16 +283,12 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
             let batches = &batches;
             let runners = trainers
                 .iter()
-                .map(|(precision, trainer)| {
-                    let name = match parts {
-                        1 => format!("{} {precision}", burn_name(args.device)),
-                        n => format!("{} {precision}, {n} parts", burn_name(args.device)),
-                    };
+                .map(|(name, trainer)| {
                     let run = move |i: usize| -> anyhow::Result<()> {
                         trainer.borrow_mut().step(&batches[i])?;
                         Ok(())
                     };
-                    (name, Runner::Ours(Box::new(run)))
+                    (name.clone(), Runner::Ours(Box::new(run)))
                 })
                 .collect();
             let what = format!(
@@ -331,6 +338,8 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
 fn burn_name(device: Backend) -> String {
     match device {
         Backend::Cpu => "dino-rs burn-flex".to_string(),
+        Backend::Cuda if cfg!(feature = "tch") => "dino-rs LibTorch CUDA".to_string(),
+        Backend::Libtorch => "dino-rs LibTorch CPU".to_string(),
         other => format!("dino-rs burn {other:?}").to_lowercase(),
     }
 }

@@ -39,6 +39,10 @@ fn main() {
     {
         eprintln!("warning: cannot set {n} threads: {e}");
     }
+    #[cfg(feature = "tch")]
+    if let Some(n) = cli.threads {
+        dino_native::libtorch::set_threads(n);
+    }
     if let Err(e) = bench::run(cli.args, cli.threads) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

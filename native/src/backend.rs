@@ -15,6 +15,12 @@ pub enum Backend {
     Vulkan,
     /// Metal with MSL kernels; needs `--features metal`.
     Metal,
+    /// NVIDIA GPUs through LibTorch (PyTorch's cuBLAS/cuDNN kernels); needs `--features tch`
+    /// and PyTorch's `lib` folder on the library path (README, "CUDA through LibTorch"), or
+    /// Burn's own CUDA backend in a `--features cuda` build.
+    Cuda,
+    /// PyTorch's CPU kernels through LibTorch; needs `--features tch`.
+    Libtorch,
 }
 
 impl Backend {
@@ -24,7 +30,7 @@ impl Backend {
         match n {
             0 => anyhow::bail!("--devices must be at least 1"),
             1 => Ok(vec![self.device()?]),
-            _ if matches!(self, Backend::Cpu) => Ok(vec![self.device()?; n]),
+            _ if self.is_cpu() => Ok(vec![self.device()?; n]),
             _ => {
                 let found = self.enumerate()?;
                 if found.len() < n {
@@ -41,7 +47,7 @@ impl Backend {
     /// `n` devices from index `first` on: the GPUs of one MPI rank on a machine with several
     /// (local rank x devices per rank, ...). The CPU is one device whatever `first`.
     pub fn devices_from(self, first: usize, n: usize) -> anyhow::Result<Vec<Device>> {
-        if first == 0 || matches!(self, Backend::Cpu) {
+        if first == 0 || self.is_cpu() {
             return self.devices(n);
         }
         let found = self.enumerate()?;
@@ -56,12 +62,18 @@ impl Backend {
         Ok(found.into_iter().skip(first).take(n).collect())
     }
 
+    /// A backend on the CPU: one device, which `--devices N` splits into parts.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Backend::Cpu | Backend::Libtorch)
+    }
+
     /// How many parts a batch of `batch` images runs as when `--devices` is not given: one
     /// device on GPUs; on the CPU 4 parts at the same time (2, 1 when the batch does not split),
     /// because burn-flex runs its element-wise ops on one thread and only its matrix products
     /// on all cores: parts on their own threads fill the idle cores (measured on 2 cores:
     /// 1.6x the images/s of one part on a small ViT, 1.2x on ViT-S/16; BENCHMARKS.md). A
     /// BatchNorm head normalises over all parts (synchronised, as the official SyncBatchNorm).
+    /// LibTorch runs every op on all cores itself: one part.
     pub fn default_parts(self, batch: usize) -> usize {
         match self {
             Backend::Cpu => [4, 2]
@@ -74,38 +86,49 @@ impl Backend {
 
     /// Every GPU of a GPU backend, discrete ones first; software adapters (a CPU rasterizer
     /// such as lavapipe, which wgpu lists too) are left out.
-    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
     fn enumerate(self) -> anyhow::Result<Vec<Device>> {
-        use burn::tensor::DeviceType;
-        let found = match self {
-            #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Device::enumerate(DeviceType::Wgpu),
-            #[cfg(feature = "vulkan")]
-            Backend::Vulkan => Device::enumerate(DeviceType::Vulkan),
-            #[cfg(feature = "metal")]
-            Backend::Metal => Device::enumerate(DeviceType::Metal),
-            // the CPU, or a backend this build lacks (its error)
-            _ => return Ok(vec![self.device()?]),
-        };
-        Ok(found
-            .into_vec()
-            .into_iter()
-            .filter(|d| d.identity().is_none_or(|id| id.physical.is_some()))
-            .collect())
-    }
-
-    /// Without GPU backends: the CPU, or the error of the backend this build lacks.
-    #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
-    fn enumerate(self) -> anyhow::Result<Vec<Device>> {
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
+        {
+            use burn::tensor::DeviceType;
+            let found = match self {
+                #[cfg(feature = "wgpu")]
+                Backend::Wgpu => Some(Device::enumerate(DeviceType::Wgpu)),
+                #[cfg(feature = "vulkan")]
+                Backend::Vulkan => Some(Device::enumerate(DeviceType::Vulkan)),
+                #[cfg(feature = "metal")]
+                Backend::Metal => Some(Device::enumerate(DeviceType::Metal)),
+                _ => None,
+            };
+            if let Some(found) = found {
+                return Ok(found
+                    .into_vec()
+                    .into_iter()
+                    .filter(|d| d.identity().is_none_or(|id| id.physical.is_some()))
+                    .collect());
+            }
+        }
+        #[cfg(feature = "tch")]
+        if let Backend::Cuda = self {
+            #[allow(deprecated)] // burn-tch: deprecated upstream, the CUDA path that builds here
+            return Ok((0..crate::libtorch::cuda_devices()?)
+                .map(Device::libtorch_cuda)
+                .collect());
+        }
+        // the CPU, or a backend this build lacks (its error)
         Ok(vec![self.device()?])
     }
 
     /// The backend's default device.
     pub fn device(self) -> anyhow::Result<Device> {
         let missing = |f: &str| {
+            let how = if f == "tch" {
+                " against an installed PyTorch (README, \"CUDA through LibTorch\")"
+            } else {
+                ""
+            };
             anyhow::bail!(
                 "this `dino` was built without the `{f}` backend: rebuild with \
-                 `cargo build --release --features {f}`"
+                 `cargo build --release --features {f}`{how}"
             )
         };
         let device = match self {
@@ -122,9 +145,23 @@ impl Backend {
             Backend::Metal => Ok(Device::metal(Default::default())),
             #[cfg(not(feature = "metal"))]
             Backend::Metal => missing("metal"),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)]
+            // burn-tch: deprecated upstream, the CUDA path that builds here
+            Backend::Cuda => crate::libtorch::cuda_devices().map(|_| Device::libtorch_cuda(0)),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)]
+            Backend::Libtorch => Ok(Device::libtorch()),
+            // Burn's own CUDA backend, for those who can build it (not built or tested here)
+            #[cfg(all(feature = "cuda", not(feature = "tch")))]
+            Backend::Cuda => Ok(Device::cuda(0)),
+            #[cfg(not(any(feature = "tch", feature = "cuda")))]
+            Backend::Cuda => missing("tch"),
+            #[cfg(not(feature = "tch"))]
+            Backend::Libtorch => missing("tch"),
         };
         #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-        if device.is_ok() && !matches!(self, Backend::Cpu) {
+        if device.is_ok() && matches!(self, Backend::Wgpu | Backend::Vulkan | Backend::Metal) {
             crate::gpu_kernels::announce();
         }
         device

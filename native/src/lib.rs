@@ -7,6 +7,8 @@ pub mod ann;
 pub mod ann_projection;
 pub mod backend;
 pub mod gpu_kernels;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod npy;
 
 /// The command-line name of a choice (`--method kmeans`), for reports and messages.

@@ -94,6 +94,10 @@ fn main() {
     {
         eprintln!("warning: cannot set {n} threads: {e}");
     }
+    #[cfg(feature = "tch")]
+    if let Some(n) = cli.threads {
+        dino_native::libtorch::set_threads(n);
+    }
     if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
