@@ -95,14 +95,17 @@ pub fn npy_u8(bytes: &[u8]) -> Vec<u8> {
     data.to_vec()
 }
 
+/// `DINO_TEST_DEVICE`: which backend the fixture tests run the Burn model on (empty: burn-flex).
+#[cfg(feature = "models")]
+fn test_device_name() -> String {
+    std::env::var("DINO_TEST_DEVICE").unwrap_or_default()
+}
+
 /// Whether the fixture tests run on burn-flex (`DINO_TEST_DEVICE` unset or `flex`), the
 /// backend whose summation order the tightest tolerances were set on.
 #[cfg(feature = "models")]
 pub fn on_flex() -> bool {
-    matches!(
-        std::env::var("DINO_TEST_DEVICE").as_deref(),
-        Err(_) | Ok("" | "flex")
-    )
+    matches!(test_device_name().as_str(), "" | "flex")
 }
 
 /// The device the fixture tests run the Burn model on: burn-flex, or with
@@ -110,12 +113,14 @@ pub fn on_flex() -> bool {
 /// path's backend, checked against the same PyTorch fixtures without a GPU).
 #[cfg(feature = "models")]
 pub fn device() -> Device {
-    match std::env::var("DINO_TEST_DEVICE").as_deref() {
-        Err(_) | Ok("" | "flex") => Device::flex(),
+    if on_flex() {
+        return Device::flex();
+    }
+    match test_device_name().as_str() {
         #[cfg(feature = "tch")]
         #[allow(deprecated)] // burn-tch: deprecated upstream, dino's CUDA path that builds
-        Ok("libtorch") => Device::libtorch(),
-        Ok(other) => panic!(
+        "libtorch" => Device::libtorch(),
+        other => panic!(
             "DINO_TEST_DEVICE={other}: `flex`, or `libtorch` in a build with `--features tch`"
         ),
     }

@@ -32,16 +32,8 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-    if let Some(n) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-    {
-        eprintln!("warning: cannot set {n} threads: {e}");
-    }
-    #[cfg(feature = "tch")]
     if let Some(n) = cli.threads {
-        dino_native::libtorch::set_threads(n);
+        dino_native::set_threads(n);
     }
     if let Err(e) = bench::run(cli.args, cli.threads) {
         eprintln!("error: {e:#}");

@@ -11,6 +11,20 @@ pub mod gpu_kernels;
 pub mod libtorch;
 pub mod npy;
 
+/// `--threads N` of `dino` and `dino-bench`: Rayon's global pool (the CPU engine, burn-flex,
+/// everything else parallel) and, in a `tch` build, LibTorch's own pool, which Rayon's does not
+/// reach. A pool that cannot be set is a warning: the run goes on with the default.
+pub fn set_threads(n: usize) {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build_global()
+    {
+        eprintln!("warning: cannot set {n} threads: {e}");
+    }
+    #[cfg(feature = "tch")]
+    libtorch::set_threads(n);
+}
+
 /// The command-line name of a choice (`--method kmeans`), for reports and messages.
 pub fn choice_name<T: clap::ValueEnum>(value: &T) -> String {
     value

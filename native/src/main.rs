@@ -87,16 +87,8 @@ fn main() {
             commands::paws_finetune::with_defaults_in_help,
         );
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
-    if let Some(n) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-    {
-        eprintln!("warning: cannot set {n} threads: {e}");
-    }
-    #[cfg(feature = "tch")]
     if let Some(n) = cli.threads {
-        dino_native::libtorch::set_threads(n);
+        dino_native::set_threads(n);
     }
     if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
