@@ -178,4 +178,19 @@ mod tests {
         assert_eq!([parts(64), parts(6), parts(7)], [4, 2, 1]);
         assert_eq!(Backend::Vulkan.default_parts(64), 1, "one GPU by default");
     }
+
+    #[cfg(not(any(feature = "tch", feature = "cuda")))]
+    #[test]
+    fn libtorch_devices_in_a_build_without_it_say_how_to_build_it() {
+        for backend in [Backend::Cuda, Backend::Libtorch] {
+            let e = backend.device().unwrap_err().to_string();
+            assert!(e.contains("without the `tch` backend"), "{e}");
+            assert!(
+                e.contains("--features tch` against an installed PyTorch"),
+                "{e}"
+            );
+            let e = backend.devices(2).unwrap_err().to_string();
+            assert!(e.contains("without the `tch` backend"), "{e}");
+        }
+    }
 }
