@@ -175,6 +175,32 @@ fn resnet_weights_embed_classify_and_refuse_attention() {
         "1",
     ]);
     assert!(knn.contains("| 1 | 100.00 |"), "{knn}");
+    // dino snn and the fine-tuning take the official PAWS checkpoint with its heads
+    let snn = |w: &Path| ok(&["snn", "-w", s(w), "--train", s(&data), "--val", s(&data)]);
+    let text = snn(&paws);
+    assert!(text.contains("top-1"), "{text}");
+    let ft = dir.path().join("finetuned");
+    let log = common::ok_all(&[
+        "paws-finetune",
+        "-w",
+        s(&paws),
+        "--labels",
+        s(&data),
+        "--output-dir",
+        s(&ft),
+        "--classes-per-batch",
+        "2",
+        "--supervised-imgs-per-class",
+        "1",
+        "--epochs",
+        "1",
+    ]);
+    assert!(
+        log.contains("projection to 16") && log.contains("224 px"),
+        "{log}"
+    );
+    let text = snn(&ft.join("encoder.safetensors"));
+    assert!(text.contains("top-1"), "{text}");
     let e = fails(&["dedup", "-w", s(&w), s(&data)]);
     assert!(e.contains("--descriptor cls"), "{e}");
     let out = dir.path().join("dedup");

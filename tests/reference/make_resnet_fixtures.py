@@ -18,7 +18,8 @@ Writes, under tests/fixtures/:
   beside `opt` (SGD momentum buffers), `epoch`, `loss` and the run's settings;
 - outputs/resnet_features.safetensors: the input batch (two 64 x 48 images, normalised) and
   the pooled features in evaluation mode of the teacher (= the backbone file), the student and
-  the PAWS encoder's backbone.
+  the PAWS encoder's backbone, and the PAWS encoder's output with its heads (`paws_z`, what
+  snn_eval.py classifies).
 
 Run from the repository root:
 
@@ -116,6 +117,10 @@ def main():
                 "loss": 2.5, "s_batch_size": 7, "u_batch_size": 64, "world_size": 64, "lr": 6.4,
                 "temperature": 0.1, "amp": None},
                os.path.join(FIX, "weights", "resnet_paws_checkpoint.pth.tar"))
+    # what snn_eval.py takes of the PAWS encoder: `encoder(imgs)` in evaluation mode, the
+    # projection and prediction heads included (their BatchNorms on running statistics)
+    with torch.no_grad():
+        out["paws_z"] = enc.module.eval()(x)
     # the PAWS encoder's backbone features (the teacher's after one SGD step)
     fc, enc.module.fc = enc.module.fc, None
     out["paws"] = features(enc.module.eval(), x)

@@ -118,6 +118,39 @@ impl Default for PawsConfig {
 }
 
 impl PawsConfig {
+    /// suncet's ImageNet recipe (`configs/paws/imgnt_train.yaml`, with the crop sizes and
+    /// scales `paws_train.py` takes for ImageNet): ResNet-50, output 2048 with a prediction
+    /// head, 15 classes x 7 images x 1 view of support, 64 unlabelled images, 224 px crops
+    /// (scale 0.14-1) and six 96 px crops (0.05-0.14), colour jitter 1.0, ImageNet
+    /// normalisation, 100 epochs of lr 0.3 -> 6.4 -> 0.064. The settings of every released
+    /// PAWS model.
+    pub fn imagenet() -> Self {
+        Self {
+            model_name: PawsModel::Resnet50,
+            output_dim: 2048,
+            use_pred_head: true,
+            classes_per_batch: 15,
+            supervised_imgs_per_class: 7,
+            supervised_views: 1,
+            unsupervised_batch_size: 64,
+            unique_classes_per_rank: true,
+            multicrop: 6,
+            color_jitter_strength: 1.0,
+            crop_size: 224,
+            multicrop_size: 96,
+            crop_scale: (0.14, 1.0),
+            multicrop_scale: (0.05, 0.14),
+            normalize_mean: [0.485, 0.456, 0.406],
+            normalize_std: [0.229, 0.224, 0.225],
+            epochs: 100,
+            warmup: 10,
+            start_lr: 0.3,
+            lr: 6.4,
+            final_lr: 0.064,
+            ..Self::default()
+        }
+    }
+
     /// The encoder's shape (not yet validated).
     pub fn encoder(&self) -> Result<EncoderConfig> {
         let backbone = match self.model_name.resnet() {

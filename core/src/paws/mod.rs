@@ -15,6 +15,8 @@ pub mod fine_tune;
 pub mod labelled;
 pub mod loss;
 #[cfg(not(target_family = "wasm"))]
+pub mod official;
+#[cfg(not(target_family = "wasm"))]
 mod run_file;
 pub mod snn;
 pub mod support;
@@ -32,6 +34,8 @@ pub use fine_tune::{
 #[cfg(not(target_family = "wasm"))]
 pub use labelled::LabelledFiles;
 pub use loss::{PawsLoss, PawsLossOutput};
+#[cfg(not(target_family = "wasm"))]
+pub use official::read_official_encoder;
 pub use snn::{SnnResult, snn_evaluate, snn_probabilities};
 pub use support::{ClassStratifiedSampler, labels_matrix};
 #[cfg(not(target_family = "wasm"))]

@@ -27,7 +27,15 @@ pub use hf::hf_to_official;
 #[cfg(not(target_family = "wasm"))]
 pub use own::save_safetensors;
 pub use own::{OWN_FORMAT, safetensors_bytes, to_safetensors_bytes, to_safetensors_bytes_with};
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use pth::read_pth_bytes;
 pub use state_dict::{RawTensor, StateDict, transpose};
+
+/// Whether bytes are a `torch.save` file (zip or legacy pickle), from their first bytes.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn is_pytorch_file(head: &[u8]) -> bool {
+    format::sniff(head) == format::Container::Pytorch
+}
 
 use crate::model::resnet::ResNetConfig;
 use crate::{Error, Result, VitConfig};

@@ -17,7 +17,8 @@ use super::train::progress::Progress;
 #[command(args_override_self = true)]
 pub struct Args {
     /// The PAWS encoder to fine-tune (`encoder.safetensors` or `checkpoint.safetensors` of
-    /// `dino paws`).
+    /// `dino paws`), or an official PAWS checkpoint (`paws_imgnt_*.pth.tar`: its ResNet and
+    /// heads, with the ImageNet recipe's data settings).
     #[arg(long, short = 'w', value_name = "FILE")]
     weights: PathBuf,
     /// The labelled images: a folder of class sub-folders, or a CSV of `path,class` (the

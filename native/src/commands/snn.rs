@@ -16,7 +16,9 @@ use crate::backend::Backend;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A PAWS encoder (`encoder.safetensors` of `dino paws`) or a PAWS training checkpoint.
+    /// A PAWS encoder (`encoder.safetensors` of `dino paws`), a PAWS training checkpoint, or an
+    /// official PAWS checkpoint (`paws_imgnt_*.pth.tar`: evaluated as `snn_eval.py` does, the
+    /// prediction head's output, ImageNet's 256 -> 224 centre crop and normalisation).
     #[arg(long, short = 'w', value_name = "FILE")]
     weights: PathBuf,
     /// The labelled images (the memory): a folder of class sub-folders or a `path,class` CSV
