@@ -17,10 +17,10 @@ use crate::{Error, Result};
 
 /// The settings, shape and tensors (official keys: the backbone's at the top level, `fc.*`,
 /// `pred.*`) of the encoder in an official PAWS checkpoint.
-pub fn read_official_encoder(bytes: &[u8]) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
+pub fn read_official_encoder(bytes: Vec<u8>) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
     let bad = |m: String| Error::Weights(format!("official PAWS checkpoint: {m}"));
     // only `encoder.*` is read (the optimiser state is as large), its size bounded by the file
-    let raw = read_pth_bytes(bytes.to_vec(), CheckpointKey::Teacher)?;
+    let raw = read_pth_bytes(bytes, CheckpointKey::Teacher)?;
     if !raw.keys().any(|k| k.starts_with("encoder.")) {
         let dino = raw
             .keys()

@@ -423,18 +423,20 @@ fn across_ranks(
 
 /// Reads an exported PAWS encoder, a training checkpoint's or an official PAWS checkpoint's: the
 /// encoder and its run's settings.
-pub fn load_encoder(bytes: &[u8], device: &Device) -> Result<(PawsEncoder, PawsConfig)> {
+pub fn load_encoder(bytes: Vec<u8>, device: &Device) -> Result<(PawsEncoder, PawsConfig)> {
     let (cfg, shape, sd) = read_encoder_file(bytes)?;
     Ok((PawsEncoder::from_state_dict(&shape, sd, device)?, cfg))
 }
 
 /// An exported PAWS encoder, a training checkpoint's, or the encoder of an official PAWS
 /// checkpoint (suncet's `.pth.tar`, see [`super::official`]), unbuilt: its run's settings, its
-/// shape and its tensors (official keys).
-pub fn read_encoder_file(bytes: &[u8]) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
-    if crate::weights::is_pytorch_file(bytes) {
+/// shape and its tensors (official keys). The bytes are taken, not borrowed: a checkpoint's are
+/// moved into the PyTorch reader instead of copied.
+pub fn read_encoder_file(bytes: Vec<u8>) -> Result<(PawsConfig, EncoderConfig, StateDict)> {
+    if crate::weights::is_pytorch_file(&bytes) {
         return super::official::read_official_encoder(bytes);
     }
+    let bytes = bytes.as_slice();
     let what = "PAWS encoder";
     let meta = run_file::metadata(
         bytes,

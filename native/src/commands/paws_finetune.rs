@@ -153,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(t) => (t.paws.clone(), t.encoder().config.clone(), None),
         None => {
             let bytes = std::fs::read(&args.weights).with_context(what)?;
-            let (p, s, sd) = read_encoder_file(&bytes).with_context(what)?;
+            let (p, s, sd) = read_encoder_file(bytes).with_context(what)?;
             (p, s, Some(sd))
         }
     };

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.weights).with_context(|| format!("{}", args.weights.display()))?;
     let (encoder, cfg) =
-        load_encoder(&bytes, &device).with_context(|| format!("{}", args.weights.display()))?;
+        load_encoder(bytes, &device).with_context(|| format!("{}", args.weights.display()))?;
     let train = LabelledFiles::from_path(&args.train)?;
     let val = ImageFolder::scan(&args.val)?;
     let val_labels = val.labels.clone().ok_or_else(|| {
