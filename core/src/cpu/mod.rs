@@ -10,6 +10,8 @@
 //! fixtures (see `tests/`). Training and GPUs use the Burn model.
 
 mod attention;
+pub mod batch_norm;
+pub mod conv;
 mod features;
 pub mod kernels;
 pub mod matmul;

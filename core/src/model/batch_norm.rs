@@ -8,11 +8,30 @@
 //! head's BatchNorms ([`crate::train::DinoHead`]) normalise with the batch in both networks.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::module::batch_norm;
 use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, Params};
 use crate::Result;
+
+/// `(output, mean, biased variance)` of `x` normalised with its batch statistics: on burn-flex
+/// through the CPU kernels (feature `flex`, [`super::flex_batch_norm`]), Burn's elsewhere.
+pub fn train_statistics<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    #[cfg(feature = "flex")]
+    {
+        super::flex_batch_norm::batch_norm_train(x, gamma, beta, eps)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let r = burn::tensor::module::batch_norm_train(x, gamma, beta, eps);
+        (r.output, r.mean, r.variance)
+    }
+}
 
 /// PyTorch's defaults.
 pub const BN_EPS: f64 = 1e-5;
@@ -92,9 +111,10 @@ impl BatchNorm {
             .filter(|(i, _)| *i != 1)
             .map(|(_, d)| d)
             .product();
-        let r = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
-        self.track(r.mean, r.variance, n);
-        r.output
+        let (output, mean, variance) =
+            train_statistics(x, self.weight.val(), self.bias.val(), self.eps);
+        self.track(mean, variance, n);
+        output
     }
 
     /// Moves the running statistics towards a batch's: `mean` and biased `variance` per

@@ -4,7 +4,7 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, Params};
 use crate::Result;
@@ -78,4 +78,18 @@ pub fn conv2d(spec: ConvSpec, init: Init, vb: &Params, device: &Device) -> Resul
     conv.weight = weight.into_param(device);
     conv.bias = bias.map(|b| b.into_param(device));
     Ok(conv)
+}
+
+/// `layer`'s convolution of `x`, as `Conv2d::forward` computes it: on burn-flex through the
+/// CPU kernels of [`crate::cpu::conv`] (feature `flex`, see [`super::flex_conv`]), Burn's own
+/// convolution elsewhere.
+pub fn conv_forward(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        super::flex_conv::conv2d_layer(layer, x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        layer.forward(x)
+    }
 }

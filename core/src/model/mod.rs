@@ -6,6 +6,10 @@ mod batch_norm;
 mod block;
 pub mod conv;
 mod drop_path;
+#[cfg(feature = "flex")]
+pub mod flex_batch_norm;
+#[cfg(feature = "flex")]
+pub mod flex_conv;
 mod l2_norm;
 pub mod params;
 mod patch_embed;

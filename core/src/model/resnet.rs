@@ -15,7 +15,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::{ConvSpec, conv2d};
+use super::conv::{ConvSpec, conv_forward, conv2d};
 use super::params::{Init, Params};
 use super::{BN_MOMENTUM, BatchNorm};
 use crate::weights::StateDict;
@@ -286,13 +286,13 @@ impl ResBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let mut out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv_forward(&self.conv1, x.clone())));
+        let mut out = self.bn2.forward(conv_forward(&self.conv2, out));
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            out = b3.forward(c3.forward(relu(out)));
+            out = b3.forward(conv_forward(c3, relu(out)));
         }
         let identity = match &self.downsample {
-            Some((c, b)) => b.forward(c.forward(x)),
+            Some((c, b)) => b.forward(conv_forward(c, x)),
             None => x,
         };
         relu(out + identity)
@@ -393,7 +393,7 @@ impl ResNet {
 
     /// `_forward_backbone` without `fc`: the average-pooled last stage `[B, features]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(self.bn1.forward(conv_forward(&self.conv1, x)));
         if let Some(p) = &self.maxpool {
             x = p.forward(x);
         }

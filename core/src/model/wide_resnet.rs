@@ -10,7 +10,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::{ConvSpec, conv2d};
+use super::conv::{ConvSpec, conv_forward, conv2d};
 use super::params::Params;
 use super::{BN_MOMENTUM, BatchNorm};
 use crate::{Error, Result};
@@ -101,10 +101,10 @@ impl WideBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = self.conv1.forward(relu(self.bn1.forward(x.clone())));
-        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        let out = conv_forward(&self.conv1, relu(self.bn1.forward(x.clone())));
+        let out = conv_forward(&self.conv2, relu(self.bn2.forward(out)));
         let skip = match &self.shortcut {
-            Some(s) => s[0].forward(x),
+            Some(s) => conv_forward(&s[0], x),
             None => x,
         };
         out + skip
@@ -154,7 +154,7 @@ impl WideResNet {
 
     /// `_forward_backbone` without the projection head: pooled features `[B, 64 x width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.conv1.forward(x);
+        let mut x = conv_forward(&self.conv1, x);
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = block.forward(x);
         }
