@@ -8,9 +8,12 @@
 //! images of 28 px) that made burn-flex's convolutions 2.3x slower than PyTorch's, most of a
 //! training step. Here every gradient is one well-shaped product per image:
 //! `y = W @ cols`, `dW += dy @ colsᵀ`, `dcols = Wᵀ @ dy` scattered back by col2im, with
-//! images spread over threads. The Burn model reaches these through
+//! images spread over threads; a large image's columns are built in bands of output rows, so a
+//! task never holds more than 4 MiB of them. The Burn model reaches these through
 //! [`crate::model::flex_conv`] on burn-flex (training and inference); other backends keep
 //! their own kernels.
+
+use std::ops::Range;
 
 use gemm::{Parallelism, gemm};
 
@@ -80,12 +83,13 @@ fn valid_span(
     (first, end, (first * stride + tap).saturating_sub(pad))
 }
 
-/// `cols [in_ch * kh * kw, oh * ow]` of one image `x [in_ch, h, w]`; row `(c, i, j)` holds
-/// the input under kernel tap `(i, j)` of channel `c` for every output position (0 in the
-/// padding).
-fn im2col(x: &[f32], s: &ConvShape, cols: &mut [f32]) {
+/// `cols [in_ch * kh * kw, rows.len() * ow]` of one image `x [in_ch, h, w]` for the output
+/// rows `rows`; row `(c, i, j)` holds the input under kernel tap `(i, j)` of channel `c` for
+/// each of those output positions (0 in the padding).
+fn im2col(x: &[f32], s: &ConvShape, rows: Range<usize>, cols: &mut [f32]) {
     let [oh, ow] = s.output().expect("validated shape");
     let ([kh, kw], [sh, sw], [ph, pw]) = (s.kernel, s.stride, s.padding);
+    let t = rows.len() * ow;
     let mut row = 0;
     for c in 0..s.in_ch {
         let plane = &x[c * s.height * s.width..(c + 1) * s.height * s.width];
@@ -93,10 +97,12 @@ fn im2col(x: &[f32], s: &ConvShape, cols: &mut [f32]) {
             let (y0, y1, iy0) = valid_span(oh, s.height, sh, i, ph);
             for j in 0..kw {
                 let (x0, x1, ix0) = valid_span(ow, s.width, sw, j, pw);
-                let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
-                dst[..y0 * ow].fill(0.0);
-                dst[y1 * ow..].fill(0.0);
-                for (y, out_row) in dst.chunks_exact_mut(ow).enumerate().take(y1).skip(y0) {
+                let dst = &mut cols[row * t..(row + 1) * t];
+                for (y, out_row) in rows.clone().zip(dst.chunks_exact_mut(ow)) {
+                    if y < y0 || y >= y1 {
+                        out_row.fill(0.0);
+                        continue;
+                    }
                     let iy = iy0 + (y - y0) * sh;
                     let src = &plane[iy * s.width..(iy + 1) * s.width];
                     out_row[..x0].fill(0.0);
@@ -116,11 +122,12 @@ fn im2col(x: &[f32], s: &ConvShape, cols: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds every column entry back onto the input position it was
-/// read from (`dx` must start at 0 for a fresh gradient).
-fn col2im(cols: &[f32], s: &ConvShape, dx: &mut [f32]) {
+/// The adjoint of [`im2col`] for the same output rows: adds every column entry back onto the
+/// input position it was read from.
+fn col2im(cols: &[f32], s: &ConvShape, rows: Range<usize>, dx: &mut [f32]) {
     let [oh, ow] = s.output().expect("validated shape");
     let ([kh, kw], [sh, sw], [ph, pw]) = (s.kernel, s.stride, s.padding);
+    let t = rows.len() * ow;
     let mut row = 0;
     for c in 0..s.in_ch {
         let plane = &mut dx[c * s.height * s.width..(c + 1) * s.height * s.width];
@@ -128,8 +135,11 @@ fn col2im(cols: &[f32], s: &ConvShape, dx: &mut [f32]) {
             let (y0, y1, iy0) = valid_span(oh, s.height, sh, i, ph);
             for j in 0..kw {
                 let (x0, x1, ix0) = valid_span(ow, s.width, sw, j, pw);
-                let src = &cols[row * oh * ow..(row + 1) * oh * ow];
-                for (y, in_row) in src.chunks_exact(ow).enumerate().take(y1).skip(y0) {
+                let src = &cols[row * t..(row + 1) * t];
+                for (y, in_row) in rows.clone().zip(src.chunks_exact(ow)) {
+                    if y < y0 || y >= y1 {
+                        continue;
+                    }
                     let iy = iy0 + (y - y0) * sh;
                     let dst = &mut plane[iy * s.width..(iy + 1) * s.width];
                     let inner = &in_row[x0..x1];
@@ -147,6 +157,20 @@ fn col2im(cols: &[f32], s: &ConvShape, dx: &mut [f32]) {
             }
         }
     }
+}
+
+/// At most this many floats of im2col columns per task (4 MiB): whole images for the small
+/// networks here, bands of output rows for large images, so memory stays bounded.
+const MAX_COLUMNS: usize = 1 << 20;
+
+/// Bands of output rows whose columns fit `max_columns` (at least one row each).
+fn bands(s: &ConvShape, max_columns: usize) -> Vec<Range<usize>> {
+    let [oh, ow] = s.output().expect("validated shape");
+    let per_row = s.rows() * ow;
+    let rows = (max_columns / per_row.max(1)).clamp(1, oh);
+    (0..oh.div_ceil(rows))
+        .map(|b| b * rows..((b + 1) * rows).min(oh))
+        .collect()
 }
 
 /// `dst (m x n) (= | +=) lhs (m x k) @ rhs (k x n)`, strides (row, column) in elements.
@@ -225,40 +249,63 @@ fn check(s: &ConvShape, x: &[f32], w: &[f32]) {
 
 /// `y [batch, out_ch, oh, ow] = conv(x [batch, in_ch, h, w], w [out_ch, in_ch, kh, kw]) + bias`.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    forward_in_bands(x, w, bias, s, MAX_COLUMNS)
+}
+
+fn forward_in_bands(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    max_columns: usize,
+) -> Vec<f32> {
     check(s, x, w);
-    let (k, p, co) = (s.rows(), s.positions(), s.out_ch);
+    let (k, p, co, ow) = (s.rows(), s.positions(), s.out_ch, s.output().unwrap()[1]);
     let image = s.in_ch * s.height * s.width;
+    let bands = bands(s, max_columns);
     let mut y = vec![0f32; s.batch * co * p];
     let dst = SharedMut(y.as_mut_ptr());
     let (tasks, par) = plan(s.batch);
     for_each_task(tasks, |task| {
-        let mut cols = if s.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![0f32; k * p]
-        };
+        let mut cols = Vec::new();
         for n in chunk(s.batch, tasks, task) {
             let xn = &x[n * image..(n + 1) * image];
-            let rhs = if s.is_pointwise() {
-                xn
-            } else {
-                im2col(xn, s, &mut cols);
-                &cols
-            };
-            // SAFETY: image n's output rows are this task's alone; sizes checked above.
+            // SAFETY: image n's output is this task's alone; sizes checked above.
             unsafe {
                 let out = dst.ptr().add(n * co * p);
-                product(
-                    (co, p, k),
-                    out,
-                    p,
-                    false,
-                    w.as_ptr(),
-                    (k, 1),
-                    rhs.as_ptr(),
-                    (p, 1),
-                    par,
-                );
+                if s.is_pointwise() {
+                    let (lhs, rhs) = ((k, 1), (p, 1));
+                    product(
+                        (co, p, k),
+                        out,
+                        p,
+                        false,
+                        w.as_ptr(),
+                        lhs,
+                        xn.as_ptr(),
+                        rhs,
+                        par,
+                    );
+                } else {
+                    for rows in &bands {
+                        let t = rows.len() * ow;
+                        cols.resize(k * t, 0.0);
+                        im2col(xn, s, rows.clone(), &mut cols);
+                        let out = out.add(rows.start * ow);
+                        let (lhs, rhs) = ((k, 1), (t, 1));
+                        product(
+                            (co, t, k),
+                            out,
+                            p,
+                            false,
+                            w.as_ptr(),
+                            lhs,
+                            cols.as_ptr(),
+                            rhs,
+                            par,
+                        );
+                    }
+                }
                 if let Some(b) = bias {
                     let out = std::slice::from_raw_parts_mut(out, co * p);
                     for (row, &b) in out.chunks_exact_mut(p).zip(b) {
@@ -281,12 +328,24 @@ pub fn conv2d_backward(
     w: &[f32],
     dy: &[f32],
     s: &ConvShape,
+    wanted: (bool, bool, bool),
+) -> ConvGradients {
+    backward_in_bands(x, w, dy, s, wanted, MAX_COLUMNS)
+}
+
+fn backward_in_bands(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    s: &ConvShape,
     (want_dx, want_dw, want_db): (bool, bool, bool),
+    max_columns: usize,
 ) -> ConvGradients {
     check(s, x, w);
-    let (k, p, co) = (s.rows(), s.positions(), s.out_ch);
+    let (k, p, co, ow) = (s.rows(), s.positions(), s.out_ch, s.output().unwrap()[1]);
     assert_eq!(dy.len(), s.batch * co * p, "output gradient size");
     let image = s.in_ch * s.height * s.width;
+    let bands = bands(s, max_columns);
     let (tasks, par) = plan(s.batch);
 
     let db = want_db.then(|| {
@@ -303,32 +362,29 @@ pub fn conv2d_backward(
     let dw = want_dw.then(|| {
         let partials = map_tasks(tasks, |task| {
             let mut acc = vec![0f32; co * k];
-            let mut cols = if s.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            };
-            for (i, n) in chunk(s.batch, tasks, task).enumerate() {
+            let mut cols = Vec::new();
+            let mut first = true;
+            for n in chunk(s.batch, tasks, task) {
                 let xn = &x[n * image..(n + 1) * image];
-                let rhs = if s.is_pointwise() {
-                    xn
-                } else {
-                    im2col(xn, s, &mut cols);
-                    &cols
-                };
+                let dyn_ = dy[n * co * p..].as_ptr();
                 // SAFETY: `acc` is this task's; sizes checked above.
                 unsafe {
-                    product(
-                        (co, k, p),
-                        acc.as_mut_ptr(),
-                        k,
-                        i > 0,
-                        dy.as_ptr().add(n * co * p),
-                        (p, 1),
-                        rhs.as_ptr(),
-                        (1, p),
-                        par,
-                    );
+                    if s.is_pointwise() {
+                        let (lhs, rhs) = ((p, 1), (1, p));
+                        let (a, x) = (acc.as_mut_ptr(), xn.as_ptr());
+                        product((co, k, p), a, k, !first, dyn_, lhs, x, rhs, par);
+                        first = false;
+                        continue;
+                    }
+                    for rows in &bands {
+                        let t = rows.len() * ow;
+                        cols.resize(k * t, 0.0);
+                        im2col(xn, s, rows.clone(), &mut cols);
+                        let (lhs, rhs) = ((p, 1), (1, t));
+                        let (a, g) = (acc.as_mut_ptr(), dyn_.add(rows.start * ow));
+                        product((co, k, t), a, k, !first, g, lhs, cols.as_ptr(), rhs, par);
+                        first = false;
+                    }
                 }
             }
             acc
@@ -346,33 +402,26 @@ pub fn conv2d_backward(
         let mut dx = vec![0f32; s.batch * image];
         let dst = SharedMut(dx.as_mut_ptr());
         for_each_task(tasks, |task| {
-            let mut cols = if s.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            };
+            let mut cols = Vec::new();
             for n in chunk(s.batch, tasks, task) {
+                let dyn_ = dy[n * co * p..].as_ptr();
                 // SAFETY: image n's gradient is this task's alone; sizes checked above.
                 unsafe {
                     let dxn = dst.ptr().add(n * image);
-                    let out = if s.is_pointwise() {
-                        dxn
-                    } else {
-                        cols.as_mut_ptr()
-                    };
-                    product(
-                        (k, p, co),
-                        out,
-                        p,
-                        false,
-                        w.as_ptr(),
-                        (1, k),
-                        dy.as_ptr().add(n * co * p),
-                        (p, 1),
-                        par,
-                    );
-                    if !s.is_pointwise() {
-                        col2im(&cols, s, std::slice::from_raw_parts_mut(dxn, image));
+                    if s.is_pointwise() {
+                        let (lhs, rhs) = ((1, k), (p, 1));
+                        product((k, p, co), dxn, p, false, w.as_ptr(), lhs, dyn_, rhs, par);
+                        continue;
+                    }
+                    for rows in &bands {
+                        let t = rows.len() * ow;
+                        cols.resize(k * t, 0.0);
+                        let (lhs, rhs) = ((1, k), (p, 1));
+                        let g = dyn_.add(rows.start * ow);
+                        let c = cols.as_mut_ptr();
+                        product((k, t, co), c, t, false, w.as_ptr(), lhs, g, rhs, par);
+                        let dxn = std::slice::from_raw_parts_mut(dxn, image);
+                        col2im(&cols, s, rows.clone(), dxn);
                     }
                 }
             }
@@ -491,6 +540,9 @@ mod tests {
             let zero_b = vec![0f32; s.out_ch];
             let g = values(naive(&x, &w, &zero_b, &s).len(), 6);
             let (dx, dw, db) = conv2d_backward(&x, &w, &g, &s, (true, true, true));
+            let banded = backward_in_bands(&x, &w, &g, &s, (true, true, true), 1);
+            close(banded.0.as_ref().unwrap(), dx.as_ref().unwrap());
+            close(banded.1.as_ref().unwrap(), dw.as_ref().unwrap());
             let dot = |y: Vec<f32>| y.iter().zip(&g).map(|(a, b)| a * b).sum::<f32>();
             let mut e = vec![0f32; nx];
             let want_dx: Vec<f32> = (0..nx)

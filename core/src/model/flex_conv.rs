@@ -1,4 +1,6 @@
-//! The 2-D convolution every CNN here calls: on burn-flex (with or without autodiff) it runs
+//! The 2-D convolution of the ResNets (PAWS's Wide ResNet, the DINO and PAWS ResNets; the ViT's
+//! patch embedding keeps Burn's, see BENCHMARKS.md "PAWS"): on burn-flex (with or without
+//! autodiff) it runs
 //! [`crate::cpu::conv`]'s im2col products, forward and backward, as a custom autodiff
 //! operation; on every other backend, and for what those kernels do not cover (groups,
 //! dilation, uneven padding, other float types), it is Burn's own `conv2d`.
@@ -8,7 +10,8 @@
 //! than PyTorch's convolutions (BENCHMARKS.md, "PAWS"). The custom operation goes through
 //! Burn's documented extension path (`Tensor::try_into_primitive` /
 //! `Tensor::from_primitive`, burn-autodiff's `Backward`), so the rest of the graph, the
-//! optimisers and the other backends are untouched.
+//! optimisers and the other backends are untouched. The output keeps the input's gradient
+//! checkpointing context (a primitive carries none).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
