@@ -224,12 +224,13 @@ unsafe fn product(
 fn plan(batch: usize) -> (usize, Parallelism) {
     let t = threads();
     if t > 1 && batch >= 2 * t {
-        ((4 * t).min(batch), Parallelism::None)
-    } else if t > 1 {
-        (1, Parallelism::Rayon(t))
-    } else {
-        (1, Parallelism::None)
+        return ((4 * t).min(batch), Parallelism::None);
     }
+    #[cfg(feature = "parallel")]
+    if t > 1 {
+        return (1, Parallelism::Rayon(t));
+    }
+    (1, Parallelism::None)
 }
 
 /// The images of chunk `task` of `tasks`.
