@@ -9,14 +9,17 @@
 //! training step. Here every gradient is one well-shaped product per image:
 //! `y = W @ cols`, `dW += dy @ colsᵀ`, `dcols = Wᵀ @ dy` scattered back by col2im, with
 //! images spread over threads; a large image's columns are built in bands of output rows, so a
-//! task never holds more than 4 MiB of them. The Burn model reaches these through
+//! task never holds more than 4 MiB of them. The weight gradient builds the columns again
+//! rather than keeping the forward pass's (nine times a 3 x 3 layer's input, per layer, for the
+//! whole step). The Burn model reaches these through
 //! [`crate::model::flex_conv`] on burn-flex (training and inference); other backends keep
 //! their own kernels.
 
 use std::ops::Range;
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 
+use super::matmul::gemm_strided_with;
 use super::parallel::{SharedMut, for_each_task, map_tasks, threads};
 
 /// Shape of a convolution: groups 1, dilation 1, zero padding on both sides of each axis.
@@ -163,9 +166,14 @@ fn col2im(cols: &[f32], s: &ConvShape, rows: Range<usize>, dx: &mut [f32]) {
 /// networks here, bands of output rows for large images, so memory stays bounded.
 const MAX_COLUMNS: usize = 1 << 20;
 
-/// Bands of output rows whose columns fit `max_columns` (at least one row each).
+/// Bands of output rows whose columns fit `max_columns` (at least one row each); one band for
+/// a pointwise convolution, whose columns are the image itself.
+#[allow(clippy::single_range_in_vec_init)] // one band of rows `0..oh`, not `oh` bands
 fn bands(s: &ConvShape, max_columns: usize) -> Vec<Range<usize>> {
     let [oh, ow] = s.output().expect("validated shape");
+    if s.is_pointwise() {
+        return vec![0..oh];
+    }
     let per_row = s.rows() * ow;
     let rows = (max_columns / per_row.max(1)).clamp(1, oh);
     (0..oh.div_ceil(rows))
@@ -173,49 +181,22 @@ fn bands(s: &ConvShape, max_columns: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// `dst (m x n) (= | +=) lhs (m x k) @ rhs (k x n)`, strides (row, column) in elements.
-///
-/// # Safety
-/// The pointers must cover what the sizes and strides describe; `dst` must not alias.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    parallelism: Parallelism,
-) {
-    if m == 0 || n == 0 {
-        return;
+/// The column matrix of output rows `rows` of image `xn` as `(pointer, row stride)`: the image
+/// itself for a pointwise convolution (its positions are the output's), else im2col into `buf`.
+fn columns(
+    xn: &[f32],
+    s: &ConvShape,
+    rows: Range<usize>,
+    buf: &mut Vec<f32>,
+) -> (*const f32, usize) {
+    let ow = s.output().expect("validated shape")[1];
+    if s.is_pointwise() {
+        return (xn[rows.start * ow..].as_ptr(), s.positions());
     }
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    let t = rows.len() * ow;
+    buf.resize(s.rows() * t, 0.0);
+    im2col(xn, s, rows, buf);
+    (buf.as_ptr(), t)
 }
 
 /// How images are spread: one task per image chunk when there are enough images to keep every
@@ -268,44 +249,17 @@ fn forward_in_bands(
     let dst = SharedMut(y.as_mut_ptr());
     let (tasks, par) = plan(s.batch);
     for_each_task(tasks, |task| {
-        let mut cols = Vec::new();
+        let mut buf = Vec::new();
         for n in chunk(s.batch, tasks, task) {
             let xn = &x[n * image..(n + 1) * image];
             // SAFETY: image n's output is this task's alone; sizes checked above.
             unsafe {
                 let out = dst.ptr().add(n * co * p);
-                if s.is_pointwise() {
-                    let (lhs, rhs) = ((k, 1), (p, 1));
-                    product(
-                        (co, p, k),
-                        out,
-                        p,
-                        false,
-                        w.as_ptr(),
-                        lhs,
-                        xn.as_ptr(),
-                        rhs,
-                        par,
-                    );
-                } else {
-                    for rows in &bands {
-                        let t = rows.len() * ow;
-                        cols.resize(k * t, 0.0);
-                        im2col(xn, s, rows.clone(), &mut cols);
-                        let out = out.add(rows.start * ow);
-                        let (lhs, rhs) = ((k, 1), (t, 1));
-                        product(
-                            (co, t, k),
-                            out,
-                            p,
-                            false,
-                            w.as_ptr(),
-                            lhs,
-                            cols.as_ptr(),
-                            rhs,
-                            par,
-                        );
-                    }
+                for rows in &bands {
+                    let (cols, cs) = columns(xn, s, rows.clone(), &mut buf);
+                    let (o, wp) = (out.add(rows.start * ow), w.as_ptr());
+                    let t = rows.len() * ow;
+                    gemm_strided_with((co, t, k), o, p, false, wp, (k, 1), cols, (cs, 1), 1.0, par);
                 }
                 if let Some(b) = bias {
                     let out = std::slice::from_raw_parts_mut(out, co * p);
@@ -363,29 +317,33 @@ fn backward_in_bands(
     let dw = want_dw.then(|| {
         let partials = map_tasks(tasks, |task| {
             let mut acc = vec![0f32; co * k];
-            let mut cols = Vec::new();
+            let mut buf = Vec::new();
             let mut first = true;
             for n in chunk(s.batch, tasks, task) {
                 let xn = &x[n * image..(n + 1) * image];
-                let dyn_ = dy[n * co * p..].as_ptr();
-                // SAFETY: `acc` is this task's; sizes checked above.
-                unsafe {
-                    if s.is_pointwise() {
-                        let (lhs, rhs) = ((p, 1), (1, p));
-                        let (a, x) = (acc.as_mut_ptr(), xn.as_ptr());
-                        product((co, k, p), a, k, !first, dyn_, lhs, x, rhs, par);
-                        first = false;
-                        continue;
+                for rows in &bands {
+                    let (cols, cs) = columns(xn, s, rows.clone(), &mut buf);
+                    let t = rows.len() * ow;
+                    // SAFETY: `acc` is this task's; sizes checked above.
+                    unsafe {
+                        let (a, g) = (
+                            acc.as_mut_ptr(),
+                            dy.as_ptr().add(n * co * p + rows.start * ow),
+                        );
+                        gemm_strided_with(
+                            (co, k, t),
+                            a,
+                            k,
+                            !first,
+                            g,
+                            (p, 1),
+                            cols,
+                            (1, cs),
+                            1.0,
+                            par,
+                        );
                     }
-                    for rows in &bands {
-                        let t = rows.len() * ow;
-                        cols.resize(k * t, 0.0);
-                        im2col(xn, s, rows.clone(), &mut cols);
-                        let (lhs, rhs) = ((p, 1), (1, t));
-                        let (a, g) = (acc.as_mut_ptr(), dyn_.add(rows.start * ow));
-                        product((co, k, t), a, k, !first, g, lhs, cols.as_ptr(), rhs, par);
-                        first = false;
-                    }
+                    first = false;
                 }
             }
             acc
@@ -405,24 +363,35 @@ fn backward_in_bands(
         for_each_task(tasks, |task| {
             let mut cols = Vec::new();
             for n in chunk(s.batch, tasks, task) {
-                let dyn_ = dy[n * co * p..].as_ptr();
                 // SAFETY: image n's gradient is this task's alone; sizes checked above.
                 unsafe {
                     let dxn = dst.ptr().add(n * image);
-                    if s.is_pointwise() {
-                        let (lhs, rhs) = ((1, k), (p, 1));
-                        product((k, p, co), dxn, p, false, w.as_ptr(), lhs, dyn_, rhs, par);
-                        continue;
-                    }
                     for rows in &bands {
                         let t = rows.len() * ow;
-                        cols.resize(k * t, 0.0);
-                        let (lhs, rhs) = ((1, k), (p, 1));
-                        let g = dyn_.add(rows.start * ow);
-                        let c = cols.as_mut_ptr();
-                        product((k, t, co), c, t, false, w.as_ptr(), lhs, g, rhs, par);
-                        let dxn = std::slice::from_raw_parts_mut(dxn, image);
-                        col2im(&cols, s, rows.clone(), dxn);
+                        // a pointwise convolution's column gradient is the image's gradient
+                        let (d, ds) = if s.is_pointwise() {
+                            (dxn.add(rows.start * ow), p)
+                        } else {
+                            cols.resize(k * t, 0.0);
+                            (cols.as_mut_ptr(), t)
+                        };
+                        let (wp, g) = (w.as_ptr(), dy.as_ptr().add(n * co * p + rows.start * ow));
+                        gemm_strided_with(
+                            (k, t, co),
+                            d,
+                            ds,
+                            false,
+                            wp,
+                            (1, k),
+                            g,
+                            (p, 1),
+                            1.0,
+                            par,
+                        );
+                        if !s.is_pointwise() {
+                            let dxn = std::slice::from_raw_parts_mut(dxn, image);
+                            col2im(&cols, s, rows.clone(), dxn);
+                        }
                     }
                 }
             }

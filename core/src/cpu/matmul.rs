@@ -36,10 +36,44 @@ pub unsafe fn gemm_strided(
     dst_rs: usize,
     accumulate: bool,
     lhs: *const f32,
+    lhs_strides: (usize, usize),
+    rhs: *const f32,
+    rhs_strides: (usize, usize),
+    scale: f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm_strided_with(
+            (m, n, k),
+            dst,
+            dst_rs,
+            accumulate,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+            scale,
+            Parallelism::None,
+        )
+    }
+}
+
+/// [`gemm_strided`] with `gemm`'s own threads inside the product (`parallelism`).
+///
+/// # Safety
+/// As for [`gemm_strided`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided_with(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: *const f32,
     (rhs_rs, rhs_cs): (usize, usize),
     scale: f32,
+    parallelism: Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -65,7 +99,7 @@ pub unsafe fn gemm_strided(
             false,
             false,
             false,
-            Parallelism::None,
+            parallelism,
         )
     }
 }

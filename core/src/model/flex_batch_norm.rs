@@ -12,12 +12,11 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, BackendTypes, Flex};
-use burn::tensor::{DType, GradientCheckpointingStrategy, Tensor, TensorData};
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor};
 
+use super::flex_conv::{AdTensor, flex_tensor, in_context};
 use crate::cpu::batch_norm::{NormShape, batch_norm_train_backward, batch_norm_train_forward};
-
-type AdTensor = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
 
 /// `(output, mean, biased variance)` of `x [N, C, ...]` normalised with its batch statistics,
 /// as `burn::tensor::module::batch_norm_train` returns them.
@@ -74,18 +73,6 @@ pub fn batch_norm_train<const D: usize>(
     (r.output, r.mean, r.variance)
 }
 
-fn in_context<const D: usize>(t: AdTensor, c: Option<GradientCheckpointingStrategy>) -> Tensor<D> {
-    let t = Tensor::from_primitive::<Autodiff<Flex>>(t);
-    match c {
-        Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
-        None => t,
-    }
-}
-
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 fn forward(
     x: &FlexTensor,
     gamma: &FlexTensor,
@@ -107,7 +94,11 @@ fn forward(
         eps,
     );
     let c = vec![s.channels];
-    (tensor(y, dims), tensor(mean, c.clone()), tensor(var, c))
+    (
+        flex_tensor(y, dims),
+        flex_tensor(mean, c.clone()),
+        flex_tensor(var, c),
+    )
 }
 
 /// Normalisation as one autodiff operation of `[x, gamma, beta]`.
@@ -145,7 +136,7 @@ impl Backward<Flex, 3> for NormOp {
         let grads_of = [(dx, st.dims), (dgamma, c.clone()), (dbeta, c)];
         for (parent, (grad, shape)) in ops.parents.iter().zip(grads_of) {
             if let Some(node) = parent {
-                grads.register::<Flex>(node.id, tensor(grad, shape));
+                grads.register::<Flex>(node.id, flex_tensor(grad, shape));
             }
         }
     }

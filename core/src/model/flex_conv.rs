@@ -18,11 +18,11 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, BackendTypes, Flex};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, GradientCheckpointingStrategy, Tensor, TensorData};
 
 use crate::cpu::conv::{ConvShape, conv2d_backward, conv2d_forward};
 
@@ -56,18 +56,12 @@ pub fn conv2d(
 ) -> Tensor<4> {
     if let Some(shape) = covered_shape(&x, &weight, bias.as_ref(), &options) {
         let checkpointing = x.gradient_checkpointing_strategy();
-        if let Some(y) = on::<Autodiff<Flex>>(&x, &weight, bias.as_ref()).map(|(x, w, b)| {
+        if let Some((x, w, b)) = on::<Autodiff<Flex>>(&x, &weight, bias.as_ref()) {
             let out = match b {
                 Some(b) => tracked_conv([x, w, b], shape),
                 None => tracked_conv([x, w], shape),
             };
-            Tensor::from_primitive::<Autodiff<Flex>>(out)
-        }) {
-            // the output stays in the input's checkpointing context (a primitive has none)
-            return match checkpointing {
-                Some(strategy) => y.with_gradient_checkpointing_strategy(strategy),
-                None => y,
-            };
+            return in_context(out, checkpointing);
         }
         if let Some((x, w, b)) = on::<Flex>(&x, &weight, bias.as_ref()) {
             return Tensor::from_primitive::<Flex>(forward(&x, &w, b.as_ref(), &shape));
@@ -131,16 +125,33 @@ fn covered_shape(
     .then_some(shape)
 }
 
-fn floats(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
+/// A tracked primitive of `Autodiff<Flex>`, what the custom operations take and return.
+pub(super) type AdTensor = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
+
+/// `t` as a tensor in the checkpointing context `c` of the operation's input (a primitive
+/// carries none).
+pub(super) fn in_context<const D: usize>(
+    t: AdTensor,
+    c: Option<GradientCheckpointingStrategy>,
+) -> Tensor<D> {
+    let t = Tensor::from_primitive::<Autodiff<Flex>>(t);
+    match c {
+        Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
+        None => t,
+    }
 }
 
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+/// A burn-flex tensor of `shape` holding `values`.
+pub(super) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 fn forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>, s: &ConvShape) -> FlexTensor {
-    let (x, w, b) = (floats(x), floats(w), b.map(floats));
+    let (x, w, b) = (
+        x.to_contiguous(),
+        w.to_contiguous(),
+        b.map(|b| b.to_contiguous()),
+    );
     let y = conv2d_forward(
         x.storage::<f32>(),
         w.storage::<f32>(),
@@ -148,7 +159,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>, s: &ConvShape
         s,
     );
     let [oh, ow] = s.output().expect("covered shape");
-    tensor(y, vec![s.batch, s.out_ch, oh, ow])
+    flex_tensor(y, vec![s.batch, s.out_ch, oh, ow])
 }
 
 /// The convolution as one autodiff operation: inputs `[x, weight]` or `[x, weight, bias]`.
@@ -161,7 +172,7 @@ impl<const N: usize> Backward<Flex, N> for ConvOp {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, w, s) = ops.state;
-        let dy = floats(&grads.consume::<Flex>(&ops.node));
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
         let parents = &ops.parents;
         let wanted = |i: usize| parents.get(i).is_some_and(|p| p.is_some());
         let (dx, dw, db) = conv2d_backward(
@@ -178,19 +189,17 @@ impl<const N: usize> Backward<Flex, N> for ConvOp {
         ];
         for (i, (grad, shape)) in [dx, dw, db].into_iter().zip(shapes).enumerate() {
             if let (Some(Some(node)), Some(grad)) = (parents.get(i), grad) {
-                grads.register::<Flex>(node.id, tensor(grad, shape));
+                grads.register::<Flex>(node.id, flex_tensor(grad, shape));
             }
         }
     }
 }
 
-type AdTensor = <Autodiff<Flex> as burn::backend::BackendTypes>::FloatTensorPrimitive;
-
 fn tracked_conv<const N: usize>(inputs: [AdTensor; N], s: ConvShape) -> AdTensor {
     let nodes = inputs.each_ref().map(|t| t.node());
-    let x = floats(inputs[0].primitive());
-    let w = floats(inputs[1].primitive());
-    let b = (N == 3).then(|| floats(inputs[2].primitive()));
+    let x = inputs[0].primitive().to_contiguous();
+    let w = inputs[1].primitive().to_contiguous();
+    let b = (N == 3).then(|| inputs[2].primitive().to_contiguous());
     let y = forward(&x, &w, b.as_ref(), &s);
     match <ConvOp as Backward<Flex, N>>::prepare::<NoCheckpointing>(ConvOp, nodes)
         .compute_bound()
