@@ -112,65 +112,111 @@ fn full_pipeline_batch_equals_the_reference_batch() {
     }
 }
 
+/// The CPU engine on every setting of its linear layers: f32 (`gemm`, and the packed AVX-512
+/// kernel where the CPU has it) within 1e-5 of PyTorch, masks identical; bf16 products (the
+/// portable loop where the CPU lacks AVX-512 BF16: the same numbers) within the bounds
+/// measured in BENCHMARKS.md, printed for each case.
 #[test]
 fn cpu_engine_matches_pytorch() {
-    use dino_core::cpu::{CpuVit, Outputs};
+    use dino_core::cpu::{CpuVit, LinearProducts, Outputs};
     use dino_core::imaging::normalize_chw;
     use dino_core::weights::{LoadOptions, load_file};
     let manifest = manifest();
-    for case in manifest["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let key = case["model"].as_str().unwrap();
-        let file = manifest["models"][key]["files"]["backbone_pth"]
-            .as_str()
+    for products in [
+        LinearProducts::Gemm,
+        LinearProducts::PackedF32,
+        LinearProducts::Bf16,
+    ] {
+        let bf16 = products == LinearProducts::Bf16;
+        // f32: the fixtures' tolerance; bf16: relative errors of features and the largest
+        // attention error (8 significant bits in every product's inputs)
+        let (tol_features, tol_attention) = if bf16 { (2e-2, 2e-2) } else { (1e-5, 1e-5) };
+        for case in manifest["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let key = case["model"].as_str().unwrap();
+            let file = manifest["models"][key]["files"]["backbone_pth"]
+                .as_str()
+                .unwrap();
+            let opts = LoadOptions {
+                heads: heads_of(key),
+                ..Default::default()
+            };
+            let w = load_file(fixture(file), &opts).unwrap();
+            let depth = w.config.depth;
+            let engine = CpuVit::from_state_dict(&w.config, w.state)
+                .unwrap()
+                .with_products(products);
+            let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
+            let (wd, ht) = (img.width() as usize, img.height() as usize);
+            let x = normalize_chw(&img);
+            let want = Outputs {
+                patches: true,
+                attention: true,
+                last_blocks: depth,
+            };
+            let out = engine.run(&x, 1, ht, wd, want).unwrap();
+            let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
+            let e_cls = rel_err(&out.cls, &want_cls);
+            assert!(
+                e_cls <= tol_features,
+                "{name} {products:?}: CLS relative error {e_cls:e}"
+            );
+            // the CLS-only path (last block computed for the CLS row alone)
+            let e = rel_err(&engine.forward(&x, 1, ht, wd).unwrap(), &want_cls);
+            assert!(
+                e <= tol_features,
+                "{name} {products:?}: CLS-only relative error {e:e}"
+            );
+            let (shape, want_attn) = read_npy(&format!("outputs/{name}_attention.npy"));
+            assert_eq!(out.attention.len(), shape.iter().product::<usize>());
+            let e_attn = max_abs(&out.attention, &want_attn);
+            assert!(
+                e_attn <= tol_attention,
+                "{name} {products:?}: attention max abs error {e_attn:e}"
+            );
+            let masks = mass_threshold_masks(
+                &out.attention,
+                shape[0],
+                case["threshold"].as_f64().unwrap() as f32,
+            )
             .unwrap();
-        let opts = LoadOptions {
-            heads: heads_of(key),
-            ..Default::default()
-        };
-        let w = load_file(fixture(file), &opts).unwrap();
-        let depth = w.config.depth;
-        let engine = CpuVit::from_state_dict(&w.config, w.state).unwrap();
-        let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
-        let (wd, ht) = (img.width() as usize, img.height() as usize);
-        let x = normalize_chw(&img);
-        let want = Outputs {
-            patches: true,
-            attention: true,
-            last_blocks: depth,
-        };
-        let out = engine.run(&x, 1, ht, wd, want).unwrap();
-        let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
-        let e = rel_err(&out.cls, &want_cls);
-        assert!(e <= 1e-5, "{name}: CLS relative error {e:e}");
-        // the CLS-only path (last block computed for the CLS row alone)
-        let e = rel_err(&engine.forward(&x, 1, ht, wd).unwrap(), &want_cls);
-        assert!(e <= 1e-5, "{name}: CLS-only relative error {e:e}");
-        let (shape, want_attn) = read_npy(&format!("outputs/{name}_attention.npy"));
-        assert_eq!(out.attention.len(), shape.iter().product::<usize>());
-        let e = max_abs(&out.attention, &want_attn);
-        assert!(e <= 1e-5, "{name}: attention max abs error {e:e}");
-        let masks = mass_threshold_masks(
-            &out.attention,
-            shape[0],
-            case["threshold"].as_f64().unwrap() as f32,
-        )
-        .unwrap();
-        let (_, want_masks) = read_npy(&format!("outputs/{name}_masks.npy"));
-        assert!(
-            masks.iter().zip(&want_masks).all(|(a, b)| *a as f32 == *b),
-            "{name}: masks"
-        );
-        if case["patch_tokens"].as_bool() == Some(true) {
-            let (_, want) = read_npy(&format!("outputs/{name}_patch_tokens.npy"));
-            let e = rel_err(&out.patches, &want);
-            assert!(e <= 1e-5, "{name}: patch tokens relative error {e:e}");
+            let (_, want_masks) = read_npy(&format!("outputs/{name}_masks.npy"));
+            let differ = masks
+                .iter()
+                .zip(&want_masks)
+                .filter(|(a, b)| **a as f32 != **b)
+                .count();
+            // bf16: a patch whose attention sits at the threshold may flip
+            let allowed = if bf16 { masks.len() / 100 } else { 0 };
+            assert!(
+                differ <= allowed,
+                "{name} {products:?}: {differ} of {} mask patches differ",
+                masks.len()
+            );
+            let mut e_patches = 0.0;
+            if case["patch_tokens"].as_bool() == Some(true) {
+                let (_, want) = read_npy(&format!("outputs/{name}_patch_tokens.npy"));
+                e_patches = rel_err(&out.patches, &want);
+                assert!(
+                    e_patches <= tol_features,
+                    "{name} {products:?}: patch tokens relative error {e_patches:e}"
+                );
+            }
+            // get_intermediate_layers: the normed CLS after every block
+            let (_, want) = read_npy(&format!("outputs/{name}_intermediate_cls.npy"));
+            let e = rel_err(&out.last_blocks_cls, &want);
+            assert!(
+                e <= tol_features,
+                "{name} {products:?}: intermediate CLS relative error {e:e}"
+            );
+            println!(
+                "cpu engine {name} {products:?} (runs {:?}): CLS rel {e_cls:.2e}, patches rel \
+                 {e_patches:.2e}, attention max abs {e_attn:.2e}, {differ} of {} mask patches \
+                 differ",
+                engine.products(),
+                masks.len()
+            );
         }
-        // get_intermediate_layers: the normed CLS after every block
-        let (_, want) = read_npy(&format!("outputs/{name}_intermediate_cls.npy"));
-        let e = rel_err(&out.last_blocks_cls, &want);
-        assert!(e <= 1e-5, "{name}: intermediate CLS relative error {e:e}");
-        println!("cpu engine {name}: ok");
     }
 }
 

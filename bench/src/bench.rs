@@ -54,6 +54,11 @@ pub struct Args {
     /// Which dino-rs engines to time on the CPU.
     #[arg(long, value_enum, default_value_t = Engines::All)]
     engine: Engines,
+    /// Forward: how the CPU engine's linear layers multiply, each timed as its own engine
+    /// (`gemm`: f32 on the gemm crate, the default; `f32`: f32 on weights packed at load time,
+    /// AVX-512F; `bf16`: bf16 inputs with f32 sums, AVX-512 BF16; see `CpuVit::with_products`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gemm")]
+    cpu_products: Vec<CpuProducts>,
     /// What to time.
     #[arg(long, value_enum, default_value_t = Mode::Forward)]
     mode: Mode,
@@ -132,6 +137,17 @@ enum Runner<'a> {
     Reference(usize),
 }
 
+/// Precision of the CPU engine's linear layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuProducts {
+    /// f32 on the `gemm` crate.
+    Gemm,
+    /// f32 on weights packed at load time (AVX-512F micro-kernel).
+    F32,
+    /// bf16 inputs, f32 sums (AVX-512 BF16).
+    Bf16,
+}
+
 /// What `--mode` times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -182,30 +198,56 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
             for &backend in &args.device {
                 let device = backend.device()?;
                 let model = VisionTransformer::new(&config, &device)?;
-                let engine = matches!(backend, Backend::Cpu)
-                    .then(|| CpuVit::from_model(&model))
-                    .transpose()?;
+                let mut engines = Vec::new();
+                if matches!(backend, Backend::Cpu) {
+                    for &p in &args.cpu_products {
+                        let engine = CpuVit::from_model(&model)?;
+                        use dino_core::cpu::{LinearProducts, packed};
+                        let (name, products) = match p {
+                            CpuProducts::Gemm => ("gemm", LinearProducts::Gemm),
+                            CpuProducts::F32 => {
+                                anyhow::ensure!(
+                                    packed::f32_native(),
+                                    "--cpu-products f32 needs AVX-512F, which this CPU lacks"
+                                );
+                                ("packed f32", LinearProducts::PackedF32)
+                            }
+                            CpuProducts::Bf16 => {
+                                anyhow::ensure!(
+                                    packed::bf16_native(),
+                                    "--cpu-products bf16 needs AVX-512 BF16, which this CPU \
+                                     lacks (it would time a portable emulation)"
+                                );
+                                ("bf16", LinearProducts::Bf16)
+                            }
+                        };
+                        engines.push((
+                            format!("dino-rs CPU engine {name}"),
+                            engine.with_products(products),
+                        ));
+                    }
+                }
                 let inputs: Vec<Tensor<4>> = (args.batch.iter().zip(&host_inputs))
                     .map(|(&b, x)| {
                         let shape = [b, 3, args.size, args.size];
                         Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device)
                     })
                     .collect();
-                setups.push((backend, model, engine, inputs));
+                setups.push((backend, model, engines, inputs));
             }
             let (size, batches, host_inputs) = (args.size, &args.batch, &host_inputs);
             let mut runners: Vec<(String, Runner)> = Vec::new();
-            for (backend, model, engine, inputs) in &setups {
-                if let Some(engine) = engine {
+            for (backend, model, engines, inputs) in &setups {
+                for (name, engine) in engines {
                     runners.push((
-                        "dino-rs CPU engine".into(),
+                        name.clone(),
                         Runner::Ours(Box::new(move |i| {
                             engine.forward(&host_inputs[i], batches[i], size, size)?;
                             Ok(())
                         })),
                     ));
                 }
-                if args.engine != Engines::Cpu || engine.is_none() {
+                if args.engine != Engines::Cpu || engines.is_empty() {
                     runners.push((
                         burn_name(*backend),
                         Runner::Ours(Box::new(move |i| {

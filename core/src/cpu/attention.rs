@@ -13,7 +13,7 @@
 
 use super::kernels::{online_softmax_rows, softmax};
 use super::matmul::gemm_strided;
-use super::parallel::{SharedMut, for_each_task};
+use super::parallel::{SharedMut, for_each_task_spinning};
 
 /// Query rows per task.
 const QUERY_BLOCK: usize = 256;
@@ -32,7 +32,7 @@ pub fn attention(qkv: &[f32], out: &mut [f32], b: usize, t: usize, d: usize, hea
     let kblocks = t.div_ceil(KEY_BLOCK);
     let krows = t.div_ceil(kblocks);
     let dst = SharedMut(out.as_mut_ptr());
-    for_each_task(b * heads * qblocks, |task| {
+    for_each_task_spinning(b * heads * qblocks, |task| {
         let (bi, rest) = (task / (heads * qblocks), task % (heads * qblocks));
         let (h, qb) = (rest / qblocks, rest % qblocks);
         let q0 = qb * qrows;

@@ -8,7 +8,7 @@
 use gemm::{Parallelism, gemm};
 
 use super::kernels::{add_bias, bias_gelu};
-use super::parallel::{SharedMut, for_each_task, threads};
+use super::parallel::{SharedMut, for_each_task_spinning, threads};
 
 /// What happens to the product before it lands in `out`.
 #[derive(Clone, Copy)]
@@ -128,7 +128,7 @@ pub fn matmul(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32
     let col_tiles = n.div_ceil(tile_w);
     let row_tiles = m.div_ceil(tile_h);
     let dst = SharedMut(out.as_mut_ptr());
-    for_each_task(row_tiles * col_tiles, |task| {
+    for_each_task_spinning(row_tiles * col_tiles, |task| {
         let (r0, c0) = ((task / col_tiles) * tile_h, (task % col_tiles) * tile_w);
         let (rows, cols) = (tile_h.min(m - r0), tile_w.min(n - c0));
         // SAFETY: tiles are disjoint regions of `out`; `a` and `w` cover the sizes asserted.

@@ -15,6 +15,7 @@ pub mod conv;
 mod features;
 pub mod kernels;
 pub mod matmul;
+pub mod packed;
 pub mod parallel;
 
 use crate::model::VitParams;
@@ -24,7 +25,7 @@ use crate::weights::{StateDict, transpose};
 use crate::{Error, Result, VitConfig};
 use kernels::layer_norm;
 use matmul::{Epilogue, matmul};
-use parallel::{SharedMut, for_each_task};
+use parallel::{SharedMut, for_each_task_spinning};
 
 pub use features::{CpuFeatures as CpuKernels, cpu_features};
 pub use kernels::{erf_f32, exp_f32, gelu_f32};
@@ -37,6 +38,62 @@ struct BlockWeights {
     ln2: (Vec<f32>, Vec<f32>),
     fc1: (Vec<f32>, Vec<f32>),
     fc2: (Vec<f32>, Vec<f32>),
+    /// The four linear weights packed for [`packed::matmul_packed`] (qkv, proj, fc1, fc2),
+    /// unless the products run on `gemm` ([`LinearProducts`]).
+    packed: Option<[packed::PackedWeights; 4]>,
+}
+
+/// How the blocks' linear layers (qkv, proj, fc1, fc2: all but ~10% of a ViT-S/16's
+/// products at 224 px) multiply; the patch embedding, the attention's own products,
+/// LayerNorm, softmax and GELU stay f32 on every setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearProducts {
+    /// f32 on the `gemm` crate (weights packed per call): every CPU.
+    Gemm,
+    /// f32 on weights packed at load time, AVX-512F micro-kernel ([`packed`]); where the CPU
+    /// lacks AVX-512F, [`Self::Gemm`].
+    PackedF32,
+    /// bf16 inputs and weights (rounded to nearest even), f32 sums, on AVX-512 BF16;
+    /// elsewhere a portable loop with the same numbers, far slower (for tests).
+    Bf16,
+}
+
+/// Which block weight a product uses (the index into [`BlockWeights::bf16`]).
+#[derive(Clone, Copy)]
+enum Layer {
+    Qkv,
+    Proj,
+    Fc1,
+    Fc2,
+}
+
+impl BlockWeights {
+    /// `out = epilogue(a @ W + b)` for `m` rows of `a` through `layer`'s weights, in bf16
+    /// where they are packed, else in f32.
+    fn product(&self, layer: Layer, a: &[f32], m: usize, out: &mut [f32], ep: Epilogue) {
+        let w = match layer {
+            Layer::Qkv => &self.qkv.0,
+            Layer::Proj => &self.proj.0,
+            Layer::Fc1 => &self.fc1.0,
+            Layer::Fc2 => &self.fc2.0,
+        };
+        match &self.packed {
+            Some(packed) => packed::matmul_packed(a, m, &packed[layer as usize], out, ep),
+            None => {
+                let n = self.bias(layer).len();
+                matmul(a, m, w.len() / n, w, n, out, ep)
+            }
+        }
+    }
+
+    fn bias(&self, layer: Layer) -> &[f32] {
+        match layer {
+            Layer::Qkv => &self.qkv.1,
+            Layer::Proj => &self.proj.1,
+            Layer::Fc1 => &self.fc1.1,
+            Layer::Fc2 => &self.fc2.1,
+        }
+    }
 }
 
 /// The DINO ViT on the CPU.
@@ -96,6 +153,7 @@ impl CpuVit {
                 ln2: b.norm2.into_host(),
                 fc1: b.fc1.into_host(),
                 fc2: b.fc2.into_host(),
+                packed: None,
             })
             .collect();
         Self {
@@ -105,6 +163,37 @@ impl CpuVit {
             pos_embed: p.pos_embed.data,
             blocks,
             norm: p.norm.into_host(),
+        }
+    }
+
+    /// The same engine with its blocks' linear layers on `products` ([`LinearProducts`]).
+    pub fn with_products(mut self, products: LinearProducts) -> Self {
+        let inputs = match products {
+            LinearProducts::Gemm => None,
+            LinearProducts::PackedF32 => packed::f32_native().then_some(packed::Inputs::F32),
+            LinearProducts::Bf16 => Some(packed::Inputs::Bf16),
+        };
+        let d = self.config.dim;
+        let hid = self.config.mlp_hidden;
+        for b in &mut self.blocks {
+            b.packed = inputs.map(|i| {
+                [
+                    packed::PackedWeights::pack(&b.qkv.0, d, 3 * d, i),
+                    packed::PackedWeights::pack(&b.proj.0, d, d, i),
+                    packed::PackedWeights::pack(&b.fc1.0, d, hid, i),
+                    packed::PackedWeights::pack(&b.fc2.0, hid, d, i),
+                ]
+            });
+        }
+        self
+    }
+
+    /// How the blocks' linear layers multiply now.
+    pub fn products(&self) -> LinearProducts {
+        match self.blocks.first().and_then(|b| b.packed.as_ref()) {
+            None => LinearProducts::Gemm,
+            Some(p) if p[0].inputs() == packed::Inputs::F32 => LinearProducts::PackedF32,
+            Some(_) => LinearProducts::Bf16,
         }
     }
 
@@ -327,15 +416,7 @@ impl CpuVit {
         rows_parallel(&x[..m * d], &mut s.y, d, |src, dst| {
             layer_norm(src, &w.ln1.0, &w.ln1.1, eps, dst)
         });
-        matmul(
-            &s.y,
-            m,
-            d,
-            &w.qkv.0,
-            3 * d,
-            &mut s.qkv,
-            Epilogue::Bias(&w.qkv.1),
-        );
+        w.product(Layer::Qkv, &s.y, m, &mut s.qkv, Epilogue::Bias(&w.qkv.1));
     }
 
     /// The rest of a pre-norm block on `x` (`[B*T, D]`, in place), given `s.qkv`:
@@ -344,12 +425,10 @@ impl CpuVit {
         let c = &self.config;
         let (d, m) = (c.dim, b * t);
         attention::attention(&s.qkv, &mut s.att, b, t, d, c.heads);
-        matmul(
+        w.product(
+            Layer::Proj,
             &s.att,
             m,
-            d,
-            &w.proj.0,
-            d,
             x,
             Epilogue::AccumulateBias(&w.proj.1),
         );
@@ -358,21 +437,13 @@ impl CpuVit {
 
     /// `x += mlp(norm2(x))` on `m` rows.
     fn mlp(&self, w: &BlockWeights, x: &mut [f32], m: usize, y: &mut [f32], hidden: &mut [f32]) {
-        let (d, hid) = (self.config.dim, self.config.mlp_hidden);
+        let d = self.config.dim;
         let eps = self.config.layer_norm_eps as f32;
         rows_parallel(&x[..m * d], &mut y[..m * d], d, |src, dst| {
             layer_norm(src, &w.ln2.0, &w.ln2.1, eps, dst)
         });
-        matmul(y, m, d, &w.fc1.0, hid, hidden, Epilogue::BiasGelu(&w.fc1.1));
-        matmul(
-            hidden,
-            m,
-            hid,
-            &w.fc2.0,
-            d,
-            x,
-            Epilogue::AccumulateBias(&w.fc2.1),
-        );
+        w.product(Layer::Fc1, y, m, hidden, Epilogue::BiasGelu(&w.fc1.1));
+        w.product(Layer::Fc2, hidden, m, x, Epilogue::AccumulateBias(&w.fc2.1));
     }
 
     /// [`Self::block_rest`] for the CLS rows only (`rows`: `[B, D]`), given the CLS
@@ -402,12 +473,10 @@ impl CpuVit {
                 }
             }
         }
-        matmul(
+        w.product(
+            Layer::Proj,
             &att,
             b,
-            d,
-            &w.proj.0,
-            d,
             rows,
             Epilogue::AccumulateBias(&w.proj.1),
         );
@@ -447,7 +516,7 @@ fn rows_parallel(
     // ~256 rows of work per task: smaller tasks cost more in hand-offs than they save
     let chunk = 256;
     let out = SharedMut(dst.as_mut_ptr());
-    for_each_task(rows.div_ceil(chunk), |c| {
+    for_each_task_spinning(rows.div_ceil(chunk), |c| {
         for r in c * chunk..((c + 1) * chunk).min(rows) {
             // SAFETY: each task writes its own rows of `dst`.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * d), d) };
