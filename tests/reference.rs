@@ -75,7 +75,11 @@ fn full_attention_matrix_rows_match_the_cls_row() {
     assert_eq!((b, h, n, m), (1, 2, 18 * 28 + 1, 18 * 28 + 1));
     let row = to_vec(full.clone().narrow(2, 0, 1).narrow(3, 1, m - 1));
     let cls = to_vec(model.cls_attention(x).unwrap());
-    assert!(max_abs(&row, &cls) <= 1e-6);
+    // the full matrix and the CLS row are different products to gemm, blocked differently:
+    // 1.1e-6 apart with its AVX-512 kernels (Xeon, 2026-12-01), within 1e-6 with AVX2; a
+    // wrong row or column would be off by ~1e-2
+    let e = max_abs(&row, &cls);
+    assert!(e <= 5e-6, "CLS row against the full matrix: max abs {e:e}");
     let sums = to_vec(full.sum_dim(3));
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
 }

@@ -83,16 +83,29 @@ fn matmul_kernels() -> &'static str {
 
 /// The copy `multiversion` dispatches to, with the same target list as the kernels.
 fn elementwise_kernels() -> &'static str {
-    ["avx2+fma", "sse4.1", "neon", "simd128", "portable"][elementwise_copy()]
+    [
+        "avx512f+fma",
+        "avx2+fma",
+        "sse4.1",
+        "neon",
+        "simd128",
+        "portable",
+    ][elementwise_copy()]
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 fn elementwise_copy() -> usize {
     match_target! {
-        "x86_64+avx2+fma" => 0,
-        "x86_64+sse4.1" => 1,
-        "aarch64+neon" => 2,
-        _ => if cfg!(target_feature = "simd128") { 3 } else { 4 },
+        "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma" => 0,
+        "x86_64+avx2+fma" => 1,
+        "x86_64+sse4.1" => 2,
+        "aarch64+neon" => 3,
+        _ => if cfg!(target_feature = "simd128") { 4 } else { 5 },
     }
 }
 
@@ -142,6 +155,9 @@ mod tests {
         {
             if f.matmul == "avx512f" {
                 assert!(f.available.contains(&"avx512f"));
+            }
+            if f.elementwise == "avx512f+fma" {
+                assert!(f.available.contains(&"avx512f") && f.available.contains(&"fma"));
             }
             if f.elementwise == "avx2+fma" {
                 assert!(f.available.contains(&"avx2") && f.available.contains(&"fma"));

@@ -1,6 +1,6 @@
 //! Element-wise and row kernels of the CPU engine, written as straight-line loops that the
-//! compiler vectorises; `multiversion` compiles AVX2+FMA (x86-64) and NEON (aarch64) copies
-//! picked at run time, and a portable one (wasm32 uses simd128 when built with it).
+//! compiler vectorises; `multiversion` compiles AVX-512, AVX2+FMA (x86-64) and NEON (aarch64)
+//! copies picked at run time, and a portable one (wasm32 uses simd128 when built with it).
 
 use multiversion::multiversion;
 
@@ -103,7 +103,12 @@ macro_rules! has_fma {
 }
 
 /// `row[i] = gelu(row[i] + bias[i])`.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
     const FMA: bool = has_fma!();
     for (v, b) in row.iter_mut().zip(bias) {
@@ -112,7 +117,12 @@ pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
 }
 
 /// `row[i] += bias[i]`.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 pub fn add_bias(row: &mut [f32], bias: &[f32]) {
     for (v, b) in row.iter_mut().zip(bias) {
         *v += *b;
@@ -152,7 +162,12 @@ fn lanes_max(x: &[f32]) -> f32 {
 }
 
 /// In-place softmax of one row (max-subtracted, as PyTorch).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 pub fn softmax(row: &mut [f32]) {
     const FMA: bool = has_fma!();
     let max = lanes_max(row);
@@ -171,7 +186,12 @@ pub fn softmax(row: &mut [f32]) {
 /// `rescale[r] = exp(old max - new max)` is what earlier partial results of row `r` must
 /// be multiplied by (the first block sees `-inf` as the old maximum: the factor is ~0 and
 /// multiplies zeros).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 pub fn online_softmax_rows(
     scores: &mut [f32],
     width: usize,
@@ -196,7 +216,12 @@ pub fn online_softmax_rows(
 }
 
 /// LayerNorm of one row into `out` (two-pass mean and biased variance, as PyTorch).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
 pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len() as f32;
     let mean = lanes_sum(x, |v| v) / n;
