@@ -266,11 +266,36 @@ fn gradient_checkpointing_changes_memory_not_results() {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
     }
     let (sa, sb) = (state(&plain), state(&ckpt));
+    let mut failed = Vec::new();
     for ((k, va), (_, vb)) in sa.iter().zip(&sb) {
-        if k.starts_with("student.") || k.starts_with("teacher.") {
-            assert!(rel_err(vb, va) <= 1e-5, "{k}");
+        if !(k.starts_with("student.") || k.starts_with("teacher.")) {
+            continue;
+        }
+        let (va, vb) = (key_bias_left_out(k, va), key_bias_left_out(k, vb));
+        let e = rel_err(&vb, &va);
+        if e > 1e-5 {
+            failed.push(format!("{k}: {e:e}"));
         }
     }
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// `values` of parameter `name` without the key bias of a `qkv.bias` (its middle third).
+/// Its true gradient is zero (a bias on every key adds the same `q . b` to all of a query's
+/// scores, which the softmax ignores), so what it gets is rounding noise, which AdamW divides
+/// by its own size into full-sized steps: any change in the order of a sum in the backward
+/// pass (the graph's traversal differs with checkpointing, and with custom operations in
+/// it) gives it another trajectory. Every other parameter must agree.
+fn key_bias_left_out(name: &str, values: &[f32]) -> Vec<f32> {
+    if !name.ends_with("attn.qkv.bias") {
+        return values.to_vec();
+    }
+    let d = values.len() / 3;
+    values[..d]
+        .iter()
+        .chain(&values[2 * d..])
+        .copied()
+        .collect()
 }
 
 #[test]

@@ -116,6 +116,44 @@ pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `out[i] = gelu(x[i])` (exact GELU).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
+pub fn gelu_into(x: &[f32], out: &mut [f32]) {
+    const FMA: bool = has_fma!();
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = gelu_with::<FMA>(*v);
+    }
+}
+
+/// `dx[i] = dy[i] * gelu'(x[i])`, with `gelu'(x) = Phi(x) + x phi(x)` (the standard normal
+/// distribution and density): the exact GELU's gradient, as PyTorch's `gelu_backward`.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+sse4.1",
+    "aarch64+neon"
+))]
+pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    const FMA: bool = has_fma!();
+    // 1 / sqrt(2 pi)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for ((d, v), g) in dx.iter_mut().zip(x).zip(dy) {
+        let x = *v;
+        let cdf = madd::<FMA>(
+            0.5,
+            erf_with::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2),
+            0.5,
+        );
+        let pdf = INV_SQRT_2PI * exp_with::<FMA>(-0.5 * x * x);
+        *d = *g * madd::<FMA>(x, pdf, cdf);
+    }
+}
+
 /// `row[i] += bias[i]`.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512dq+avx512vl+avx2+fma",

@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, LinearParams, NormParams, Params};
@@ -48,7 +47,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let p = self.precision;
-        let hidden = gelu(p.widen(p.linear(&self.fc1, x)));
+        let hidden = super::gelu(p.widen(p.linear(&self.fc1, x)));
         p.widen(p.linear(&self.fc2, hidden))
     }
 }

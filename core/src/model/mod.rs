@@ -10,6 +10,8 @@ mod drop_path;
 pub mod flex_batch_norm;
 #[cfg(feature = "flex")]
 pub mod flex_conv;
+#[cfg(feature = "flex")]
+pub mod flex_gelu;
 mod l2_norm;
 pub mod params;
 mod patch_embed;
@@ -27,3 +29,16 @@ pub use l2_norm::l2_normalize_rows;
 pub use patch_embed::PatchEmbed;
 pub use precision::Precision;
 pub use vit::{Features, VisionTransformer, VitParams};
+
+/// The exact (erf) GELU of the ViT's MLPs and the DINO head: on burn-flex through
+/// [`flex_gelu`]'s kernels (with the `flex` feature), elsewhere Burn's.
+pub fn gelu<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        flex_gelu::gelu(x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        burn::tensor::activation::gelu(x)
+    }
+}

@@ -1,9 +1,9 @@
 //! `DINOHead` of the official `vision_transformer.py`: an MLP to a bottleneck, L2
 //! normalisation, then a weight-normalised linear layer without bias.
 
+use crate::model::gelu;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
