@@ -104,8 +104,8 @@ pub unsafe fn gemm_strided_with(
     }
 }
 
-/// How many row and column tiles to cut an `m x n` output into.
-fn plan(m: usize, n: usize) -> (usize, usize) {
+/// How many row and column tiles to cut an `m x n` output into (also [`super::packed`]'s).
+pub(super) fn plan(m: usize, n: usize) -> (usize, usize) {
     let t = threads();
     if t == 1 {
         return (1, 1);

@@ -19,8 +19,8 @@
 //! ([`bf16_native`] tells which). The f32 kernel is used only where [`f32_native`].
 
 use super::kernels::{add_bias, bias_gelu};
-use super::matmul::Epilogue;
-use super::parallel::{SharedMut, for_each_task_spinning, threads};
+use super::matmul::{Epilogue, plan};
+use super::parallel::{SharedMut, for_each_task_spinning};
 
 /// Columns per packed panel (one 512-bit vector of f32).
 const PANEL: usize = 16;
@@ -251,18 +251,6 @@ pub fn matmul_packed_with(
             }
         }
     });
-}
-
-/// How many row and column tiles to cut an `m x n` output into (as [`super::matmul`]).
-fn plan(m: usize, n: usize) -> (usize, usize) {
-    let t = threads();
-    if t == 1 {
-        return (1, 1);
-    }
-    let target = 2 * t;
-    let cols = target.min(n.div_ceil(64)).max(1);
-    let rows = target.div_ceil(cols).min(m.div_ceil(64)).max(1);
-    (rows, cols)
 }
 
 /// One thread's share of a product: rows `0..rows` of `a` (lanes: f32 bits or bf16 pairs,
