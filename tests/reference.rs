@@ -11,16 +11,20 @@ fn heads_of(model: &str) -> Option<usize> {
     (model == "p8").then_some(3)
 }
 
+/// The backbone checkpoint of fixture model `key`.
+fn backbone_file<'a>(manifest: &'a serde_json::Value, key: &str) -> &'a str {
+    manifest["models"][key]["files"]["backbone_pth"]
+        .as_str()
+        .unwrap()
+}
+
 #[test]
 fn every_case_matches_pytorch() {
     let manifest = manifest();
     for case in manifest["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let key = case["model"].as_str().unwrap();
-        let file = manifest["models"][key]["files"]["backbone_pth"]
-            .as_str()
-            .unwrap();
-        let model = load_model(file, heads_of(key));
+        let model = load_model(backbone_file(&manifest, key), heads_of(key));
         // the exact input PyTorch saw (PIL-resized), so only the model is compared here
         let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
         let x = batch_tensor(&[img], &device()).unwrap();
@@ -126,38 +130,34 @@ fn cpu_engine_matches_pytorch() {
     use dino_core::imaging::normalize_chw;
     use dino_core::weights::{LoadOptions, load_file};
     let manifest = manifest();
-    for products in [
-        LinearProducts::Gemm,
-        LinearProducts::PackedF32,
-        LinearProducts::Bf16,
-    ] {
-        let bf16 = products == LinearProducts::Bf16;
-        // f32: the fixtures' tolerance; bf16: relative errors of features and the largest
-        // attention error (8 significant bits in every product's inputs)
-        let (tol_features, tol_attention) = if bf16 { (2e-2, 2e-2) } else { (1e-5, 1e-5) };
-        for case in manifest["cases"].as_array().unwrap() {
-            let name = case["name"].as_str().unwrap();
-            let key = case["model"].as_str().unwrap();
-            let file = manifest["models"][key]["files"]["backbone_pth"]
-                .as_str()
-                .unwrap();
-            let opts = LoadOptions {
-                heads: heads_of(key),
-                ..Default::default()
-            };
-            let w = load_file(fixture(file), &opts).unwrap();
-            let depth = w.config.depth;
-            let engine = CpuVit::from_state_dict(&w.config, w.state)
-                .unwrap()
-                .with_products(products);
-            let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
-            let (wd, ht) = (img.width() as usize, img.height() as usize);
-            let x = normalize_chw(&img);
-            let want = Outputs {
-                patches: true,
-                attention: true,
-                last_blocks: depth,
-            };
+    for case in manifest["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let key = case["model"].as_str().unwrap();
+        let opts = LoadOptions {
+            heads: heads_of(key),
+            ..Default::default()
+        };
+        let w = load_file(fixture(backbone_file(&manifest, key)), &opts).unwrap();
+        let depth = w.config.depth;
+        let mut engine = CpuVit::from_state_dict(&w.config, w.state).unwrap();
+        let img = load_image(&fixture(&format!("inputs/{name}.png"))).unwrap();
+        let (wd, ht) = (img.width() as usize, img.height() as usize);
+        let x = normalize_chw(&img);
+        let want = Outputs {
+            patches: true,
+            attention: true,
+            last_blocks: depth,
+        };
+        for products in [
+            LinearProducts::Gemm,
+            LinearProducts::PackedF32,
+            LinearProducts::Bf16,
+        ] {
+            engine = engine.with_products(products);
+            let bf16 = products == LinearProducts::Bf16;
+            // f32: the fixtures' tolerance; bf16: relative errors of features and the largest
+            // attention error (8 significant bits in every product's inputs)
+            let (tol_features, tol_attention) = if bf16 { (2e-2, 2e-2) } else { (1e-5, 1e-5) };
             let out = engine.run(&x, 1, ht, wd, want).unwrap();
             let (_, want_cls) = read_npy(&format!("outputs/{name}_cls.npy"));
             let e_cls = rel_err(&out.cls, &want_cls);

@@ -93,6 +93,13 @@ fn tracked_gelu(x: AdTensor, dims: Vec<usize>) -> AdTensor {
 mod tests {
     use burn::tensor::{Device, Tensor, TensorData};
 
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// Forward and gradient against Burn's own GELU on the same values, tracked and not.
     #[test]
     fn matches_burns_gelu_and_its_gradient() {
@@ -108,11 +115,7 @@ mod tests {
         let burns = burn::tensor::activation::gelu(x1.clone());
         let a: Vec<f32> = ours.clone().into_data().try_to_vec::<f32>().unwrap();
         let b: Vec<f32> = burns.clone().into_data().try_to_vec::<f32>().unwrap();
-        let e = a
-            .iter()
-            .zip(&b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let e = max_abs_diff(&a, &b);
         assert!(e < 1e-6, "forward max abs error {e}");
         let g0 = (ours * w.clone()).sum().backward();
         let g1 = (burns * w).sum().backward();
@@ -128,11 +131,7 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        let e = d0
-            .iter()
-            .zip(&d1)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let e = max_abs_diff(&d0, &d1);
         assert!(e < 1e-6, "gradient max abs error {e}");
     }
 }
