@@ -106,10 +106,11 @@ impl RunFlags {
 }
 
 /// Removes what an interrupted run left half-written in the folders the CLI writes itself
-/// (plots, snapshots; the loop cleans the run folder, [`RunSummary::temp_files_removed`]), and
-/// says how many files went in all once the run is over.
+/// ([`RunDir::subfolders`]: plots, attention sheets; the loop cleans the run folder,
+/// [`RunSummary::temp_files_removed`]), and says how many files went in all once the run is
+/// over.
 pub fn remove_temp_files(dir: &RunDir) -> usize {
-    [dir.0.join("plots"), dir.0.join("snapshots")]
+    dir.subfolders()
         .iter()
         .map(|d| dino_core::remove_temp_files(d))
         .sum()

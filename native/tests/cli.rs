@@ -509,8 +509,13 @@ fn a_damaged_checkpoint_names_the_newest_intact_copy() {
             && e.contains("--resume-intact"),
         "{e}"
     );
-    // a temporary file a killed run would leave
+    // the temporary files a killed run would leave, in the run folder and the folders the CLI
+    // writes below it (plots, attention sheets)
     std::fs::write(out.join(".tmp99999.config.toml"), "half").unwrap();
+    for sub in ["plots", "attention"] {
+        std::fs::create_dir_all(out.join(sub)).unwrap();
+        std::fs::write(out.join(sub).join(".tmp99999.epoch001.png"), "half").unwrap();
+    }
     let mut intact = args.clone();
     intact.push("--resume-intact");
     let r = dino(&intact);
@@ -518,10 +523,13 @@ fn a_damaged_checkpoint_names_the_newest_intact_copy() {
     assert!(r.status.success(), "{err}");
     assert!(
         err.contains("resuming from the newest intact copy")
-            && err.contains("removed 1 half-written temporary file"),
+            && err.contains("removed 3 half-written temporary file"),
         "{err}"
     );
     assert!(!out.join(".tmp99999.config.toml").exists());
+    for sub in ["plots", "attention"] {
+        assert!(!out.join(sub).join(".tmp99999.epoch001.png").exists());
+    }
     assert_eq!(std::fs::read(&ckpt).unwrap().len(), bytes.len());
 }
 

@@ -149,6 +149,19 @@ impl RunDir {
     pub fn teacher(&self) -> PathBuf {
         self.0.join("teacher.safetensors")
     }
+    /// Where the CLI draws the run's plots (loss, schedules, diagnostics).
+    pub fn plots(&self) -> PathBuf {
+        self.0.join("plots")
+    }
+    /// Where `dino train --attention-every` writes its attention sheets.
+    pub fn attention_snapshots(&self) -> PathBuf {
+        self.0.join("attention")
+    }
+    /// The folders below the run folder that the CLI writes into: a killed run's temporary
+    /// files are swept from these as from the run folder itself.
+    pub fn subfolders(&self) -> [PathBuf; 2] {
+        [self.plots(), self.attention_snapshots()]
+    }
 
     /// The numbered checkpoints present, newest first, with their epoch.
     pub fn numbered_checkpoints(&self) -> Vec<(usize, PathBuf)> {

@@ -34,7 +34,7 @@ pub fn plot(out: &Path, records: &[Record], out_dim: usize) -> anyhow::Result<()
             .map(|r| (r.iteration as f64, r.get(k)))
             .collect()
     };
-    let dir = out.join("plots");
+    let dir = dino_core::train::run::RunDir(out.to_path_buf()).plots();
     std::fs::create_dir_all(&dir)?;
     let epoch_mean: Vec<(f64, f64)> = records
         .chunk_by(|a, b| a.epoch == b.epoch)

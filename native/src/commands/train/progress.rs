@@ -107,9 +107,8 @@ impl TrainObserver<Trainer> for Progress<'_> {
     fn on_epoch(&mut self, epoch: usize, trainer: &Trainer, records: &[Record]) {
         self.plots(records);
         if self.attention_every > 0 && (epoch + 1).is_multiple_of(self.attention_every) {
-            let path = self
-                .out
-                .join("attention")
+            let path = dino_core::train::run::RunDir(self.out.clone())
+                .attention_snapshots()
                 .join(format!("epoch{:03}.png", epoch + 1));
             let sheet = super::snapshots::attention_sheet(
                 trainer,
