@@ -8,7 +8,7 @@
 use gemm::{Parallelism, gemm};
 
 use super::kernels::{add_bias, bias_gelu};
-use super::parallel::{SharedMut, for_each_task_spinning, threads};
+use super::parallel::{SharedMut, for_each_task, for_each_task_spinning, threads};
 
 /// What happens to the product before it lands in `out`.
 #[derive(Clone, Copy)]
@@ -159,9 +159,138 @@ pub fn matmul(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32
     });
 }
 
+/// `out (m x n) = lhs (m x k) @ rhs (k x n) (+ bias)` with operands of any (row, column)
+/// strides, tiled as [`matmul`]: a transposed operand is the same buffer with its strides
+/// swapped, so the products of a linear layer's backward pass (`dy @ w^T`, `x^T @ dy`) read
+/// their operands where they lie. For training: the tiles run on rayon's threads, which
+/// Burn's own operations share (the engine's spinning pool would compete with them).
+///
+/// # Panics
+/// When an operand, `bias` or `out` does not cover the sizes and strides given.
+pub fn matmul_strided(
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_strides): (&[f32], (usize, usize)),
+    (rhs, rhs_strides): (&[f32], (usize, usize)),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let covers = |len: usize, rows: usize, cols: usize, (rs, cs): (usize, usize)| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    assert!(
+        covers(lhs.len(), m, k, lhs_strides)
+            && covers(rhs.len(), k, n, rhs_strides)
+            && out.len() >= m * n
+            && bias.is_none_or(|b| b.len() >= n),
+        "matmul_strided sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in out[..m * n].chunks_mut(n) {
+            match bias {
+                Some(b) => row.copy_from_slice(&b[..n]),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+    let (row_tiles, col_tiles) = plan(m, n);
+    let tile_w = n.div_ceil(col_tiles).div_ceil(16) * 16;
+    let tile_h = m.div_ceil(row_tiles);
+    let col_tiles = n.div_ceil(tile_w);
+    let row_tiles = m.div_ceil(tile_h);
+    let dst = SharedMut(out.as_mut_ptr());
+    for_each_task(row_tiles * col_tiles, |task| {
+        let (r0, c0) = ((task / col_tiles) * tile_h, (task % col_tiles) * tile_w);
+        let (rows, cols) = (tile_h.min(m - r0), tile_w.min(n - c0));
+        // SAFETY: tiles are disjoint regions of `out`; the operands cover the sizes and
+        // strides asserted, and a tile reads rows r0.. of `lhs` and columns c0.. of `rhs`.
+        unsafe {
+            gemm_strided(
+                rows,
+                cols,
+                k,
+                dst.ptr().add(r0 * n + c0),
+                n,
+                false,
+                lhs.as_ptr().add(r0 * lhs_strides.0),
+                lhs_strides,
+                rhs.as_ptr().add(c0 * rhs_strides.1),
+                rhs_strides,
+                1.0,
+            );
+            if let Some(b) = bias {
+                for r in r0..r0 + rows {
+                    let row = std::slice::from_raw_parts_mut(dst.ptr().add(r * n + c0), cols);
+                    add_bias(row, &b[c0..c0 + cols]);
+                }
+            }
+        }
+    });
+}
+
+/// The sums of the columns of a row-major `rows x cols` matrix (a bias's gradient), in
+/// parallel over blocks of columns; each column summed in row order.
+pub fn column_sums(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert!(a.len() >= rows * cols, "column_sums sizes");
+    const BLOCK: usize = 256;
+    let mut out = vec![0f32; cols];
+    let dst = SharedMut(out.as_mut_ptr());
+    for_each_task(cols.div_ceil(BLOCK), |t| {
+        let (c0, c1) = (t * BLOCK, ((t + 1) * BLOCK).min(cols));
+        // SAFETY: each task writes its own block of columns.
+        let sums = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(c0), c1 - c0) };
+        for r in 0..rows {
+            let row = &a[r * cols + c0..r * cols + c1];
+            sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every transposition of both operands, with and without a bias, against the naive
+    /// product; sizes that leave partial tiles.
+    #[test]
+    fn strided_products_read_transposed_operands_in_place() {
+        let (m, k, n) = (70, 45, 150);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let want = naive(&a, m, k, &w, n);
+        // the same matrices stored transposed
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+        for (lhs, rhs) in [
+            ((&a, (k, 1)), (&w, (n, 1))),
+            ((&at, (1, m)), (&w, (n, 1))),
+            ((&a, (k, 1)), (&wt, (1, k))),
+            ((&at, (1, m)), (&wt, (1, k))),
+        ] {
+            for bias in [None, Some(&b[..])] {
+                let mut out = vec![f32::NAN; m * n];
+                matmul_strided((m, n, k), (lhs.0, lhs.1), (rhs.0, rhs.1), bias, &mut out);
+                for i in 0..m * n {
+                    let extra = bias.map_or(0.0, |b| b[i % n]);
+                    assert!((out[i] - want[i] - extra).abs() < 1e-4, "{i}");
+                }
+            }
+        }
+        let sums = column_sums(&want, m, n);
+        for (j, s) in sums.iter().enumerate() {
+            let expected: f32 = (0..m).map(|i| want[i * n + j]).sum();
+            assert!((s - expected).abs() < 1e-3 * expected.abs().max(1.0));
+        }
+    }
 
     fn naive(a: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut o = vec![0f32; m * n];

@@ -142,7 +142,7 @@ pub(super) fn in_context<const D: usize>(
 }
 
 /// A burn-flex tensor of `shape` holding `values`.
-pub(super) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 

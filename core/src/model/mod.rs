@@ -12,6 +12,8 @@ pub mod flex_batch_norm;
 pub mod flex_conv;
 #[cfg(feature = "flex")]
 pub mod flex_gelu;
+#[cfg(feature = "flex")]
+pub mod flex_linear;
 mod l2_norm;
 pub mod params;
 mod patch_embed;
@@ -40,5 +42,31 @@ pub fn gelu<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<
     #[cfg(not(feature = "flex"))]
     {
         burn::tensor::activation::gelu(x)
+    }
+}
+
+/// `layer(x)` (Burn's `Linear::forward`): on burn-flex through [`flex_linear`]'s products
+/// (with the `flex` feature), elsewhere Burn's.
+pub fn linear<const D: usize>(
+    layer: &burn::nn::Linear,
+    x: burn::tensor::Tensor<D>,
+) -> burn::tensor::Tensor<D> {
+    linear_with(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// `x @ weight (+ bias)` over the last dimension of `x`, `weight` `[in, out]` (Burn's
+/// `module::linear`): on burn-flex through [`flex_linear`], elsewhere Burn's.
+pub fn linear_with<const D: usize>(
+    x: burn::tensor::Tensor<D>,
+    weight: burn::tensor::Tensor<2>,
+    bias: Option<burn::tensor::Tensor<1>>,
+) -> burn::tensor::Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        flex_linear::linear(x, weight, bias)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        burn::tensor::module::linear(x, weight, bias)
     }
 }

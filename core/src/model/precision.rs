@@ -72,10 +72,11 @@ impl Precision {
         }
     }
 
-    /// `layer(x)` with half inputs and a half result (in f32: Burn's `Linear::forward`).
+    /// `layer(x)` with half inputs and a half result (in f32: [`super::linear`], Burn's
+    /// `Linear::forward` or the same products on burn-flex).
     pub fn linear<const D: usize>(self, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
         if self.half().is_none() {
-            return layer.forward(x);
+            return super::linear(layer, x);
         }
         burn::tensor::module::linear(
             self.narrow(x),

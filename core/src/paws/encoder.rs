@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::params::{LinearParams, ParamSource, Params, module_state_dict};
 use crate::model::resnet::{ResNet, ResNetConfig};
 use crate::model::wide_resnet::{WideResNet, WideResNetConfig};
-use crate::model::{BN_MOMENTUM, BatchNorm};
+use crate::model::{BN_MOMENTUM, BatchNorm, linear};
 use crate::weights::StateDict;
 use crate::{Error, Result};
 
@@ -146,9 +146,9 @@ impl ProjectionHead {
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.fc1.forward(x)));
-        let x = relu(self.bn2.forward(self.fc2.forward(x)));
-        self.fc3.forward(x)
+        let x = relu(self.bn1.forward(linear(&self.fc1, x)));
+        let x = relu(self.bn2.forward(linear(&self.fc2, x)));
+        linear(&self.fc3, x)
     }
 }
 
@@ -177,8 +177,8 @@ impl PredictionHead {
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.fc1.forward(self.bn1.forward(x));
-        self.fc2.forward(relu(self.bn2.forward(x)))
+        let x = linear(&self.fc1, self.bn1.forward(x));
+        linear(&self.fc2, relu(self.bn2.forward(x)))
     }
 }
 

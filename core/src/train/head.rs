@@ -173,7 +173,11 @@ impl DinoHead {
         if let Some(g) = &self.last_layer_g {
             w = w * g.val();
         }
-        Ok(p.widen(p.matmul(x, w.transpose())))
+        Ok(match p.half() {
+            // the product reads `w` in place, transposed
+            None => crate::model::linear_with(x, w.transpose(), None),
+            Some(_) => p.widen(p.matmul(x, w.transpose())),
+        })
     }
 
     /// A head drawn from `rng` as the official code initialises it.
