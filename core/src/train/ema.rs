@@ -59,7 +59,13 @@ pub fn ema_update(teacher: DinoNet, student: &DinoNet, m: f64) -> DinoNet {
                 return Param::from_mapped_value(id, t, mapper);
             };
             let shape = t.shape();
-            let updated = t.reshape([shape.num_elements()]) * self.m + s * (1.0 - self.m);
+            let t = t.reshape([shape.num_elements()]);
+            #[cfg(feature = "flex")]
+            if super::fused_updates::ema_applies(&t, &s) {
+                let updated = super::fused_updates::ema_step(t, &s, self.m);
+                return Param::from_mapped_value(id, updated.reshape(shape), mapper);
+            }
+            let updated = t * self.m + s * (1.0 - self.m);
             Param::from_mapped_value(id, updated.reshape(shape), mapper)
         }
     }

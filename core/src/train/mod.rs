@@ -8,6 +8,8 @@ pub mod config;
 #[cfg(not(target_family = "wasm"))]
 mod dino_run;
 mod ema;
+#[cfg(feature = "flex")]
+mod fused_updates;
 mod head;
 mod loss;
 #[cfg(not(target_family = "wasm"))]

@@ -210,6 +210,36 @@ impl DinoOptimizer {
                 buffers: Vec::new(),
             });
         state.step += 1;
+        #[cfg(feature = "flex")]
+        if self.kind == OptimizerKind::AdamW {
+            let h = super::fused_updates::AdamW {
+                lr,
+                weight_decay: wd,
+                clip_grad: s.clip_grad,
+                beta1: BETA1,
+                beta2: BETA2,
+                eps: EPS,
+                step: state.step,
+            };
+            let moments = match &state.buffers[..] {
+                [m, v] => Some((m, v)),
+                _ => None,
+            };
+            if super::fused_updates::adamw_applies(&p, &g, moments) {
+                let mut buffers = std::mem::take(&mut state.buffers).into_iter();
+                let moments = buffers.next().zip(buffers.next());
+                let (p, m, v) = super::fused_updates::adamw_step(p, &g, moments, &h);
+                state.buffers = vec![m, v];
+                return p;
+            }
+        }
+        let mut g = g;
+        if s.clip_grad > 0.0 {
+            // clip_coef = clip / (||g|| + 1e-6), applied when < 1 (utils.clip_gradients)
+            let norm = g.clone().powf_scalar(2.0).sum().sqrt();
+            let coef = (norm + 1e-6).recip().mul_scalar(s.clip_grad).clamp_max(1.0);
+            g = g * coef;
+        }
         match self.kind {
             OptimizerKind::AdamW => {
                 let p = p * (1.0 - lr * wd);
@@ -353,21 +383,12 @@ impl ModuleMapper for Step<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let name = self.path.key();
-        let shape = tensor.shape();
-        let n = shape.num_elements();
-        let mut g = grad.inner().reshape([n]);
-        if self.s.clip_grad > 0.0 {
-            // clip_coef = clip / (||g|| + 1e-6), applied when < 1
-            let norm = g.clone().powf_scalar(2.0).sum().sqrt();
-            let coef = (norm + 1e-6)
-                .recip()
-                .mul_scalar(self.s.clip_grad)
-                .clamp_max(1.0);
-            g = g * coef;
-        }
         if self.s.freeze_last_layer && name.contains("last_layer") {
             return Param::from_mapped_value(id, tensor, mapper);
         }
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let g = grad.inner().reshape([n]);
         let require_grad = tensor.is_require_grad();
         let checkpointing = tensor.gradient_checkpointing_strategy();
         let p = tensor.inner().reshape([n]);
