@@ -9,7 +9,7 @@
 //! It uses the same `gemm` crate as burn-flex and is checked against the same PyTorch
 //! fixtures (see `tests/`). Training and GPUs use the Burn model.
 
-mod attention;
+pub(crate) mod attention;
 pub mod batch_norm;
 pub mod conv;
 mod features;

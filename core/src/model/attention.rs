@@ -24,12 +24,15 @@ pub struct SelfAttention {
 impl SelfAttention {
     /// Splits `[B, N, D]` into q, k, v of `[B, H, N, D/H]` each (in the products' precision).
     fn split_heads(&self, x: Tensor<3>) -> [Tensor<4>; 3] {
-        let [b, n, d] = x.dims();
+        self.heads_of(self.precision.linear(&self.qkv, x))
+    }
+
+    /// q, k, v of `[B, H, N, D/H]` each from the fused projection `[B, N, 3D]`.
+    fn heads_of(&self, qkv: Tensor<3>) -> [Tensor<4>; 3] {
+        let [b, n, d3] = qkv.dims();
         let h = self.heads;
-        let qkv = self
-            .precision
-            .linear(&self.qkv, x)
-            .reshape([b, n, 3, h, d / h])
+        let qkv = qkv
+            .reshape([b, n, 3, h, d3 / 3 / h])
             .permute([2, 0, 3, 1, 4]);
         let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
         [q, k, v]
@@ -43,11 +46,19 @@ impl SelfAttention {
     }
 
     /// Attention output through the backend's fused attention (no weights materialised
-    /// where the backend avoids it); in half precision the official decomposed form with half
-    /// products and an f32 softmax (Burn's fused attention has no backward pass anyway: it
-    /// decomposes under autodiff).
+    /// where the backend avoids it), or, in f32 on burn-flex, one custom operation from the
+    /// projection to the merged heads ([`super::flex_attention`]); in half precision the
+    /// official decomposed form with half products and an f32 softmax (Burn's fused attention
+    /// has no backward pass anyway: it decomposes under autodiff).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [q, k, v] = self.split_heads(x);
+        let qkv = self.precision.linear(&self.qkv, x);
+        #[cfg(feature = "flex")]
+        if self.precision.half().is_none()
+            && let Some(out) = super::flex_attention::attention(&qkv, self.heads)
+        {
+            return super::linear(&self.proj, out);
+        }
+        let [q, k, v] = self.heads_of(qkv);
         let out = match self.precision.half() {
             None => attention(q, k, v, None, None, AttentionModuleOptions::default()),
             Some(_) => {

@@ -7,6 +7,8 @@ mod block;
 pub mod conv;
 mod drop_path;
 #[cfg(feature = "flex")]
+pub mod flex_attention;
+#[cfg(feature = "flex")]
 pub mod flex_batch_norm;
 #[cfg(feature = "flex")]
 pub mod flex_conv;
