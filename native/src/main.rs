@@ -90,6 +90,10 @@ fn main() {
     if let Some(n) = cli.threads {
         dino_native::set_threads(n);
     }
+    if let Err(e) = dino_core::cpu::parallel::spin_from_environment() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -258,6 +258,30 @@ fn kernel_cache_flags_are_checked_and_said_to_need_a_gpu_backend() {
 }
 
 #[test]
+fn a_bad_spin_setting_is_refused_before_any_work() {
+    let w = fixture("weights/s16_backbone.pth");
+    for bad in ["abc", "-5", "1.5"] {
+        let r = Command::new(env!("CARGO_BIN_EXE_dino"))
+            .args(["inspect", "-w", s(&w)])
+            .env("DINO_CPU_SPIN_US", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("DINO_CPU_SPIN_US") && err.contains("whole number of microseconds"),
+            "{err}"
+        );
+    }
+    let r = Command::new(env!("CARGO_BIN_EXE_dino"))
+        .args(["inspect", "-w", s(&w)])
+        .env("DINO_CPU_SPIN_US", "0")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
 fn inspect_and_export() {
     let dir = tempfile::tempdir().unwrap();
     let text = ok(&[

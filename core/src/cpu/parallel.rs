@@ -94,16 +94,33 @@ impl<T> SharedMut<T> {
 /// variable `DINO_CPU_SPIN_US` (microseconds) says otherwise; `DINO_CPU_SPIN_US=0` turns the
 /// pool off (every section on rayon, as before 2026-12-01: for machines shared with other
 /// work, where spinning takes time from it).
-#[cfg(feature = "parallel")]
 pub const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The spin the environment sets (`DINO_CPU_SPIN_US`, microseconds), `Ok(None)` when it sets
+/// none, or the message for a value that is not a whole number of microseconds (the CLI
+/// refuses it at start-up; the library then keeps [`SPIN`]).
+pub fn spin_from_environment() -> Result<Option<std::time::Duration>, String> {
+    let Some(v) = std::env::var_os("DINO_CPU_SPIN_US") else {
+        return Ok(None);
+    };
+    let text = v.to_string_lossy();
+    text.trim()
+        .parse::<u64>()
+        .map(|us| Some(std::time::Duration::from_micros(us)))
+        .map_err(|_| {
+            format!(
+                "DINO_CPU_SPIN_US={text:?}: expected a whole number of microseconds the CPU \
+                 engine's idle workers spin before they sleep (default {}; 0 turns the \
+                 spinning pool off)",
+                SPIN.as_micros()
+            )
+        })
+}
 
 /// [`SPIN`], or the environment's setting.
 #[cfg(feature = "parallel")]
 fn spin() -> std::time::Duration {
-    std::env::var("DINO_CPU_SPIN_US")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(SPIN, std::time::Duration::from_micros)
+    spin_from_environment().ok().flatten().unwrap_or(SPIN)
 }
 
 /// A pool of `threads() - 1` workers that spin between sections (see the module doc); the
