@@ -116,35 +116,108 @@ pub(super) fn plan(m: usize, n: usize) -> (usize, usize) {
     (rows, cols)
 }
 
+/// The output tiles of an `m x n` product: [`plan`]'s numbers, widths a multiple of 16
+/// columns, the last row and column of tiles possibly narrower.
+#[derive(Clone, Copy)]
+struct Tiles {
+    m: usize,
+    n: usize,
+    height: usize,
+    width: usize,
+    columns: usize,
+    rows: usize,
+}
+
+impl Tiles {
+    fn new(m: usize, n: usize) -> Self {
+        let (row_tiles, col_tiles) = plan(m, n);
+        // at least one row and 16 columns: an empty product has no tiles
+        let width = (n.div_ceil(col_tiles).div_ceil(16) * 16).max(16);
+        let height = m.div_ceil(row_tiles).max(1);
+        Self {
+            m,
+            n,
+            height,
+            width,
+            columns: n.div_ceil(width),
+            rows: m.div_ceil(height),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.rows * self.columns
+    }
+
+    /// Tile `task`: its first row and column, and its numbers of rows and columns.
+    fn get(&self, task: usize) -> (usize, usize, usize, usize) {
+        let (r0, c0) = (
+            (task / self.columns) * self.height,
+            (task % self.columns) * self.width,
+        );
+        (
+            r0,
+            c0,
+            self.height.min(self.m - r0),
+            self.width.min(self.n - c0),
+        )
+    }
+
+    /// `dst (m x n, row-major) (= | +=) lhs @ rhs` over tile `task` only (the tile reads rows
+    /// of `lhs` and columns of `rhs` from its first row and column); returns the tile.
+    ///
+    /// # Safety
+    /// The operands must cover `m x k` and `k x n` with their (row, column) strides, `dst`
+    /// `m x n`, and no other thread may write the tile meanwhile.
+    #[allow(clippy::type_complexity)]
+    unsafe fn product(
+        &self,
+        task: usize,
+        dst: *mut f32,
+        k: usize,
+        accumulate: bool,
+        (lhs, lhs_strides): (*const f32, (usize, usize)),
+        (rhs, rhs_strides): (*const f32, (usize, usize)),
+    ) -> (usize, usize, usize, usize) {
+        let (r0, c0, rows, cols) = self.get(task);
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            gemm_strided(
+                rows,
+                cols,
+                k,
+                dst.add(r0 * self.n + c0),
+                self.n,
+                accumulate,
+                lhs.add(r0 * lhs_strides.0),
+                lhs_strides,
+                rhs.add(c0 * rhs_strides.1),
+                rhs_strides,
+                1.0,
+            );
+        }
+        (r0, c0, rows, cols)
+    }
+}
+
 /// `out (m x n) = epilogue(a (m x k) @ w (k x n))`, all row-major.
 pub fn matmul(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32], ep: Epilogue) {
     assert!(
         a.len() >= m * k && w.len() >= k * n && out.len() >= m * n,
         "matmul sizes"
     );
-    let (row_tiles, col_tiles) = plan(m, n);
-    let tile_w = n.div_ceil(col_tiles).div_ceil(16) * 16;
-    let tile_h = m.div_ceil(row_tiles);
-    let col_tiles = n.div_ceil(tile_w);
-    let row_tiles = m.div_ceil(tile_h);
+    let tiles = Tiles::new(m, n);
     let dst = SharedMut(out.as_mut_ptr());
-    for_each_task_spinning(row_tiles * col_tiles, |task| {
-        let (r0, c0) = ((task / col_tiles) * tile_h, (task % col_tiles) * tile_w);
-        let (rows, cols) = (tile_h.min(m - r0), tile_w.min(n - c0));
+    for_each_task_spinning(tiles.count(), |task| {
         // SAFETY: tiles are disjoint regions of `out`; `a` and `w` cover the sizes asserted.
         unsafe {
-            gemm_strided(
-                rows,
-                cols,
+            let accumulate = matches!(ep, Epilogue::AccumulateBias(_));
+            let (r0, c0, rows, cols) = tiles.product(
+                task,
+                dst.ptr(),
                 k,
-                dst.ptr().add(r0 * n + c0),
-                n,
-                matches!(ep, Epilogue::AccumulateBias(_)),
-                a.as_ptr().add(r0 * k),
-                (k, 1),
-                w.as_ptr().add(c0),
-                (n, 1),
-                1.0,
+                accumulate,
+                (a.as_ptr(), (k, 1)),
+                (w.as_ptr(), (n, 1)),
             );
             for r in r0..r0 + rows {
                 let row = std::slice::from_raw_parts_mut(dst.ptr().add(r * n + c0), cols);
@@ -196,30 +269,19 @@ pub fn matmul_strided(
         }
         return;
     }
-    let (row_tiles, col_tiles) = plan(m, n);
-    let tile_w = n.div_ceil(col_tiles).div_ceil(16) * 16;
-    let tile_h = m.div_ceil(row_tiles);
-    let col_tiles = n.div_ceil(tile_w);
-    let row_tiles = m.div_ceil(tile_h);
+    let tiles = Tiles::new(m, n);
     let dst = SharedMut(out.as_mut_ptr());
-    for_each_task(row_tiles * col_tiles, |task| {
-        let (r0, c0) = ((task / col_tiles) * tile_h, (task % col_tiles) * tile_w);
-        let (rows, cols) = (tile_h.min(m - r0), tile_w.min(n - c0));
+    for_each_task(tiles.count(), |task| {
         // SAFETY: tiles are disjoint regions of `out`; the operands cover the sizes and
-        // strides asserted, and a tile reads rows r0.. of `lhs` and columns c0.. of `rhs`.
+        // strides asserted.
         unsafe {
-            gemm_strided(
-                rows,
-                cols,
+            let (r0, c0, rows, cols) = tiles.product(
+                task,
+                dst.ptr(),
                 k,
-                dst.ptr().add(r0 * n + c0),
-                n,
                 false,
-                lhs.as_ptr().add(r0 * lhs_strides.0),
-                lhs_strides,
-                rhs.as_ptr().add(c0 * rhs_strides.1),
-                rhs_strides,
-                1.0,
+                (lhs.as_ptr(), lhs_strides),
+                (rhs.as_ptr(), rhs_strides),
             );
             if let Some(b) = bias {
                 for r in r0..r0 + rows {
@@ -254,11 +316,8 @@ pub fn column_sums(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// Every transposition of both operands, with and without a bias, against the naive
-    /// product; sizes that leave partial tiles.
-    #[test]
-    fn strided_products_read_transposed_operands_in_place() {
-        let (m, k, n) = (70, 45, 150);
+    /// `a (m x k)`, `w (k x n)`, a bias of `n` and the naive `a @ w`.
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
             .collect();
@@ -267,6 +326,15 @@ mod tests {
             .collect();
         let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         let want = naive(&a, m, k, &w, n);
+        (a, w, b, want)
+    }
+
+    /// Every transposition of both operands, with and without a bias, against the naive
+    /// product; sizes that leave partial tiles.
+    #[test]
+    fn strided_products_read_transposed_operands_in_place() {
+        let (m, k, n) = (70, 45, 150);
+        let (a, w, b, want) = operands(m, k, n);
         // the same matrices stored transposed
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
@@ -305,14 +373,7 @@ mod tests {
     #[test]
     fn tiled_products_with_epilogues() {
         let (m, k, n) = (67, 45, 150);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
-            .collect();
-        let w: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
-            .collect();
-        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
-        let want = naive(&a, m, k, &w, n);
+        let (a, w, b, want) = operands(m, k, n);
         let mut out = vec![0f32; m * n];
         matmul(&a, m, k, &w, n, &mut out, Epilogue::Bias(&b));
         for i in 0..m * n {

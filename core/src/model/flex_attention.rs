@@ -250,20 +250,9 @@ fn tracked_attention(qkv: AdTensor, s: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::flex_test_support::{max_abs_diff, vec_of};
     use burn::tensor::activation::softmax;
     use burn::tensor::{Device, Tensor, TensorData};
-
-    fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max)
-    }
 
     /// Burn's decomposition of the same attention (what `SelfAttention` runs elsewhere).
     fn burns(qkv: Tensor<3>, heads: usize) -> Tensor<3> {

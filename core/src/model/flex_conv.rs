@@ -56,14 +56,14 @@ pub fn conv2d(
 ) -> Tensor<4> {
     if let Some(shape) = covered_shape(&x, &weight, bias.as_ref(), &options) {
         let checkpointing = x.gradient_checkpointing_strategy();
-        if let Some((x, w, b)) = on::<Autodiff<Flex>>(&x, &weight, bias.as_ref()) {
+        if let Some((x, w, b)) = on::<Autodiff<Flex>, 4, 4>(&x, &weight, bias.as_ref()) {
             let out = match b {
                 Some(b) => tracked_conv([x, w, b], shape),
                 None => tracked_conv([x, w], shape),
             };
             return in_context(out, checkpointing);
         }
-        if let Some((x, w, b)) = on::<Flex>(&x, &weight, bias.as_ref()) {
+        if let Some((x, w, b)) = on::<Flex, 4, 4>(&x, &weight, bias.as_ref()) {
             return Tensor::from_primitive::<Flex>(forward(&x, &w, b.as_ref(), &shape));
         }
     }
@@ -72,9 +72,9 @@ pub fn conv2d(
 
 /// The primitives of `x`, `w` and `b` on backend `B`, if all three live there.
 #[allow(clippy::type_complexity)]
-fn on<B>(
-    x: &Tensor<4>,
-    w: &Tensor<4>,
+pub(super) fn on<B, const D: usize, const E: usize>(
+    x: &Tensor<D>,
+    w: &Tensor<E>,
     b: Option<&Tensor<1>>,
 ) -> Option<(
     B::FloatTensorPrimitive,

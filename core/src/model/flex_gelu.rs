@@ -91,14 +91,8 @@ fn tracked_gelu(x: AdTensor, dims: Vec<usize>) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::flex_test_support::max_abs_diff;
     use burn::tensor::{Device, Tensor, TensorData};
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max)
-    }
 
     /// Forward and gradient against Burn's own GELU on the same values, tracked and not.
     #[test]

@@ -22,7 +22,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, GradientCheckpointingStrategy, Tensor};
 
-use super::flex_conv::{AdTensor, flex_tensor, in_context};
+use super::flex_conv::{AdTensor, flex_tensor, in_context, on};
 use crate::cpu::matmul::{column_sums, matmul_strided};
 
 /// `x @ weight (+ bias)` over the last dimension of `x` (`weight`: `[in, out]`), what
@@ -46,44 +46,20 @@ pub fn linear<const D: usize>(
     {
         let dims = x.dims().to_vec();
         let shape = Sizes { k, n, dims };
-        if let Some((x, w, b)) = on::<Autodiff<Flex>, D>(&x, &weight, bias.as_ref()) {
+        if let Some((x, w, b)) = on::<Autodiff<Flex>, D, 2>(&x, &weight, bias.as_ref()) {
             let out = match b {
                 Some(b) => tracked_linear([x, w, b], shape),
                 None => tracked_linear([x, w], shape),
             };
             return in_context(out, checkpointing);
         }
-        if let Some((x, w, b)) = on::<Flex, D>(&x, &weight, bias.as_ref()) {
+        if let Some((x, w, b)) = on::<Flex, D, 2>(&x, &weight, bias.as_ref()) {
             let (w, strides) = strided(w);
             let out = forward(&x.to_contiguous(), (&w, strides), b.as_ref(), &shape);
             return Tensor::from_primitive::<Flex>(out);
         }
     }
     burn::tensor::module::linear(x, weight, bias)
-}
-
-/// The primitives of `x`, `w` and `b` on backend `B`, if all three live there.
-#[allow(clippy::type_complexity)]
-fn on<B, const D: usize>(
-    x: &Tensor<D>,
-    w: &Tensor<2>,
-    b: Option<&Tensor<1>>,
-) -> Option<(
-    B::FloatTensorPrimitive,
-    B::FloatTensorPrimitive,
-    Option<B::FloatTensorPrimitive>,
-)>
-where
-    B: burn::backend::Backend,
-    burn::backend::DispatchTensor: burn::backend::DispatchKindConversion<B>,
-{
-    let x = x.clone().try_into_primitive::<B>().ok()?;
-    let w = w.clone().try_into_primitive::<B>().ok()?;
-    let b = match b {
-        Some(b) => Some(b.clone().try_into_primitive::<B>().ok()?),
-        None => None,
-    };
-    Some((x, w, b))
 }
 
 /// The sizes of one linear layer: `x` of `dims` (last `k`), weight `[k, n]`.
@@ -213,24 +189,13 @@ fn tracked_linear<const N: usize>(inputs: [AdTensor; N], s: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::flex_test_support::{max_abs_diff, vec_of};
     use burn::tensor::{Device, Tensor, TensorData};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.05)
             .collect()
-    }
-
-    fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max)
     }
 
     /// Output and the three gradients against Burn's `linear` on the same values: a 3-D

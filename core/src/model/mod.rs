@@ -16,6 +16,8 @@ pub mod flex_conv;
 pub mod flex_gelu;
 #[cfg(feature = "flex")]
 pub mod flex_linear;
+#[cfg(all(test, feature = "flex"))]
+mod flex_test_support;
 mod l2_norm;
 pub mod params;
 mod patch_embed;

@@ -41,13 +41,17 @@ fn on_flex(t: &Tensor<1>) -> bool {
     t.dtype() == DType::F32 && t.clone().try_into_primitive::<Flex>().is_ok()
 }
 
+/// The contiguous values of a burn-flex tensor (checked by [`on_flex`]).
+fn contiguous(t: Tensor<1>) -> FlexTensor {
+    t.try_into_primitive::<Flex>()
+        .expect("checked by on_flex")
+        .to_contiguous()
+}
+
 /// The values of a burn-flex tensor in a buffer of its own, to update in place: the tensor's
 /// own when nothing else holds it, else a copy.
 fn owned(t: Tensor<1>) -> FlexTensor {
-    let mut f = t
-        .try_into_primitive::<Flex>()
-        .expect("checked by on_flex")
-        .to_contiguous();
+    let mut f = contiguous(t);
     if f.try_storage_mut::<f32>().is_some() {
         return f;
     }
@@ -82,11 +86,7 @@ pub fn adamw_step(
         "adamw_step: burn-flex f32 tensors of one size"
     );
     let n = p.shape().num_elements();
-    let gf = g
-        .clone()
-        .try_into_primitive::<Flex>()
-        .expect("checked")
-        .to_contiguous();
+    let gf = contiguous(g.clone());
     let gv = gf.storage::<f32>();
     let mut pf = owned(p);
     let (mut mf, mut vf) = match moments {
@@ -158,11 +158,7 @@ pub fn ema_step(teacher: Tensor<1>, student: &Tensor<1>, m: f64) -> Tensor<1> {
         "ema_step: burn-flex f32 tensors of one size"
     );
     let n = teacher.shape().num_elements();
-    let sf = student
-        .clone()
-        .try_into_primitive::<Flex>()
-        .expect("checked")
-        .to_contiguous();
+    let sf = contiguous(student.clone());
     let sv = sf.storage::<f32>();
     let mut tf = owned(teacher);
     let (keep, take) = (m as f32, (1.0 - m) as f32);
