@@ -104,6 +104,11 @@ pub unsafe fn gemm_strided_with(
     }
 }
 
+/// Tile shape of [`matmul_strided`]: fixed (see [`Tiles::fixed`]); 128 x 128 keeps a tile's
+/// operand packing small against its product and gives the DINO head's narrow products
+/// (40 x 256 x 65,536) more than one task.
+const TRAINING_TILE: (usize, usize) = (128, 128);
+
 /// How many row and column tiles to cut an `m x n` output into (also [`super::packed`]'s).
 pub(super) fn plan(m: usize, n: usize) -> (usize, usize) {
     let t = threads();
@@ -134,6 +139,18 @@ impl Tiles {
         // at least one row and 16 columns: an empty product has no tiles
         let width = (n.div_ceil(col_tiles).div_ceil(16) * 16).max(16);
         let height = m.div_ceil(row_tiles).max(1);
+        Self::of(m, n, height, width)
+    }
+
+    /// Tiles of `height x width` whatever the number of threads: `gemm` picks its blocking
+    /// over k from the shape it is given, so the tile shape decides how each sum is rounded,
+    /// and a product tiled by thread count would differ between machines and between a
+    /// process with 2 threads and MPI ranks of 1 (training promises the same bytes).
+    fn fixed(m: usize, n: usize, height: usize, width: usize) -> Self {
+        Self::of(m, n, height.min(m).max(1), width.min(n).max(1))
+    }
+
+    fn of(m: usize, n: usize, height: usize, width: usize) -> Self {
         Self {
             m,
             n,
@@ -233,10 +250,11 @@ pub fn matmul(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32
 }
 
 /// `out (m x n) = lhs (m x k) @ rhs (k x n) (+ bias)` with operands of any (row, column)
-/// strides, tiled as [`matmul`]: a transposed operand is the same buffer with its strides
-/// swapped, so the products of a linear layer's backward pass (`dy @ w^T`, `x^T @ dy`) read
-/// their operands where they lie. For training: the tiles run on rayon's threads, which
-/// Burn's own operations share (the engine's spinning pool would compete with them).
+/// strides, in tiles of a fixed shape, so the same bytes on any number of threads: a
+/// transposed operand is the same buffer with its strides swapped, so the products of a
+/// linear layer's backward pass (`dy @ w^T`, `x^T @ dy`) read their operands where they lie.
+/// For training: the tiles run on rayon's threads, which Burn's own operations share (the
+/// engine's spinning pool would compete with them).
 ///
 /// # Panics
 /// When an operand, `bias` or `out` does not cover the sizes and strides given.
@@ -269,7 +287,7 @@ pub fn matmul_strided(
         }
         return;
     }
-    let tiles = Tiles::new(m, n);
+    let tiles = Tiles::fixed(m, n, TRAINING_TILE.0, TRAINING_TILE.1);
     let dst = SharedMut(out.as_mut_ptr());
     for_each_task(tiles.count(), |task| {
         // SAFETY: tiles are disjoint regions of `out`; the operands cover the sizes and
@@ -368,6 +386,44 @@ mod tests {
             }
         }
         o
+    }
+
+    /// The training products give the same bytes whatever the number of threads (MPI ranks
+    /// of one thread train as one process of two), also for shapes larger than a tile.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn strided_products_do_not_depend_on_the_thread_count() {
+        // a forward product, a weight gradient (few rows summed) and an input gradient of the
+        // tiny test ViT's MLP, and one larger than a tile both ways
+        for (m, k, n) in [
+            (34, 192, 768),
+            (192, 34, 768),
+            (34, 768, 192),
+            (300, 1000, 260),
+        ] {
+            let (a, w, b, _) = operands(m, k, n);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0f32; m * n];
+                pool.install(|| {
+                    matmul_strided((m, n, k), (&a, (k, 1)), (&w, (n, 1)), Some(&b), &mut out)
+                });
+                out
+            };
+            let one = run(1);
+            for threads in [2, 3, 8] {
+                let other = run(threads);
+                assert!(
+                    one.iter()
+                        .zip(&other)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m} x {k} x {n}, {threads} threads"
+                );
+            }
+        }
     }
 
     #[test]
