@@ -8,7 +8,9 @@
 use gemm::{Parallelism, gemm};
 
 use super::kernels::{add_bias, bias_gelu};
-use super::parallel::{SharedMut, for_each_task, for_each_task_spinning, threads};
+use super::parallel::{
+    SharedMut, for_each_piece_mut, for_each_task, for_each_task_spinning, threads,
+};
 
 /// What happens to the product before it lands in `out`.
 #[derive(Clone, Copy)]
@@ -317,13 +319,9 @@ pub fn column_sums(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert!(a.len() >= rows * cols, "column_sums sizes");
     const BLOCK: usize = 256;
     let mut out = vec![0f32; cols];
-    let dst = SharedMut(out.as_mut_ptr());
-    for_each_task(cols.div_ceil(BLOCK), |t| {
-        let (c0, c1) = (t * BLOCK, ((t + 1) * BLOCK).min(cols));
-        // SAFETY: each task writes its own block of columns.
-        let sums = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(c0), c1 - c0) };
+    for_each_piece_mut(&mut out, BLOCK, |c, sums| {
         for r in 0..rows {
-            let row = &a[r * cols + c0..r * cols + c1];
+            let row = &a[r * cols + c.start..r * cols + c.end];
             sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
         }
     });

@@ -70,6 +70,24 @@ pub fn map_tasks<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec
     }
 }
 
+/// `f(range, piece)` over the consecutive pieces of `buf` of `piece` elements (the last one
+/// shorter), one task each, in parallel where available: `range` is the piece's place in
+/// `buf`, for reading the same range of other buffers.
+pub fn for_each_piece_mut<T: Send>(
+    buf: &mut [T],
+    piece: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
+) {
+    let (n, piece) = (buf.len(), piece.max(1));
+    let dst = SharedMut(buf.as_mut_ptr());
+    for_each_task(n.div_ceil(piece), |t| {
+        let r = t * piece..((t + 1) * piece).min(n);
+        // SAFETY: the pieces are disjoint ranges of `buf`, which outlives the tasks.
+        let p = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r.start), r.len()) };
+        f(r, p);
+    });
+}
+
 /// A raw pointer that tasks writing disjoint regions of one buffer may share.
 pub struct SharedMut<T = f32>(pub *mut T);
 // SAFETY: every user writes only its own disjoint region, and the buffer outlives the tasks.
@@ -290,6 +308,21 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     use super::*;
+
+    /// Every element lands in exactly one piece, at its own place, the last piece shorter;
+    /// an empty buffer has no pieces.
+    #[test]
+    fn pieces_cover_the_buffer_once_in_place() {
+        let mut buf: Vec<usize> = vec![0; 1000];
+        for_each_piece_mut(&mut buf, 64, |r, piece| {
+            assert_eq!(piece.len(), r.len());
+            assert!(r.len() == 64 || r.end == 1000);
+            piece.iter_mut().zip(r).for_each(|(v, i)| *v += i + 1);
+        });
+        assert!(buf.iter().enumerate().all(|(i, &v)| v == i + 1));
+        let mut empty: Vec<usize> = Vec::new();
+        for_each_piece_mut(&mut empty, 64, |_, _| panic!("no piece of an empty buffer"));
+    }
 
     /// Every task runs once, across many short sections, nested sections, and sections
     /// started from several threads at once (those that find the pool busy run on rayon).

@@ -17,7 +17,7 @@ use burn::tensor::{DType, Tensor};
 
 use super::flex_conv::{AdTensor, flex_tensor, in_context};
 use crate::cpu::kernels::{gelu_backward, gelu_into};
-use crate::cpu::parallel::{SharedMut, for_each_task};
+use crate::cpu::parallel::for_each_piece_mut;
 
 /// Elements per task: large enough that a hand-off costs little against it.
 const CHUNK: usize = 1 << 15;
@@ -40,13 +40,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// `f(chunk)` over `CHUNK`-element pieces of `n` outputs, in parallel.
 fn chunked(n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send) -> Vec<f32> {
     let mut out = vec![0f32; n];
-    let dst = SharedMut(out.as_mut_ptr());
-    for_each_task(n.div_ceil(CHUNK), |c| {
-        let r = c * CHUNK..((c + 1) * CHUNK).min(n);
-        // SAFETY: each task writes its own range of `out`.
-        let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r.start), r.len()) };
-        f(r, o);
-    });
+    for_each_piece_mut(&mut out, CHUNK, f);
     out
 }
 
@@ -91,7 +85,7 @@ fn tracked_gelu(x: AdTensor, dims: Vec<usize>) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::flex_test_support::max_abs_diff;
+    use super::super::flex_test_support::{max_abs_diff, vec_of};
     use burn::tensor::{Device, Tensor, TensorData};
 
     /// Forward and gradient against Burn's own GELU on the same values, tracked and not.
@@ -107,25 +101,14 @@ mod tests {
         let (x0, x1) = (make(), make());
         let ours = super::gelu(x0.clone());
         let burns = burn::tensor::activation::gelu(x1.clone());
-        let a: Vec<f32> = ours.clone().into_data().try_to_vec::<f32>().unwrap();
-        let b: Vec<f32> = burns.clone().into_data().try_to_vec::<f32>().unwrap();
-        let e = max_abs_diff(&a, &b);
+        let e = max_abs_diff(&vec_of(ours.clone()), &vec_of(burns.clone()));
         assert!(e < 1e-6, "forward max abs error {e}");
         let g0 = (ours * w.clone()).sum().backward();
         let g1 = (burns * w).sum().backward();
-        let d0: Vec<f32> = x0
-            .grad(&g0)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let d1: Vec<f32> = x1
-            .grad(&g1)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let e = max_abs_diff(&d0, &d1);
+        let e = max_abs_diff(
+            &vec_of(x0.grad(&g0).unwrap()),
+            &vec_of(x1.grad(&g1).unwrap()),
+        );
         assert!(e < 1e-6, "gradient max abs error {e}");
     }
 }

@@ -16,7 +16,7 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor};
 
-use crate::cpu::parallel::{SharedMut, for_each_task};
+use crate::cpu::parallel::{SharedMut, for_each_piece_mut, for_each_task, map_tasks};
 use crate::model::flex_conv::flex_tensor;
 
 /// Values per task.
@@ -157,20 +157,12 @@ pub fn ema_step(teacher: Tensor<1>, student: &Tensor<1>, m: f64) -> Tensor<1> {
         ema_applies(&teacher, student),
         "ema_step: burn-flex f32 tensors of one size"
     );
-    let n = teacher.shape().num_elements();
     let sf = contiguous(student.clone());
     let sv = sf.storage::<f32>();
     let mut tf = owned(teacher);
     let (keep, take) = (m as f32, (1.0 - m) as f32);
-    let td = SharedMut(
-        tf.try_storage_mut::<f32>()
-            .expect("owned buffer")
-            .as_mut_ptr(),
-    );
-    for_each_task(n.div_ceil(CHUNK), |c| {
-        let r = c * CHUNK..((c + 1) * CHUNK).min(n);
-        // SAFETY: the buffer holds n values, nothing else holds it, each task its own range.
-        let t = unsafe { std::slice::from_raw_parts_mut(td.ptr().add(r.start), r.len()) };
+    let tv = tf.try_storage_mut::<f32>().expect("owned buffer");
+    for_each_piece_mut(tv, CHUNK, |r, t| {
         t.iter_mut()
             .zip(&sv[r])
             .for_each(|(t, &s)| *t = *t * keep + s * take);
@@ -180,18 +172,14 @@ pub fn ema_step(teacher: Tensor<1>, student: &Tensor<1>, m: f64) -> Tensor<1> {
 
 /// `sum(x^2)` in f64, in parallel chunks.
 fn sum_of_squares(x: &[f32]) -> f64 {
-    let chunks = x.len().div_ceil(CHUNK);
-    let mut partial = vec![0f64; chunks];
-    let dst = SharedMut(partial.as_mut_ptr());
-    for_each_task(chunks, |c| {
-        let s: f64 = x[c * CHUNK..((c + 1) * CHUNK).min(x.len())]
+    map_tasks(x.len().div_ceil(CHUNK), |c| {
+        x[c * CHUNK..((c + 1) * CHUNK).min(x.len())]
             .iter()
             .map(|&v| (v as f64) * (v as f64))
-            .sum();
-        // SAFETY: each task writes its own slot.
-        unsafe { *dst.ptr().add(c) = s };
-    });
-    partial.iter().sum()
+            .sum::<f64>()
+    })
+    .iter()
+    .sum()
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! `DINOHead` of the official `vision_transformer.py`: an MLP to a bottleneck, L2
 //! normalisation, then a weight-normalised linear layer without bias.
 
-use crate::model::gelu;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BatchSync;
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
-use crate::model::{BN_MOMENTUM, BatchNorm, Precision, l2_normalize_rows};
+use crate::model::{BN_MOMENTUM, BatchNorm, Precision, gelu, l2_normalize_rows};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
