@@ -18,6 +18,8 @@ pub mod flex_gelu;
 pub mod flex_linear;
 #[cfg(all(test, feature = "flex"))]
 mod flex_test_support;
+#[cfg(feature = "flex")]
+pub mod flex_weight_norm;
 mod l2_norm;
 pub mod params;
 mod patch_embed;
@@ -25,6 +27,7 @@ pub mod pos_embed;
 mod precision;
 pub mod resnet;
 mod vit;
+pub mod weight_norm;
 pub mod wide_resnet;
 
 pub use attention::SelfAttention;

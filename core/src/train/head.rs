@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BatchSync;
 use crate::model::params::{Init, LinearParams, ParamSource, Params, module_state_dict};
-use crate::model::{BN_MOMENTUM, BatchNorm, Precision, gelu, l2_normalize_rows};
+use crate::model::{BN_MOMENTUM, BatchNorm, Precision, gelu, l2_normalize_rows, weight_norm};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result};
@@ -167,15 +167,10 @@ impl DinoHead {
         let x = l2_normalize_rows(x);
         // weight_norm: w = g * v / ||v|| (norm over each output row)
         let v = self.last_layer_v.val();
-        let vnorm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt();
-        let mut w = v / vnorm;
-        if let Some(g) = &self.last_layer_g {
-            w = w * g.val();
-        }
+        let g = self.last_layer_g.as_ref().map(|g| g.val());
         Ok(match p.half() {
-            // the product reads `w` in place, transposed
-            None => crate::model::linear_with(x, w.transpose(), None),
-            Some(_) => p.widen(p.matmul(x, w.transpose())),
+            None => weight_norm::weight_normed_linear(x, v, g),
+            Some(_) => p.widen(p.matmul(x, weight_norm::weight(v, g).transpose())),
         })
     }
 
