@@ -20,6 +20,7 @@
 #   bash bench/paws_fashion_mnist.sh [WORKDIR]          # EPOCHS=2: ~60 min on 2 cores
 #   EPOCHS=7 DINO_EPOCHS=20 bash bench/paws_fashion_mnist.sh DIR   # the one-hour-per-method budget
 #   ROWS=cd bash bench/paws_fashion_mnist.sh DIR   # only these rows, beside (a)'s run already in DIR
+#   DINO=/tmp/dino ROWS=ef ...                      # a copied binary: rebuilds cannot change it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W="${1:-/tmp/pawsbench}"
@@ -31,8 +32,11 @@ ROWS="${ROWS:-abcdef}"
 LABEL_FRACTION="${LABEL_FRACTION:-0.01}"
 want() { [[ "$ROWS" == *"$1"* ]]; }
 mkdir -p "$W"
-DINO=./target/release/dino
-cargo build --release --quiet
+# DINO=/path/to/dino: a binary built earlier (a long run then survives rebuilds of target/)
+if [ -z "${DINO:-}" ]; then
+    DINO=./target/release/dino
+    cargo build --release --quiet
+fi
 [ -d "$FM/val" ] || python3 bench/fashion_mnist_folders.py "$FM" --train-subset 10000
 UNL="$FM/train_10000"
 RECIPE=(--depth 10 --widen 2 --crop-size 28 --multicrop 2 --multicrop-size 14
