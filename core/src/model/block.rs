@@ -60,6 +60,9 @@ pub struct Block {
     pub norm2: LayerNorm,
     pub mlp: Mlp,
     pub drop_path: DropPath,
+    /// The LayerNorms' epsilon (Burn keeps its own private).
+    #[module(skip)]
+    pub norm_eps: f64,
 }
 
 impl Block {
@@ -86,6 +89,7 @@ impl Block {
                 precision: Precision::F32,
             },
             drop_path: DropPath { rate: drop_path },
+            norm_eps: eps,
         }
     }
 
@@ -96,26 +100,30 @@ impl Block {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = self.attn.forward(self.norm1.forward(x.clone()));
+        let y = self.attn.forward(self.norm1(x.clone()));
         self.finish(x, y)
     }
 
     /// Forward pass that also returns this block's attention probabilities `[B, H, N, N]`.
     pub fn forward_with_attention(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let (y, probs) = self
-            .attn
-            .forward_with_weights(self.norm1.forward(x.clone()));
+        let (y, probs) = self.attn.forward_with_weights(self.norm1(x.clone()));
         (self.finish(x, y), probs)
     }
 
     /// CLS-row attention probabilities `[B, H, N]` of this block for input `x`.
     pub fn cls_attention(&self, x: Tensor<3>) -> Tensor<3> {
-        self.attn.cls_weights(self.norm1.forward(x))
+        self.attn.cls_weights(self.norm1(x))
+    }
+
+    fn norm1(&self, x: Tensor<3>) -> Tensor<3> {
+        super::layer_norm(&self.norm1, self.norm_eps, x)
     }
 
     fn finish(&self, x: Tensor<3>, y: Tensor<3>) -> Tensor<3> {
         let x = x + self.drop_path.forward(y);
-        let m = self.mlp.forward(self.norm2.forward(x.clone()));
+        let m = self
+            .mlp
+            .forward(super::layer_norm(&self.norm2, self.norm_eps, x.clone()));
         x + self.drop_path.forward(m)
     }
 }

@@ -15,6 +15,8 @@ pub mod flex_conv;
 #[cfg(feature = "flex")]
 pub mod flex_gelu;
 #[cfg(feature = "flex")]
+pub mod flex_layer_norm;
+#[cfg(feature = "flex")]
 pub mod flex_linear;
 #[cfg(all(test, feature = "flex"))]
 mod flex_test_support;
@@ -50,6 +52,22 @@ pub fn gelu<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<
     {
         burn::tensor::activation::gelu(x)
     }
+}
+
+/// `norm(x)` (Burn's `LayerNorm::forward`; `eps` its epsilon, which Burn keeps private): under
+/// autodiff on burn-flex through [`flex_layer_norm`] (with the `flex` feature), elsewhere
+/// Burn's.
+pub fn layer_norm<const D: usize>(
+    norm: &burn::nn::LayerNorm,
+    eps: f64,
+    x: burn::tensor::Tensor<D>,
+) -> burn::tensor::Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex_layer_norm::layer_norm(norm, eps, &x) {
+        return y;
+    }
+    let _ = eps;
+    norm.forward(x)
 }
 
 /// `layer(x)` (Burn's `Linear::forward`): on burn-flex through [`flex_linear`]'s products

@@ -195,7 +195,11 @@ impl VisionTransformer {
         for blk in &self.blocks {
             t = blk.forward(t);
         }
-        Ok(split_tokens(self.norm.forward(t), b, (h / p, w / p)))
+        Ok(split_tokens(
+            super::layer_norm(&self.norm, self.config.layer_norm_eps, t),
+            b,
+            (h / p, w / p),
+        ))
     }
 
     /// `get_intermediate_layers`: the normed outputs of the last `n` blocks, `[B, 1+N, D]` each.
@@ -211,7 +215,11 @@ impl VisionTransformer {
         for (i, blk) in self.blocks.iter().enumerate() {
             t = blk.forward(t);
             if depth - i <= n {
-                out.push(self.norm.forward(t.clone()));
+                out.push(super::layer_norm(
+                    &self.norm,
+                    self.config.layer_norm_eps,
+                    t.clone(),
+                ));
             }
         }
         Ok(out)
@@ -243,7 +251,11 @@ impl VisionTransformer {
         let a = last.cls_attention(t.clone());
         let n = a.dims()[2];
         let t = last.forward(t);
-        let feats = split_tokens(self.norm.forward(t), b, (h / p, w / p));
+        let feats = split_tokens(
+            super::layer_norm(&self.norm, self.config.layer_norm_eps, t),
+            b,
+            (h / p, w / p),
+        );
         Ok((feats, a.narrow(2, 1, n - 1)))
     }
 
