@@ -106,10 +106,12 @@ pub unsafe fn gemm_strided_with(
     }
 }
 
-/// Tile shape of [`matmul_strided`]: fixed (see [`Tiles::fixed`]); 128 x 128 keeps a tile's
-/// operand packing small against its product and gives the DINO head's narrow products
-/// (40 x 256 x 65,536) more than one task.
-const TRAINING_TILE: (usize, usize) = (128, 128);
+/// Tile shape of [`matmul_strided`]: fixed (see [`Tiles::fixed`]). Each tile packs its own
+/// operands, so larger tiles pack less: 256 x 256 made a ViT-S/16 training step 4% faster
+/// than 128 x 128 on 2 cores (256 x 512 another 2%, 384 x 384 nothing; alternating runs,
+/// BENCHMARKS.md), and still cuts a block's products (~400 rows a part) into several tasks
+/// and the DINO head's narrow ones (40 x 256 x 65,536) into 256.
+const TRAINING_TILE: (usize, usize) = (256, 256);
 
 /// How many row and column tiles to cut an `m x n` output into (also [`super::packed`]'s).
 pub(super) fn plan(m: usize, n: usize) -> (usize, usize) {
