@@ -149,6 +149,7 @@ fn cpu_engine_matches_pytorch() {
             last_blocks: depth,
         };
         for products in [
+            LinearProducts::Auto,
             LinearProducts::Gemm,
             LinearProducts::PackedF32,
             LinearProducts::Bf16,

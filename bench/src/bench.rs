@@ -55,9 +55,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Engines::All)]
     engine: Engines,
     /// Forward: how the CPU engine's linear layers multiply, each timed as its own engine
-    /// (`gemm`: f32 on the gemm crate, the default; `f32`: f32 on weights packed at load time,
-    /// AVX-512F; `bf16`: bf16 inputs with f32 sums, AVX-512 BF16; see `CpuVit::with_products`).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "gemm")]
+    /// (`auto`: the default, packed weights for products of at most 512 rows where the CPU has
+    /// AVX-512F, `gemm` for the rest; `gemm`: f32 on the gemm crate; `f32`: f32 on weights
+    /// packed at load time, AVX-512F; `bf16`: bf16 inputs with f32 sums, AVX-512 BF16; see
+    /// `CpuVit::with_products`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
     cpu_products: Vec<CpuProducts>,
     /// What to time.
     #[arg(long, value_enum, default_value_t = Mode::Forward)]
@@ -140,6 +142,9 @@ enum Runner<'a> {
 /// Precision of the CPU engine's linear layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CpuProducts {
+    /// f32, packed weights for products of few rows on AVX-512F, `gemm` for the rest (the
+    /// default).
+    Auto,
     /// f32 on the `gemm` crate.
     Gemm,
     /// f32 on weights packed at load time (AVX-512F micro-kernel).
@@ -204,6 +209,7 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                         let engine = CpuVit::from_model(&model)?;
                         use dino_core::cpu::{LinearProducts, packed};
                         let (name, products) = match p {
+                            CpuProducts::Auto => ("auto", LinearProducts::Auto),
                             CpuProducts::Gemm => ("gemm", LinearProducts::Gemm),
                             CpuProducts::F32 => {
                                 anyhow::ensure!(

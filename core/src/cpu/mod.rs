@@ -41,13 +41,31 @@ struct BlockWeights {
     /// The four linear weights packed for [`packed::matmul_packed`] (qkv, proj, fc1, fc2),
     /// unless the products run on `gemm` ([`LinearProducts`]).
     packed: Option<[packed::PackedWeights; 4]>,
+    /// [`LinearProducts::Auto`] on an AVX-512F CPU: the same four packed in f32 on the first
+    /// product that takes them (a pass of few rows), kept for the next ones.
+    auto_packed: Option<std::sync::OnceLock<[packed::PackedWeights; 4]>>,
 }
+
+/// [`LinearProducts::Auto`]: products of at most this many rows run on packed weights (one
+/// image of 197 tokens, or two; measured faster there on two AVX-512 machines, slower from
+/// 785 rows on).
+const AUTO_PACKED_MAX_ROWS: usize = 512;
+/// [`LinearProducts::Auto`]: ... and of at most this inner size (the packed kernel has no cache
+/// blocking over k; measured up to ViT-S's 1,536).
+const AUTO_PACKED_MAX_K: usize = 1536;
 
 /// How the blocks' linear layers (qkv, proj, fc1, fc2: all but ~10% of a ViT-S/16's
 /// products at 224 px) multiply; the patch embedding, the attention's own products,
 /// LayerNorm, softmax and GELU stay f32 on every setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinearProducts {
+    /// f32, chosen per product (the default): on an AVX-512F CPU a product of few rows (at
+    /// most 512, a pass over one or two 224 px images at patch 16) with an inner size of at
+    /// most 1,536 runs on weights packed at the first such product ([`Self::PackedF32`]'s
+    /// kernel, 10-15% faster there), every other on `gemm` (faster on long sequences and
+    /// batches); elsewhere [`Self::Gemm`]. Both sum in f32: results agree within the
+    /// fixtures' 1e-5, not bit for bit.
+    Auto,
     /// f32 on the `gemm` crate (weights packed per call): every CPU.
     Gemm,
     /// f32 on weights packed at load time, AVX-512F micro-kernel ([`packed`]); where the CPU
@@ -77,13 +95,30 @@ impl BlockWeights {
             Layer::Fc1 => &self.fc1.0,
             Layer::Fc2 => &self.fc2.0,
         };
-        match &self.packed {
-            Some(packed) => packed::matmul_packed(a, m, &packed[layer as usize], out, ep),
-            None => {
-                let n = self.bias(layer).len();
-                matmul(a, m, w.len() / n, w, n, out, ep)
-            }
+        if let Some(packed) = &self.packed {
+            return packed::matmul_packed(a, m, &packed[layer as usize], out, ep);
         }
+        let n = self.bias(layer).len();
+        let k = w.len() / n;
+        if let Some(cell) = &self.auto_packed
+            && m <= AUTO_PACKED_MAX_ROWS
+            && k <= AUTO_PACKED_MAX_K
+        {
+            let packed = cell.get_or_init(|| self.pack(packed::Inputs::F32));
+            return packed::matmul_packed(a, m, &packed[layer as usize], out, ep);
+        }
+        matmul(a, m, k, w, n, out, ep)
+    }
+
+    /// The four linear weights packed for `inputs` (qkv, proj, fc1, fc2).
+    fn pack(&self, inputs: packed::Inputs) -> [packed::PackedWeights; 4] {
+        let (d, hid) = (self.proj.1.len(), self.fc1.1.len());
+        [
+            packed::PackedWeights::pack(&self.qkv.0, d, 3 * d, inputs),
+            packed::PackedWeights::pack(&self.proj.0, d, d, inputs),
+            packed::PackedWeights::pack(&self.fc1.0, d, hid, inputs),
+            packed::PackedWeights::pack(&self.fc2.0, hid, d, inputs),
+        ]
     }
 
     fn bias(&self, layer: Layer) -> &[f32] {
@@ -154,6 +189,7 @@ impl CpuVit {
                 fc1: b.fc1.into_host(),
                 fc2: b.fc2.into_host(),
                 packed: None,
+                auto_packed: None,
             })
             .collect();
         Self {
@@ -164,36 +200,35 @@ impl CpuVit {
             blocks,
             norm: p.norm.into_host(),
         }
+        .with_products(LinearProducts::Auto)
     }
 
     /// The same engine with its blocks' linear layers on `products` ([`LinearProducts`]).
     pub fn with_products(mut self, products: LinearProducts) -> Self {
         let inputs = match products {
-            LinearProducts::Gemm => None,
+            LinearProducts::Auto | LinearProducts::Gemm => None,
             LinearProducts::PackedF32 => packed::f32_native().then_some(packed::Inputs::F32),
             LinearProducts::Bf16 => Some(packed::Inputs::Bf16),
         };
-        let d = self.config.dim;
-        let hid = self.config.mlp_hidden;
+        let auto = products == LinearProducts::Auto && packed::f32_native();
         for b in &mut self.blocks {
-            b.packed = inputs.map(|i| {
-                [
-                    packed::PackedWeights::pack(&b.qkv.0, d, 3 * d, i),
-                    packed::PackedWeights::pack(&b.proj.0, d, d, i),
-                    packed::PackedWeights::pack(&b.fc1.0, d, hid, i),
-                    packed::PackedWeights::pack(&b.fc2.0, hid, d, i),
-                ]
-            });
+            b.packed = inputs.map(|i| b.pack(i));
+            b.auto_packed = auto.then(std::sync::OnceLock::new);
         }
         self
     }
 
-    /// How the blocks' linear layers multiply now.
+    /// How the blocks' linear layers multiply now ([`LinearProducts::Gemm`] for the settings
+    /// this CPU runs on `gemm`).
     pub fn products(&self) -> LinearProducts {
-        match self.blocks.first().and_then(|b| b.packed.as_ref()) {
-            None => LinearProducts::Gemm,
-            Some(p) if p[0].inputs() == packed::Inputs::F32 => LinearProducts::PackedF32,
-            Some(_) => LinearProducts::Bf16,
+        let Some(first) = self.blocks.first() else {
+            return LinearProducts::Gemm;
+        };
+        match (&first.packed, &first.auto_packed) {
+            (Some(p), _) if p[0].inputs() == packed::Inputs::F32 => LinearProducts::PackedF32,
+            (Some(_), _) => LinearProducts::Bf16,
+            (None, Some(_)) => LinearProducts::Auto,
+            (None, None) => LinearProducts::Gemm,
         }
     }
 
