@@ -235,16 +235,10 @@ fn tracked<const N: usize>(inputs: [AdTensor; N], sizes: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::flex_test_support::{max_abs_diff, vec_of};
+    use super::super::flex_test_support::{max_abs_diff, values, vec_of};
     use burn::module::Param;
     use burn::nn::LayerNormConfig;
     use burn::tensor::{Device, Tensor, TensorData};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.05 + 0.3)
-            .collect()
-    }
 
     /// Output and the gradients of the input, gamma and beta against Burn's LayerNorm, on a
     /// 3-D input with more rows than one block and a row count that leaves a partial block.
@@ -253,21 +247,25 @@ mod tests {
         let device = Device::flex().autodiff();
         let (b, t, w) = (3, 29, 48);
         let eps = 1e-6;
-        let upstream =
-            Tensor::<3>::from_data(TensorData::new(values(b * t * w, 4), [b, t, w]), &device);
+        let upstream = Tensor::<3>::from_data(
+            TensorData::new(values(b * t * w, 4, 0.3), [b, t, w]),
+            &device,
+        );
         let run = |ours: bool| {
             let mut norm = LayerNormConfig::new(w).with_epsilon(eps).init(&device);
             let param = |seed| {
                 Param::from_tensor(Tensor::<1>::from_data(
-                    TensorData::new(values(w, seed), [w]),
+                    TensorData::new(values(w, seed, 0.3), [w]),
                     &device,
                 ))
             };
             norm.gamma = param(2);
             norm.beta = Some(param(3));
-            let x =
-                Tensor::<3>::from_data(TensorData::new(values(b * t * w, 1), [b, t, w]), &device)
-                    .require_grad();
+            let x = Tensor::<3>::from_data(
+                TensorData::new(values(b * t * w, 1, 0.3), [b, t, w]),
+                &device,
+            )
+            .require_grad();
             let y = if ours {
                 super::layer_norm(&norm, eps, &x).expect("burn-flex under autodiff")
             } else {
@@ -294,7 +292,7 @@ mod tests {
     fn untracked_tensors_are_left_to_burn() {
         let device = Device::flex();
         let norm = LayerNormConfig::new(8).init(&device);
-        let x = Tensor::<2>::from_data(TensorData::new(values(16, 1), [2, 8]), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(values(16, 1, 0.3), [2, 8]), &device);
         assert!(super::layer_norm(&norm, 1e-5, &x).is_none());
     }
 }

@@ -189,14 +189,8 @@ fn tracked_linear<const N: usize>(inputs: [AdTensor; N], s: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::flex_test_support::{max_abs_diff, vec_of};
+    use super::super::flex_test_support::{max_abs_diff, values, vec_of};
     use burn::tensor::{Device, Tensor, TensorData};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.05)
-            .collect()
-    }
 
     /// Output and the three gradients against Burn's `linear` on the same values: a 3-D
     /// input, with and without a bias, the weight given plainly and as the transpose of a
@@ -205,11 +199,13 @@ mod tests {
     fn matches_burns_linear_and_its_gradients() {
         let device = Device::flex().autodiff();
         let (b, t, k, n) = (3, 17, 40, 70);
-        let xv = values(b * t * k, 1);
-        let wv = values(k * n, 2);
-        let bv = values(n, 3);
-        let upstream =
-            Tensor::<3>::from_data(TensorData::new(values(b * t * n, 4), [b, t, n]), &device);
+        let xv = values(b * t * k, 1, 0.0);
+        let wv = values(k * n, 2, 0.0);
+        let bv = values(n, 3, 0.0);
+        let upstream = Tensor::<3>::from_data(
+            TensorData::new(values(b * t * n, 4, 0.0), [b, t, n]),
+            &device,
+        );
         for (with_bias, transposed) in [(true, false), (false, false), (false, true), (true, true)]
         {
             let run = |ours: bool| {
@@ -270,9 +266,9 @@ mod tests {
     fn the_untracked_forward_matches_burns() {
         let device = Device::flex();
         let (r, k, n) = (33, 24, 50);
-        let x = Tensor::<2>::from_data(TensorData::new(values(r * k, 5), [r, k]), &device);
-        let w = Tensor::<2>::from_data(TensorData::new(values(k * n, 6), [k, n]), &device);
-        let b = Tensor::<1>::from_data(TensorData::new(values(n, 7), [n]), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(values(r * k, 5, 0.0), [r, k]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(values(k * n, 6, 0.0), [k, n]), &device);
+        let b = Tensor::<1>::from_data(TensorData::new(values(n, 7, 0.0), [n]), &device);
         let ours = vec_of(super::linear(x.clone(), w.clone(), Some(b.clone())));
         let burns = vec_of(burn::tensor::module::linear(x, w, Some(b)));
         assert!(max_abs_diff(&ours, &burns) < 1e-5);

@@ -1,5 +1,5 @@
-//! What the burn-flex custom operations' tests share: reading a tensor back and comparing
-//! two readings.
+//! What the burn-flex custom operations' tests share: deterministic test values, reading a
+//! tensor back and comparing two readings.
 
 use burn::tensor::Tensor;
 
@@ -15,4 +15,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(p, q)| (p - q).abs())
         .fold(0f32, f32::max)
+}
+
+/// `n` deterministic values in `[-0.55 + offset, 0.55 + offset]`, a different sequence per
+/// `seed` (no random generator: the tests' inputs are the same on every machine).
+pub fn values(n: usize, seed: usize, offset: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.05 + offset)
+        .collect()
 }

@@ -238,15 +238,9 @@ fn tracked<const N: usize>(inputs: [AdTensor; N], sizes: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::flex_test_support::{max_abs_diff, vec_of};
+    use super::super::flex_test_support::{max_abs_diff, values, vec_of};
     use super::super::weight_norm::composed;
     use burn::tensor::{Device, Tensor, TensorData};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.05 + 0.01)
-            .collect()
-    }
 
     /// Output and the gradients of `x`, `v` and `g` against the composed Burn version, with
     /// and without `g`, on sizes that leave partial tiles and row blocks.
@@ -254,15 +248,23 @@ mod tests {
     fn matches_the_composed_weight_norm_and_its_gradients() {
         let device = Device::flex().autodiff();
         let (n, k, o) = (13, 40, 300);
-        let upstream = Tensor::<2>::from_data(TensorData::new(values(n * o, 4), [n, o]), &device);
+        let upstream =
+            Tensor::<2>::from_data(TensorData::new(values(n * o, 4, 0.01), [n, o]), &device);
         for with_g in [false, true] {
             let run = |ours: bool| {
-                let x = Tensor::<2>::from_data(TensorData::new(values(n * k, 1), [n, k]), &device)
-                    .require_grad();
-                let v = Tensor::<2>::from_data(TensorData::new(values(o * k, 2), [o, k]), &device)
-                    .require_grad();
-                let g = Tensor::<2>::from_data(TensorData::new(values(o, 3), [o, 1]), &device)
-                    .require_grad();
+                let x = Tensor::<2>::from_data(
+                    TensorData::new(values(n * k, 1, 0.01), [n, k]),
+                    &device,
+                )
+                .require_grad();
+                let v = Tensor::<2>::from_data(
+                    TensorData::new(values(o * k, 2, 0.01), [o, k]),
+                    &device,
+                )
+                .require_grad();
+                let g =
+                    Tensor::<2>::from_data(TensorData::new(values(o, 3, 0.01), [o, 1]), &device)
+                        .require_grad();
                 let g_in = with_g.then(|| g.clone());
                 let y = if ours {
                     super::weight_normed_linear(&x, &v, g_in.as_ref()).expect("burn-flex")
@@ -295,19 +297,19 @@ mod tests {
     fn the_untracked_forward_and_a_frozen_input_match() {
         let (n, k, o) = (5, 24, 70);
         let device = Device::flex();
-        let x = Tensor::<2>::from_data(TensorData::new(values(n * k, 5), [n, k]), &device);
-        let v = Tensor::<2>::from_data(TensorData::new(values(o * k, 6), [o, k]), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(values(n * k, 5, 0.01), [n, k]), &device);
+        let v = Tensor::<2>::from_data(TensorData::new(values(o * k, 6, 0.01), [o, k]), &device);
         let ours = vec_of(super::weight_normed_linear(&x, &v, None).expect("burn-flex"));
         let burns = vec_of(composed(x, v, None));
         assert!(max_abs_diff(&ours, &burns) < 1e-5);
 
         let device = Device::flex().autodiff();
-        let x = Tensor::<2>::from_data(TensorData::new(values(n * k, 5), [n, k]), &device);
-        let v = Tensor::<2>::from_data(TensorData::new(values(o * k, 6), [o, k]), &device)
+        let x = Tensor::<2>::from_data(TensorData::new(values(n * k, 5, 0.01), [n, k]), &device);
+        let v = Tensor::<2>::from_data(TensorData::new(values(o * k, 6, 0.01), [o, k]), &device)
             .require_grad();
         let y = super::weight_normed_linear(&x, &v, None).expect("burn-flex");
         let ours = vec_of(v.grad(&y.sum().backward()).unwrap());
-        let v2 = Tensor::<2>::from_data(TensorData::new(values(o * k, 6), [o, k]), &device)
+        let v2 = Tensor::<2>::from_data(TensorData::new(values(o * k, 6, 0.01), [o, k]), &device)
             .require_grad();
         let burns = vec_of(
             v2.grad(&composed(x, v2.clone(), None).sum().backward())
