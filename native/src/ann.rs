@@ -147,6 +147,9 @@ pub struct HnswIndex {
     inner: usearch::Index,
     dim: usize,
     settings: HnswSettings,
+    /// Memory was added since the last search: the next one first collapses the pages
+    /// touched before their huge-page advice ([`crate::huge_pages::collapse`]).
+    grown: std::sync::atomic::AtomicBool,
 }
 
 fn usearch_error(e: cxx::Exception) -> anyhow::Error {
@@ -175,6 +178,7 @@ impl HnswIndex {
             inner,
             dim,
             settings,
+            grown: true.into(),
         })
     }
 
@@ -192,6 +196,7 @@ impl HnswIndex {
             return Ok(None);
         }
         let index = Self::new(dim, settings)?;
+        let _huge = crate::huge_pages::HugePages::start();
         index
             .inner
             .load(name)
@@ -275,6 +280,9 @@ impl HnswIndex {
             .reserve_capacity_and_threads(self.len() + keys.len(), threads)
             .map_err(usearch_error)
             .context("reserving memory for the index")?;
+        // the arenas USearch maps as the graph grows get huge pages (crate::huge_pages)
+        let _huge = crate::huge_pages::HugePages::start();
+        self.grown.store(true, std::sync::atomic::Ordering::Relaxed);
         keys.par_chunks(256)
             .zip(rows.par_chunks(256 * d))
             .try_for_each(|(ks, rs)| {
@@ -317,6 +325,9 @@ impl HnswIndex {
         let m = queries.len() / d;
         if let Some(own) = own_keys {
             anyhow::ensure!(own.len() == m, "one own key per query");
+        }
+        if self.grown.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            crate::huge_pages::collapse();
         }
         let asked = k + own_keys.is_some() as usize;
         if self.settings.expansion_search < asked {
