@@ -36,7 +36,7 @@ pub enum SearchKind {
     /// Every pair compared: exact, time grows with the square of the collection (100k
     /// images: minutes; 1M: hours).
     Exact,
-    /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k descriptors, 0.991
+    /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k descriptors, 0.99
     /// at 1M with the default settings (BENCHMARKS.md); far faster than exact at scale.
     Hnsw,
 }
