@@ -206,7 +206,8 @@ mod tests {
                 .any(|&(a, b)| a <= p && p < b),
             "the mapping is listed"
         );
-        assert!(!advised(p), "not advised before");
+        // (not asserted unadvised here: another test's index, running beside this one, has
+        // its own watcher that advises every mapping of the process)
         // the watcher advises what appears while it runs
         let second = HugePages::during(|| {
             let s = arena(32 << 20, 3);
