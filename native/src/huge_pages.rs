@@ -6,7 +6,7 @@
 //! two-level page walk). USearch maps its arenas itself (`mmap`), and most Linux systems
 //! (`/sys/kernel/mm/transparent_hugepage/enabled` = `madvise`, the default of Debian, Ubuntu
 //! and Fedora) grant 2 MiB pages only to memory that asks for them. The library has no option
-//! for it, so [`HugePages::during`] asks from outside: a watcher thread marks every large
+//! for it, so [`HugePages`] asks from outside: a watcher thread marks every large
 //! private anonymous mapping of the process `MADV_HUGEPAGE` as it appears (the arenas are
 //! added as the graph grows), and [`collapse`] turns pages touched before the advice into
 //! huge pages before a long search (`MADV_COLLAPSE`, Linux 6.1+; refused elsewhere, which is
@@ -45,10 +45,11 @@ fn anonymous_mappings(min: u64) -> Vec<(u64, u64)> {
             let inode = f.next()?;
             let path = f.next();
             // anonymous: no file (inode 0, no path or [heap]); private, readable, writable
-            if inode != "0" || !matches!(path, None | Some("[heap]")) || !perms.starts_with("rw") {
-                return None;
-            }
-            if !perms.ends_with('p') {
+            if inode != "0"
+                || !matches!(path, None | Some("[heap]"))
+                || !perms.starts_with("rw")
+                || !perms.ends_with('p')
+            {
                 return None;
             }
             let (a, b) = range.split_once('-')?;
@@ -76,19 +77,15 @@ fn advise(start: u64, end: u64, advice: libc::c_int) -> bool {
     unsafe { libc::madvise(a as *mut libc::c_void, (b - a) as usize, advice) == 0 }
 }
 
-/// Asks for huge pages for every large anonymous mapping now; returns how many were advised.
+/// Asks for huge pages for every large anonymous mapping not in `done` (and adds it there).
 #[cfg(target_os = "linux")]
-fn advise_all(done: &mut Vec<(u64, u64)>) -> usize {
-    let mut n = 0;
+fn advise_all(done: &mut Vec<(u64, u64)>) {
     for m in anonymous_mappings(MIN_BYTES) {
         if !done.contains(&m) {
-            if advise(m.0, m.1, libc::MADV_HUGEPAGE) {
-                n += 1;
-            }
+            advise(m.0, m.1, libc::MADV_HUGEPAGE);
             done.push(m);
         }
     }
-    n
 }
 
 /// Marks the process's large anonymous mappings for huge pages while it lives (see the
@@ -117,12 +114,6 @@ impl HugePages {
         let watcher = None;
         HugePages { stop, watcher }
     }
-
-    /// Runs `work` with the watcher on.
-    pub fn during<T>(work: impl FnOnce() -> T) -> T {
-        let _on = Self::start();
-        work()
-    }
 }
 
 impl Drop for HugePages {
@@ -135,20 +126,16 @@ impl Drop for HugePages {
 }
 
 /// Turns the pages already touched in large anonymous mappings into huge pages where the
-/// kernel can (`MADV_COLLAPSE`); returns how many mappings it collapsed. Before a long
-/// search of a graph built (or read) without the advice.
-pub fn collapse() -> usize {
+/// kernel can (`MADV_COLLAPSE`). Before a long search of a graph built (or read) without the
+/// advice.
+pub fn collapse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if enabled() {
-        return anonymous_mappings(MIN_BYTES)
-            .into_iter()
-            .filter(|&(a, b)| {
-                advise(a, b, libc::MADV_HUGEPAGE);
-                advise(a, b, libc::MADV_COLLAPSE)
-            })
-            .count();
+        for (a, b) in anonymous_mappings(MIN_BYTES) {
+            advise(a, b, libc::MADV_HUGEPAGE);
+            advise(a, b, libc::MADV_COLLAPSE);
+        }
     }
-    0
 }
 
 #[cfg(test)]
@@ -209,11 +196,12 @@ mod tests {
         // (not asserted unadvised here: another test's index, running beside this one, has
         // its own watcher that advises every mapping of the process)
         // the watcher advises what appears while it runs
-        let second = HugePages::during(|| {
+        let second = {
+            let _on = HugePages::start();
             let s = arena(32 << 20, 3);
             std::thread::sleep(3 * PERIOD);
             s
-        });
+        };
         let q = second.as_ptr() as u64;
         if thp && enabled() {
             assert!(
@@ -221,7 +209,7 @@ mod tests {
                 "both mappings carry MADV_HUGEPAGE"
             );
         }
-        let _ = collapse();
+        collapse();
         assert!(first.iter().all(|&v| v == 7) && second.iter().all(|&v| v == 3));
     }
 }
