@@ -4,12 +4,15 @@
 //! more than 1e-5 of its largest value.
 //!
 //!     cargo run --release -p dino-bench --features vulkan,wgpu --bin dino-device-ops -- vulkan
+//!     cargo run --release -p dino-bench --features wgpu --bin dino-device-ops -- wgpu  # WGSL
 //!     SIZES="1,7,5;4,8,4" ONLY_MATMUL=1 ... -- wgpu      # matrix products of chosen m,k,n
 //!
-//! Found with it on this project's 2-core machines (2026-11-30): Chromium's SwiftShader Vulkan
-//! multiplies wrongly whenever the inner dimension is not a multiple of 4 (the ViT's
-//! attention-times-values product has 197 there), every other op right; Mesa 22.3's lavapipe
-//! crashes compiling CubeCL's matmul pipeline.
+//! Found with it on this project's 2-core machines (2026-11-30, 2026-12-01): on Chromium's
+//! SwiftShader Vulkan, CubeCL's own SPIR-V (a build with the `vulkan` feature, either
+//! argument) multiplies wrongly whenever the inner dimension is not a multiple of 4 (the ViT's
+//! attention-times-values product has 197 there), every other op right; its WGSL (a build with
+//! `wgpu` alone, translated by naga) is right on every op, so CI tests the GPU path that way.
+//! Mesa 22.3's lavapipe crashes compiling CubeCL's matmul pipeline.
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -43,6 +46,26 @@ impl Compare {
     }
 }
 
+impl Compare {
+    /// The gradient of `sum(f(x) * r)` with respect to `x` (`r` fixed random weights, so that
+    /// every output counts differently) on the CPU and on the GPU.
+    fn check_grad<const D: usize, const E: usize>(
+        &mut self,
+        name: &str,
+        x: &Tensor<D>,
+        f: impl Fn(Tensor<D>) -> Tensor<E>,
+    ) {
+        let r = f(x.clone());
+        let r = Tensor::<E>::random(r.shape(), Distribution::Normal(0.0, 1.0), &self.cpu);
+        self.check(&format!("d/dx {name}"), |d| {
+            let xv = x.clone().to_device(d).autodiff().require_grad();
+            let y = f(xv.clone()) * r.clone().to_device(d).autodiff();
+            let grads = y.sum().backward();
+            xv.grad(&grads).expect("a gradient")
+        });
+    }
+}
+
 /// `SIZES="m,k,n;m,k,n"`: the matrix products to check.
 fn sizes(text: &str) -> Result<Vec<[usize; 3]>, String> {
     text.split(';')
@@ -62,7 +85,13 @@ fn sizes(text: &str) -> Result<Vec<[usize; 3]>, String> {
 fn main() {
     let gpu = match std::env::args().nth(1).as_deref() {
         Some("wgpu") => Device::wgpu(Default::default()),
+        #[cfg(feature = "vulkan")]
         _ => Device::vulkan(Default::default()),
+        #[cfg(not(feature = "vulkan"))]
+        _ => {
+            eprintln!("error: built without the `vulkan` feature: run it with `wgpu`");
+            std::process::exit(2);
+        }
     };
     let cpu = Device::flex();
     let mut c = Compare {
@@ -94,6 +123,7 @@ fn main() {
     }
     if std::env::var("ONLY_MATMUL").is_err() {
         other_ops(&mut c);
+        gradients(&mut c);
     }
     std::process::exit(c.failed as i32);
 }
@@ -129,5 +159,63 @@ fn other_ops(c: &mut Compare) {
     c.check("x * x.sum_dim(1).sqrt()", |d| {
         let g = a.clone().to_device(d);
         g.clone() * g.powf_scalar(2.0).sum_dim(1).sqrt()
+    });
+}
+
+/// The backward pass of the ops training uses: each gradient on the GPU against the CPU's.
+fn gradients(c: &mut Compare) {
+    let cpu = c.cpu.clone();
+    let normal =
+        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &cpu);
+    let x = normal([64, 384]);
+    let w = normal([384, 256]);
+    c.check_grad("x @ w", &x, |x| {
+        let w = w.clone().to_device(&x.device()).autodiff();
+        x.matmul(w)
+    });
+    let wt = normal([384, 197]);
+    c.check_grad("x @ w (inner 197, transposed)", &normal([197, 197]), |x| {
+        let w = wt.clone().to_device(&x.device()).autodiff();
+        x.matmul(w.transpose())
+    });
+    // the GELU training uses (Burn's own takes the tanh approximation's gradient on CubeCL
+    // devices: dino_core::model's writes it out there)
+    c.check_grad("gelu (dino_core::model::gelu)", &x, dino_core::model::gelu);
+    c.check_grad("softmax", &x, |x| softmax(x, 1));
+    c.check_grad("softmax(x / 0.04) (teacher sharpening)", &x, |x| {
+        softmax(x / 0.04, 1)
+    });
+    c.check_grad("log_softmax(x / 0.1) (student)", &x, |x| {
+        burn::tensor::activation::log_softmax(x / 0.1, 1)
+    });
+    c.check_grad("layer norm (x - mean) / sqrt(var + eps)", &x, |x| {
+        let (var, mean) = x.clone().var_mean_bias(1);
+        (x - mean) / (var + 1e-6).sqrt()
+    });
+    c.check_grad("x / |x| (row L2 normalise)", &x, |x| {
+        let n = x
+            .clone()
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        x / n
+    });
+    c.check_grad("mean_dim(0)", &x, |x| x.mean_dim(0));
+    c.check_grad("sum_dim(1)", &x, |x| x.sum_dim(1));
+    let img = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &cpu);
+    let k = Tensor::<4>::random([32, 3, 16, 16], Distribution::Normal(0.0, 0.05), &cpu);
+    c.check_grad("conv2d patch embed (input)", &img, |x| {
+        let opt = ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
+        conv2d(
+            x.clone(),
+            k.clone().to_device(&x.device()).autodiff(),
+            None,
+            opt,
+        )
+    });
+    c.check_grad("conv2d patch embed (weight)", &k, |k| {
+        let opt = ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
+        conv2d(img.clone().to_device(&k.device()).autodiff(), k, None, opt)
     });
 }

@@ -1,6 +1,6 @@
 //! The exact GELU of the ViT's MLPs and the DINO head: on burn-flex (with or without
 //! autodiff) [`crate::cpu::kernels`]'s vectorised GELU and its gradient as one custom
-//! autodiff operation; elsewhere Burn's `gelu`.
+//! autodiff operation; elsewhere Burn's `gelu` ([`super::cube_gelu`] on CubeCL devices).
 //!
 //! Why: burn-flex computes `erf` with libm's scalar `erff`, and Burn's GELU gradient is a
 //! chain of generic element-wise ops, each a fresh buffer: on an AVX-512 Xeon `erff` alone
@@ -34,7 +34,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
             return Tensor::from_primitive::<Flex>(forward(&p.to_contiguous(), dims));
         }
     }
-    burn::tensor::activation::gelu(x)
+    super::cube_gelu::gelu(x)
 }
 
 /// `f(chunk)` over `CHUNK`-element pieces of `n` outputs, in parallel.

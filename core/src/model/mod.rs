@@ -5,6 +5,7 @@ mod attention;
 mod batch_norm;
 mod block;
 pub mod conv;
+mod cube_gelu;
 mod drop_path;
 #[cfg(feature = "flex")]
 pub mod flex_attention;
@@ -42,7 +43,8 @@ pub use precision::Precision;
 pub use vit::{Features, VisionTransformer, VitParams};
 
 /// The exact (erf) GELU of the ViT's MLPs and the DINO head: on burn-flex through
-/// [`flex_gelu`]'s kernels (with the `flex` feature), elsewhere Burn's.
+/// [`flex_gelu`]'s kernels (with the `flex` feature), elsewhere Burn's, with its exact
+/// gradient on CubeCL devices ([`cube_gelu`]).
 pub fn gelu<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
     #[cfg(feature = "flex")]
     {
@@ -50,7 +52,7 @@ pub fn gelu<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<
     }
     #[cfg(not(feature = "flex"))]
     {
-        burn::tensor::activation::gelu(x)
+        cube_gelu::gelu(x)
     }
 }
 
