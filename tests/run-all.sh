@@ -14,12 +14,24 @@ bash tests/setup-tools.sh
 cargo test --release --workspace "$@"
 # training across processes on MPI (mpirun -np 2) equals one process with two parts
 cargo test --release -p dino-native --features mpi --test mpi "$@"
-# the PyTorch fixtures (forward, attention, training iterations) on LibTorch's CPU kernels: the
-# backend of `--device cuda` in a `--features tch` build (LibTorch from tests/setup-libtorch.sh)
+# the PyTorch fixtures (forward, attention, training iterations) on the two other backends, one
+# build for both: LibTorch's CPU kernels (the backend of `--device cuda` in a `--features tch`
+# build; LibTorch from tests/setup-libtorch.sh), and the GPU path (CubeCL's kernels through
+# wgpu as WGSL) on Chromium's SwiftShader Vulkan, a CPU adapter (CubeCL's own SPIR-V, the
+# `vulkan` feature, multiplies wrongly there: bench/results/gpu/device_ops_swiftshader.txt)
 (
     source tests/setup-libtorch.sh
-    DINO_TEST_DEVICE=libtorch cargo test --release -p dino-tests --features tch \
-        --test reference --test model --test training_vs_pytorch "$@"
+    fixtures=(-p dino-tests --features tch,wgpu --test reference --test model --test training_vs_pytorch)
+    DINO_TEST_DEVICE=libtorch cargo test --release "${fixtures[@]}" "$@"
+    SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json
+    [ -f "$SWIFTSHADER" ] || { echo "no SwiftShader ($SWIFTSHADER, Debian chromium-common)"; exit 1; }
+    # a software adapter runs a ViT-S forward in seconds and compiles every kernel shape anew:
+    # the batch forward, the attention, and every training test (f32 iterations, the BatchNorm
+    # head, the trainer with parts and accumulation, bf16 refused), not every weight format
+    # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device)
+    DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
+        cargo test --release -p dino-tests --features tch,wgpu --test reference --test training_vs_pytorch "$@" \
+        -- --skip every_case_matches_pytorch --skip cpu_engine
 )
 # crash safety: dino train killed at random moments resumes to the uninterrupted result
 KILLS="${KILLS:-4}" bash tests/soak.sh

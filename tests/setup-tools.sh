@@ -41,6 +41,9 @@ command -v c++ >/dev/null || apt_install g++
 command -v ffmpeg >/dev/null || apt_install ffmpeg
 command -v chromium >/dev/null || apt_install chromium
 command -v chromedriver >/dev/null || apt_install chromium-driver
+# the GPU code path's tests run on Chromium's SwiftShader Vulkan (chromium-common ships it);
+# wgpu opens it through the Vulkan loader
+ldconfig -p | grep -q 'libvulkan\.so\.1' || apt_install libvulkan1
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 # multi-process training (dino-native's `mpi` feature): Open MPI, its headers, libclang for

@@ -108,9 +108,18 @@ pub fn on_flex() -> bool {
     matches!(test_device_name().as_str(), "" | "flex")
 }
 
-/// The device the fixture tests run the Burn model on: burn-flex, or with
+/// Whether the fixture tests run on the GPU path (`DINO_TEST_DEVICE=wgpu`): CubeCL's kernels,
+/// whose reductions sum in other orders again (tree reductions across a workgroup).
+#[cfg(feature = "models")]
+pub fn on_gpu_path() -> bool {
+    test_device_name() == "wgpu"
+}
+
+/// The device the fixture tests run the Burn model on: burn-flex; with
 /// `DINO_TEST_DEVICE=libtorch` in a `--features tch` build LibTorch's CPU kernels (the CUDA
-/// path's backend, checked against the same PyTorch fixtures without a GPU).
+/// path's backend, checked against the same PyTorch fixtures without a GPU); with
+/// `DINO_TEST_DEVICE=wgpu` in a `--features wgpu` build the GPU path (CubeCL's kernels) on the
+/// default wgpu adapter, a software one in CI.
 #[cfg(feature = "models")]
 pub fn device() -> Device {
     if on_flex() {
@@ -120,8 +129,11 @@ pub fn device() -> Device {
         #[cfg(feature = "tch")]
         #[allow(deprecated)] // burn-tch: deprecated upstream, dino's CUDA path that builds
         "libtorch" => Device::libtorch(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(Default::default()),
         other => panic!(
-            "DINO_TEST_DEVICE={other}: `flex`, or `libtorch` in a build with `--features tch`"
+            "DINO_TEST_DEVICE={other}: `flex`, `libtorch` in a build with `--features tch`, \
+             `wgpu` in a build with `--features wgpu`"
         ),
     }
 }

@@ -420,6 +420,14 @@ fn bn_head_training_iterations_match_pytorch() {
     let dev = device();
     let mut replay = Replay::new(&fx, &vit, &head, OptimizerKind::AdamW);
     assert_eq!(replay.student.head.norms.len(), 2);
+    // On the GPU path (CubeCL's tree reductions) the same amplified rounding is about twice
+    // as large: measured on SwiftShader, weights after the second step up to 1.03e-3 and the
+    // second step's student output 1.01e-4, while the first step's outputs hold 1.6e-6
+    let (out_tol, tol) = if on_gpu_path() {
+        (2e-4, 2e-3)
+    } else {
+        (1e-4, 1e-3)
+    };
     for (step, (epoch, it)) in Replay::steps(&fx).into_iter().enumerate() {
         let s = format!("step{step}.");
         replay.step(&fx, (epoch, it), &s, |teacher_out, student_out, _, _| {
@@ -427,14 +435,13 @@ fn bn_head_training_iterations_match_pytorch() {
                 ("teacher_output", to_vec(teacher_out.clone())),
                 ("student_output", to_vec(student_out.clone().inner())),
             ] {
-                assert_close(name, &got, &fx.get(&(s.clone() + name)).data, 1e-4);
+                assert_close(name, &got, &fx.get(&(s.clone() + name)).data, out_tol);
             }
         });
         // outputs and loss hold 1e-4; a few backbone tensors land at 1e-4..4e-4 (f32 rounding
         // in the BatchNorm backward, amplified by Adam's normalisation of small gradients):
         // the BatchNorm kernels here (cpu::batch_norm, f64 sums) and LibTorch both sum in
-        // other orders than PyTorch's CPU kernels, and show it from the first step
-        let tol = 1e-3;
+        // other orders than PyTorch's CPU kernels, and show it from the first step (`tol`)
         // shifts a following BatchNorm removes have an exactly zero true gradient (the running
         // means average those biases, so they inherit their noise); Adam may have moved them
         // by up to ~lr per step so far
@@ -583,6 +590,19 @@ fn the_trainer_itself_matches_pytorch() {
 /// (`--precision bf16`): the outputs, the loss and the raw gradients, each passed to `check`
 /// with the fixture key holding PyTorch's value.
 fn bf16_first_iteration(fx32: &Fixture, fx16: &Fixture, check: impl Fn(&str, &[f32], &str)) {
+    let dev = device();
+    if !dev.supports_dtype(burn::tensor::DType::BF16) {
+        // a device without bf16 arithmetic (WGSL has no bf16 type): the trainer must refuse
+        // the precision by name rather than compute garbage
+        let mut cfg = fixture_config(fx32);
+        cfg.precision = Precision::Bf16;
+        let err = Trainer::new(cfg, fx32.u("niter"), &dev)
+            .err()
+            .expect("bf16 refused on a device without bf16 arithmetic")
+            .to_string();
+        assert!(err.contains("cannot compute in bf16"), "{err}");
+        return;
+    }
     let (vit, head) = configs(fx32);
     let mut replay = Replay::new(fx32, &vit, &head, OptimizerKind::AdamW);
     replay.student.set_precision(Precision::Bf16);
