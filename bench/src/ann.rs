@@ -97,77 +97,127 @@ struct Args {
     /// f32) and stop: `bench/dedup_at_scale.py` hands them to `dino dedup`.
     #[arg(long)]
     write_rows: Option<PathBuf>,
+    /// Never hold the f32 rows (10M x 1536 is 61 GB): make them block by block and keep only
+    /// the graph's projected rows (USearch rows only; needs --graph-dims above 0). The ground
+    /// truth and the rescoring make the rows again; the full self-search, when asked, times
+    /// the graph's search alone.
+    #[arg(long)]
+    streamed: bool,
     /// Seed of the synthetic descriptors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
-/// Synthetic DINO-like descriptors, `[n, dim]`, L2-normalised (see the module doc).
+/// Rows generated at a time (each block from its own seed, so any block can be made again
+/// alone: the streamed measurement regenerates what it needs).
+const BLOCK: usize = 4096;
+
+/// Synthetic DINO-like descriptors, `[n, dim]`, L2-normalised (see the module doc), made
+/// block by block.
+struct Synthetic {
+    n: usize,
+    dim: usize,
+    latent: usize,
+    seed: u64,
+    /// `[latent, dim]`
+    basis: Vec<f32>,
+    /// per latent direction: sqrt(1/i)
+    scale: Vec<f32>,
+    clusters: usize,
+    /// `[clusters, latent]`
+    centres: Vec<f32>,
+}
+
+impl Synthetic {
+    fn new(n: usize, dim: usize, latent: usize, seed: u64) -> Self {
+        let mut rng = dino_core::rng::seeded(seed);
+        let basis: Vec<f32> = dino_core::rng::normal(&mut rng, latent * dim, 0.0, 1.0)
+            .into_iter()
+            .map(|v| v / (dim as f32).sqrt())
+            .collect();
+        let scale: Vec<f32> = (0..latent).map(|i| (1.0 / (i + 1) as f32).sqrt()).collect();
+        let clusters = (n / 50).max(10);
+        let centres: Vec<f32> = dino_core::rng::normal(&mut rng, clusters * latent, 0.0, 1.0)
+            .chunks_exact(latent)
+            .flat_map(|c| c.iter().zip(&scale).map(|(v, s)| v * s).collect::<Vec<_>>())
+            .collect();
+        Synthetic {
+            n,
+            dim,
+            latent,
+            seed,
+            basis,
+            scale,
+            clusters,
+            centres,
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.n.div_ceil(BLOCK)
+    }
+
+    /// The rows of block `b` (rows `b * BLOCK ..`) into `rows`.
+    fn block_into(&self, b: usize, rows: &mut [f32]) {
+        let (dim, latent_dims) = (self.dim, self.latent);
+        let noise = 0.033f32;
+        let m = rows.len() / dim;
+        let mut rng = dino_core::rng::seeded(dino_core::rng::mix(self.seed, b as u64, 1));
+        let mut z = vec![0f32; m * latent_dims];
+        let mut dup_of = vec![usize::MAX; m];
+        for r in 0..m {
+            if r > 0 && rng.random::<f32>() < 0.02 {
+                // a near-duplicate of an earlier row of this block
+                let src = rng.random_range(0..r);
+                dup_of[r] = src;
+                let (a, b) = z.split_at_mut(r * latent_dims);
+                b[..latent_dims].copy_from_slice(&a[src * latent_dims..(src + 1) * latent_dims]);
+                continue;
+            }
+            let c = rng.random_range(0..self.clusters);
+            let e = dino_core::rng::normal(&mut rng, latent_dims, 0.0, 0.6);
+            for i in 0..latent_dims {
+                z[r * latent_dims + i] = self.centres[c * latent_dims + i] + e[i] * self.scale[i];
+            }
+        }
+        matmul(
+            &z,
+            m,
+            latent_dims,
+            &self.basis,
+            dim,
+            rows,
+            Epilogue::Bias(&vec![0f32; dim]),
+        );
+        let eps = dino_core::rng::normal(&mut rng, m * dim, 0.0, 1.0);
+        for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
+            let s = if dup_of[r] == usize::MAX {
+                noise
+            } else {
+                noise * 0.3
+            };
+            for (v, e) in row.iter_mut().zip(&eps[r * dim..(r + 1) * dim]) {
+                *v += s * e;
+            }
+        }
+        l2_normalize(rows, dim);
+    }
+
+    /// Rows `start..end` (whole blocks: `start` a multiple of [`BLOCK`]), blocks made in
+    /// parallel.
+    fn rows(&self, start: usize, end: usize) -> Vec<f32> {
+        debug_assert!(start.is_multiple_of(BLOCK) && end <= self.n);
+        let mut out = vec![0f32; (end - start) * self.dim];
+        out.par_chunks_mut(BLOCK * self.dim)
+            .enumerate()
+            .for_each(|(i, rows)| self.block_into(start / BLOCK + i, rows));
+        out
+    }
+}
+
+/// All `n` synthetic rows, `[n, dim]`.
 fn synthetic(n: usize, dim: usize, latent: usize, seed: u64) -> Vec<f32> {
-    let latent_dims = latent;
-    let mut rng = dino_core::rng::seeded(seed);
-    // basis [latent_dims, dim] and per-direction scale sqrt(1/i)
-    let basis: Vec<f32> = dino_core::rng::normal(&mut rng, latent_dims * dim, 0.0, 1.0)
-        .into_iter()
-        .map(|v| v / (dim as f32).sqrt())
-        .collect();
-    let scale: Vec<f32> = (0..latent_dims)
-        .map(|i| (1.0 / (i + 1) as f32).sqrt())
-        .collect();
-    let clusters = (n / 50).max(10);
-    let centres: Vec<f32> = dino_core::rng::normal(&mut rng, clusters * latent_dims, 0.0, 1.0)
-        .chunks_exact(latent_dims)
-        .flat_map(|c| c.iter().zip(&scale).map(|(v, s)| v * s).collect::<Vec<_>>())
-        .collect();
-    let noise = 0.033f32;
-    let chunk = 4096;
-    let mut out = vec![0f32; n * dim];
-    out.par_chunks_mut(chunk * dim)
-        .enumerate()
-        .for_each(|(ci, rows)| {
-            let m = rows.len() / dim;
-            let mut rng = dino_core::rng::seeded(dino_core::rng::mix(seed, ci as u64, 1));
-            let mut z = vec![0f32; m * latent_dims];
-            let mut dup_of = vec![usize::MAX; m];
-            for r in 0..m {
-                if r > 0 && rng.random::<f32>() < 0.02 {
-                    // a near-duplicate of an earlier row of this chunk
-                    let src = rng.random_range(0..r);
-                    dup_of[r] = src;
-                    let (a, b) = z.split_at_mut(r * latent_dims);
-                    b[..latent_dims]
-                        .copy_from_slice(&a[src * latent_dims..(src + 1) * latent_dims]);
-                    continue;
-                }
-                let c = rng.random_range(0..clusters);
-                let e = dino_core::rng::normal(&mut rng, latent_dims, 0.0, 0.6);
-                for i in 0..latent_dims {
-                    z[r * latent_dims + i] = centres[c * latent_dims + i] + e[i] * scale[i];
-                }
-            }
-            matmul(
-                &z,
-                m,
-                latent_dims,
-                &basis,
-                dim,
-                rows,
-                Epilogue::Bias(&vec![0f32; dim]),
-            );
-            let eps = dino_core::rng::normal(&mut rng, m * dim, 0.0, 1.0);
-            for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
-                let s = if dup_of[r] == usize::MAX {
-                    noise
-                } else {
-                    noise * 0.3
-                };
-                for (v, e) in row.iter_mut().zip(&eps[r * dim..(r + 1) * dim]) {
-                    *v += s * e;
-                }
-            }
-            l2_normalize(rows, dim);
-        });
-    out
+    Synthetic::new(n, dim, latent, seed).rows(0, n)
 }
 
 /// The rows `ids` of `rows`, one after another.
@@ -385,6 +435,209 @@ fn usearch_row(
     })
 }
 
+/// USearch on a collection whose f32 rows are never all in memory (`--streamed`: 10M x 1536
+/// is 61 GB): rows are made block by block, projected onto the graph's principal components
+/// (fitted on evenly spaced blocks), added, and dropped; only the graph's rows stay. A second
+/// pass makes the rows again for the exact ground truth of the sampled queries and for the
+/// full rows of their candidates (rescored as `dino dedup` does). The time of making rows is
+/// left out of the build time. The full self-search, when asked, times the graph's search of
+/// every row alone: the rows to rescore with are gone (at 1M rescoring was a few percent of
+/// it).
+fn streamed_row(
+    synth: &Synthetic,
+    args: &Args,
+    q: Quantization,
+    graph_dims: usize,
+    sample: &[usize],
+) -> anyhow::Result<Row> {
+    use std::collections::BTreeMap;
+    anyhow::ensure!(graph_dims > 0, "--streamed needs --graph-dims above 0");
+    let (n, dim, gd) = (synth.n, synth.dim, graph_dims);
+    let cands = args.candidates.max(1) * args.k;
+    let settings = HnswSettings {
+        quantization: q,
+        connectivity: args.connectivity,
+        expansion_add: args.expansion_add,
+        expansion_search: args.expansion_search,
+    };
+    let group = 16 * BLOCK;
+    let before = rss();
+    let t = Instant::now();
+    let mut making = 0f64;
+    // the projection, fitted on evenly spaced blocks
+    let fit_blocks = FIT_SAMPLE.div_ceil(BLOCK).min(synth.blocks());
+    let mut fit_rows = Vec::with_capacity(fit_blocks * BLOCK * dim);
+    for i in 0..fit_blocks {
+        let b = i * synth.blocks() / fit_blocks;
+        let tm = Instant::now();
+        fit_rows.extend(synth.rows(b * BLOCK, ((b + 1) * BLOCK).min(n)));
+        making += tm.elapsed().as_secs_f64();
+    }
+    let projection = GraphProjection::fit(&fit_rows, dim, gd, FIT_SAMPLE)?;
+    drop(fit_rows);
+    eprintln!(
+        "PCA {dim} -> {gd}: {:.1}% of the variance",
+        100.0 * projection.energy()
+    );
+    let index = HnswIndex::new(gd, settings)?;
+    let mut graph_rows: Vec<f32> = Vec::with_capacity(n * gd);
+    // the sampled queries' own rows, kept as they pass
+    let mut qrows = vec![0f32; sample.len() * dim];
+    for start in (0..n).step_by(group) {
+        let end = (start + group).min(n);
+        let tm = Instant::now();
+        let rows = synth.rows(start, end);
+        for (i, &s) in sample.iter().enumerate() {
+            if (start..end).contains(&s) {
+                let r = s - start;
+                qrows[i * dim..(i + 1) * dim].copy_from_slice(&rows[r * dim..(r + 1) * dim]);
+            }
+        }
+        making += tm.elapsed().as_secs_f64();
+        let projected = projection.project(&rows)?;
+        drop(rows);
+        let keys: Vec<u64> = (start as u64..end as u64).collect();
+        index.add(&keys, &projected, &|_| {})?;
+        graph_rows.extend_from_slice(&projected);
+        if (start / group).is_multiple_of(16) || end == n {
+            eprintln!(
+                "  {end} added, {:.0} s (of which making rows {making:.0} s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let build_s = t.elapsed().as_secs_f64() - making;
+    eprintln!("USearch SIMD: {}", index.hardware_acceleration());
+    let memory = rss()
+        .saturating_sub(before)
+        .max(index.memory_usage() as u64);
+    // the sampled queries: the graph's search, and the candidates to rescore
+    let gq: Vec<f32> = gather(&graph_rows, gd, sample);
+    let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
+    let t = Instant::now();
+    let hits = index.search(&gq, args.k, Some(&own), &|_| {})?;
+    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+    let found: Vec<Vec<u64>> = hits
+        .iter()
+        .map(|h| h.iter().map(|x| x.key).collect())
+        .collect();
+    let mut index = index;
+    let mut efs = vec![args.expansion_search];
+    efs.extend(&args.also_expansion_search);
+    let mut counts = vec![args.candidates.max(1)];
+    counts.extend(&args.also_candidates);
+    // (ef, candidates per neighbour, candidates of each query, ms a query)
+    let mut wide = Vec::new();
+    for &ef in &efs {
+        for &c in &counts {
+            index.set_expansion_search(ef);
+            let t = Instant::now();
+            let hits = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
+            let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+            let ids: Vec<Vec<u64>> = hits
+                .into_iter()
+                .map(|h| h.into_iter().map(|x| x.key).collect())
+                .collect();
+            wide.push((ef, c, ids, ms));
+        }
+    }
+    index.set_expansion_search(args.expansion_search);
+    // second pass: the exact top-k of the queries and the full rows of every candidate
+    let t = Instant::now();
+    let wanted: BTreeMap<u64, usize> = wide
+        .iter()
+        .flat_map(|(_, _, ids, _)| ids.iter().flatten().copied())
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| (key, i))
+        .collect();
+    let mut kept = vec![0f32; wanted.len() * dim];
+    let mut truth: Vec<Vec<(u64, f32)>> = vec![Vec::new(); sample.len()];
+    for start in (0..n).step_by(group) {
+        let end = (start + group).min(n);
+        let rows = synth.rows(start, end);
+        for (&key, &i) in wanted.range(start as u64..end as u64) {
+            let r = key as usize - start;
+            kept[i * dim..(i + 1) * dim].copy_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+        let exact = Index::new(&rows, dim)?;
+        for (b, h) in truth
+            .iter_mut()
+            .zip(exact.search(&qrows, args.k + 1, false)?)
+        {
+            b.extend(h.iter().map(|x| ((start + x.index) as u64, x.score)));
+        }
+    }
+    for (b, &qi) in truth.iter_mut().zip(sample) {
+        b.retain(|(key, _)| *key != qi as u64);
+        b.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        b.truncate(args.k);
+    }
+    eprintln!(
+        "rows made again for the ground truth and the candidates in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let keys_of: Vec<u64> = wanted.keys().copied().collect();
+    let rescored = |ids: &[Vec<u64>]| -> Vec<Vec<u64>> {
+        ids.par_iter()
+            .enumerate()
+            .map(|(qi, h)| {
+                let q = &qrows[qi * dim..(qi + 1) * dim];
+                let local = h.iter().map(|key| wanted[key]);
+                rescore(q, local, &kept, dim, args.k)
+                    .into_iter()
+                    .map(|x| keys_of[x.index])
+                    .collect()
+            })
+            .collect()
+    };
+    let mut recall_rescored = 0.0;
+    for (i, (ef, c, ids, ms)) in wide.iter().enumerate() {
+        let r = recall(&rescored(ids), &truth);
+        if i == 0 {
+            recall_rescored = r;
+        } else {
+            eprintln!(
+                "USearch {} graph {gd}-d n {n} ef {}: recall@{} rescored from {}: {r:.4}, {ms:.3} ms a query",
+                dino_native::choice_name(&q),
+                ef.max(&(c * args.k + 1)),
+                args.k,
+                c * args.k,
+            );
+        }
+    }
+    let full_s = full_time(args.full, build_s, || {
+        let keys: Vec<u64> = (0..n as u64).collect();
+        let _ = index.search(&graph_rows, cands, Some(&keys), &|_| {})?;
+        Ok(())
+    })?;
+    let file = args.work.join(format!("usearch-{n}.usearch"));
+    index.save(&file)?;
+    let file_mb = mb(std::fs::metadata(&file)?.len());
+    std::fs::remove_file(&file).ok();
+    Ok(Row {
+        library: format!(
+            "USearch {} HNSW {} on PCA-{gd}, {cands} rescored, streamed{}",
+            usearch::version(),
+            dino_native::choice_name(&q),
+            if args.full {
+                " (full: graph search only)"
+            } else {
+                ""
+            }
+        ),
+        n,
+        recall: recall(&found, &truth),
+        recall_rescored: Some(recall_rescored),
+        build_s,
+        query_ms,
+        full_s,
+        memory_mb: mb(memory),
+        file_mb: Some(file_mb),
+    })
+}
+
 #[cfg(feature = "hnsw-rs")]
 fn hnsw_rs_row(
     rows: &[f32],
@@ -584,6 +837,19 @@ fn main() -> anyhow::Result<()> {
     let mut table = Vec::new();
     for &n in &args.sizes {
         anyhow::ensure!(n > args.k, "--sizes must exceed --k");
+        if args.streamed {
+            let synth = Synthetic::new(n, args.dim, args.latent, args.seed);
+            let q = args.queries.min(n);
+            let sample: Vec<usize> = (0..q).map(|i| i * n / q).collect();
+            for &gd in &args.graph_dims {
+                for &qz in &args.quantization {
+                    let r = streamed_row(&synth, &args, qz, gd, &sample)?;
+                    eprintln!("{r:?}");
+                    table.push(r);
+                }
+            }
+            continue;
+        }
         let t = Instant::now();
         let rows = synthetic(n, args.dim, args.latent, args.seed);
         eprintln!(
