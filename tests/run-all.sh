@@ -21,8 +21,10 @@ cargo test --release -p dino-native --features mpi --test mpi "$@"
 # `vulkan` feature, multiplies wrongly there: bench/results/gpu/device_ops_swiftshader.txt)
 (
     source tests/setup-libtorch.sh
-    fixtures=(-p dino-tests --features tch,wgpu --test reference --test model --test training_vs_pytorch)
-    DINO_TEST_DEVICE=libtorch cargo test --release "${fixtures[@]}" "$@"
+    # one feature set for both runs, so that they share one compiled burn
+    build=(--release -p dino-tests --features tch,wgpu)
+    DINO_TEST_DEVICE=libtorch cargo test "${build[@]}" --test reference --test model \
+        --test training_vs_pytorch "$@"
     SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json
     [ -f "$SWIFTSHADER" ] || { echo "no SwiftShader ($SWIFTSHADER, Debian chromium-common)"; exit 1; }
     # a software adapter runs a ViT-S forward in seconds and compiles every kernel shape anew:
@@ -30,7 +32,7 @@ cargo test --release -p dino-native --features mpi --test mpi "$@"
     # head, the trainer with parts and accumulation, bf16 refused), not every weight format
     # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device)
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test --release -p dino-tests --features tch,wgpu --test reference --test training_vs_pytorch "$@" \
+        cargo test "${build[@]}" --test reference --test training_vs_pytorch "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
 )
 # crash safety: dino train killed at random moments resumes to the uninterrupted result

@@ -250,18 +250,87 @@ fn exact_top_k(rows: &[f32], dim: usize, queries: &[usize], k: usize) -> Vec<Vec
     let block = 100_000;
     for start in (0..n).step_by(block) {
         let end = (start + block).min(n);
-        let index = Index::new(&rows[start * dim..end * dim], dim).expect("rows");
-        let hits = index.search(&q, k + 1, false).expect("search");
-        for (b, h) in best.iter_mut().zip(hits) {
-            b.extend(h.iter().map(|x| ((start + x.index) as u64, x.score)));
-        }
+        exact_block(&mut best, &q, &rows[start * dim..end * dim], start, dim, k).expect("rows");
     }
+    keep_top_k(&mut best, queries, k);
+    best
+}
+
+/// Adds the `k + 1` best of one block of rows (the first of them row `start`) to each
+/// query's candidates in `best` (one more, as a query may find itself).
+fn exact_block(
+    best: &mut [Vec<(u64, f32)>],
+    queries: &[f32],
+    block: &[f32],
+    start: usize,
+    dim: usize,
+    k: usize,
+) -> anyhow::Result<()> {
+    let index = Index::new(block, dim)?;
+    for (b, h) in best.iter_mut().zip(index.search(queries, k + 1, false)?) {
+        b.extend(h.iter().map(|x| ((start + x.index) as u64, x.score)));
+    }
+    Ok(())
+}
+
+/// Each query's candidates from [`exact_block`] cut to its `k` best, itself left out.
+fn keep_top_k(best: &mut [Vec<(u64, f32)>], queries: &[usize], k: usize) {
     for (b, &qi) in best.iter_mut().zip(queries) {
         b.retain(|(key, _)| *key != qi as u64);
         b.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
         b.truncate(k);
     }
-    best
+}
+
+/// The HNSW settings of the flags, in storage form `q`.
+fn hnsw_settings(args: &Args, q: Quantization) -> HnswSettings {
+    HnswSettings {
+        quantization: q,
+        connectivity: args.connectivity,
+        expansion_add: args.expansion_add,
+        expansion_search: args.expansion_search,
+    }
+}
+
+/// The (search expansion, candidates per neighbour) pairs measured on each graph: the flags'
+/// own first, then `--also-expansion-search` x `--also-candidates`.
+fn search_variants(args: &Args) -> Vec<(usize, usize)> {
+    let mut efs = vec![args.expansion_search];
+    efs.extend(&args.also_expansion_search);
+    let mut counts = vec![args.candidates.max(1)];
+    counts.extend(&args.also_candidates);
+    efs.iter()
+        .flat_map(|&ef| counts.iter().map(move |&c| (ef, c)))
+        .collect()
+}
+
+/// Prints the recall of one of [`search_variants`] past the first.
+#[allow(clippy::too_many_arguments)]
+fn print_variant(
+    args: &Args,
+    q: Quantization,
+    graph_dims: usize,
+    n: usize,
+    (ef, c): (usize, usize),
+    recall: f64,
+    ms: f64,
+) {
+    eprintln!(
+        "USearch {} graph {graph_dims}-d n {n} ef {}: recall@{} rescored from {}: {recall:.4}, {ms:.3} ms a query",
+        dino_native::choice_name(&q),
+        ef.max(c * args.k + 1),
+        args.k,
+        c * args.k,
+    );
+}
+
+/// Size of the index saved in `--work` (the file removed again), MB.
+fn saved_mb(index: &HnswIndex, args: &Args, n: usize) -> anyhow::Result<f64> {
+    let file = args.work.join(format!("usearch-{n}.usearch"));
+    index.save(&file)?;
+    let size = mb(std::fs::metadata(&file)?.len());
+    std::fs::remove_file(&file).ok();
+    Ok(size)
 }
 
 fn recall(found: &[Vec<u64>], truth: &[Vec<(u64, f32)>]) -> f64 {
@@ -319,12 +388,7 @@ fn usearch_row(
 ) -> anyhow::Result<Row> {
     let n = rows.len() / dim;
     let cands = args.candidates.max(1) * args.k;
-    let settings = HnswSettings {
-        quantization: q,
-        connectivity: args.connectivity,
-        expansion_add: args.expansion_add,
-        expansion_search: args.expansion_search,
-    };
+    let settings = hnsw_settings(args, q);
     let keys: Vec<u64> = (0..n as u64).collect();
     let before = rss();
     let t = Instant::now();
@@ -380,28 +444,14 @@ fn usearch_row(
     let recall_rescored = recall(&rescored(&qrows, wide), truth);
     // recall as the search expansion grows (the graph unchanged)
     let mut index = index;
-    let mut efs = vec![args.expansion_search];
-    efs.extend(&args.also_expansion_search);
-    let mut counts = vec![args.candidates.max(1)];
-    counts.extend(&args.also_candidates);
-    for (i, &ef) in efs.iter().enumerate() {
-        for (j, &c) in counts.iter().enumerate() {
-            if i == 0 && j == 0 {
-                continue; // the row itself
-            }
-            index.set_expansion_search(ef);
-            let t = Instant::now();
-            let wide = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
-            let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-            eprintln!(
-                "USearch {} graph {gd}-d n {n} ef {}: recall@{} rescored from {}: {:.4}, {ms:.3} ms a query",
-                dino_native::choice_name(&q),
-                ef.max(c * args.k + 1),
-                args.k,
-                c * args.k,
-                recall(&rescored(&qrows, wide), truth)
-            );
-        }
+    // the first variant is the row itself
+    for (ef, c) in search_variants(args).into_iter().skip(1) {
+        index.set_expansion_search(ef);
+        let t = Instant::now();
+        let wide = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
+        let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+        let r = recall(&rescored(&qrows, wide), truth);
+        print_variant(args, q, gd, n, (ef, c), r, ms);
     }
     index.set_expansion_search(args.expansion_search);
     let full_s = full_time(args.full, build_s, || {
@@ -409,10 +459,7 @@ fn usearch_row(
         let _ = rescored(rows, hits);
         Ok(())
     })?;
-    let file = args.work.join(format!("usearch-{n}.usearch"));
-    index.save(&file)?;
-    let file_mb = mb(std::fs::metadata(&file)?.len());
-    std::fs::remove_file(&file).ok();
+    let file_mb = saved_mb(&index, args, n)?;
     Ok(Row {
         library: format!(
             "USearch {} HNSW {}{}",
@@ -454,12 +501,7 @@ fn streamed_row(
     anyhow::ensure!(graph_dims > 0, "--streamed needs --graph-dims above 0");
     let (n, dim, gd) = (synth.n, synth.dim, graph_dims);
     let cands = args.candidates.max(1) * args.k;
-    let settings = HnswSettings {
-        quantization: q,
-        connectivity: args.connectivity,
-        expansion_add: args.expansion_add,
-        expansion_search: args.expansion_search,
-    };
+    let settings = hnsw_settings(args, q);
     let group = 16 * BLOCK;
     let before = rss();
     let t = Instant::now();
@@ -522,31 +564,25 @@ fn streamed_row(
         .map(|h| h.iter().map(|x| x.key).collect())
         .collect();
     let mut index = index;
-    let mut efs = vec![args.expansion_search];
-    efs.extend(&args.also_expansion_search);
-    let mut counts = vec![args.candidates.max(1)];
-    counts.extend(&args.also_candidates);
-    // (ef, candidates per neighbour, candidates of each query, ms a query)
+    // (variant, candidates of each query, ms a query)
     let mut wide = Vec::new();
-    for &ef in &efs {
-        for &c in &counts {
-            index.set_expansion_search(ef);
-            let t = Instant::now();
-            let hits = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
-            let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-            let ids: Vec<Vec<u64>> = hits
-                .into_iter()
-                .map(|h| h.into_iter().map(|x| x.key).collect())
-                .collect();
-            wide.push((ef, c, ids, ms));
-        }
+    for (ef, c) in search_variants(args) {
+        index.set_expansion_search(ef);
+        let t = Instant::now();
+        let hits = index.search(&gq, c * args.k, Some(&own), &|_| {})?;
+        let ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
+        let ids: Vec<Vec<u64>> = hits
+            .into_iter()
+            .map(|h| h.into_iter().map(|x| x.key).collect())
+            .collect();
+        wide.push(((ef, c), ids, ms));
     }
     index.set_expansion_search(args.expansion_search);
     // second pass: the exact top-k of the queries and the full rows of every candidate
     let t = Instant::now();
     let wanted: BTreeMap<u64, usize> = wide
         .iter()
-        .flat_map(|(_, _, ids, _)| ids.iter().flatten().copied())
+        .flat_map(|(_, ids, _)| ids.iter().flatten().copied())
         .collect::<std::collections::BTreeSet<u64>>()
         .into_iter()
         .enumerate()
@@ -561,19 +597,9 @@ fn streamed_row(
             let r = key as usize - start;
             kept[i * dim..(i + 1) * dim].copy_from_slice(&rows[r * dim..(r + 1) * dim]);
         }
-        let exact = Index::new(&rows, dim)?;
-        for (b, h) in truth
-            .iter_mut()
-            .zip(exact.search(&qrows, args.k + 1, false)?)
-        {
-            b.extend(h.iter().map(|x| ((start + x.index) as u64, x.score)));
-        }
+        exact_block(&mut truth, &qrows, &rows, start, dim, args.k)?;
     }
-    for (b, &qi) in truth.iter_mut().zip(sample) {
-        b.retain(|(key, _)| *key != qi as u64);
-        b.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-        b.truncate(args.k);
-    }
+    keep_top_k(&mut truth, sample, args.k);
     eprintln!(
         "rows made again for the ground truth and the candidates in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -593,18 +619,12 @@ fn streamed_row(
             .collect()
     };
     let mut recall_rescored = 0.0;
-    for (i, (ef, c, ids, ms)) in wide.iter().enumerate() {
+    for (i, (variant, ids, ms)) in wide.iter().enumerate() {
         let r = recall(&rescored(ids), &truth);
         if i == 0 {
             recall_rescored = r;
         } else {
-            eprintln!(
-                "USearch {} graph {gd}-d n {n} ef {}: recall@{} rescored from {}: {r:.4}, {ms:.3} ms a query",
-                dino_native::choice_name(&q),
-                ef.max(&(c * args.k + 1)),
-                args.k,
-                c * args.k,
-            );
+            print_variant(args, q, gd, n, *variant, r, *ms);
         }
     }
     let full_s = full_time(args.full, build_s, || {
@@ -612,10 +632,7 @@ fn streamed_row(
         let _ = index.search(&graph_rows, cands, Some(&keys), &|_| {})?;
         Ok(())
     })?;
-    let file = args.work.join(format!("usearch-{n}.usearch"));
-    index.save(&file)?;
-    let file_mb = mb(std::fs::metadata(&file)?.len());
-    std::fs::remove_file(&file).ok();
+    let file_mb = saved_mb(&index, args, n)?;
     Ok(Row {
         library: format!(
             "USearch {} HNSW {} on PCA-{gd}, {cands} rescored, streamed{}",

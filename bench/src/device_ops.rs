@@ -192,15 +192,11 @@ fn gradients(c: &mut Compare) {
         let (var, mean) = x.clone().var_mean_bias(1);
         (x - mean) / (var + 1e-6).sqrt()
     });
-    c.check_grad("x / |x| (row L2 normalise)", &x, |x| {
-        let n = x
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        x / n
-    });
+    c.check_grad(
+        "x / |x| (dino_core::model::l2_normalize_rows)",
+        &x,
+        dino_core::model::l2_normalize_rows,
+    );
     c.check_grad("mean_dim(0)", &x, |x| x.mean_dim(0));
     c.check_grad("sum_dim(1)", &x, |x| x.sum_dim(1));
     let img = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &cpu);
