@@ -10,8 +10,14 @@
 # (tests/soak.sh: 4 kills; 20 when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# each part says when it starts (seconds since the start), so a slow run shows where it went
+start=$SECONDS
+part() { echo "=== run-all [$((SECONDS - start)) s] $*"; }
+part "installing what is missing"
 bash tests/setup-tools.sh
+part "the workspace's tests"
 cargo test --release --workspace "$@"
+part "MPI"
 # training across processes on MPI (mpirun -np 2) equals one process with two parts
 cargo test --release -p dino-native --features mpi --test mpi "$@"
 # the PyTorch fixtures (forward, attention, training iterations) on the two other backends, one
@@ -19,6 +25,7 @@ cargo test --release -p dino-native --features mpi --test mpi "$@"
 # build; LibTorch from tests/setup-libtorch.sh), and the GPU path (CubeCL's kernels through
 # wgpu as WGSL) on Chromium's SwiftShader Vulkan, a CPU adapter (CubeCL's own SPIR-V, the
 # `vulkan` feature, multiplies wrongly there: bench/results/gpu/device_ops_swiftshader.txt)
+part "the PyTorch fixtures on LibTorch and on wgpu (SwiftShader)"
 (
     source tests/setup-libtorch.sh
     # one feature set for both runs, so that they share one compiled burn
@@ -35,8 +42,10 @@ cargo test --release -p dino-native --features mpi --test mpi "$@"
         cargo test "${build[@]}" --test reference --test training_vs_pytorch "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
 )
+part "crash-safety soak"
 # crash safety: dino train killed at random moments resumes to the uninterrupted result
 KILLS="${KILLS:-4}" bash tests/soak.sh
+part "the browser package in Chromium"
 (
     cd web
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
@@ -44,11 +53,13 @@ KILLS="${KILLS:-4}" bash tests/soak.sh
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
         cargo test --release --target wasm32-unknown-unknown --features webgpu --test browser "$@"
 )
+part "the threads build, the demo page end to end"
 # the CPU engine's threads build (a pinned nightly rebuilds std with wasm atomics): the page
 # ships it (www/Trunk.toml copies it) and the example installs it
 PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 (cd www && trunk build --release)
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
+part "the npm packages in Node and in their example page"
 # the npm package as users get it (the CPU-only variant: the WebGPU one compiles the same crate
 # and features as the page above): in Node, then `npm pack` + `npm install` into the example
 # page, opened in Chromium; the threads build the same way, served cross-origin isolated:
@@ -56,3 +67,4 @@ DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
 bash web/build.sh --cpu-only
 node web/smoke.mjs
 DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs web/pkg web/pkg-threads
+part "done"
