@@ -749,3 +749,66 @@ fn bf16_rounds_where_pytorch_autocast_does() {
         );
     });
 }
+
+/// `--precision f16` on the device under test: where the device has f16 arithmetic (burn-flex,
+/// LibTorch, GPUs with shaderFloat16) the fixture's first iteration runs in f16 with the loss
+/// within f16 rounding of PyTorch's f32 loss and every value finite, whether the loss-scaled
+/// step was taken or skipped for overflow (`training_runs` checks the scaling and the resume);
+/// where it has none (Chromium's SwiftShader: `vulkaninfo` reports shaderFloat16 = false and no
+/// 16-bit storage) the trainer refuses it by name instead of computing garbage.
+#[test]
+fn f16_runs_within_f16_rounding_or_is_refused_by_name() {
+    let fx = Fixture::load_file("train/step.safetensors");
+    let dev = device();
+    let mut cfg = fixture_config(&fx);
+    cfg.precision = Precision::F16;
+    let trainer = Trainer::new(cfg.clone(), fx.u("niter"), &dev);
+    if !dev.supports_dtype(burn::tensor::DType::F16) {
+        let err = trainer
+            .err()
+            .expect("f16 refused on a device without f16 arithmetic")
+            .to_string();
+        eprintln!("f16 refused: {err}");
+        assert!(err.contains("cannot compute in f16"), "{err}");
+        // the other half precision is offered only where the device has it
+        let bf16 = dev.supports_dtype(burn::tensor::DType::BF16);
+        assert_eq!(err.contains("--precision bf16"), bf16, "{err}");
+        return;
+    }
+    trainer.expect("f16 taken on a device with f16 arithmetic");
+    let (vit, head) = configs(&fx);
+    let net = |d: &burn::tensor::Device| {
+        DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), d).unwrap()
+    };
+    let student = net(&cfg.student_device(&dev));
+    let mut t =
+        Trainer::from_parts(cfg.clone(), student, Some(net(&dev)), fx.u("niter"), &dev).unwrap();
+    assert_eq!(t.student().precision(), Precision::F16);
+    let crop = |i: usize| fx.get(&format!("crop.{i}")).data.clone();
+    let batch = CropBatch {
+        globals: [crop(0), crop(1)].concat(),
+        locals: [crop(2), crop(3)].concat(),
+        batch: fx.u("batch"),
+    };
+    t.iteration = Replay::steps(&fx)[0].1;
+    let stats = t.step(&batch).unwrap();
+    let want = fx.get("step0.loss").data[0] as f64;
+    let rel = ((stats.loss - want) / want).abs();
+    eprintln!(
+        "f16 loss {} against PyTorch's f32 {want} ({rel:.2e}), step {}",
+        stats.loss,
+        if stats.overflow == Some(true) {
+            "skipped for overflow"
+        } else {
+            "taken"
+        }
+    );
+    // f16 keeps 11 significant bits (bf16 8: its loss was 1.3e-3 from f32)
+    assert!(rel <= 2e-3, "f16 loss {} vs f32 {want}", stats.loss);
+    assert!(stats.overflow.is_some(), "f16 scales its loss");
+    for (who, net) in [("student", t.student()), ("teacher", t.teacher())] {
+        for (k, v) in net.to_state_dict().unwrap().iter() {
+            assert!(v.data.iter().all(|x| x.is_finite()), "{who} {k} not finite");
+        }
+    }
+}

@@ -178,15 +178,20 @@ impl Trainer {
         if let Some(h) = p.half()
             && let Some(d) = self.devices.iter().find(|d| !d.supports_dtype(h))
         {
+            // the other half precision is suggested only where this device has it
+            let other = if p == crate::model::Precision::Bf16 {
+                crate::model::Precision::F16
+            } else {
+                crate::model::Precision::Bf16
+            };
+            let instead = match other.half() {
+                Some(o) if d.supports_dtype(o) => format!("--precision {other} or f32"),
+                _ => "--precision f32".to_string(),
+            };
             return Err(Error::Config(format!(
                 "the device {d:?} cannot compute in {p} (no general {p} arithmetic: bf16 \
                  on Vulkan needs VK_KHR_shader_bfloat16, f16 needs shaderFloat16); use \
-                 --precision {} or f32",
-                if p == crate::model::Precision::Bf16 {
-                    "f16"
-                } else {
-                    "bf16"
-                }
+                 {instead}"
             )));
         }
         for net in [&mut self.student, &mut self.teacher].into_iter().flatten() {
