@@ -72,6 +72,13 @@ impl Default for HnswSettings {
 }
 
 impl HnswSettings {
+    /// Whether a graph built with `self` is the graph `other` would build: the search-time
+    /// expansion (ef) is not part of it, so a saved graph serves any ef without a rebuild.
+    pub fn builds_same_graph(&self, other: &HnswSettings) -> bool {
+        (self.quantization, self.connectivity, self.expansion_add)
+            == (other.quantization, other.connectivity, other.expansion_add)
+    }
+
     /// Bytes the index of `n` vectors of `dim` takes in memory (and on disk, within a few
     /// percent): the vectors in their stored form, the base layer's links (2 x connectivity
     /// 4-byte slots), the upper layers (about 1/connectivity of the nodes) and a key and a

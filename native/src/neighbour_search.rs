@@ -64,7 +64,8 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 128)]
     pub expansion_add: usize,
     /// HNSW candidates examined per query (ef): more raise recall, slower queries (at least
-    /// the candidates asked for are examined).
+    /// the candidates asked for are examined). Search-time only: a saved graph is reused
+    /// with any value.
     #[arg(long, default_value_t = 64)]
     pub expansion_search: usize,
     /// The HNSW graph is built on the descriptors' top principal components, this many
@@ -382,7 +383,7 @@ impl Searcher {
             .with_context(|| format!("{}: not an index description", side.display()))?;
         anyhow::ensure!(s.space == space, "the saved index holds other descriptors");
         anyhow::ensure!(
-            s.settings == settings && s.dim == dim,
+            s.settings.builds_same_graph(&settings) && s.dim == dim,
             "the saved index has other settings"
         );
         let saved_dims = match &s.projection {

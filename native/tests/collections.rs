@@ -919,6 +919,18 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
         (&r["search"]["added"], &r["search"]["kept"]),
         (&0.into(), &55.into())
     );
+    // the search's expansion (ef) is not part of the graph: another one reuses it
+    let (log, r) = run(
+        "hnsw",
+        &hnsw,
+        &["--graph-dims", "16", "--expansion-search", "200"],
+    );
+    assert_eq!(
+        (&r["search"]["added"], &r["search"]["kept"]),
+        (&0.into(), &55.into()),
+        "{log}"
+    );
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
     // a damaged projection in the sidecar (one component value short) is not used
     let side = tmp.path().join("index.safetensors.usearch.json");
     let mut j: serde_json::Value = read_json(&side);
