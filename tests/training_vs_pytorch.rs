@@ -529,6 +529,32 @@ fn fixture_config(fx: &Fixture) -> TrainConfig {
     }
 }
 
+/// A trainer of `cfg` starting from the fixture's initial student and teacher on `dev` (the
+/// student on its autodiff device); an error where `cfg` cannot run there (its precision).
+fn fixture_trainer(
+    fx: &Fixture,
+    cfg: &TrainConfig,
+    dev: &burn::tensor::Device,
+) -> Result<Trainer, String> {
+    let (vit, head) = configs(fx);
+    let net = |d: &burn::tensor::Device| {
+        DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), d).unwrap()
+    };
+    let student = net(&cfg.student_device(dev));
+    Trainer::from_parts(cfg.clone(), student, Some(net(dev)), fx.u("niter"), dev)
+        .map_err(|e| e.to_string())
+}
+
+/// The fixture's crops as one global batch.
+fn fixture_batch(fx: &Fixture) -> CropBatch {
+    let crop = |i: usize| fx.get(&format!("crop.{i}")).data.clone();
+    CropBatch {
+        globals: [crop(0), crop(1)].concat(),
+        locals: [crop(2), crop(3)].concat(),
+        batch: fx.u("batch"),
+    }
+}
+
 /// `Trainer::step` itself (not a replay) on the fixture's crops: its schedule indexing,
 /// teacher temperature per epoch, center update from per-part sums, loss scaling over parts
 /// and micro-batches, frozen last layer and EMA give the fixture's student, teacher and center
@@ -538,24 +564,11 @@ fn the_trainer_itself_matches_pytorch() {
     let fx = Fixture::load_file("train/step.safetensors");
     let cfg = fixture_config(&fx);
     let (vit, head) = configs(&fx);
-    assert_eq!(
-        (cfg.vit().unwrap(), cfg.head()),
-        (vit.clone(), head.clone())
-    );
+    assert_eq!((cfg.vit().unwrap(), cfg.head()), (vit, head));
     let dev = device();
-    let crop = |i: usize| fx.get(&format!("crop.{i}")).data.clone();
-    let batch = CropBatch {
-        globals: [crop(0), crop(1)].concat(),
-        locals: [crop(2), crop(3)].concat(),
-        batch: fx.u("batch"),
-    };
+    let batch = fixture_batch(&fx);
     for (parts, accum) in [(1, 1), (2, 1), (1, 2)] {
-        let net = |d: &burn::tensor::Device| {
-            DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), d).unwrap()
-        };
-        let student = net(&cfg.student_device(&dev));
-        let mut t = Trainer::from_parts(cfg.clone(), student, Some(net(&dev)), fx.u("niter"), &dev)
-            .unwrap();
+        let mut t = fixture_trainer(&fx, &cfg, &dev).unwrap();
         t.set_devices(vec![dev.clone(); parts]).unwrap();
         t.set_accumulation(accum).unwrap();
         // the fixture's steps are global iterations 1 and 2 (epoch 0 it 1, epoch 1 it 0)
@@ -762,12 +775,11 @@ fn f16_runs_within_f16_rounding_or_is_refused_by_name() {
     let dev = device();
     let mut cfg = fixture_config(&fx);
     cfg.precision = Precision::F16;
-    let trainer = Trainer::new(cfg.clone(), fx.u("niter"), &dev);
+    let trainer = fixture_trainer(&fx, &cfg, &dev);
     if !dev.supports_dtype(burn::tensor::DType::F16) {
         let err = trainer
             .err()
-            .expect("f16 refused on a device without f16 arithmetic")
-            .to_string();
+            .expect("f16 refused on a device without f16 arithmetic");
         eprintln!("f16 refused: {err}");
         assert!(err.contains("cannot compute in f16"), "{err}");
         // the other half precision is offered only where the device has it
@@ -775,21 +787,9 @@ fn f16_runs_within_f16_rounding_or_is_refused_by_name() {
         assert_eq!(err.contains("--precision bf16"), bf16, "{err}");
         return;
     }
-    trainer.expect("f16 taken on a device with f16 arithmetic");
-    let (vit, head) = configs(&fx);
-    let net = |d: &burn::tensor::Device| {
-        DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), d).unwrap()
-    };
-    let student = net(&cfg.student_device(&dev));
-    let mut t =
-        Trainer::from_parts(cfg.clone(), student, Some(net(&dev)), fx.u("niter"), &dev).unwrap();
+    let mut t = trainer.expect("f16 taken on a device with f16 arithmetic");
     assert_eq!(t.student().precision(), Precision::F16);
-    let crop = |i: usize| fx.get(&format!("crop.{i}")).data.clone();
-    let batch = CropBatch {
-        globals: [crop(0), crop(1)].concat(),
-        locals: [crop(2), crop(3)].concat(),
-        batch: fx.u("batch"),
-    };
+    let batch = fixture_batch(&fx);
     t.iteration = Replay::steps(&fx)[0].1;
     let stats = t.step(&batch).unwrap();
     let want = fx.get("step0.loss").data[0] as f64;
