@@ -15,16 +15,11 @@ start=$SECONDS
 part() { echo "=== run-all [$((SECONDS - start)) s] $*"; }
 part "installing what is missing"
 bash tests/setup-tools.sh
-# LibTorch for the `tch` feature (LIBTORCH, LD_LIBRARY_PATH), and the one feature set of every
-# native build below (TEST_FEATURES: why in tests/features.sh)
-source tests/setup-libtorch.sh
-source tests/features.sh
 part "the workspace's tests"
-cargo test --release "${TEST_FEATURES[@]}" "$@"
+cargo test --release --workspace "$@"
 part "MPI"
-# training across processes on MPI (mpirun -np 2) equals one process with two parts (the same
-# features plus dino-native's mpi: only dino-native and the MPI bindings compile again)
-cargo test --release "${TEST_FEATURES[@]}" --features dino-native/mpi --test mpi "$@"
+# training across processes on MPI (mpirun -np 2) equals one process with two parts
+cargo test --release -p dino-native --features mpi --test mpi "$@"
 # the PyTorch fixtures (forward, attention, training iterations) on the two other backends, one
 # build for both: LibTorch's CPU kernels (the backend of `--device cuda` in a `--features tch`
 # build; LibTorch from tests/setup-libtorch.sh), and the GPU path (CubeCL's kernels through
@@ -32,8 +27,9 @@ cargo test --release "${TEST_FEATURES[@]}" --features dino-native/mpi --test mpi
 # `vulkan` feature, multiplies wrongly there: bench/results/gpu/device_ops_swiftshader.txt)
 part "the PyTorch fixtures on LibTorch and on wgpu (SwiftShader)"
 (
-    # the workspace's build of above: both runs reuse its compiled tests
-    build=(--release "${TEST_FEATURES[@]}")
+    source tests/setup-libtorch.sh
+    # one feature set for both runs, so that they share one compiled burn
+    build=(--release -p dino-tests --features tch,wgpu)
     DINO_TEST_DEVICE=libtorch cargo test "${build[@]}" --test reference --test model \
         --test training_vs_pytorch "$@"
     SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json

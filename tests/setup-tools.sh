@@ -76,19 +76,17 @@ NIGHTLY="${DINO_NIGHTLY:-nightly-2026-05-20}"
 [ -d "$(rustup run "$NIGHTLY" rustc --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ||
     t rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
 # Built for speed of building, not of running (they process one file per test run): no LTO
-# (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1 for wasm-bindgen
-# (it rewrites multi-megabyte .wasm files), 0 for trunk (it only runs cargo and wasm-bindgen).
+# (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1.
 quick_install() {
-    local opt=$1; shift
     CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt" t cargo install "$@" --force --quiet
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 t cargo install "$@" --force --quiet
 }
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WB_VER" ]; then
     # no --locked: its lockfile pins a webpki-roots version the registry mirror lacks
-    quick_install 1 wasm-bindgen-cli --version "$WB_VER"
+    quick_install wasm-bindgen-cli --version "$WB_VER"
 fi
 if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VER" ]; then
-    quick_install 0 trunk --version "$TRUNK_VER" --locked
+    quick_install trunk --version "$TRUNK_VER" --locked
 fi
 if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node_modules/.bin/wasm-opt" ]; then
     mkdir -p "$NPM_TOOLS"
