@@ -15,23 +15,18 @@ start=$SECONDS
 part() { echo "=== run-all [$((SECONDS - start)) s] $*"; }
 part "installing what is missing"
 bash tests/setup-tools.sh
+# the one feature set of every native build below (TEST_FEATURES: why in tests/features.sh)
+source tests/features.sh
 part "the workspace's tests"
-cargo test --release --workspace "$@"
-part "MPI"
-# training across processes on MPI (mpirun -np 2) equals one process with two parts
-cargo test --release -p dino-native --features mpi --test mpi "$@"
-# the PyTorch fixtures (forward, attention, training iterations) on the two other backends, one
-# build for both: LibTorch's CPU kernels (the backend of `--device cuda` in a `--features tch`
-# build; LibTorch from tests/setup-libtorch.sh), and the GPU path (CubeCL's kernels through
-# wgpu as WGSL) on Chromium's SwiftShader Vulkan, a CPU adapter (CubeCL's own SPIR-V, the
-# `vulkan` feature, multiplies wrongly there: bench/results/gpu/device_ops_swiftshader.txt)
-part "the PyTorch fixtures on LibTorch and on wgpu (SwiftShader)"
+# (among them training across processes on MPI: mpirun -np 2 equals one process with two parts)
+cargo test --release "${TEST_FEATURES[@]}" "$@"
+# the PyTorch fixtures (forward, attention, training iterations) on the GPU path, with the test
+# binaries built above: CubeCL's kernels through wgpu as WGSL on Chromium's SwiftShader Vulkan, a
+# CPU adapter (CubeCL's own SPIR-V, the `vulkan` feature, multiplies wrongly there:
+# bench/results/gpu/device_ops_swiftshader.txt). (LibTorch's kernels: tests/features.sh.)
+part "the PyTorch fixtures on wgpu (SwiftShader)"
 (
-    source tests/setup-libtorch.sh
-    # one feature set for both runs, so that they share one compiled burn
-    build=(--release -p dino-tests --features tch,wgpu)
-    DINO_TEST_DEVICE=libtorch cargo test "${build[@]}" --test reference --test model \
-        --test training_vs_pytorch "$@"
+    build=(--release "${TEST_FEATURES[@]}")
     SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json
     [ -f "$SWIFTSHADER" ] || { echo "no SwiftShader ($SWIFTSHADER, Debian chromium-common)"; exit 1; }
     # a software adapter runs a ViT-S forward in seconds and compiles every kernel shape anew:

@@ -11,11 +11,20 @@
 #   - the pinned nightly toolchain with rust-src that the browser package's threads build
 #     rebuilds std with (minimal profile);
 #   - from npm, playwright-core and binaryen (wasm-opt) in ~/.cache/dino-rs/npm-tools;
-#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test;
-#   - LibTorch 2.11.0's headers and CPU libraries from the PyTorch wheel on PyPI, for the
-#     `tch` feature's tests (tests/setup-libtorch.sh, ~/.cache/dino-rs/libtorch-2.11.0).
+#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev for the `mpi` feature's test.
 # Needs apt (as root or with sudo), rustup and cargo.
+#
+#   bash tests/setup-tools.sh           # everything
+#   bash tests/setup-tools.sh --build   # only what the native build of the test feature set
+#                                       # (tests/features.sh) compiles against: g++, Open MPI,
+#                                       # libclang (.ci/run, before its build)
 set -euo pipefail
+BUILD_ONLY=0
+case "${1:-}" in
+    --build) BUILD_ONLY=1 ;;
+    "") ;;
+    *) echo "usage: bash tests/setup-tools.sh [--build]" >&2; exit 2 ;;
+esac
 WB_VER=0.2.130      # must equal wasm-bindgen in Cargo.lock
 TRUNK_VER=0.21.14   # 0.22 needs a newer rustc
 CACHE="$HOME/.cache/dino-rs"
@@ -36,16 +45,9 @@ apt_install() {
 }
 mkdir -p "$CACHE"
 
+# What the native build compiles against.
 # dino-native compiles USearch (C++) for the approximate nearest-neighbour search
 command -v c++ >/dev/null || apt_install g++
-command -v ffmpeg >/dev/null || apt_install ffmpeg
-command -v chromium >/dev/null || apt_install chromium
-command -v chromedriver >/dev/null || apt_install chromium-driver
-# the GPU code path's tests run on Chromium's SwiftShader Vulkan (chromium-common ships it);
-# wgpu opens it through the Vulkan loader
-ldconfig -p | grep -q 'libvulkan\.so\.1' || apt_install libvulkan1
-command -v node >/dev/null || apt_install nodejs
-command -v npm >/dev/null || apt_install npm
 # multi-process training (dino-native's `mpi` feature): Open MPI, its headers, libclang for
 # the bindings
 command -v mpirun >/dev/null || apt_install openmpi-bin
@@ -55,6 +57,17 @@ pkg-config --exists ompi-c 2>/dev/null || [ -e /usr/lib/x86_64-linux-gnu/openmpi
 # bindgen needs libclang.so (not only a versioned libclang.so.1) and clang's own headers
 { compgen -G '/usr/lib/llvm-*/lib/libclang.so' && compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h'; } >/dev/null ||
     apt_install libclang-dev
+
+[ "$BUILD_ONLY" = 1 ] && exit 0
+
+command -v ffmpeg >/dev/null || apt_install ffmpeg
+command -v chromium >/dev/null || apt_install chromium
+command -v chromedriver >/dev/null || apt_install chromium-driver
+# the GPU code path's tests run on Chromium's SwiftShader Vulkan (chromium-common ships it);
+# wgpu opens it through the Vulkan loader
+ldconfig -p | grep -q 'libvulkan\.so\.1' || apt_install libvulkan1
+command -v node >/dev/null || apt_install nodejs
+command -v npm >/dev/null || apt_install npm
 
 # Real footage for the video tests: only vtest.avi is unpacked from the opencv-doc package.
 if [ ! -s "$VTEST" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
@@ -76,23 +89,29 @@ NIGHTLY="${DINO_NIGHTLY:-nightly-2026-05-20}"
 [ -d "$(rustup run "$NIGHTLY" rustc --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ||
     t rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
 # Built for speed of building, not of running (they process one file per test run): no LTO
-# (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1.
+# (trunk's own profile asks for fat LTO in one codegen unit), opt-level 1 for wasm-bindgen (it
+# rewrites multi-megabyte .wasm files), 0 for trunk (it only runs cargo and wasm-bindgen); no
+# TLS (the default features compile rustls and ring; the tests reach only localhost, trunk runs
+# offline); in cargo's own temporary target directory, not the workspace's CARGO_TARGET_DIR (on
+# that one, cargo install waits for the workspace build's lock instead of compiling beside it),
+# without CI's lint wrapper (.ci/run).
 quick_install() {
-    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 t cargo install "$@" --force --quiet
+    local opt=$1; shift
+    t env -u CARGO_TARGET_DIR -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+        CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt" cargo install "$@" --no-default-features --force --quiet
 }
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WB_VER" ]; then
     # no --locked: its lockfile pins a webpki-roots version the registry mirror lacks
-    quick_install wasm-bindgen-cli --version "$WB_VER"
+    quick_install 1 wasm-bindgen-cli --version "$WB_VER"
 fi
 if [ "$(trunk --version 2>/dev/null | cut -d' ' -f2)" != "$TRUNK_VER" ]; then
-    quick_install trunk --version "$TRUNK_VER" --locked
+    quick_install 0 trunk --version "$TRUNK_VER" --locked
 fi
 if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node_modules/.bin/wasm-opt" ]; then
     mkdir -p "$NPM_TOOLS"
     t npm --prefix "$NPM_TOOLS" install --no-audit --no-fund --silent \
         playwright-core@1.65.1 binaryen@132.0.0
 fi
-bash "$(dirname "$0")/setup-libtorch.sh" >/dev/null
 ffmpeg -version | head -1; chromium --version; chromedriver --version | head -1
 node --version; npm --version; wasm-bindgen --version; trunk --version; ls -l "$VTEST" 2>/dev/null || true

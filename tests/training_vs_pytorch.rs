@@ -102,12 +102,9 @@ struct Replay {
 impl Replay {
     fn new(fx: &Fixture, vit: &VitConfig, head: &HeadConfig, kind: OptimizerKind) -> Self {
         let dev = device();
-        let init = |d: &burn::tensor::Device| {
-            DinoNet::from_state_dict(vit, head, fx.prefixed("init."), d).unwrap()
-        };
         Self {
-            student: init(&dev.clone().autodiff()),
-            teacher: init(&dev),
+            student: fixture_net(fx, vit, head, &dev.clone().autodiff()),
+            teacher: fixture_net(fx, vit, head, &dev),
             loss_fn: DinoLoss::new(head.out_dim, 4, &dev),
             opt: DinoOptimizer::new(kind),
             run: Run::new(fx, &dev),
@@ -537,12 +534,20 @@ fn fixture_trainer(
     dev: &burn::tensor::Device,
 ) -> Result<Trainer, String> {
     let (vit, head) = configs(fx);
-    let net = |d: &burn::tensor::Device| {
-        DinoNet::from_state_dict(&vit, &head, fx.prefixed("init."), d).unwrap()
-    };
-    let student = net(&cfg.student_device(dev));
-    Trainer::from_parts(cfg.clone(), student, Some(net(dev)), fx.u("niter"), dev)
+    let student = fixture_net(fx, &vit, &head, &cfg.student_device(dev));
+    let teacher = fixture_net(fx, &vit, &head, dev);
+    Trainer::from_parts(cfg.clone(), student, Some(teacher), fx.u("niter"), dev)
         .map_err(|e| e.to_string())
+}
+
+/// The fixture's initial network (`init.*`, the student's and the teacher's) on `dev`.
+fn fixture_net(
+    fx: &Fixture,
+    vit: &VitConfig,
+    head: &HeadConfig,
+    dev: &burn::tensor::Device,
+) -> DinoNet {
+    DinoNet::from_state_dict(vit, head, fx.prefixed("init."), dev).unwrap()
 }
 
 /// The fixture's crops as one global batch.

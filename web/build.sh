@@ -54,8 +54,10 @@ if [ "$THREADS" = 1 ]; then
     # storage exports wasm-bindgen's thread support initialises each worker with)
     LINK="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls"
     LINK="$LINK --export=__tls_size --export=__tls_align --export=__tls_base"
+    # (without a rustc wrapper of the stable toolchain: CI's clippy-driver, .ci/run, cannot
+    # drive the nightly's compiler)
     RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals $(printf -- ' -C link-arg=%s' $LINK)" \
-        CARGO_TARGET_DIR="$TARGET_DIR" cargo "+$NIGHTLY" build -p dino-web --target wasm32-unknown-unknown \
+        CARGO_TARGET_DIR="$TARGET_DIR" env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo "+$NIGHTLY" build -p dino-web --target wasm32-unknown-unknown \
         --profile wasm-release --locked "${FEATURES[@]}" -Z build-std=panic_abort,std
     OPT_FEATURES+=(--enable-threads)
 else
