@@ -53,8 +53,8 @@ struct Args {
     /// HNSW neighbours per node (M), the same for every library.
     #[arg(long, default_value_t = 16)]
     connectivity: usize,
-    /// HNSW efConstruction, the same for every library.
-    #[arg(long, default_value_t = 128)]
+    /// HNSW efConstruction, the same for every library (`dino`'s default).
+    #[arg(long, default_value_t = 256)]
     expansion_add: usize,
     /// HNSW ef at search time, the same for every library.
     #[arg(long, default_value_t = 64)]

@@ -65,7 +65,7 @@ impl Default for HnswSettings {
         HnswSettings {
             quantization: Quantization::F16,
             connectivity: 16,
-            expansion_add: 128,
+            expansion_add: 256,
             expansion_search: 64,
         }
     }

@@ -61,8 +61,10 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 16)]
     pub connectivity: usize,
     /// HNSW candidates examined per insertion (efConstruction): more build a better graph,
-    /// slower.
-    #[arg(long, default_value_t = 128)]
+    /// slower to build and faster to search (256 against 128 at 1M descriptors: recall@10
+    /// 0.997 against 0.990, +40-130 s of build, a third less time per query). Another value
+    /// builds a new graph.
+    #[arg(long, default_value_t = 256)]
     pub expansion_add: usize,
     /// HNSW candidates examined per query (ef): more raise recall, slower queries (at least
     /// the candidates asked for are examined). Search-time only: a saved graph is reused
