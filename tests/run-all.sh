@@ -26,7 +26,6 @@ cargo test --release "${TEST_FEATURES[@]}" "$@"
 # bench/results/gpu/device_ops_swiftshader.txt). (LibTorch's kernels: tests/features.sh.)
 part "the PyTorch fixtures on wgpu (SwiftShader)"
 (
-    build=(--release "${TEST_FEATURES[@]}")
     SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json
     [ -f "$SWIFTSHADER" ] || { echo "no SwiftShader ($SWIFTSHADER, Debian chromium-common)"; exit 1; }
     # a software adapter runs a ViT-S forward in seconds and compiles every kernel shape anew:
@@ -34,7 +33,7 @@ part "the PyTorch fixtures on wgpu (SwiftShader)"
     # head, the trainer with parts and accumulation, bf16 refused), not every weight format
     # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device)
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test "${build[@]}" --test reference --test training_vs_pytorch "$@" \
+        cargo test --release "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
 )
 part "crash-safety soak"
