@@ -71,6 +71,21 @@ impl Default for HnswSettings {
     }
 }
 
+/// The settings that shape the graph, as the flags that set them (for the messages that say
+/// why a saved graph is rebuilt).
+impl std::fmt::Display for HnswSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = clap::ValueEnum::to_possible_value(&self.quantization)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        write!(
+            f,
+            "--quantization {q} --connectivity {} --expansion-add {}",
+            self.connectivity, self.expansion_add
+        )
+    }
+}
+
 impl HnswSettings {
     /// Whether a graph built with `self` is the graph `other` would build: the search-time
     /// expansion (ef) is not part of it, so a saved graph serves any ef without a rebuild.

@@ -386,8 +386,15 @@ impl Searcher {
             .with_context(|| format!("{}: not an index description", side.display()))?;
         anyhow::ensure!(s.space == space, "the saved index holds other descriptors");
         anyhow::ensure!(
-            s.settings.builds_same_graph(&settings) && s.dim == dim,
-            "the saved index has other settings"
+            s.settings.builds_same_graph(&settings),
+            "the saved index was built with {}, this run asks for {}",
+            s.settings,
+            settings
+        );
+        anyhow::ensure!(
+            s.dim == dim,
+            "the saved index holds {}-d descriptors, these are {dim}-d",
+            s.dim
         );
         let saved_dims = match &s.projection {
             Some(p) => {

@@ -905,7 +905,10 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
     assert_eq!(r["search"]["added"], 55);
     assert_same_pairs(&pairs, &read_pairs(&hnsw));
     let (log, r) = run("hnsw", &hnsw, &["--quantization", "f16"]);
-    assert!(log.contains("other settings"), "{log}");
+    assert!(
+        log.contains("built with --quantization i8") && log.contains("asks for --quantization f16"),
+        "{log}"
+    );
     assert_eq!(r["search"]["kind"], "hnsw-f16");
     assert_same_pairs(&pairs, &read_pairs(&hnsw));
     // the graph on 16 principal components: the same pairs (the candidates are rescored
@@ -952,6 +955,19 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
         "{log}"
     );
     assert_eq!(r["search"]["graph_dims"], 256);
+    assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // another efConstruction builds another graph, and says which settings differ
+    let (log, r) = run(
+        "hnsw",
+        &hnsw,
+        &["--graph-dims", "0", "--expansion-add", "64"],
+    );
+    assert!(
+        log.contains("--expansion-add 256, this run asks for")
+            && log.contains("--expansion-add 64"),
+        "{log}"
+    );
+    assert_eq!(r["search"]["added"], 55);
     assert_same_pairs(&pairs, &read_pairs(&hnsw));
     // auto: exact below the size
     let (_, r) = run("auto", &hnsw, &[]);
