@@ -51,13 +51,13 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,f16,i8")]
     quantization: Vec<Quantization>,
     /// HNSW neighbours per node (M), the same for every library.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = HnswSettings::default().connectivity)]
     connectivity: usize,
     /// HNSW efConstruction, the same for every library (`dino`'s default).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = HnswSettings::default().expansion_add)]
     expansion_add: usize,
     /// HNSW ef at search time, the same for every library.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = HnswSettings::default().expansion_search)]
     expansion_search: usize,
     /// USearch: the graph on the rows' top principal components, this many (0: the full
     /// rows); candidates are rescored with the full rows. Several values: one row each.

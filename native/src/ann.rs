@@ -75,13 +75,12 @@ impl Default for HnswSettings {
 /// why a saved graph is rebuilt).
 impl std::fmt::Display for HnswSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = clap::ValueEnum::to_possible_value(&self.quantization)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
         write!(
             f,
-            "--quantization {q} --connectivity {} --expansion-add {}",
-            self.connectivity, self.expansion_add
+            "--quantization {} --connectivity {} --expansion-add {}",
+            crate::choice_name(&self.quantization),
+            self.connectivity,
+            self.expansion_add
         )
     }
 }

@@ -58,18 +58,18 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = Quantization::I8)]
     pub quantization: Quantization,
     /// HNSW links per node (M): more raise recall and memory.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = HnswSettings::default().connectivity)]
     pub connectivity: usize,
     /// HNSW candidates examined per insertion (efConstruction): more build a better graph,
     /// slower to build and faster to search (256 against 128 at 1M descriptors: recall@10
     /// 0.997 against 0.990, +40-130 s of build, a third less time per query). Another value
     /// builds a new graph.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = HnswSettings::default().expansion_add)]
     pub expansion_add: usize,
     /// HNSW candidates examined per query (ef): more raise recall, slower queries (at least
     /// the candidates asked for are examined). Search-time only: a saved graph is reused
     /// with any value.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = HnswSettings::default().expansion_search)]
     pub expansion_search: usize,
     /// The HNSW graph is built on the descriptors' top principal components, this many
     /// (fitted on 20k evenly spaced rows, saved with the index); 0 builds it on the full
