@@ -62,7 +62,7 @@ pub struct SearchArgs {
     pub connectivity: usize,
     /// HNSW candidates examined per insertion (efConstruction): more build a better graph,
     /// slower to build and faster to search (256 against 128 at 1M descriptors: recall@10
-    /// 0.997 against 0.990, +40-130 s of build, a third less time per query). Another value
+    /// 0.997 against 0.990, a third less time per query, 1.1-1.5x the build time). Another value
     /// builds a new graph.
     #[arg(long, default_value_t = HnswSettings::default().expansion_add)]
     pub expansion_add: usize,
