@@ -132,6 +132,30 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// `q . r` and `r . r` in one pass over `r`, summed in 16 independent lanes so the compiler
+/// vectorises both (a single running sum is a chain of dependent additions). The rescoring
+/// of a 1M self-search reads 60 random rows of 6 KB per query, 370 GB in all, so memory
+/// bounds it either way: 55-58 s against 59 s for the running sums on the 2-core Xeon, 12%
+/// less when the rows sit in cache.
+fn dot_and_square(q: &[f32], r: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let (qc, qt) = q.as_chunks::<LANES>();
+    let (rc, rt) = r.as_chunks::<LANES>();
+    let (mut qr, mut rr) = ([0f32; LANES], [0f32; LANES]);
+    for (a, b) in qc.iter().zip(rc) {
+        for j in 0..LANES {
+            qr[j] += a[j] * b[j];
+            rr[j] += b[j] * b[j];
+        }
+    }
+    let (mut dot, mut square) = (qr.iter().sum::<f32>(), rr.iter().sum::<f32>());
+    for (a, b) in qt.iter().zip(rt) {
+        dot += a * b;
+        square += b * b;
+    }
+    (dot, square)
+}
+
 /// The `k` of `candidates` (indexes of rows of `rows`, `dim` wide) most similar to `query`
 /// by their exact cosine similarity, most similar first (ties by index): how the graph's
 /// proposals, found on quantised or projected rows, become exact results. Rows need not be
@@ -143,16 +167,12 @@ pub fn rescore(
     dim: usize,
     k: usize,
 ) -> Vec<dino_core::features::search::Neighbour> {
-    let qq: f32 = query.iter().map(|v| v * v).sum();
+    let (_, qq) = dot_and_square(query, query);
     let mut found: Vec<_> = candidates
         .into_iter()
         .map(|index| {
             let r = &rows[index * dim..(index + 1) * dim];
-            let (mut qr, mut rr) = (0f32, 0f32);
-            for (a, b) in query.iter().zip(r) {
-                qr += a * b;
-                rr += b * b;
-            }
+            let (qr, rr) = dot_and_square(query, r);
             let norm = (qq * rr).sqrt();
             let score = if norm > 0.0 { qr / norm } else { 0.0 };
             dino_core::features::search::Neighbour { index, score }
@@ -466,6 +486,23 @@ mod tests {
         assert!(HnswIndex::load(&p, d + 1, settings).unwrap().is_none());
         std::fs::write(&p, b"not an index").unwrap();
         assert!(HnswIndex::load(&p, d, settings).is_err());
+    }
+
+    #[test]
+    fn dot_and_square_sum_every_dimension() {
+        // widths below, at and beyond the 16 lanes, with a tail
+        for d in [1, 15, 16, 37, 1536] {
+            let q: Vec<f32> = (0..d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+            let r: Vec<f32> = (0..d).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+            let dot: f64 = q.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let square: f64 = r.iter().map(|b| *b as f64 * *b as f64).sum();
+            let (got_dot, got_square) = dot_and_square(&q, &r);
+            assert!(
+                (got_dot as f64 - dot).abs() <= 1e-4 * (1.0 + dot.abs()),
+                "{d}"
+            );
+            assert!((got_square as f64 - square).abs() <= 1e-4 * square, "{d}");
+        }
     }
 
     #[test]

@@ -863,8 +863,21 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
         pairs.len()
     );
     assert_same_pairs(&pairs, &read_pairs(&hnsw));
+    // where the time went: a first run inserts and writes, reads nothing
+    let secs = |r: &serde_json::Value, part: &str| r["search"]["seconds"][part].as_f64().unwrap();
+    assert!(secs(&r, "insert") > 0.0 && secs(&r, "save") > 0.0 && secs(&r, "load") < 0.1);
+    assert!(
+        log.contains("inserted ") && log.contains(" s, written "),
+        "{log}"
+    );
+    let (index_s, neighbours_s) = (
+        r["seconds"]["index"].as_f64().unwrap(),
+        r["seconds"]["neighbours"].as_f64().unwrap(),
+    );
+    assert!(index_s >= secs(&r, "insert") && neighbours_s > 0.0);
+    assert!(r["seconds"]["search"].as_f64().unwrap() >= index_s + neighbours_s);
     // a second run reads the saved index and inserts nothing
-    let (_, r) = run("hnsw", &hnsw, &[]);
+    let (log, r) = run("hnsw", &hnsw, &[]);
     assert_eq!(
         (
             &r["search"]["kept"],
@@ -873,6 +886,8 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
         ),
         (&55.into(), &0.into(), &0.into())
     );
+    assert!(secs(&r, "load") > 0.0 && secs(&r, "fit") == 0.0, "{log}");
+    assert!(log.contains("; read ") && !log.contains("written"), "{log}");
     // the folder changes: one new image, one removed, one rewritten
     let ph = photos();
     transformed(&ph[7], 1, &data.join("new_t1.png"));

@@ -258,7 +258,9 @@ fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
     )?;
     search_report.print(saved.as_deref());
     let search_kind = search_report.kind.clone();
+    let index_s = t1.elapsed().as_secs_f64();
     let neighbours = searcher.search(&rows, args.k, true, &rows)?;
+    let neighbours_s = t1.elapsed().as_secs_f64() - index_s;
     drop(searcher);
     let pairs = groups::pairs_above(&neighbours, args.threshold);
     // what the threshold cuts: the distribution of each image's best match
@@ -302,7 +304,8 @@ fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
             "min_score": g.min_score,
             "files": g.members.iter().map(|&i| paths[i]).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "seconds": {"features": features_s, "search": search_s},
+        "seconds": {"features": features_s, "search": search_s, "index": index_s,
+            "neighbours": neighbours_s},
     });
     std::fs::write(
         args.out.join("report.json"),
@@ -345,7 +348,7 @@ fn run_on(args: &Args, ranks: &Ranks) -> anyhow::Result<()> {
         );
     }
     println!(
-        "features {features_s:.1} s, {} search {search_s:.2} s; wrote {}/{{report.json,pairs.csv,groups.csv,groups.png,groups.html}}",
+        "features {features_s:.1} s, {} search {search_s:.2} s (index {index_s:.1} s, neighbours {neighbours_s:.1} s); wrote {}/{{report.json,pairs.csv,groups.csv,groups.png,groups.html}}",
         search_kind,
         args.out.display()
     );
