@@ -36,9 +36,9 @@ pub enum SearchKind {
     /// Every pair compared: exact, time grows with the square of the collection (100k
     /// images: minutes; 1M: hours).
     Exact,
-    /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k descriptors, 0.99
-    /// at 1M, 0.97 at 3M and 0.90 at 10M with the default settings (BENCHMARKS.md); far
-    /// faster than exact at scale.
+    /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k descriptors, 0.997
+    /// at 1M and 0.983 at 3M with the default settings (0.90 at 10M with --expansion-add
+    /// 128; BENCHMARKS.md); far faster than exact at scale.
     Hnsw,
 }
 
@@ -55,7 +55,7 @@ pub struct SearchArgs {
     /// 128 dimensions: a 280 MB file, 530 MB while building), as fast as any and within
     /// 0.2% of f32's recall at 100k; f16 and f32 take 2x and 4x the memory and build
     /// slower.
-    #[arg(long, value_enum, default_value_t = Quantization::I8)]
+    #[arg(long, value_enum, default_value_t = HnswSettings::default().quantization)]
     pub quantization: Quantization,
     /// HNSW links per node (M): more raise recall and memory.
     #[arg(long, default_value_t = HnswSettings::default().connectivity)]
