@@ -309,7 +309,9 @@ impl Searcher {
             },
             None => None,
         };
-        report.seconds.load = clock.elapsed().as_secs_f64();
+        if saved.is_some() {
+            report.seconds.load = clock.elapsed().as_secs_f64();
+        }
         let (index, projection, old) = match found {
             Some((index, side)) => (index, side.projection.clone(), Some(side)),
             None => {

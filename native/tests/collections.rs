@@ -989,6 +989,29 @@ fn hnsw_index_finds_the_exact_pairs_and_follows_the_folder() {
     assert_eq!(r["search"]["kind"], "exact");
     let (_, r) = run("auto", &hnsw, &["--hnsw-above", "10"]);
     assert_eq!(r["search"]["kind"], "hnsw-i8");
+    // without --index-file the graph lives in memory: nothing read or written
+    let unsaved = tmp.path().join("unsaved");
+    let log = ok(&[
+        "dedup",
+        "-w",
+        &w,
+        s(&data),
+        "--out",
+        s(&unsaved),
+        "--resize",
+        "224x224",
+        "--show",
+        "0",
+        "--search",
+        "hnsw",
+    ]);
+    let r = read_json(&unsaved.join("report.json"));
+    assert!(secs(&r, "insert") > 0.0, "{log}");
+    assert!(secs(&r, "load") == 0.0 && secs(&r, "save") == 0.0, "{log}");
+    assert!(
+        log.contains("HNSW index in memory") && !log.contains("; read "),
+        "{log}"
+    );
     fails(&[
         "dedup",
         "-w",
