@@ -23,6 +23,7 @@ use clap::Parser;
 use dino_core::cpu::matmul::{Epilogue, matmul};
 use dino_core::features::{l2_normalize, search::Index};
 use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore};
+use dino_native::ann_order::similar_together;
 use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use dino_native::npy;
 use rand::Rng;
@@ -106,6 +107,34 @@ struct Args {
     /// Seed of the synthetic descriptors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// USearch on PCA rows: the order rows are inserted in (`cells`: similar rows together,
+    /// as `dino` inserts many rows; `file`: as they come).
+    #[arg(long, value_enum, default_value_t = Order::Cells)]
+    insert_order: Order,
+    /// USearch on PCA rows: the order of the full self-search's queries (`cells`: as `dino
+    /// dedup` takes them).
+    #[arg(long, value_enum, default_value_t = Order::Cells)]
+    search_order: Order,
+}
+
+/// An order of the rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Order {
+    /// As they come.
+    File,
+    /// Similar rows together (`dino_native::ann_order`).
+    Cells,
+}
+
+/// The rows (of `gd`, as the graph sees them) listed as `dino` orders them (similar rows
+/// together), the time it took printed.
+fn cell_order(what: &str, graph_rows: &[f32], gd: usize) -> anyhow::Result<Vec<usize>> {
+    let n = graph_rows.len() / gd;
+    let t = Instant::now();
+    let order = similar_together(n, gd, |ids| Ok(gather(graph_rows, gd, ids)))?
+        .unwrap_or_else(|| (0..n).collect());
+    eprintln!("{what} order: {:.1} s", t.elapsed().as_secs_f64());
+    Ok(order)
 }
 
 /// Rows generated at a time (each block from its own seed, so any block can be made again
@@ -409,7 +438,13 @@ fn usearch_row(
         );
     }
     let index = HnswIndex::new(gd, settings)?;
-    index.add(&keys, graph_rows, &|_| {})?;
+    if args.insert_order == Order::Cells && graph_dims > 0 {
+        let order = cell_order("insertion", graph_rows, gd)?;
+        let ks: Vec<u64> = order.iter().map(|&i| i as u64).collect();
+        index.add(&ks, &gather(graph_rows, gd, &order), &|_| {})?;
+    } else {
+        index.add(&keys, graph_rows, &|_| {})?;
+    }
     let build_s = t.elapsed().as_secs_f64();
     eprintln!("USearch SIMD: {}", index.hardware_acceleration());
     let memory = rss()
@@ -455,8 +490,22 @@ fn usearch_row(
     }
     index.set_expansion_search(args.expansion_search);
     let full_s = full_time(args.full, build_s, || {
-        let hits = index.search(graph_rows, cands, Some(&keys), &|_| {})?;
-        let _ = rescored(rows, hits);
+        if args.search_order == Order::Cells && graph_dims > 0 {
+            let order = cell_order("search", graph_rows, gd)?;
+            let ks: Vec<u64> = order.iter().map(|&i| i as u64).collect();
+            for part in order.chunks(32_768).zip(ks.chunks(32_768)) {
+                let hits = index.search(
+                    &gather(graph_rows, gd, part.0),
+                    cands,
+                    Some(part.1),
+                    &|_| {},
+                )?;
+                let _ = rescored(&gather(rows, dim, part.0), hits);
+            }
+        } else {
+            let hits = index.search(graph_rows, cands, Some(&keys), &|_| {})?;
+            let _ = rescored(rows, hits);
+        }
         Ok(())
     })?;
     let file_mb = saved_mb(&index, args, n)?;
@@ -466,7 +515,19 @@ fn usearch_row(
             usearch::version(),
             dino_native::choice_name(&q),
             if graph_dims > 0 {
-                format!(" on PCA-{graph_dims}, {cands} rescored")
+                let order = |o: Order| match o {
+                    Order::Cells => "by cell",
+                    Order::File => "in file order",
+                };
+                format!(
+                    " on PCA-{graph_dims}, {cands} rescored, inserted {}{}",
+                    order(args.insert_order),
+                    if args.full {
+                        format!(", searched {}", order(args.search_order))
+                    } else {
+                        String::new()
+                    }
+                )
             } else {
                 String::new()
             }
@@ -487,7 +548,8 @@ fn usearch_row(
 /// (fitted on evenly spaced blocks), added, and dropped; only the graph's rows stay. A second
 /// pass makes the rows again for the exact ground truth of the sampled queries and for the
 /// full rows of their candidates (rescored as `dino dedup` does). The time of making rows is
-/// left out of the build time. The full self-search, when asked, times the graph's search of
+/// left out of the build time. Rows go in as they are made (file order: `--insert-order` and
+/// `--search-order` do not apply). The full self-search, when asked, times the graph's search of
 /// every row alone: the rows to rescore with are gone (at 1M rescoring was a few percent of
 /// it).
 fn streamed_row(

@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod ann;
+pub mod ann_order;
 pub mod ann_projection;
 pub mod backend;
 pub mod gpu_kernels;
