@@ -350,7 +350,10 @@ impl Searcher {
             },
             None => None,
         };
-        if saved.is_some() {
+        // a first run only looked for the file: no read to report
+        if let Some((path, _)) = saved
+            && path.exists()
+        {
             report.seconds.load = clock.elapsed().as_secs_f64();
         }
         let (index, projection, old) = match found {
