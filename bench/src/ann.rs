@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::Parser;
 use dino_core::cpu::matmul::{Epilogue, matmul};
 use dino_core::features::{l2_normalize, search::Index};
-use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore};
+use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore, rows_at};
 use dino_native::ann_order::similar_together;
 use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use dino_native::npy;
@@ -131,7 +131,7 @@ enum Order {
 fn cell_order(what: &str, graph_rows: &[f32], gd: usize) -> anyhow::Result<Vec<usize>> {
     let n = graph_rows.len() / gd;
     let t = Instant::now();
-    let order = similar_together(n, gd, |ids| Ok(gather(graph_rows, gd, ids)))?
+    let order = similar_together(n, gd, |ids| Ok(rows_at(graph_rows, gd, ids)))?
         .unwrap_or_else(|| (0..n).collect());
     eprintln!("{what} order: {:.1} s", t.elapsed().as_secs_f64());
     Ok(order)
@@ -249,13 +249,6 @@ fn synthetic(n: usize, dim: usize, latent: usize, seed: u64) -> Vec<f32> {
     Synthetic::new(n, dim, latent, seed).rows(0, n)
 }
 
-/// The rows `ids` of `rows`, one after another.
-fn gather(rows: &[f32], dim: usize, ids: &[usize]) -> Vec<f32> {
-    ids.iter()
-        .flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied())
-        .collect()
-}
-
 /// The time of a full self-search (`search`) plus the build's, when `run`.
 fn full_time(
     run: bool,
@@ -274,7 +267,7 @@ fn full_time(
 /// collection so that memory stays bounded.
 fn exact_top_k(rows: &[f32], dim: usize, queries: &[usize], k: usize) -> Vec<Vec<(u64, f32)>> {
     let n = rows.len() / dim;
-    let q: Vec<f32> = gather(rows, dim, queries);
+    let q: Vec<f32> = rows_at(rows, dim, queries);
     let mut best: Vec<Vec<(u64, f32)>> = vec![Vec::new(); queries.len()];
     let block = 100_000;
     for start in (0..n).step_by(block) {
@@ -441,7 +434,7 @@ fn usearch_row(
     if args.insert_order == Order::Cells && graph_dims > 0 {
         let order = cell_order("insertion", graph_rows, gd)?;
         let ks: Vec<u64> = order.iter().map(|&i| i as u64).collect();
-        index.add(&ks, &gather(graph_rows, gd, &order), &|_| {})?;
+        index.add(&ks, &rows_at(graph_rows, gd, &order), &|_| {})?;
     } else {
         index.add(&keys, graph_rows, &|_| {})?;
     }
@@ -450,8 +443,8 @@ fn usearch_row(
     let memory = rss()
         .saturating_sub(before)
         .max(index.memory_usage() as u64);
-    let qrows: Vec<f32> = gather(rows, dim, sample);
-    let gq: Vec<f32> = gather(graph_rows, gd, sample);
+    let qrows: Vec<f32> = rows_at(rows, dim, sample);
+    let gq: Vec<f32> = rows_at(graph_rows, gd, sample);
     let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
     // as `dino dedup` / `retrieve` search: candidates from the graph, exact cosines from the
     // f32 rows choose the k kept
@@ -495,12 +488,12 @@ fn usearch_row(
             let ks: Vec<u64> = order.iter().map(|&i| i as u64).collect();
             for part in order.chunks(32_768).zip(ks.chunks(32_768)) {
                 let hits = index.search(
-                    &gather(graph_rows, gd, part.0),
+                    &rows_at(graph_rows, gd, part.0),
                     cands,
                     Some(part.1),
                     &|_| {},
                 )?;
-                let _ = rescored(&gather(rows, dim, part.0), hits);
+                let _ = rescored(&rows_at(rows, dim, part.0), hits);
             }
         } else {
             let hits = index.search(graph_rows, cands, Some(&keys), &|_| {})?;
@@ -616,7 +609,7 @@ fn streamed_row(
         .saturating_sub(before)
         .max(index.memory_usage() as u64);
     // the sampled queries: the graph's search, and the candidates to rescore
-    let gq: Vec<f32> = gather(&graph_rows, gd, sample);
+    let gq: Vec<f32> = rows_at(&graph_rows, gd, sample);
     let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
     let t = Instant::now();
     let hits = index.search(&gq, args.k, Some(&own), &|_| {})?;
@@ -785,7 +778,7 @@ fn exact_row(
     let index = Index::new(rows, dim)?;
     let build_s = t.elapsed().as_secs_f64();
     let memory = rss().saturating_sub(before);
-    let qrows: Vec<f32> = gather(rows, dim, sample);
+    let qrows: Vec<f32> = rows_at(rows, dim, sample);
     let t = Instant::now();
     let hits = index.search(&qrows, args.k + 1, false)?;
     let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;

@@ -183,6 +183,16 @@ pub fn rescore(
     found
 }
 
+/// The rows `ids` of `rows` (rows of `dim`), one after another: the rows an insertion, a
+/// search or a rescoring takes, in the order it takes them.
+pub fn rows_at(rows: &[f32], dim: usize, ids: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ids.len() * dim);
+    for &i in ids {
+        out.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
+    }
+    out
+}
+
 /// An HNSW index over L2-normalised rows.
 pub struct HnswIndex {
     inner: usearch::Index,

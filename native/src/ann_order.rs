@@ -195,10 +195,7 @@ mod tests {
         let asked = std::cell::Cell::new(0);
         let listed = similar_together(n, d, |ids| {
             asked.set(asked.get() + ids.len());
-            Ok(ids
-                .iter()
-                .flat_map(|&i| rows[i * d..(i + 1) * d].iter().copied())
-                .collect())
+            Ok(crate::ann::rows_at(&rows, d, ids))
         })
         .unwrap()
         .unwrap();

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dino_core::features::search::{Index, Neighbour};
-use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore};
+use dino_native::ann::{HnswIndex, HnswSettings, Quantization, rescore, rows_at};
 use dino_native::ann_order::similar_together;
 use dino_native::ann_projection::{FIT_SAMPLE, GraphProjection};
 use rayon::prelude::*;
@@ -261,15 +261,6 @@ const ADD_BLOCK: usize = 32_768;
 /// them cell by cell ([`cell_order`]).
 const ORDERED_FROM: usize = 20_000;
 
-/// The rows `ids` of `rows` (rows of `dim`), one after another.
-fn gather(rows: &[f32], dim: usize, ids: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(ids.len() * dim);
-    for &i in ids {
-        out.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
-    }
-    out
-}
-
 /// Whether the user left the cell order on (`DINO_CELL_ORDER=0` turns it off, to compare).
 fn ordered() -> bool {
     std::env::var("DINO_CELL_ORDER").map_or(true, |v| v != "0")
@@ -287,7 +278,7 @@ fn cell_order(
     let gd = projection.map_or(dim, |p| p.dims());
     let order = similar_together(ids.len(), gd, |positions| {
         let picked: Vec<usize> = positions.iter().map(|&p| ids[p]).collect();
-        let block = gather(rows, dim, &picked);
+        let block = rows_at(rows, dim, &picked);
         match projection {
             Some(p) => p.project(&block),
             None => Ok(normalized(&block, dim)),
@@ -419,10 +410,8 @@ impl Searcher {
             let pb = bar(fresh.len(), "indexing");
             for block in fresh.chunks(ADD_BLOCK) {
                 let ks: Vec<u64> = block.iter().map(|&(_, k)| k).collect();
-                let mut gathered = Vec::with_capacity(block.len() * dim);
-                for &(i, _) in block {
-                    gathered.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
-                }
+                let ids: Vec<usize> = block.iter().map(|&(i, _)| i).collect();
+                let gathered = rows_at(rows, dim, &ids);
                 let graph_rows = match &projection {
                     Some(p) => p.project(&gathered)?,
                     None => gathered,
@@ -617,7 +606,7 @@ impl Searcher {
                     let gathered: Vec<f32>;
                     let block = match picked {
                         Some(rows) => {
-                            gathered = gather(queries, d, rows);
+                            gathered = rows_at(queries, d, rows);
                             &gathered[..]
                         }
                         None => &queries[start * d..end * d],
