@@ -1,20 +1,22 @@
-//! The order in which a self-search visits its queries.
+//! The order in which many rows go into the HNSW graph, and many queries search it.
 //!
-//! A dedup searches the graph once per row. Each search reads a few hundred graph nodes and
-//! then the full rows of its candidates (6 KiB each at 1536 dimensions) from all over memory:
-//! at a million rows that is hundreds of gigabytes of random reads, and the search waits on
-//! memory, not arithmetic. Rows that are close visit nearly the same nodes and candidates,
-//! so when the queries come in an order where neighbours follow each other, most of those
-//! reads are already in the cache. [`Cells`] puts the rows into cells of similar rows
-//! (spherical k-means on a sample of the graph's rows, a few seconds) and [`by_cell`] lists
-//! the queries cell by cell. Only the order of the work changes: every query gets the same
-//! search and the same answer, in its own place.
+//! A first build inserts every row and a dedup then searches once per row. Each insertion or
+//! search reads a few hundred graph nodes (and a search then the full rows of its
+//! candidates, 6 KiB each at 1536 dimensions) from all over memory: at a million rows that
+//! is hundreds of gigabytes of random reads, and the work waits on memory, not arithmetic.
+//! Rows that are close visit nearly the same nodes and candidates, so when they come in an
+//! order where neighbours follow each other, most of those reads are already in the cache.
+//! [`similar_together`] puts the rows into cells of similar rows ([`Cells`]: spherical
+//! k-means on a sample of the graph's rows, a few seconds) and lists them cell by cell
+//! ([`by_cell`]). Only the order of the work changes: every query gets the same search and
+//! the same answer, in its own place; rows inserted among their own kind even get denser
+//! local links (a higher recall, BENCHMARKS.md).
 
 use dino_core::cpu::matmul::{Epilogue, matmul};
 
 /// Rows in a cell on average: its graph nodes and rows should stay in the caches while its
-/// queries run (1,000 rows of 6 KiB are 6 MiB).
-pub const ROWS_PER_CELL: usize = 1_000;
+/// rows are inserted or searched (1,000 rows of 6 KiB are 6 MiB).
+const ROWS_PER_CELL: usize = 1_000;
 
 /// Rows the cells are fitted on, per cell.
 const SAMPLE_PER_CELL: usize = 16;
@@ -90,10 +92,10 @@ impl Cells {
         let m = rows.len() / self.dims;
         let mut cells = Vec::with_capacity(m);
         // in blocks: the scores stay small
-        let block = (1 << 22) / self.count.max(1);
-        let mut scores = vec![0f32; block.max(1) * self.count];
+        let block = ((1 << 22) / self.count).max(1);
+        let mut scores = vec![0f32; block * self.count];
         let zero = vec![0f32; self.count];
-        for part in rows.chunks(block.max(1) * self.dims) {
+        for part in rows.chunks(block * self.dims) {
             let r = part.len() / self.dims;
             let s = &mut scores[..r * self.count];
             matmul(

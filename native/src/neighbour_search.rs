@@ -38,8 +38,8 @@ pub enum SearchKind {
     /// images: minutes; 1M: hours).
     Exact,
     /// Approximate (HNSW graph): recall@10 against exact 0.998 at 100k and at 1M
-    /// descriptors and 0.983 at 3M (rows inserted in file order) with the default settings (0.90 at 10M with --expansion-add
-    /// 128; BENCHMARKS.md); far faster than exact at scale.
+    /// descriptors and 0.983 at 3M (rows inserted in file order) with the default settings
+    /// (0.90 at 10M with --expansion-add 128; BENCHMARKS.md); far faster than exact at scale.
     Hnsw,
 }
 
