@@ -13,6 +13,18 @@ export const { chromium } = await import(path.join(tools, 'node_modules/playwrig
 // The headers that make a page cross-origin isolated (SharedArrayBuffer: WebAssembly threads).
 export const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 
+// A temporary folder removed when the process exits, passed or failed (KEEP=1 keeps them, as
+// tests/soak.sh does): each run of the test command used to leave ~30 MB of them in /tmp.
+const scratch = [];
+process.on('exit', () => {
+  if (!process.env.KEEP) for (const dir of scratch) fs.rmSync(dir, { recursive: true, force: true });
+});
+export function scratchDir(prefix) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
+
 export function check(ok, what) {
   if (!ok) { console.error(`FAIL: ${what}`); process.exit(1); }
   console.log(`ok: ${what}`);
@@ -31,7 +43,7 @@ export function readNpy(file) {
 
 // `dino attention` on one image: { attention, masks } as the CLI writes them.
 export function nativeAttention(dino, { weights, image, size = 480, threshold = 0.6 }) {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-native-'));
+  const out = scratchDir('dino-native-');
   execFileSync(dino, ['attention', '-w', weights, '--resize', String(size), '--threshold', String(threshold), image, '-o', out]);
   return { attention: readNpy(path.join(out, 'attention.npy')), masks: readNpy(path.join(out, 'masks.npy')) };
 }

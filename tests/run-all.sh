@@ -13,6 +13,15 @@ cd "$(dirname "$0")/.."
 # each part says when it starts (seconds since the start), so a slow run shows where it went
 start=$SECONDS
 part() { echo "=== run-all [$((SECONDS - start)) s] $*"; }
+# Everything the tests and the tools they start write to the temporary folder goes into one
+# folder of this run, removed at the end (KEEP=1 keeps it): chromedriver left a 51 MB browser
+# profile in /tmp per run (wasm-bindgen-test-runner ends it without a clean session close),
+# Chromium its singleton folders. The demo page's screenshots go next to the build.
+RUN_TMP="$(mktemp -d "${TMPDIR:-/tmp}/dino-tests.XXXXXX")"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$RUN_TMP"' EXIT
+export TMPDIR="$RUN_TMP"
+export SHOTS="${SHOTS:-${CARGO_TARGET_DIR:-$PWD/target}/e2e-screenshots}"
+mkdir -p "$SHOTS"
 part "installing what is missing"
 bash tests/setup-tools.sh
 # the one feature set of every native build below (TEST_FEATURES: why in tests/features.sh)

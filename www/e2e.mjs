@@ -4,7 +4,8 @@
 // upload a corrupt file and check the page keeps working, run the model out of memory and
 // check the page recovers; the model picker with the Hugging Face hub routed to a local file
 // (progress, the Cache API across a reload, cancel, clear) and official .pth files dropped in;
-// then the same on WebGPU (Chromium's software adapter). Writes screenshots to $SHOTS.
+// then the same on WebGPU (Chromium's software adapter). Writes screenshots to $SHOTS (default:
+// /tmp/dino-e2e-screenshots, replaced by each run).
 //
 //   DINO_BIN=target/release/dino node www/e2e.mjs
 import fs from 'node:fs';
@@ -12,13 +13,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ISOLATION, check, chromium, maxAbs, nativeAttention, serveDir } from '../tests/browser-support.mjs';
+import { ISOLATION, check, chromium, maxAbs, nativeAttention, scratchDir, serveDir } from '../tests/browser-support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const dist = path.join(here, 'dist');
 const dino = process.env.DINO_BIN || path.join(root, 'target/release/dino');
-const shots = process.env.SHOTS || fs.mkdtempSync(path.join(os.tmpdir(), 'dino-shots-'));
+// (one folder, replaced by each run, so that runs do not pile up screenshots)
+const shots = process.env.SHOTS || path.join(os.tmpdir(), 'dino-e2e-screenshots');
+if (!process.env.SHOTS) fs.rmSync(shots, { recursive: true, force: true });
+fs.mkdirSync(shots, { recursive: true });
 const photo = path.join(root, 'tests/fixtures/images/chelsea.png');
 const weights = path.join(here, 'assets/default-model.safetensors');
 
@@ -33,7 +37,7 @@ async function videoChecks() {
   const vtest = [process.env.DINO_VTEST, '/usr/share/doc/opencv-doc/examples/data/vtest.avi', path.join(home, '.cache/dino-rs/vtest.avi')]
     .find((p) => p && fs.existsSync(p));
   check(Boolean(vtest), `vtest.avi found (${vtest}; tests/setup-tools.sh fetches it)`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-video-'));
+  const dir = scratchDir('dino-video-');
   const webm = path.join(dir, 'vtest.webm');
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', vtest, '-t', '4', '-c:v', 'libvpx', '-b:v', '2M', '-an', webm]);
   const rawFrame = (n) => execFileSync('ffmpeg', ['-v', 'error', '-i', webm, '-vf', `select=eq(n\\,${n})`, '-frames:v', '1',
@@ -292,7 +296,7 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('article.result').length === 2, null, { timeout: 120000 });
   check(true, 'the page keeps working after the error');
   // near-duplicates: the same groups as `dino dedup` with the same model and threshold
-  const dupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-dups-'));
+  const dupDir = scratchDir('dino-dups-');
   const dupFiles = [
     ['tests/fixtures/images/chelsea.png', 'chelsea.png'],
     ['native/assets/photos/chelsea.jpg', 'chelsea_small.jpg'],
@@ -303,7 +307,7 @@ try {
   await page.setInputFiles('#dup-files', dupFiles);
   await page.waitForSelector('#dup-results[data-groups]', { timeout: 120000 });
   const pageGroups = await page.evaluate(() => window.dinoDemo.dup.groups.map((g) => [...g].sort().join('+')).sort());
-  const nativeOut = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-dedup-'));
+  const nativeOut = scratchDir('dino-dedup-');
   execFileSync(dino, ['dedup', '-w', weights, dupDir, '--out', nativeOut, '--threshold', '0.99']);
   const rows = fs.readFileSync(path.join(nativeOut, 'groups.csv'), 'utf8').trim().split('\n').slice(1);
   const byGroup = {};

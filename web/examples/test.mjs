@@ -8,11 +8,10 @@
 //   bash web/build.sh --cpu-only && PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 //   DINO_BIN=target/release/dino node web/examples/test.mjs web/pkg web/pkg-threads
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ISOLATION, check, chromium, maxAbs, nativeAttention, serveDir } from '../../tests/browser-support.mjs';
+import { ISOLATION, check, chromium, maxAbs, nativeAttention, scratchDir, serveDir } from '../../tests/browser-support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '../..');
@@ -41,7 +40,7 @@ if (results.length > 1) {
 
 async function checkPackage(pkgDir) {
   // the package as npm would publish it
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dino-web-example-'));
+  const work = scratchDir('dino-web-example-');
   const packed = JSON.parse(execFileSync('npm', ['pack', pkgDir, '--json', '--pack-destination', work]));
   const tarball = path.join(work, packed[0].filename);
   const files = packed[0].files.map((f) => f.path).sort();
