@@ -28,6 +28,7 @@ struct Cli {
 fn main() {
     dino_native::allocator::keep_freed_memory();
     let cli = Cli::parse();
+    dino_native::device_panics::install("Lower --batch (or the model size) for this device.");
     if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

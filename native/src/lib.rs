@@ -7,6 +7,7 @@ pub mod ann;
 pub mod ann_order;
 pub mod ann_projection;
 pub mod backend;
+pub mod device_panics;
 pub mod gpu_kernels;
 pub mod huge_pages;
 #[cfg(feature = "tch")]
