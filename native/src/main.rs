@@ -98,7 +98,7 @@ fn main() {
     // is one error saying what to change (native/src/device_panics.rs)
     dino_native::device_panics::install(
         "Lower --batch-size (or the model's size); when training, also half precision (--precision bf16 or f16), \
-         --gradient-checkpointing or more devices; --device cpu runs in host memory.",
+         --gradient-checkpointing true or more devices; --device cpu runs in host memory.",
     );
     if let Err(e) = dino_native::gpu_kernels::configure(&cli.kernels) {
         eprintln!("error: {e:#}");
