@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 use crate::exact::{exact_block, keep_top_k};
 use crate::synthetic::{BLOCK, Synthetic};
-use crate::usearch_hnsw::{hnsw_settings, print_variant, saved_mb, search_variants};
+use crate::usearch_hnsw::{
+    graph_neighbours, hnsw_settings, print_variant, saved_mb, search_variants,
+};
 use crate::{Args, Row, full_time, mb, recall, rss};
 
 /// USearch on a collection whose f32 rows are never all in memory (`--streamed`: 10M x 1536
@@ -86,13 +88,7 @@ pub(crate) fn streamed_row(
     // the sampled queries: the graph's search, and the candidates to rescore
     let gq: Vec<f32> = rows_at(&graph_rows, gd, sample);
     let own: Vec<u64> = sample.iter().map(|&i| i as u64).collect();
-    let t = Instant::now();
-    let hits = index.search(&gq, args.k, Some(&own), &|_| {})?;
-    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-    let found: Vec<Vec<u64>> = hits
-        .iter()
-        .map(|h| h.iter().map(|x| x.key).collect())
-        .collect();
+    let (found, query_ms) = graph_neighbours(&index, &gq, &own, args.k)?;
     let mut index = index;
     // (variant, candidates of each query, ms a query)
     let mut wide = Vec::new();

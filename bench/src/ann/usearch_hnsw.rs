@@ -53,6 +53,24 @@ pub(crate) fn print_variant(
     );
 }
 
+/// The `k` neighbours the graph alone finds for the sampled queries (`queries`, as the graph
+/// sees them; each query's own key in `own` left out), and that search's time per query, ms.
+pub(crate) fn graph_neighbours(
+    index: &HnswIndex,
+    queries: &[f32],
+    own: &[u64],
+    k: usize,
+) -> anyhow::Result<(Vec<Vec<u64>>, f64)> {
+    let t = Instant::now();
+    let hits = index.search(queries, k, Some(own), &|_| {})?;
+    let ms = t.elapsed().as_secs_f64() * 1e3 / own.len() as f64;
+    let found = hits
+        .iter()
+        .map(|h| h.iter().map(|x| x.key).collect())
+        .collect();
+    Ok((found, ms))
+}
+
 /// Size of the index saved in `--work` (the file removed again), MB.
 pub(crate) fn saved_mb(index: &HnswIndex, args: &Args, n: usize) -> anyhow::Result<f64> {
     let file = args.work.join(format!("usearch-{n}.usearch"));
@@ -135,13 +153,7 @@ pub(crate) fn usearch_row(
             })
             .collect()
     };
-    let t = Instant::now();
-    let hits = index.search(&gq, args.k, Some(&own), &|_| {})?;
-    let query_ms = t.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-    let found: Vec<Vec<u64>> = hits
-        .iter()
-        .map(|h| h.iter().map(|x| x.key).collect())
-        .collect();
+    let (found, query_ms) = graph_neighbours(&index, &gq, &own, args.k)?;
     let wide = index.search(&gq, cands, Some(&own), &|_| {})?;
     let recall_rescored = recall(&rescored(&qrows, wide), truth);
     // recall as the search expansion grows (the graph unchanged)
