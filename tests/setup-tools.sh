@@ -5,6 +5,8 @@
 #   - ffmpeg (the video tests decode and encode real videos) and OpenCV's vtest.avi (real
 #     footage, unpacked from Debian's opencv-doc into ~/.cache/dino-rs);
 #   - Debian chromium and chromium-driver (headless browser tests);
+#   - Mesa's lavapipe from bookworm-backports, unpacked into ~/.cache/dino-rs/lavapipe (the
+#     f16 step on the GPU code path);
 #   - node and npm only when the machine has none: a Node.js that ships its own npm conflicts
 #     with Debian's `npm` package, so the two are never asked for together with chromium;
 #   - the wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), trunk;
@@ -66,6 +68,42 @@ command -v chromedriver >/dev/null || apt_install chromium-driver
 # the GPU code path's tests run on Chromium's SwiftShader Vulkan (chromium-common ships it);
 # wgpu opens it through the Vulkan loader
 ldconfig -p | grep -q 'libvulkan\.so\.1' || apt_install libvulkan1
+# The mixed-precision (f16) step on the GPU code path runs on Mesa's lavapipe, a CPU Vulkan driver
+# with f16 arithmetic (SwiftShader has none). Debian 12's own (Mesa 22.3) crashes compiling
+# CubeCL's matmul pipeline, so the driver is bookworm-backports' Mesa, unpacked with the libdrm it
+# was built against into ~/.cache/dino-rs/lavapipe: the machine's apt sources, Mesa and libdrm
+# stay as they are; the libraries it links that the machine lacks come from Debian 12 itself.
+LVP="$CACHE/lavapipe"
+if [ ! -s "$LVP/lvp_icd.json" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs"
+    echo "deb http://deb.debian.org/debian bookworm-backports main" > "$tmp/sources.list"
+    bp=(-o Dir::Etc::sourcelist="$tmp/sources.list" -o Dir::Etc::sourceparts=- \
+        -o Dir::State::Lists="$tmp/lists" -o Dir::Cache="$tmp/cache" -o APT::Sandbox::User=root)
+    t apt-get "${bp[@]}" update -qq
+    (cd "$tmp/debs" && t apt-get "${bp[@]}" download -qq mesa-vulkan-drivers libdrm2 libdrm-amdgpu1)
+    rm -rf "$LVP.part"; mkdir -p "$LVP.part/root"
+    for deb in "$tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$LVP.part/root"; done
+    # only lavapipe and libdrm are used (the package's other drivers, layers and docs: 60 MB)
+    find "$LVP.part/root" -type f ! -name libvulkan_lvp.so ! -name 'libdrm*' -delete
+    find "$LVP.part/root" -xtype l -delete; find "$LVP.part/root" -type d -empty -delete
+    deps=$(dpkg-deb -f "$tmp"/debs/mesa-vulkan-drivers_*.deb Depends | tr ',' '\n' |
+        sed -e 's/(.*)//' -e 's/|.*//' -e 's/ //g' | grep -v -x -e libdrm2 -e libdrm-amdgpu1 -e '')
+    for dep in $deps; do
+        dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'ok installed' || apt_install "$dep"
+    done
+    lib="$LVP/root/usr/lib/x86_64-linux-gnu"
+    if LD_LIBRARY_PATH="$LVP.part/root/usr/lib/x86_64-linux-gnu" \
+        ldd "$LVP.part/root/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" | grep 'not found'; then
+        echo "[setup] lavapipe: libraries missing (above)" >&2; exit 1
+    fi
+    dpkg-deb -f "$tmp"/debs/mesa-vulkan-drivers_*.deb Version > "$LVP.part/VERSION"
+    printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.4.0"}}\n' \
+        "$lib/libvulkan_lvp.so" > "$LVP.part/lvp_icd.json"
+    rm -rf "$LVP"; mv "$LVP.part" "$LVP"
+    rm -rf "$tmp"; trap - EXIT
+fi
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 
@@ -115,3 +153,4 @@ if [ ! -d "$NPM_TOOLS/node_modules/playwright-core" ] || [ ! -x "$NPM_TOOLS/node
 fi
 ffmpeg -version | head -1; chromium --version; chromedriver --version | head -1
 node --version; npm --version; wasm-bindgen --version; trunk --version; ls -l "$VTEST" 2>/dev/null || true
+echo "lavapipe (Mesa) $(cat "$LVP/VERSION")"

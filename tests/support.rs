@@ -138,6 +138,24 @@ pub fn device() -> Device {
     }
 }
 
+/// Whether the test device computes in `dtype` (`Device::supports_dtype`), where the tests of a
+/// half precision take their refusal branch when it does not. `DINO_TEST_DEVICE_HAS=f16`
+/// (names, comma-separated) says it must: a run meant to exercise f16 on an adapter (lavapipe
+/// in `tests/run-all.sh`) then fails where the adapter lacks it instead of passing by refusal.
+#[cfg(feature = "models")]
+pub fn device_computes_in(dtype: burn::tensor::DType) -> bool {
+    let has = device().supports_dtype(dtype);
+    let name = format!("{dtype:?}").to_lowercase();
+    let required = std::env::var("DINO_TEST_DEVICE_HAS").unwrap_or_default();
+    if required.split(',').any(|r| r.trim() == name) {
+        assert!(
+            has,
+            "DINO_TEST_DEVICE_HAS={required}: the test device has no {name} arithmetic"
+        );
+    }
+    has
+}
+
 /// Loads a fixture model the way the CLI does.
 #[cfg(feature = "models")]
 pub fn load_model(rel: &str, heads: Option<usize>) -> VisionTransformer {

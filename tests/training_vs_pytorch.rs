@@ -7,6 +7,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use dino_core::VitConfig;
 use dino_core::data::CropBatch;
+use dino_core::train::loss_scale::{BACKOFF_FACTOR, INIT_SCALE, unscale_grads};
 use dino_core::train::{
     CosineSchedule, DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind,
     Precision, StepSettings, TrainConfig, Trainer, ema_update, teacher_temp_schedule,
@@ -97,6 +98,12 @@ struct Replay {
     run: Run,
     /// Relative error allowed between the loss and the fixture's.
     loss_tol: f64,
+    /// f16's loss scale: the backward pass is that of `loss * loss_scale` and the gradients
+    /// are divided by it (`dino_core::train::loss_scale`, as the trainer does); 1 elsewhere.
+    loss_scale: f64,
+    /// Whether the last step's scaled gradients overflowed (the step was then skipped:
+    /// nothing inspected, updated or moved).
+    overflowed: bool,
 }
 
 impl Replay {
@@ -109,6 +116,8 @@ impl Replay {
             opt: DinoOptimizer::new(kind),
             run: Run::new(fx, &dev),
             loss_tol: 1e-4,
+            loss_scale: 1.0,
+            overflowed: false,
         }
     }
 
@@ -144,7 +153,18 @@ impl Replay {
             ((lv - want) / want).abs() as f64 <= self.loss_tol,
             "{prefix}loss: {lv} vs {want}"
         );
-        let grads = GradientsParams::from_grads(loss.backward(), &self.student);
+        let grads = if self.loss_scale == 1.0 {
+            GradientsParams::from_grads(loss.backward(), &self.student)
+        } else {
+            let scaled =
+                GradientsParams::from_grads((loss * self.loss_scale).backward(), &self.student);
+            let (grads, finite) = unscale_grads(scaled, &self.student, self.loss_scale).unwrap();
+            self.overflowed = !finite;
+            if self.overflowed {
+                return;
+            }
+            grads
+        };
         inspect(&teacher_out, &student_out, &grads, &self.student);
         let settings = step_settings(fx, lr, wd, epoch, it);
         let student = self.opt.step(self.student.clone(), grads, settings);
@@ -604,99 +624,125 @@ fn the_trainer_itself_matches_pytorch() {
     }
 }
 
-/// The first iteration of `step.safetensors` with the student and teacher in bf16
-/// (`--precision bf16`): the outputs, the loss and the raw gradients, each passed to `check`
-/// with the fixture key holding PyTorch's value.
-fn bf16_first_iteration(fx32: &Fixture, fx16: &Fixture, check: impl Fn(&str, &[f32], &str)) {
+/// The first iteration of `step.safetensors` with the student and teacher in `precision`
+/// (`--precision bf16|f16`): the outputs, the loss and the raw gradients, each passed to
+/// `check` with the fixture key holding PyTorch's value. f16 scales the loss as its training
+/// does: GradScaler's 65536, halved after each step whose gradients overflow, which is skipped
+/// (`check` sees only the step taken). Returns the loss scale of that step (1 for bf16), or
+/// `None` where the device lacks the arithmetic: the trainer must then refuse the precision by
+/// name rather than compute garbage (WGSL has no bf16 type; SwiftShader has no f16), and
+/// `check` is not called.
+fn half_first_iteration(
+    precision: Precision,
+    fx32: &Fixture,
+    fx16: &Fixture,
+    check: impl Fn(&str, &[f32], &str),
+) -> Option<f64> {
     let dev = device();
-    if !dev.supports_dtype(burn::tensor::DType::BF16) {
-        // a device without bf16 arithmetic (WGSL has no bf16 type): the trainer must refuse
-        // the precision by name rather than compute garbage
+    let dtype = match precision {
+        Precision::Bf16 => burn::tensor::DType::BF16,
+        Precision::F16 => burn::tensor::DType::F16,
+        Precision::F32 => unreachable!("a half precision"),
+    };
+    if !device_computes_in(dtype) {
         let mut cfg = fixture_config(fx32);
-        cfg.precision = Precision::Bf16;
+        cfg.precision = precision;
         let err = Trainer::new(cfg, fx32.u("niter"), &dev)
             .err()
-            .expect("bf16 refused on a device without bf16 arithmetic")
+            .unwrap_or_else(|| panic!("{precision:?} refused on a device without it"))
             .to_string();
-        assert!(err.contains("cannot compute in bf16"), "{err}");
-        return;
+        let name = format!("{precision:?}").to_lowercase();
+        assert!(err.contains(&format!("cannot compute in {name}")), "{err}");
+        return None;
     }
     let (vit, head) = configs(fx32);
     let mut replay = Replay::new(fx32, &vit, &head, OptimizerKind::AdamW);
-    replay.student.set_precision(Precision::Bf16);
-    replay.teacher.set_precision(Precision::Bf16);
-    // the loss is checked by `check` too; here only a sanity bound
+    replay.student.set_precision(precision);
+    replay.teacher.set_precision(precision);
+    // the loss is checked by `check`'s callers; here only a sanity bound
     replay.loss_tol = 0.05;
     let (epoch, it) = Replay::steps(fx16)[0];
     let mut ran = false;
-    replay.step(
-        fx16,
-        (epoch, it),
-        "step0.",
-        |teacher_out, student_out, grads, student| {
-            check(
-                "teacher output",
-                &to_vec(teacher_out.clone()),
-                "step0.teacher_output",
-            );
-            check(
-                "student output",
-                &to_vec(student_out.clone().inner()),
-                "step0.student_output",
-            );
-            let g2 = |id| to_vec(grads.get::<2>(id).unwrap());
-            check(
-                "grad last_layer.weight_v",
-                &g2(student.head.last_layer_v.id),
-                "step0.grad.head.last_layer.weight_v",
-            );
-            // Burn stores a Linear weight as [in, out], PyTorch as [out, in]
-            for (what, w, key) in [
-                (
-                    "grad mlp.0.weight",
-                    &student.head.mlp[0].weight,
-                    "head.mlp.0.weight",
-                ),
-                (
-                    "grad qkv",
-                    &student.backbone.blocks[0].attn.qkv.weight,
-                    "backbone.blocks.0.attn.qkv.weight",
-                ),
-            ] {
-                let [fi, fo] = w.val().dims();
+    replay.loss_scale = match precision.scales_loss() {
+        true => INIT_SCALE,
+        false => 1.0,
+    };
+    loop {
+        replay.step(
+            fx16,
+            (epoch, it),
+            "step0.",
+            |teacher_out, student_out, grads, student| {
                 check(
-                    what,
-                    &transpose2(&g2(w.id), fi, fo),
-                    &format!("step0.grad.{key}"),
+                    "teacher output",
+                    &to_vec(teacher_out.clone()),
+                    "step0.teacher_output",
                 );
-            }
-            let g3 = |id| to_vec(grads.get::<3>(id).unwrap());
-            check(
-                "grad cls_token",
-                &g3(student.backbone.cls_token.id),
-                "step0.grad.backbone.cls_token",
-            );
-            check(
-                "grad pos_embed",
-                &g3(student.backbone.pos_embed.id),
-                "step0.grad.backbone.pos_embed",
-            );
-            let g1 = to_vec(grads.get::<1>(student.backbone.norm.gamma.id).unwrap());
-            check("grad norm.weight", &g1, "step0.grad.backbone.norm.weight");
-            ran = true;
-        },
-    );
+                check(
+                    "student output",
+                    &to_vec(student_out.clone().inner()),
+                    "step0.student_output",
+                );
+                let g2 = |id| to_vec(grads.get::<2>(id).unwrap());
+                check(
+                    "grad last_layer.weight_v",
+                    &g2(student.head.last_layer_v.id),
+                    "step0.grad.head.last_layer.weight_v",
+                );
+                // Burn stores a Linear weight as [in, out], PyTorch as [out, in]
+                for (what, w, key) in [
+                    (
+                        "grad mlp.0.weight",
+                        &student.head.mlp[0].weight,
+                        "head.mlp.0.weight",
+                    ),
+                    (
+                        "grad qkv",
+                        &student.backbone.blocks[0].attn.qkv.weight,
+                        "backbone.blocks.0.attn.qkv.weight",
+                    ),
+                ] {
+                    let [fi, fo] = w.val().dims();
+                    check(
+                        what,
+                        &transpose2(&g2(w.id), fi, fo),
+                        &format!("step0.grad.{key}"),
+                    );
+                }
+                let g3 = |id| to_vec(grads.get::<3>(id).unwrap());
+                check(
+                    "grad cls_token",
+                    &g3(student.backbone.cls_token.id),
+                    "step0.grad.backbone.cls_token",
+                );
+                check(
+                    "grad pos_embed",
+                    &g3(student.backbone.pos_embed.id),
+                    "step0.grad.backbone.pos_embed",
+                );
+                let g1 = to_vec(grads.get::<1>(student.backbone.norm.gamma.id).unwrap());
+                check("grad norm.weight", &g1, "step0.grad.backbone.norm.weight");
+                ran = true;
+            },
+        );
+        if !replay.overflowed {
+            break;
+        }
+        assert!(replay.loss_scale > 1.0, "the scale never settled");
+        replay.loss_scale *= BACKOFF_FACTOR;
+    }
     assert!(ran);
     assert_eq!(
         replay.student.precision(),
-        Precision::Bf16,
+        precision,
         "kept through the update"
     );
     assert_eq!(
         replay.teacher.precision(),
-        Precision::Bf16,
+        precision,
         "kept through the EMA"
     );
+    Some(replay.loss_scale)
 }
 
 /// Mixed precision against PyTorch's bf16 autocast, one AdamW iteration (make_train_fixtures.py,
@@ -721,7 +767,7 @@ fn bf16_training_iteration_matches_pytorch_autocast_within_bf16_noise() {
         (loss16 - loss32).abs() / loss32 > 1e-4,
         "the fixture is not bf16"
     );
-    bf16_first_iteration(&fx32, &fx16, |what, got, key| {
+    half_first_iteration(Precision::Bf16, &fx32, &fx16, |what, got, key| {
         let (want, f32_run) = (&fx16.get(key).data, &fx32.get(key).data);
         let noise = rel_err(want, f32_run);
         let from_f32 = rel_err(got, f32_run);
@@ -754,7 +800,7 @@ fn bf16_training_iteration_matches_pytorch_autocast_within_bf16_noise() {
 fn bf16_rounds_where_pytorch_autocast_does() {
     let fx32 = Fixture::load_file("train/step.safetensors");
     let fx16 = Fixture::load_file("train/step_bf16_bias_rounded.safetensors");
-    bf16_first_iteration(&fx32, &fx16, |what, got, key| {
+    half_first_iteration(Precision::Bf16, &fx32, &fx16, |what, got, key| {
         let (want, f32_run) = (&fx16.get(key).data, &fx32.get(key).data);
         let e = rel_err(got, want);
         assert!(
@@ -766,6 +812,44 @@ fn bf16_rounds_where_pytorch_autocast_does() {
             "{what}: relative error {e:e} from PyTorch's bf16 run"
         );
     });
+}
+
+/// `--precision f16`, one AdamW iteration with the loss scaled as f16 training scales it,
+/// against PyTorch's f32 run. PyTorch's f16 autocast is CUDA's; there is no fixture of it, so
+/// the bound comes from the bf16 one: f16 keeps 11 significant bits to bf16's 8, so its
+/// rounding is 8x finer, and each output and gradient must be between 0.3/8 and 3/8 of PyTorch's
+/// bf16 distance from f32 (the bf16 test's 0.3x-3x band, scaled by 1/8): the lower bound shows
+/// f16 is really in use (an f32 product is ~1e-6 away), the upper one that nothing adds error
+/// of another order (a softmax, norm or loss in f16, a gradient flushed to zero). The scale
+/// is GradScaler's 65536 backed off (halved) to the first one whose gradients are finite, as
+/// the trainer's first steps do.
+#[test]
+fn f16_training_iteration_tracks_pytorch_f32_within_f16_rounding() {
+    let fx32 = Fixture::load_file("train/step.safetensors");
+    let fx_bf16 = Fixture::load_file("train/step_bf16.safetensors");
+    let scale = half_first_iteration(Precision::F16, &fx32, &fx32, |what, got, key| {
+        let f32_run = &fx32.get(key).data;
+        let bf16_noise = rel_err(&fx_bf16.get(key).data, f32_run);
+        let from_f32 = rel_err(got, f32_run);
+        eprintln!(
+            "{what}: dino-rs f16 vs f32 {from_f32:.2e} ({:.2}x PyTorch bf16's {bf16_noise:.2e}, \
+             expected ~1/8)",
+            from_f32 / bf16_noise
+        );
+        assert!(
+            (0.3 / 8.0 * bf16_noise..=3.0 / 8.0 * bf16_noise).contains(&from_f32),
+            "{what}: {from_f32:e} from f32, outside f16's band around 1/8 of bf16's {bf16_noise:e}"
+        );
+    });
+    match scale {
+        None => eprintln!("f16 refused by name on this device"),
+        Some(scale) => {
+            eprintln!("f16 step taken at loss scale {scale}");
+            // the logits' gradient (up to 1 / student_temp per row) times 65536 exceeds f16's
+            // 65504: the back-off is exercised (burn-flex: 65536 to 8192 overflow, 4096 taken)
+            assert!(scale < INIT_SCALE, "no overflow at {scale}");
+        }
+    }
 }
 
 /// `--precision f16` on the device under test: where the device has f16 arithmetic (burn-flex,
@@ -781,7 +865,7 @@ fn f16_runs_within_f16_rounding_or_is_refused_by_name() {
     let mut cfg = fixture_config(&fx);
     cfg.precision = Precision::F16;
     let trainer = fixture_trainer(&fx, &cfg, &dev);
-    if !dev.supports_dtype(burn::tensor::DType::F16) {
+    if !device_computes_in(burn::tensor::DType::F16) {
         let err = trainer
             .err()
             .expect("f16 refused on a device without f16 arithmetic");
