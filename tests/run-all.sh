@@ -32,7 +32,7 @@ cargo test --release "${TEST_FEATURES[@]}" "$@"
 # the PyTorch fixtures (forward, attention, training iterations) on the GPU path, with the test
 # binaries built above: CubeCL's kernels through wgpu as WGSL on Chromium's SwiftShader Vulkan, a
 # CPU adapter (CubeCL's own SPIR-V, the `vulkan` feature, multiplies wrongly there:
-# bench/results/gpu/device_ops_swiftshader.txt). (LibTorch's kernels: tests/features.sh.)
+# bench/results/gpu/device_ops_software_adapters.txt). (LibTorch's kernels: tests/features.sh.)
 part "the PyTorch fixtures on wgpu (SwiftShader)"
 (
     SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json

@@ -69,8 +69,9 @@ command -v chromedriver >/dev/null || apt_install chromium-driver
 # wgpu opens it through the Vulkan loader
 ldconfig -p | grep -q 'libvulkan\.so\.1' || apt_install libvulkan1
 # The mixed-precision (f16) step on the GPU code path runs on Mesa's lavapipe, a CPU Vulkan driver
-# with f16 arithmetic (SwiftShader has none). Debian 12's own (Mesa 22.3) crashes compiling
-# CubeCL's matmul pipeline, so the driver is bookworm-backports' Mesa, unpacked with the libdrm it
+# with f16 arithmetic (SwiftShader has none). Debian 12's own (Mesa 22.3) runs the tests too, but
+# its LLVM backend aborted one of two cold runs ("Do not know how to split the result of this
+# operator"), so the driver is bookworm-backports' Mesa (25.0), unpacked with the libdrm it
 # was built against into ~/.cache/dino-rs/lavapipe: the machine's apt sources, Mesa and libdrm
 # stay as they are; the libraries it links that the machine lacks come from Debian 12 itself.
 LVP="$CACHE/lavapipe"

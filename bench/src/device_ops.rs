@@ -1,7 +1,8 @@
 //! Each tensor op the ViT uses, run on a GPU backend's default adapter and on burn-flex, with
 //! the largest difference printed: the first thing to run where a GPU (or a software adapter)
 //! gives features that differ from the CPU's, to name the op. Exits 1 when an op differs by
-//! more than 1e-5 of its largest value.
+//! more than 1e-5 of its largest value; the half-precision products (`--precision f16|bf16`)
+//! where the adapter has them, each within 3x the CPU's distance from the f32 product.
 //!
 //!     cargo run --release -p dino-bench --features vulkan,wgpu --bin dino-device-ops -- vulkan
 //!     cargo run --release -p dino-bench --features wgpu --bin dino-device-ops -- wgpu  # WGSL
@@ -12,11 +13,12 @@
 //! argument) multiplies wrongly whenever the inner dimension is not a multiple of 4 (the ViT's
 //! attention-times-values product has 197 there), every other op right; its WGSL (a build with
 //! `wgpu` alone, translated by naga) is right on every op, so CI tests the GPU path that way.
-//! Mesa 22.3's lavapipe crashes compiling CubeCL's matmul pipeline.
+//! Lavapipe (Mesa 22.3.6 and 25.0.7, 2026-12-02) crashes compiling CubeCL's SPIR-V matmul
+//! pipeline but runs its WGSL right, f16 products included (CI's f16 tests run on 25.0.7).
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 
 /// Runs ops on the CPU and on a GPU device and compares them; remembers any that differ.
 struct Compare {
@@ -124,6 +126,7 @@ fn main() {
     if std::env::var("ONLY_MATMUL").is_err() {
         other_ops(&mut c);
         gradients(&mut c);
+        half_products(&mut c);
     }
     std::process::exit(c.failed as i32);
 }
@@ -214,4 +217,52 @@ fn gradients(c: &mut Compare) {
         let opt = ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
         conv2d(img.clone().to_device(&k.device()).autodiff(), k, None, opt)
     });
+}
+
+/// The products of `--precision f16|bf16` (inputs rounded to the half type, result in it):
+/// no half product equals the f32 one, so each is measured by its distance from the f32
+/// product of the unrounded inputs, on the GPU and on the CPU (burn-flex, which computes in
+/// both half types), and is wrong when the GPU's is more than 3x the CPU's. An adapter without
+/// the type says so (the trainer refuses that precision there).
+fn half_products(c: &mut Compare) {
+    let cpu = c.cpu.clone();
+    for (name, half) in [("f16", FloatDType::F16), ("bf16", FloatDType::BF16)] {
+        if !c.gpu.supports_dtype(DType::from(half)) {
+            println!(
+                "{name} products: no {name} arithmetic on this adapter (--precision {name} refused)"
+            );
+            continue;
+        }
+        for [m, k, n] in [[64, 64, 64], [197, 384, 1152], [197, 197, 64], [1, 7, 5]] {
+            let normal =
+                |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Normal(0.0, 1.0), &cpu);
+            let (a, b) = (normal([m, k]), normal([k, n]));
+            let exact = a
+                .clone()
+                .matmul(b.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let product = |d: &Device| {
+                let a = a.clone().to_device(d).cast(half);
+                let b = b.clone().to_device(d).cast(half);
+                let p = a.matmul(b).cast(FloatDType::F32).to_device(&cpu);
+                p.into_data().try_to_vec::<f32>().expect("f32 values")
+            };
+            let off = |p: &[f32]| {
+                exact
+                    .iter()
+                    .zip(p)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            };
+            let (on_cpu, on_gpu) = (off(&product(&cpu)), off(&product(&c.gpu)));
+            let ok = on_gpu <= 3.0 * on_cpu.max(1e-6);
+            c.failed |= !ok;
+            let verdict = if ok { "ok" } else { "WRONG" };
+            println!(
+                "{:42} max |diff| from f32 {on_gpu:.3e}  (CPU's {name}: {on_cpu:.3e})  {verdict}",
+                format!("{name} matmul {m}x{k} @ {k}x{n}")
+            );
+        }
+    }
 }
