@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use dino_core::augment::{MultiCropConfig, multi_crop};
 use dino_core::cpu::CpuVit;
 use dino_core::data::CropBatch;
-use dino_core::train::{Precision, TrainConfig, Trainer};
+use dino_core::train::{AttentionKernel, Precision, TrainConfig, Trainer};
 use dino_core::{VisionTransformer, VitConfig};
 
 use dino_native::backend::Backend;
@@ -92,6 +92,11 @@ pub struct Args {
     /// for f16, beside its f32 rows.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
     precision: Vec<Precision>,
+    /// Train step: the attention kernels to time on GPU backends (`dino train
+    /// --attention-kernel`): Burn's composed operations and/or dino-rs's fused CubeCL kernels;
+    /// burn-flex and LibTorch run their own attention whatever this says (timed once).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "composed")]
+    attention_kernel: Vec<AttentionKernel>,
     /// Train step: where the PyTorch reference runs.
     #[arg(long, value_enum, default_value_t = TorchDevice::Cpu)]
     torch_device: TorchDevice,
@@ -296,18 +301,30 @@ pub fn run(args: Args, threads: Option<usize>) -> anyhow::Result<()> {
                     anyhow::bail!("--batch {b} does not split over --devices {parts}");
                 }
                 let devices = backend.devices(parts)?;
+                // the fused kernels exist on CubeCL devices only
+                let kernels: &[AttentionKernel] = if backend.is_cube() {
+                    &args.attention_kernel
+                } else {
+                    &[AttentionKernel::Composed]
+                };
                 for &precision in &args.precision {
-                    let cfg = TrainConfig {
-                        precision,
-                        ..cfg.clone()
-                    };
-                    let mut trainer = Trainer::new(cfg, 1, &devices[0])?;
-                    trainer.set_devices(devices.clone())?;
-                    let name = match parts {
-                        1 => format!("{} {precision}", burn_name(backend)),
-                        n => format!("{} {precision}, {n} parts", burn_name(backend)),
-                    };
-                    trainers.push((name, std::cell::RefCell::new(trainer)));
+                    for &attention_kernel in kernels {
+                        let cfg = TrainConfig {
+                            precision,
+                            attention_kernel,
+                            ..cfg.clone()
+                        };
+                        let mut trainer = Trainer::new(cfg, 1, &devices[0])?;
+                        trainer.set_devices(devices.clone())?;
+                        let mut name = format!("{} {precision}", burn_name(backend));
+                        if kernels.len() > 1 || attention_kernel != AttentionKernel::Composed {
+                            name += &format!(" {attention_kernel} attention");
+                        }
+                        if parts > 1 {
+                            name += &format!(", {parts} parts");
+                        }
+                        trainers.push((name, std::cell::RefCell::new(trainer)));
+                    }
                 }
             }
             let mut rng = dino_core::rng::seeded(0);

@@ -67,6 +67,16 @@ impl Backend {
         matches!(self, Backend::Cpu | Backend::Libtorch)
     }
 
+    /// A backend on CubeCL's kernels, where `--attention-kernel fused` applies: wgpu, Vulkan,
+    /// Metal, and CUDA in a `--features cuda` build (LibTorch's in a `--features tch` one).
+    pub fn is_cube(self) -> bool {
+        match self {
+            Backend::Wgpu | Backend::Vulkan | Backend::Metal => true,
+            Backend::Cuda => !cfg!(feature = "tch"),
+            Backend::Cpu | Backend::Libtorch => false,
+        }
+    }
+
     /// How many parts a batch of `batch` images runs as when `--devices` is not given: one
     /// device on GPUs; on the CPU 4 parts at the same time (2, 1 when the batch does not split),
     /// because burn-flex runs its element-wise ops on one thread and only its matrix products

@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::Precision;
+use super::{AttentionKernel, Precision};
 
 /// `Attention` of `vision_transformer.py`: `qkv` Linear(D, 3D) with bias, `proj` Linear(D, D).
 #[derive(Module, Debug)]
@@ -19,6 +19,9 @@ pub struct SelfAttention {
     /// probabilities' product stay half, the scores are widened for the softmax.
     #[module(skip)]
     pub precision: Precision,
+    /// Which kernels compute `softmax(q k^T / sqrt(hd)) v` ([`AttentionKernel`]).
+    #[module(skip)]
+    pub kernel: AttentionKernel,
 }
 
 impl SelfAttention {
@@ -49,9 +52,18 @@ impl SelfAttention {
     /// where the backend avoids it), or, in f32 on burn-flex, one custom operation from the
     /// projection to the merged heads ([`super::flex_attention`]); in half precision the
     /// official decomposed form with half products and an f32 softmax (Burn's fused attention
-    /// has no backward pass anyway: it decomposes under autodiff).
+    /// has no backward pass anyway: it decomposes under autodiff). With
+    /// [`AttentionKernel::Fused`] on a CubeCL device, dino-rs's fused kernels with their
+    /// backward pass ([`super::cube_attention`]), in any precision.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let qkv = self.precision.linear(&self.qkv, x);
+        #[cfg(feature = "cube")]
+        if self.kernel == AttentionKernel::Fused
+            && let Some(out) = super::cube_attention::attention(&qkv, self.heads)
+        {
+            let p = self.precision;
+            return p.widen(p.linear(&self.proj, out));
+        }
         #[cfg(feature = "flex")]
         if self.precision.half().is_none()
             && let Some(out) = super::flex_attention::attention(&qkv, self.heads)

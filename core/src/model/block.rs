@@ -5,7 +5,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, LinearParams, NormParams, Params};
-use super::{DropPath, Precision, SelfAttention};
+use super::{AttentionKernel, DropPath, Precision, SelfAttention};
 use crate::{Result, VitConfig};
 
 /// One block's tensors in the official layout (`blocks.{i}.*`).
@@ -81,6 +81,7 @@ impl Block {
                 proj: p.proj.into_burn(device),
                 heads: config.heads,
                 precision: Precision::F32,
+                kernel: AttentionKernel::Composed,
             },
             norm2: p.norm2.into_burn(eps, device),
             mlp: Mlp {

@@ -2,9 +2,12 @@
 //! PAWS's ImageNet backbone) and, for PAWS, the Wide ResNet; every module built from a parameter source ([`params`]).
 
 mod attention;
+mod attention_kernel;
 mod batch_norm;
 mod block;
 pub mod conv;
+#[cfg(feature = "cube")]
+pub mod cube_attention;
 mod cube_gelu;
 mod drop_path;
 #[cfg(feature = "flex")]
@@ -34,6 +37,7 @@ pub mod weight_norm;
 pub mod wide_resnet;
 
 pub use attention::SelfAttention;
+pub use attention_kernel::AttentionKernel;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
 pub use block::{Block, BlockParams, Mlp};
 pub use drop_path::DropPath;

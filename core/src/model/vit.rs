@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::params::{Init, NormParams, ParamSource, Params, module_state_dict};
 use super::pos_embed::interpolate_pos_embed;
-use super::{Block, BlockParams, PatchEmbed, Precision};
+use super::{AttentionKernel, Block, BlockParams, PatchEmbed, Precision};
 use crate::rng::SeededRng;
 use crate::weights::{RawTensor, StateDict};
 use crate::{Error, Result, VitConfig};
@@ -157,6 +157,21 @@ impl VisionTransformer {
     /// The precision of the model's products.
     pub fn precision(&self) -> Precision {
         self.patch_embed.precision
+    }
+
+    /// Which kernels every block's attention core runs on ([`AttentionKernel`]; composed when
+    /// built).
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        for b in &mut self.blocks {
+            b.attn.kernel = kernel;
+        }
+    }
+
+    /// The kernels of the attention cores.
+    pub fn attention_kernel(&self) -> AttentionKernel {
+        self.blocks
+            .first()
+            .map_or(AttentionKernel::Composed, |b| b.attn.kernel)
     }
 
     /// Checks a `[B, C, H, W]` input and returns its patch grid.

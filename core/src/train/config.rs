@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{HeadConfig, OptimizerKind};
 use crate::augment::MultiCropConfig;
-use crate::model::Precision;
+use crate::model::{AttentionKernel, Precision};
 use crate::{Error, Result, VitConfig};
 
 /// `main_dino.py`'s arguments (names kept), plus the head and crop sizes it hard-codes.
@@ -68,6 +68,9 @@ pub struct TrainConfig {
     /// parameters, optimiser state and checkpoints stay f32 whatever it is, so a run may
     /// resume in another precision.
     pub precision: Precision,
+    /// Which kernels compute the attention core on a GPU (`--attention-kernel`): the results
+    /// are the same either way, so a run may resume with the other.
+    pub attention_kernel: AttentionKernel,
 }
 
 impl Default for TrainConfig {
@@ -111,6 +114,7 @@ impl Default for TrainConfig {
             dataset_repeats: 1,
             gradient_checkpointing: false,
             precision: Precision::F32,
+            attention_kernel: AttentionKernel::Composed,
         }
     }
 }

@@ -23,7 +23,7 @@ mod sync_batch_norm;
 #[cfg(not(target_family = "wasm"))]
 mod trainer;
 
-pub use crate::model::Precision;
+pub use crate::model::{AttentionKernel, Precision};
 pub use config::{TrainConfig, parse_table};
 pub use ema::ema_update;
 pub use head::{DinoHead, HeadConfig};

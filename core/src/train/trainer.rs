@@ -170,8 +170,8 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Sets `cfg.precision` on both networks (the official code runs both under autocast);
-    /// idempotent, so a config changed on resume takes effect at the next step. A device that
+    /// Sets `cfg.precision` on both networks (the official code runs both under autocast),
+    /// and `cfg.attention_kernel`; idempotent, so a config changed on resume takes effect at the next step. A device that
     /// cannot compute in the precision (Burn: garbage, not an error) is refused by name.
     fn apply_precision(&mut self) -> Result<()> {
         let p = self.cfg.precision;
@@ -194,9 +194,13 @@ impl Trainer {
                  {instead}"
             )));
         }
+        let kernel = self.cfg.attention_kernel;
         for net in [&mut self.student, &mut self.teacher].into_iter().flatten() {
             if net.precision() != p {
                 net.set_precision(p);
+            }
+            if net.backbone.attention_kernel() != kernel {
+                net.backbone.set_attention_kernel(kernel);
             }
         }
         if p.scales_loss() && self.loss_scale.is_none() {

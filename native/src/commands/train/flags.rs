@@ -4,7 +4,7 @@
 //! is, and compared field by field with a checkpoint's config when a run resumes. The defaults
 //! shown in `--help` come from `TrainConfig::default()` itself ([`with_defaults_in_help`]).
 
-use dino_core::train::{OptimizerKind, Precision, TrainConfig};
+use dino_core::train::{AttentionKernel, OptimizerKind, Precision, TrainConfig};
 use serde::Serialize;
 
 /// Every field of the training config as a flag (names and meaning of `main_dino.py`).
@@ -127,6 +127,13 @@ pub struct RecipeFlags {
     /// most CPUs have no fast half-precision products (BENCHMARKS.md, "Mixed precision").
     #[arg(long, value_enum)]
     precision: Option<Precision>,
+    /// Which kernels compute the attention core on a GPU: `composed` (Burn's operations; the
+    /// scores [B, H, N, N] in memory) or `fused` (dino-rs's CubeCL kernels with their backward
+    /// pass, FlashAttention's online softmax: no scores in memory; plain FMA loops, no tensor
+    /// cores). Same results; which is faster depends on the GPU: `dino-bench --mode train-step
+    /// --attention-kernel composed,fused` says. The CPU keeps its own fused attention.
+    #[arg(long, value_enum)]
+    attention_kernel: Option<AttentionKernel>,
     #[command(flatten)]
     #[serde(flatten)]
     common: crate::recipe::CommonFlags,

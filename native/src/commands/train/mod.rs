@@ -27,8 +27,8 @@ pub use flags::with_defaults_in_help;
 /// given twice takes its last value, so scripts can append overrides to a recipe. When a run
 /// resumes, a flag that differs from the checkpoint's config is refused, except the ones that
 /// do not change the results (`--saveckp-freq`, `--checkpoint-every`,
-/// `--gradient-checkpointing`) and `--precision` (checkpoints are f32 whatever it is), which
-/// apply.
+/// `--gradient-checkpointing`, `--attention-kernel`) and `--precision` (checkpoints are f32
+/// whatever it is), which apply.
 #[derive(clap::Args, Debug)]
 #[command(args_override_self = true)]
 pub struct Args {
@@ -71,11 +71,12 @@ pub struct Args {
 
 /// Config fields a resumed run may change: they alter neither the schedules nor the saved
 /// state (precision changes the rounding of the products, by design).
-const CHANGEABLE_ON_RESUME: [&str; 4] = [
+const CHANGEABLE_ON_RESUME: [&str; 5] = [
     "saveckp_freq",
     "checkpoint_every",
     "gradient_checkpointing",
     "precision",
+    "attention_kernel",
 ];
 
 /// The defaults a run starts from, before `--config` and the flags.
