@@ -44,6 +44,10 @@ part "the PyTorch fixtures on wgpu (SwiftShader)"
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
         cargo test --release "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
+    # the fused attention kernels (`--attention-kernel fused`) against Burn's composed attention
+    DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
+        cargo test --release "${TEST_FEATURES[@]}" --test model "$@" \
+        -- --exact fused_attention_kernels_match_the_composed_attention_and_its_gradient
 )
 part "the mixed-precision step on the GPU code path (lavapipe)"
 (
@@ -51,21 +55,26 @@ part "the mixed-precision step on the GPU code path (lavapipe)"
     # f16 arithmetic (tests/setup-tools.sh unpacks bookworm-backports' Mesa): one f16 iteration
     # against PyTorch's f32 one within f16's rounding, and the trainer's loss-scaled step.
     # DINO_TEST_DEVICE_HAS=f16 fails the run where the adapter lacks f16 instead of letting the
-    # tests pass by refusing it. Only these two: lavapipe compiles CubeCL's kernels far slower
+    # tests pass by refusing it; and the fused attention kernels in f16 against the exact
+    # attention (f32 is checked on SwiftShader). Only these three: lavapipe compiles CubeCL's kernels far slower
     # than SwiftShader (the whole fixture set above: 22 min there). Measured on 2 cores, cold:
     # 349 s as lavapipe comes, 273 s one test at a time (the second finds the first's shaders in
     # Mesa's cache), 125 s with 128-bit vectors instead of AVX2's 256 (LLVM compiles half-width
     # code much faster; GALLIVM_PERF=nopt was slower, 212 s); 19 s with Mesa's shader cache,
-    # kept in ~/.cache/dino-rs/mesa-shader-cache for the next run.
+    # kept in ~/.cache/dino-rs/mesa-shader-cache for the next run. CubeCL keys its autotune
+    # results by runtime and device index, not by adapter: lavapipe's choices (a sum with f32
+    # atomics, which SwiftShader lacks) replayed on SwiftShader fail there, so lavapipe keeps
+    # its own database (CUBECL_ENVIRONMENT: lavapipe.db beside default.db).
     LVP="$HOME/.cache/dino-rs/lavapipe"
     [ -s "$LVP/lvp_icd.json" ] || { echo "no lavapipe ($LVP): bash tests/setup-tools.sh"; exit 1; }
     DINO_TEST_DEVICE=wgpu DINO_TEST_DEVICE_HAS=f16 VK_ICD_FILENAMES="$LVP/lvp_icd.json" \
     LD_LIBRARY_PATH="$LVP/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     MESA_SHADER_CACHE_DIR="$HOME/.cache/dino-rs/mesa-shader-cache" LP_NATIVE_VECTOR_WIDTH=128 \
-    WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test --release "${TEST_FEATURES[@]}" --test training_vs_pytorch "$@" -- \
+    WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal CUBECL_ENVIRONMENT=lavapipe \
+        cargo test --release "${TEST_FEATURES[@]}" --test training_vs_pytorch --test model "$@" -- \
         --exact --test-threads=1 f16_training_iteration_tracks_pytorch_f32_within_f16_rounding \
-        f16_runs_within_f16_rounding_or_is_refused_by_name
+        f16_runs_within_f16_rounding_or_is_refused_by_name \
+        fused_attention_kernels_compute_f16_within_its_rounding
 )
 part "crash-safety soak"
 # crash safety: dino train killed at random moments resumes to the uninterrupted result

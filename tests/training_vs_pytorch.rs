@@ -9,8 +9,9 @@ use dino_core::VitConfig;
 use dino_core::data::CropBatch;
 use dino_core::train::loss_scale::{BACKOFF_FACTOR, INIT_SCALE, unscale_grads};
 use dino_core::train::{
-    CosineSchedule, DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig, OptimizerKind,
-    Precision, StepSettings, TrainConfig, Trainer, ema_update, teacher_temp_schedule,
+    AttentionKernel, CosineSchedule, DinoHead, DinoLoss, DinoNet, DinoOptimizer, HeadConfig,
+    OptimizerKind, Precision, StepSettings, TrainConfig, Trainer, ema_update,
+    teacher_temp_schedule,
 };
 use dino_tests::*;
 
@@ -583,7 +584,8 @@ fn fixture_batch(fx: &Fixture) -> CropBatch {
 /// `Trainer::step` itself (not a replay) on the fixture's crops: its schedule indexing,
 /// teacher temperature per epoch, center update from per-part sums, loss scaling over parts
 /// and micro-batches, frozen last layer and EMA give the fixture's student, teacher and center
-/// after both iterations, with the batch as one part, as two parts, and as two micro-batches.
+/// after both iterations, with the batch as one part, as two parts, and as two micro-batches,
+/// and with the fused attention kernels (`--attention-kernel fused`).
 #[test]
 fn the_trainer_itself_matches_pytorch() {
     let fx = Fixture::load_file("train/step.safetensors");
@@ -592,7 +594,17 @@ fn the_trainer_itself_matches_pytorch() {
     assert_eq!((cfg.vit().unwrap(), cfg.head()), (vit, head));
     let dev = device();
     let batch = fixture_batch(&fx);
-    for (parts, accum) in [(1, 1), (2, 1), (1, 2)] {
+    // the last: the fused attention kernels on a GPU device (elsewhere the CPU's own path)
+    for (parts, accum, kernel) in [
+        (1, 1, AttentionKernel::Composed),
+        (2, 1, AttentionKernel::Composed),
+        (1, 2, AttentionKernel::Composed),
+        (1, 1, AttentionKernel::Fused),
+    ] {
+        let cfg = TrainConfig {
+            attention_kernel: kernel,
+            ..cfg.clone()
+        };
         let mut t = fixture_trainer(&fx, &cfg, &dev).unwrap();
         t.set_devices(vec![dev.clone(); parts]).unwrap();
         t.set_accumulation(accum).unwrap();
@@ -604,7 +616,8 @@ fn the_trainer_itself_matches_pytorch() {
             let s = format!("step{step}.");
             let stats = t.step(&batch).unwrap();
             let want = fx.get(&format!("{s}loss")).data[0] as f64;
-            let what = format!("{parts} part(s) x {accum} micro-batch(es), {s}");
+            let what =
+                format!("{parts} part(s) x {accum} micro-batch(es), {kernel} attention, {s}");
             assert!(
                 ((stats.loss - want) / want).abs() <= 1e-4,
                 "{what}loss {} vs {want}",
