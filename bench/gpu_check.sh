@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the training issue, as one script for a lent GPU machine (the `device`
 # tool) with PyTorch installed: (A) one DINO training step of ViT-S/16 (2 x 224 + 8 x 96 crops
-# per image, official head) on Burn's Vulkan backend in f32, bf16 and f16 (`--precision`)
+# per image, official head) on Burn's Vulkan backend in f32, bf16 and f16 (`--precision`), with
+# Burn's composed attention and dino-rs's fused attention kernels (`--attention-kernel`),
 # against PyTorch CUDA in fp32, TF32 and AMP bf16 / f16, same run, (C) the same on LibTorch CUDA
 # (`--device cuda` of a `--features tch` build: dino-bench built with
 # `--features vulkan,wgpu,tch` after `source tests/setup-libtorch.sh`), and (P) the per-kernel
@@ -48,6 +49,7 @@ echo "== A: training step, ViT-S/16, batch ${STEP_BATCH:-32}, each precision =="
 for p in ${PRECISIONS:-f32 bf16 f16}; do
     timeout "${STEP_TIMEOUT:-150}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
         --iters 4 --rounds 2 --warmup 1 --torch-device cuda --precision "$p" \
+        --attention-kernel "${ATTENTION_KERNELS:-composed,fused}" \
         --json "$OUT/train_step_$p.json" 2>&1 | tee "$OUT/train_step_$p.txt"
 done
 
@@ -61,13 +63,14 @@ for p in ${PRECISIONS:-f32 bf16 f16}; do
         --json "$OUT/train_step_tch_$p.json" 2>&1 | tee "$OUT/train_step_tch_$p.txt"
 done
 
-echo "== P: where the step's time goes: per-kernel table (f32 and f16, kernels cached by A) =="
-for p in ${PROFILE_PRECISIONS:-f32 f16}; do
+echo "== P: where the step's time goes: per-kernel table (precision:attention kernel; cached by A) =="
+for pk in ${PROFILES:-f32:composed f32:fused f16:composed}; do
+    p="${pk%%:*}"; k="${pk##*:}"
     timeout "${PROFILE_TIMEOUT:-90}" "$BENCH" --mode train-step --device vulkan --batch "${STEP_BATCH:-32}" \
-        --iters 1 --rounds 1 --warmup 1 --reference off --precision "$p" \
-        --profile-kernels "$OUT/kernels_$p.log" > /dev/null 2>&1
-    python3 bench/kernel_profile.py "$OUT/kernels_$p.log" --steps 2 --top 25 2>&1 | tee "$OUT/kernels_$p.txt"
-    xz -f "$OUT/kernels_$p.log"
+        --iters 1 --rounds 1 --warmup 1 --reference off --precision "$p" --attention-kernel "$k" \
+        --profile-kernels "$OUT/kernels_${p}_$k.log" > /dev/null 2>&1
+    python3 bench/kernel_profile.py "$OUT/kernels_${p}_$k.log" --steps 2 --top 25 2>&1 | tee "$OUT/kernels_${p}_$k.txt"
+    xz -f "$OUT/kernels_${p}_$k.log"
 done
 
 echo "== B: Fashion-MNIST, $EPOCHS epochs x 10k images =="
