@@ -15,6 +15,8 @@
 //! `wgpu` alone, translated by naga) is right on every op, so CI tests the GPU path that way.
 //! Lavapipe (Mesa 22.3.6 and 25.0.7, 2026-12-02) crashes compiling CubeCL's SPIR-V matmul
 //! pipeline but runs its WGSL right, f16 products included (CI's f16 tests run on 25.0.7).
+//! It also checks dino-rs's fused attention kernels (`--attention-kernel fused`) against Burn's
+//! composed attention on the CPU, forward and gradient.
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -217,6 +219,32 @@ fn gradients(c: &mut Compare) {
         let opt = ConvOptions::new([16, 16], [0, 0], [1, 1], 1);
         conv2d(img.clone().to_device(&k.device()).autodiff(), k, None, opt)
     });
+    // `--attention-kernel fused`: dino-rs's own attention kernels on the GPU against Burn's
+    // composed attention on the CPU, forward and gradient, at ViT-S/16's shape (6 heads of 64)
+    let qkv = Tensor::<3>::random([2, 197, 3 * 384], Distribution::Normal(0.0, 1.0), &cpu);
+    c.check("fused attention (--attention-kernel fused)", |d| {
+        attention_core(qkv.clone().to_device(d), 6)
+    });
+    c.check_grad("fused attention (--attention-kernel fused)", &qkv, |x| {
+        attention_core(x, 6)
+    });
+}
+
+/// The attention core of `qkv` `[B, N, 3D]`: the fused kernels on a CubeCL device, Burn's
+/// composed operations elsewhere (the CPU side of the comparison).
+fn attention_core(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    if let Some(out) = dino_core::model::cube_attention::attention(&qkv, heads) {
+        return out;
+    }
+    let [b, n, d3] = qkv.dims();
+    let d = d3 / 3;
+    let qkv = qkv
+        .reshape([b, n, 3, heads, d / heads])
+        .permute([2, 0, 3, 1, 4]);
+    let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
+    let scale = ((d / heads) as f64).powf(-0.5);
+    let p = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
+    p.matmul(v).swap_dims(1, 2).reshape([b, n, d])
 }
 
 /// The products of `--precision f16|bf16` (inputs rounded to the half type, result in it):
