@@ -73,22 +73,6 @@ fn burn_model_and_cpu_engine_agree_at_any_size() {
     assert!(rel_err(&b, &a) <= 1e-5, "{}", rel_err(&b, &a));
 }
 
-/// Burn's composed attention core (what `SelfAttention` runs without the fused kernels), from
-/// `qkv` `[B, N, 3D]` to the heads side by side `[B, N, D]`.
-#[cfg(feature = "wgpu")]
-fn composed_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
-    use burn::tensor::activation::softmax;
-    let [b, n, d3] = qkv.dims();
-    let d = d3 / 3;
-    let qkv = qkv
-        .reshape([b, n, 3, heads, d / heads])
-        .permute([2, 0, 3, 1, 4]);
-    let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
-    let scale = ((d / heads) as f64).powf(-0.5);
-    let p = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-    p.matmul(v).swap_dims(1, 2).reshape([b, n, d])
-}
-
 /// An attention test case: `qkv` `[b, n, 3d]` and the gradient arriving at the output
 /// `[b, n, d]`, deterministic values of magnitude ~1.
 #[cfg(feature = "wgpu")]
@@ -205,6 +189,7 @@ impl AttentionCase {
 #[test]
 fn fused_attention_kernels_match_the_composed_attention_and_its_gradient() {
     use burn::tensor::{DType, TensorData};
+    use dino_core::model::composed_attention;
     use dino_core::model::cube_attention::attention;
     if !on_gpu_path() {
         return;

@@ -233,18 +233,8 @@ fn gradients(c: &mut Compare) {
 /// The attention core of `qkv` `[B, N, 3D]`: the fused kernels on a CubeCL device, Burn's
 /// composed operations elsewhere (the CPU side of the comparison).
 fn attention_core(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
-    if let Some(out) = dino_core::model::cube_attention::attention(&qkv, heads) {
-        return out;
-    }
-    let [b, n, d3] = qkv.dims();
-    let d = d3 / 3;
-    let qkv = qkv
-        .reshape([b, n, 3, heads, d / heads])
-        .permute([2, 0, 3, 1, 4]);
-    let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
-    let scale = ((d / heads) as f64).powf(-0.5);
-    let p = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-    p.matmul(v).swap_dims(1, 2).reshape([b, n, d])
+    dino_core::model::cube_attention::attention(&qkv, heads)
+        .unwrap_or_else(|| dino_core::model::composed_attention(qkv, heads))
 }
 
 /// The products of `--precision f16|bf16` (inputs rounded to the half type, result in it):

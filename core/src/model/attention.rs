@@ -32,20 +32,19 @@ impl SelfAttention {
 
     /// q, k, v of `[B, H, N, D/H]` each from the fused projection `[B, N, 3D]`.
     fn heads_of(&self, qkv: Tensor<3>) -> [Tensor<4>; 3] {
-        let [b, n, d3] = qkv.dims();
-        let h = self.heads;
-        let qkv = qkv
-            .reshape([b, n, 3, h, d3 / 3 / h])
-            .permute([2, 0, 3, 1, 4]);
-        let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
-        [q, k, v]
+        heads_of(qkv, self.heads)
     }
 
     /// `[B, H, N, D/H]` to the projected `[B, N, D]`, in f32.
     fn merge_heads(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, h, n, hd] = x.dims();
+        self.project(x.swap_dims(1, 2).reshape([b, n, h * hd]))
+    }
+
+    /// The heads side by side `[B, N, D]` through `proj`, in f32.
+    fn project(&self, x: Tensor<3>) -> Tensor<3> {
         let p = self.precision;
-        p.widen(p.linear(&self.proj, x.swap_dims(1, 2).reshape([b, n, h * hd])))
+        p.widen(p.linear(&self.proj, x))
     }
 
     /// Attention output through the backend's fused attention (no weights materialised
@@ -61,8 +60,7 @@ impl SelfAttention {
         if self.kernel == AttentionKernel::Fused
             && let Some(out) = super::cube_attention::attention(&qkv, self.heads)
         {
-            let p = self.precision;
-            return p.widen(p.linear(&self.proj, out));
+            return self.project(out);
         }
         #[cfg(feature = "flex")]
         if self.precision.half().is_none()
@@ -105,4 +103,23 @@ impl SelfAttention {
         let n = scores.dims()[3];
         softmax(scores, 3).reshape([b, h, n])
     }
+}
+
+/// q, k, v of `[B, H, N, D/H]` each from the fused projection `[B, N, 3D]` of `heads` heads.
+fn heads_of(qkv: Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
+    let [b, n, d3] = qkv.dims();
+    let qkv = qkv
+        .reshape([b, n, 3, heads, d3 / 3 / heads])
+        .permute([2, 0, 3, 1, 4]);
+    [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0))
+}
+
+/// Burn's composed attention core in f32, from `qkv` `[B, N, 3D]` to the heads side by side
+/// `[B, N, D]` (split, scores, softmax, second product, merge): the reference the fused
+/// attention operations (burn-flex's, the GPU kernels) are checked against.
+pub fn composed_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [q, k, v] = heads_of(qkv, heads);
+    let [b, h, n, hd] = q.dims();
+    let p = softmax(q.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5), 3);
+    p.matmul(v).swap_dims(1, 2).reshape([b, n, h * hd])
 }

@@ -250,22 +250,9 @@ fn tracked_attention(qkv: AdTensor, s: Sizes) -> AdTensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::composed_attention;
     use super::super::flex_test_support::{max_abs_diff, vec_of};
-    use burn::tensor::activation::softmax;
     use burn::tensor::{Device, Tensor, TensorData};
-
-    /// Burn's decomposition of the same attention (what `SelfAttention` runs elsewhere).
-    fn burns(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
-        let [b, n, d3] = qkv.dims();
-        let d = d3 / 3;
-        let qkv = qkv
-            .reshape([b, n, 3, heads, d / heads])
-            .permute([2, 0, 3, 1, 4]);
-        let [q, k, v] = [0, 1, 2].map(|i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
-        let scale = ((d / heads) as f64).powf(-0.5);
-        let p = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-        p.matmul(v).swap_dims(1, 2).reshape([b, n, d])
-    }
 
     /// Output and the gradient of `qkv` against Burn's decomposition, tracked and not.
     #[test]
@@ -285,7 +272,7 @@ mod tests {
             let y = if ours {
                 super::attention(&x, heads).expect("the fast path")
             } else {
-                burns(x.clone(), heads)
+                composed_attention(x.clone(), heads)
             };
             let g = (y.clone() * upstream.clone()).sum().backward();
             (vec_of(y), vec_of(x.grad(&g).unwrap()))
@@ -300,7 +287,7 @@ mod tests {
         let plain = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(values.clone(), [b, n, 3 * d]), &plain);
         let y = vec_of(super::attention(&x, heads).expect("the fast path"));
-        let e = max_abs_diff(&y, &vec_of(burns(x, heads)));
+        let e = max_abs_diff(&y, &vec_of(composed_attention(x, heads)));
         assert!(e < 1e-5, "untracked output {e}");
     }
 }

@@ -36,7 +36,7 @@ mod vit;
 pub mod weight_norm;
 pub mod wide_resnet;
 
-pub use attention::SelfAttention;
+pub use attention::{SelfAttention, composed_attention};
 pub use attention_kernel::AttentionKernel;
 pub use batch_norm::{BN_EPS, BN_MOMENTUM, BatchNorm};
 pub use block::{Block, BlockParams, Mlp};
