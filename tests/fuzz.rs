@@ -31,8 +31,14 @@ const BUDGETS: [usize; 4] = [
     256 << 20,
 ];
 
+/// The target being fuzzed and its iteration. The allocator is global, so the targets take
+/// turns ([`ONE_TARGET_AT_A_TIME`]): were two running at once (the test harness runs tests on
+/// parallel threads), one target's allocation would be charged to another's budget (once in
+/// CI, an image input's 781 MB decode, within the image budget, aborted as the checkpoint
+/// target's), and a target ending would switch the check off for one still running.
 static TARGET: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ITERATION: AtomicUsize = AtomicUsize::new(0);
+static ONE_TARGET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const TARGETS: [&str; 4] = ["image", "pth", "safetensors", "checkpoint"];
 
 struct Budgeted;
@@ -64,8 +70,8 @@ fn check(size: usize) {
             "fuzz: target '{}' iteration {} asked for {size} bytes (budget {}); \
              rerun with the same FUZZ_SEED to reproduce",
             TARGETS[target],
-            BUDGETS[target],
-            ITERATION.load(Ordering::Relaxed)
+            ITERATION.load(Ordering::Relaxed),
+            BUDGETS[target]
         );
         std::process::abort();
     }
@@ -156,6 +162,10 @@ fn seed() -> u64 {
 
 /// Runs `exec` on `iterations()` mutations of the seeds; a panic names the input's file.
 fn fuzz(target: usize, seeds: &[Vec<u8>], exec: impl Fn(&[u8])) {
+    // a target that panicked poisons the lock; the others still run
+    let _turn = ONE_TARGET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut rng = Rng(seed().wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let n = iterations();
     for s in seeds {
