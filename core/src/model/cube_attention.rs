@@ -21,6 +21,7 @@
 //! while the composed path stays the default until a GPU measures the two
 //! (`bench/gpu_check.sh`).
 
+use super::attention_sizes::AttentionSizes as Sizes;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -75,58 +76,28 @@ fn forward_meta(qkv: &TensorSpec, heads: &usize) -> (TensorSpec, TensorSpec) {
     )
 }
 
-/// The sizes of one call.
-#[derive(Clone, Copy, Debug)]
-struct Sizes {
-    b: usize,
-    n: usize,
-    d: usize,
-    heads: usize,
+/// The sizes of `qkv` with `heads` heads where the kernels take them: heads that split the
+/// width, a head no wider than [`MAX_HEAD_DIM`], and a grid within every runtime's limits
+/// (65535 cubes per dimension).
+fn supported(qkv: [usize; 3], heads: usize) -> Option<Sizes> {
+    Sizes::of(qkv, heads)
+        .filter(|s| s.hd() <= MAX_HEAD_DIM && s.b * s.heads <= 65535 && s.n.div_ceil(ROWS) <= 65535)
 }
 
-impl Sizes {
-    fn of(qkv: &Shape, heads: usize) -> Self {
-        let [b, n, d3] = qkv.dims::<3>();
-        Self {
-            b,
-            n,
-            d: d3 / 3,
-            heads,
-        }
-    }
-    fn hd(&self) -> usize {
-        self.d / self.heads
-    }
-    fn scale(&self) -> f32 {
-        (self.hd() as f32).powf(-0.5)
-    }
-    /// One cube per `ROWS` rows of each (image, head).
-    fn cube_count(&self) -> CubeCount {
-        CubeCount::Static(
-            self.n.div_ceil(ROWS) as u32,
-            (self.b * self.heads) as u32,
-            1,
-        )
-    }
+/// The sizes of a call's `qkv`, which [`attention`] checked with [`supported`].
+fn sizes(qkv: &CubeTensor, heads: usize) -> Sizes {
+    supported(qkv.shape().dims::<3>(), heads).expect("attention() calls only on supported sizes")
 }
 
-/// Whether the kernels take these sizes: heads that split the width, a head no wider than
-/// [`MAX_HEAD_DIM`], and a grid within every runtime's limits (65535 cubes per dimension).
-fn supported(b: usize, n: usize, d3: usize, heads: usize) -> bool {
-    let d = d3 / 3;
-    heads > 0
-        && d3.is_multiple_of(3)
-        && d.is_multiple_of(heads)
-        && d / heads <= MAX_HEAD_DIM
-        && b * n > 0
-        && b * heads <= 65535
-        && n.div_ceil(ROWS) <= 65535
+/// One cube per `ROWS` rows of each (image, head).
+fn cube_count(s: &Sizes) -> CubeCount {
+    CubeCount::Static(s.n.div_ceil(ROWS) as u32, (s.b * s.heads) as u32, 1)
 }
 
 impl AttentionKernels for CubeBackend {
     fn fused_attention(qkv: CubeTensor, heads: usize) -> (CubeTensor, CubeTensor) {
         let qkv = into_contiguous(qkv);
-        let s = Sizes::of(&qkv.shape(), heads);
+        let s = sizes(&qkv, heads);
         let dtype = qkv.dtype;
         let (client, device) = (qkv.client.clone(), qkv.device.clone());
         let out = empty_device_dtype(
@@ -143,7 +114,7 @@ impl AttentionKernels for CubeBackend {
         );
         forward_kernel::launch(
             &client,
-            s.cube_count(),
+            cube_count(&s),
             CubeDim::new_1d(ROWS as u32),
             qkv.into_tensor_arg(),
             out.clone().into_tensor_arg(),
@@ -172,12 +143,12 @@ impl AttentionKernels for CubeBackend {
         } else {
             burn_cubecl::kernel::cast(dout, qkv.dtype)
         });
-        let s = Sizes::of(&qkv.shape(), heads);
+        let s = sizes(&qkv, heads);
         let dtype = qkv.dtype;
         let (client, device) = (qkv.client.clone(), qkv.device.clone());
         let dqkv = empty_device_dtype(client.clone(), device.clone(), qkv.shape(), dtype);
         let delta = empty_device_dtype(client.clone(), device, lse.shape(), DType::F32);
-        let (cubes, dim) = (s.cube_count(), CubeDim::new_1d(ROWS as u32));
+        let (cubes, dim) = (cube_count(&s), CubeDim::new_1d(ROWS as u32));
         query_gradient_kernel::launch(
             &client,
             cubes.clone(),
@@ -218,6 +189,51 @@ mod kernels {
     use super::ROWS;
     use cubecl::prelude::*;
 
+    /// Where a unit works: image `b`, head `h` (`bh = b * heads + h`, the cube's second
+    /// coordinate), its row (query or key, `row < n` where `valid`) and `base`, the offset of
+    /// the head's columns in the first row of image `b` in `qkv`; `d` is the model's width.
+    #[derive(CubeType, Clone)]
+    pub struct Place {
+        pub b: usize,
+        pub h: usize,
+        pub bh: usize,
+        pub d: usize,
+        pub row: usize,
+        pub valid: bool,
+        pub base: usize,
+    }
+
+    #[cube]
+    impl Place {
+        /// The place of this unit: one row per unit, `ROWS` rows per cube, one (image, head)
+        /// per cube row of the grid.
+        pub fn of_unit(n: usize, heads: usize, #[comptime] hd: usize) -> Place {
+            let bh = CUBE_POS_Y as usize;
+            let b = bh / heads;
+            let d = heads * hd;
+            let row = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
+            Place {
+                b,
+                h: bh % heads,
+                bh,
+                d,
+                row,
+                valid: row < n,
+                base: b * n * 3 * d + (bh % heads) * hd,
+            }
+        }
+    }
+
+    /// How many of the `ROWS` rows staged from `start` exist.
+    #[cube]
+    pub fn rows_in_tile(n: usize, start: usize) -> usize {
+        let mut count = n - start;
+        if count > ROWS {
+            count = ROWS;
+        }
+        count
+    }
+
     /// Stages rows `start..start + ROWS` (zeros past `n`) of the part at column `offset` of one
     /// head in `qkv`-like rows of width `row`, into `tile` (`ROWS x hd`, f32).
     #[cube]
@@ -256,13 +272,9 @@ mod kernels {
         #[comptime] hd: usize,
         #[define(F)] _dtype: ElemType,
     ) {
-        let (n, heads) = (n as usize, heads as usize);
-        let bh = CUBE_POS_Y as usize;
-        let (b, h) = (bh / heads, bh % heads);
-        let d = heads * hd;
-        let i = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
-        let valid = i < n;
-        let base = b * n * 3 * d + h * hd;
+        let n = n as usize;
+        let at = Place::of_unit(n, heads as usize, hd);
+        let (b, h, bh, d, i, valid, base) = (at.b, at.h, at.bh, at.d, at.row, at.valid, at.base);
 
         let mut q = Array::<f32>::new(hd);
         let mut acc = Array::<f32>::new(hd);
@@ -285,10 +297,7 @@ mod kernels {
             stage::<F>(qkv, &mut keys, base, 3 * d, d, start, n, hd);
             stage::<F>(qkv, &mut values, base, 3 * d, 2 * d, start, n, hd);
             sync_cube();
-            let mut count = n - start;
-            if count > ROWS {
-                count = ROWS;
-            }
+            let count = rows_in_tile(n, start);
             let mut tile_max = max;
             for j in 0..count {
                 let mut s = 0.0f32;
@@ -343,13 +352,9 @@ mod kernels {
         #[comptime] hd: usize,
         #[define(F)] _dtype: ElemType,
     ) {
-        let (n, heads) = (n as usize, heads as usize);
-        let bh = CUBE_POS_Y as usize;
-        let (b, h) = (bh / heads, bh % heads);
-        let d = heads * hd;
-        let i = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
-        let valid = i < n;
-        let base = b * n * 3 * d + h * hd;
+        let n = n as usize;
+        let at = Place::of_unit(n, heads as usize, hd);
+        let (b, h, bh, d, i, valid, base) = (at.b, at.h, at.bh, at.d, at.row, at.valid, at.base);
         let o = b * n * d + i * d + h * hd;
 
         let mut q = Array::<f32>::new(hd);
@@ -381,10 +386,7 @@ mod kernels {
             stage::<F>(qkv, &mut keys, base, 3 * d, d, start, n, hd);
             stage::<F>(qkv, &mut values, base, 3 * d, 2 * d, start, n, hd);
             sync_cube();
-            let mut count = n - start;
-            if count > ROWS {
-                count = ROWS;
-            }
+            let count = rows_in_tile(n, start);
             for j in 0..count {
                 let mut s = 0.0f32;
                 let mut dp = 0.0f32;
@@ -427,13 +429,9 @@ mod kernels {
         #[comptime] hd: usize,
         #[define(F)] _dtype: ElemType,
     ) {
-        let (n, heads) = (n as usize, heads as usize);
-        let bh = CUBE_POS_Y as usize;
-        let (b, h) = (bh / heads, bh % heads);
-        let d = heads * hd;
-        let j = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
-        let valid = j < n;
-        let base = b * n * 3 * d + h * hd;
+        let n = n as usize;
+        let at = Place::of_unit(n, heads as usize, hd);
+        let (b, h, bh, d, j, valid, base) = (at.b, at.h, at.bh, at.d, at.row, at.valid, at.base);
 
         let mut k = Array::<f32>::new(hd);
         let mut v = Array::<f32>::new(hd);
@@ -470,10 +468,7 @@ mod kernels {
             row_lse[UNIT_POS_X as usize] = l;
             row_delta[UNIT_POS_X as usize] = dl;
             sync_cube();
-            let mut count = n - start;
-            if count > ROWS {
-                count = ROWS;
-            }
+            let count = rows_in_tile(n, start);
             for i in 0..count {
                 let mut s = 0.0f32;
                 let mut dp = 0.0f32;
@@ -546,10 +541,9 @@ fn tracked_attention(qkv: AdTensor, heads: usize) -> AdTensor {
 /// where they do not apply (not a CubeCL device, Burn's balanced checkpointing, sizes the
 /// kernels do not take).
 pub fn attention(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
-    let [b, n, d3] = qkv.dims();
     let checkpointing = qkv.gradient_checkpointing_strategy();
-    if !supported(b, n, d3, heads) || checkpointing == Some(GradientCheckpointingStrategy::Balanced)
-    {
+    supported(qkv.dims(), heads)?;
+    if checkpointing == Some(GradientCheckpointingStrategy::Balanced) {
         return None;
     }
     if let Ok(p) = qkv.clone().try_into_primitive::<Autodiff<Cube>>() {

@@ -23,45 +23,21 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, GradientCheckpointingStrategy, Tensor};
 
+use super::attention_sizes::AttentionSizes as Sizes;
 use super::flex_conv::{AdTensor, flex_tensor, in_context};
 use crate::cpu::kernels::softmax;
 use crate::cpu::matmul::gemm_strided;
 use crate::cpu::parallel::{SharedMut, for_each_task};
 
-/// The attention sizes: `b` images of `n` tokens, width `d`, `heads` heads.
-#[derive(Clone, Copy, Debug)]
-struct Sizes {
-    b: usize,
-    n: usize,
-    d: usize,
-    heads: usize,
-}
-
-impl Sizes {
-    fn hd(&self) -> usize {
-        self.d / self.heads
-    }
-    fn scale(&self) -> f32 {
-        (self.hd() as f32).powf(-0.5)
-    }
-}
-
 /// The heads' outputs `[B, N, D]` of `qkv` `[B, N, 3D]`, or `None` where this path does not
 /// apply (not burn-flex f32, Burn's balanced checkpointing, sizes that do not split).
 pub fn attention(qkv: &Tensor<3>, heads: usize) -> Option<Tensor<3>> {
-    let [b, n, d3] = qkv.dims();
     let checkpointing = qkv.gradient_checkpointing_strategy();
-    let d = d3 / 3;
-    let fits = qkv.dtype() == DType::F32
-        && heads > 0
-        && d3 % 3 == 0
-        && d % heads == 0
-        && b * n > 0
-        && checkpointing != Some(GradientCheckpointingStrategy::Balanced);
-    if !fits {
+    let s = Sizes::of(qkv.dims(), heads)?;
+    if qkv.dtype() != DType::F32 || checkpointing == Some(GradientCheckpointingStrategy::Balanced) {
         return None;
     }
-    let s = Sizes { b, n, d, heads };
+    let Sizes { b, n, d, heads } = s;
     if let Ok(p) = qkv.clone().try_into_primitive::<Autodiff<Flex>>() {
         return Some(in_context(tracked_attention(p, s), checkpointing));
     }

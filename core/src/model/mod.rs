@@ -3,6 +3,8 @@
 
 mod attention;
 mod attention_kernel;
+#[cfg(any(feature = "flex", feature = "cube"))]
+mod attention_sizes;
 mod batch_norm;
 mod block;
 pub mod conv;
