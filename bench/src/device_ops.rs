@@ -87,6 +87,9 @@ fn sizes(text: &str) -> Result<Vec<[usize; 3]>, String> {
 }
 
 fn main() {
+    // CubeCL's device threads catch their own panics (its bandwidth probe's, on software
+    // adapters) and forward them: without the hook each printed a backtrace here
+    dino_native::device_panics::install("These checks need a few MB: is the GPU in use?");
     let gpu = match std::env::args().nth(1).as_deref() {
         Some("wgpu") => Device::wgpu(Default::default()),
         #[cfg(feature = "vulkan")]
