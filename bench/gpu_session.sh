@@ -100,7 +100,7 @@ run() {
     local out="${OUT:?OUT: where the results go (the device tool sets it)}"
     local tag; tag="$(date +%Y%m%d-%H%M%S)-$(echo "$steps" | tr -cd 'A-Za-z0-9')"
     mkdir -p "$STATE/bin" "$out"
-    if compgen -G '.gl/*.deb' > /dev/null && ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    if compgen -G '.gl/*.deb' > /dev/null && ! ldconfig -p | grep 'libvulkan\.so\.1' > /dev/null; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
     fi
