@@ -7,10 +7,13 @@
 #      Burn's Vulkan backend in f32, bf16 and f16 (`--precision`), with Burn's composed
 #      attention and dino-rs's fused attention kernels (`--attention-kernel`), against PyTorch
 #      CUDA in fp32, TF32 and AMP bf16 / f16, same run;
-#   C  the same step on LibTorch CUDA (`--device cuda` of a `--features tch` dino-bench);
+#   C  the same step on LibTorch CUDA (`--device cuda` of a `--features tch` build:
+#      `dino-bench-tch` beside BINARY, as bench/gpu_session.sh packs it, else `dino-bench`);
 #   P  the per-kernel breakdown of the step (`--profile-kernels`, bench/kernel_profile.py);
 #   B  the Fashion-MNIST learning recipe of bench/fashion_mnist.sh with a longer budget,
-#      dino-rs on Vulkan and the PyTorch reference on CUDA side by side.
+#      dino-rs on Vulkan in each of B_PRECISIONS (f32 f16: the mixed-precision run against the
+#      f32 one) and the PyTorch reference on CUDA, all at once (their times are not a
+#      comparison: they share the GPU; their k-NN is).
 #
 #   bash bench/gpu_check.sh BINARY FM_TRAIN_TAR_XZ OUTDIR
 #
@@ -20,7 +23,7 @@
 # device tool and runs this script there.
 #
 # Settings (environment):
-#   STEPS="0 A P K C B"   which steps, in this order (the most wanted first)
+#   STEPS="C A P K 0 B"   which steps, in this order (the most wanted first)
 #   DEADLINE_S=540        seconds from the start after which no step starts, and every step's
 #                         timeout is cut to what is left (the device tool kills a command at
 #                         600 s); unset: each step's own timeout
@@ -34,9 +37,11 @@
 set -uo pipefail
 BIN="$1"; DATA_TAR="$2"; OUT="$3"
 BENCH="${BENCH_BIN:-$(dirname "$BIN")/dino-bench}"
+BENCH_TCH="${BENCH_TCH_BIN:-$(dirname "$BIN")/dino-bench-tch}"
+[ -x "$BENCH_TCH" ] || BENCH_TCH="$BENCH"
 OPS="$(dirname "$BIN")/dino-device-ops"
 W="${WORK_DIR:-/tmp/gpucheck}"
-STEPS="${STEPS:-0 A P K C B}"
+STEPS="${STEPS:-C A P K 0 B}"
 GPU="${GPU_DEVICE:-vulkan}"
 TORCH="${TORCH_DEVICE:-cuda}"
 REF="${REFERENCE:-on}"
@@ -120,7 +125,7 @@ step_C() {
     for p in ${PRECISIONS:-f32 bf16 f16}; do
         starts "C $p" 40 || return
         LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timed "${STEP_TIMEOUT:-150}" \
-            "$BENCH" --mode train-step --device cuda --arch "$ARCH" --batch "$BATCH" \
+            "$BENCH_TCH" --mode train-step --device cuda --arch "$ARCH" --batch "$BATCH" \
             --iters 4 --rounds 2 --warmup 1 --torch-device "$TORCH" --reference "$REF" --precision "$p" \
             --json "$OUT/train_step_tch_$p.json" 2>&1 | tee "$OUT/train_step_tch_$p.txt"
     done
@@ -149,21 +154,27 @@ step_B() {
     local recipe=(--embed-dim 192 --depth 4 --num-heads 3 --patch-size 7 --global-crop-size 28
         --local-crop-size 14 --local-crops-number 6 --out-dim 2048 --head-hidden-dim 512
         --head-bottleneck-dim 128 --batch-size 128 --epochs "$epochs" --warmup-epochs 3 --seed 0)
-    local t start; t=$(limit "${TRAIN_TIMEOUT:-300}"); start=$(date +%s)
-    ( timeout "$t" "$BIN" train --recipe official --device "$GPU" --data "$W/train_10000" \
-        --output-dir "$W/ours" --attention-every 0 "${recipe[@]}" > "$OUT/fm_ours.txt" 2>&1
-      echo "dino-rs exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_ours.txt" ) &
+    local t start p; t=$(limit "${TRAIN_TIMEOUT:-300}"); start=$(date +%s)
+    for p in ${B_PRECISIONS:-f32 f16}; do
+        ( timeout "$t" "$BIN" train --recipe official --device "$GPU" --precision "$p" \
+            --data "$W/train_10000" --output-dir "$W/ours_$p" --attention-every 0 "${recipe[@]}" \
+            > "$OUT/fm_ours_$p.txt" 2>&1
+          echo "dino-rs $p exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_ours_$p.txt" ) &
+    done
     ( PYTHONUNBUFFERED=1 timeout "$t" python3 bench/dino_reference_train.py \
         --data "$W/train_10000" --out "$W/pytorch" --device "$TORCH" --threads 4 --workers 6 "${recipe[@]}" \
         > "$OUT/fm_pytorch.txt" 2>&1
       echo "PyTorch exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_pytorch.txt" ) &
     wait
-    tail -n 3 "$OUT/fm_ours.txt" "$OUT/fm_pytorch.txt"
-    cp "$W/ours/metrics.jsonl" "$OUT/fm_ours_metrics.jsonl" 2>/dev/null
-    if [ ! -f "$W/ours/teacher.safetensors" ] && [ -f "$W/ours/checkpoint.safetensors" ]; then
-        "$BIN" export --weights "$W/ours/checkpoint.safetensors" --out "$W/ours/teacher.safetensors"
-    fi
-    cp "$W/ours/teacher.safetensors" "$OUT/fm_ours_teacher.safetensors" 2>/dev/null
+    for p in ${B_PRECISIONS:-f32 f16}; do
+        tail -n 3 "$OUT/fm_ours_$p.txt"
+        cp "$W/ours_$p/metrics.jsonl" "$OUT/fm_ours_${p}_metrics.jsonl" 2>/dev/null
+        if [ ! -f "$W/ours_$p/teacher.safetensors" ] && [ -f "$W/ours_$p/checkpoint.safetensors" ]; then
+            "$BIN" export --weights "$W/ours_$p/checkpoint.safetensors" --out "$W/ours_$p/teacher.safetensors"
+        fi
+        cp "$W/ours_$p/teacher.safetensors" "$OUT/fm_ours_${p}_teacher.safetensors" 2>/dev/null
+    done
+    tail -n 3 "$OUT/fm_pytorch.txt"
     cp "$W/pytorch/teacher_backbone.safetensors" "$OUT/fm_pytorch_teacher.safetensors" 2>/dev/null
 }
 

@@ -7,23 +7,26 @@
 #   DEADLINE_S=420 bash bench/gpu_session.sh run "A 0"   # there, as the device tool's command
 #
 # `pack` builds `dino`, `dino-bench` and `dino-device-ops` for the GPU (FEATURES, default
-# Vulkan + wgpu: dino-device-ops needs wgpu), strips them and packs them into ignored files
-# the device tool can carry: .gpu/dino-bench.tar.xz (dino-bench and dino-device-ops, ~24 MB)
-# and .gpu/dino.tar.xz (~21 MB), the Fashion-MNIST training folder of step B (.gpu/fm10k.tar.xz,
-# from Debian's dataset-fashion-mnist) and the Vulkan loader packages the device README asks
-# for (.gl/). With the repository (~37 MiB) the binaries do not travel in one call, so the
-# session is two calls, each carrying one file, the second made at once while the machine is
-# warm (the unpacked binaries and CubeCL's kernel cache stay there between calls). `pack`
-# prints both calls, their sizes and deadlines.
+# Vulkan + wgpu: dino-device-ops needs wgpu) and, unless TCH=0, `dino-bench-tch` (dino-bench
+# with `--features tch` alone, LibTorch 2.11.0 from tests/setup-libtorch.sh: the CUDA path of
+# step C, run against the GPU machine's own PyTorch libraries), strips them and packs them into
+# ignored files the device tool can carry: .gpu/dino-bench.tar.xz (dino-bench and
+# dino-bench-tch, ~24 MB), .gpu/dino.tar.xz (~22 MB), .gpu/dino-device-ops.tar.xz (~18 MB), the
+# Fashion-MNIST training folder of step B (.gpu/fm10k.tar.xz, ~5 MB, from Debian's
+# dataset-fashion-mnist) and the Vulkan loader packages the device README asks for (.gl/).
+# The Vulkan binaries are 110-130 MB each stripped, and with the repository (~37 MiB) no two
+# of them travel in one call (64 MiB), so a session is a few calls, each carrying one file,
+# the next made at once while the machine is warm (the unpacked binaries and CubeCL's kernel
+# cache stay there between calls). `pack` prints the calls, their sizes and deadlines.
 #
 # `run STEPS` (on the machine) unpacks the loaders and whatever binaries were carried into
 # /tmp/dino-gpu/bin (kept for the next call), runs bench/gpu_check.sh with STEPS under a
 # deadline (DEADLINE_S, default 510 s: every step's timeout is cut to what is left, and no
-# step starts after it), and returns the results as at most four files in $OUT: the log,
-# the results as one tar.xz, and the two Fashion-MNIST teachers of step B.
+# step starts after it), and returns the results as at most five files in $OUT: the log,
+# the results as one tar.xz, and the three Fashion-MNIST teachers of step B.
 #
 # A dry run of `run` here, on Chromium's SwiftShader instead of a GPU and without PyTorch:
-#   FEATURES=dino-bench/wgpu bash bench/gpu_session.sh pack
+#   FEATURES=dino-bench/wgpu TCH=0 bash bench/gpu_session.sh pack
 #   VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json WGPU_BACKEND=vulkan \
 #   GPU_DEVICE=wgpu REFERENCE=off ARCH=vit_tiny STEP_BATCH=1 STEP_ITERS=1 STEP_ROUNDS=1 \
 #   PRECISIONS="f32 f16" ATTENTION_KERNELS=fused PROFILES=f32:fused OUT=/tmp/gpu-dry \
@@ -45,12 +48,30 @@ pack() {
     mkdir -p .gpu .gl
     local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
     for b in "${bins[@]}"; do strip -o "$tmp/$b" "$target/release/$b"; done
+    if [ "${TCH:-1}" != 0 ]; then
+        # a second dino-bench on LibTorch (step C); built after the first was copied out, since
+        # both are target/release/dino-bench. It links LibTorch's CPU libraries and loads
+        # libtorch_cuda.so at run time from the machine's PyTorch (LD_LIBRARY_PATH, step C)
+        echo "== building dino-bench with tch (LibTorch $(grep -o 'TORCH_VERSION:-[0-9.]*' tests/setup-libtorch.sh | cut -d- -f2)) =="
+        ( source tests/setup-libtorch.sh &&
+            cargo build --release --locked -p dino-bench --features tch --bin dino-bench )
+        strip -o "$tmp/dino-bench-tch" "$target/release/dino-bench"
+    fi
     # one xz stream per call, with a dictionary larger than a binary: dino-bench and
     # dino-device-ops share most of their code, and xz finds it only within its dictionary
     echo "== packing (xz, a few minutes) =="
-    local first=(dino-bench); [ -f "$tmp/dino-device-ops" ] && first+=(dino-device-ops)
-    tar -C "$tmp" -cf - "${first[@]}" | xz -T1 --lzma2=preset=7,dict=256MiB > .gpu/dino-bench.tar.xz
-    tar -C "$tmp" -cf - dino | xz -T1 --lzma2=preset=7,dict=256MiB > .gpu/dino.tar.xz
+    # one stream per call (a dictionary larger than a binary: dino-bench-tch shares much of
+    # dino-bench's code, and xz finds it only within its dictionary), compressed side by side
+    local first=(dino-bench); [ -f "$tmp/dino-bench-tch" ] && first+=(dino-bench-tch)
+    rm -f .gpu/dino-device-ops.tar.xz
+    local packs=("dino-bench:${first[*]}" "dino:dino") p pids=()
+    [ -f "$tmp/dino-device-ops" ] && packs+=("dino-device-ops:dino-device-ops")
+    for p in "${packs[@]}"; do
+        # shellcheck disable=SC2086 # the file list splits on purpose
+        tar -C "$tmp" -cf - ${p#*:} | xz -T1 --lzma2=preset=7,dict=256MiB > ".gpu/${p%%:*}.tar.xz" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
     if [ ! -s .gpu/fm10k.tar.xz ]; then
         [ -d /usr/share/datasets/fashion-mnist ] ||
             apt-get install -y -qq --no-install-recommends dataset-fashion-mnist > /dev/null ||
@@ -82,15 +103,17 @@ pack() {
 Device calls, the second at once after the first (the machine stays warm 30 s); about
 12 minutes of commands, leaving the machine's start inside the session's 15:
   1. carry [".gl", ".gpu/dino-bench.tar.xz"]                   $(size .gpu/dino-bench.tar.xz)
-     command: DEADLINE_S=420 bash bench/gpu_session.sh run "A 0"    timeout_s 450
-     (the training step against PyTorch: f32, bf16, f16 x composed, fused attention; then
-     each op against the CPU)
+     command: DEADLINE_S=420 bash bench/gpu_session.sh run "C A"    timeout_s 450
+     (the training step against PyTorch: on LibTorch CUDA in f32, bf16, f16 (no kernels to
+     compile: a minute or two), then on Vulkan, f32, bf16, f16 x composed, fused attention)
   2. carry [".gl", ".gpu/dino.tar.xz"]                         $(size .gpu/dino.tar.xz)
      command: DEADLINE_S=240 bash bench/gpu_session.sh run "P K"    timeout_s 270
      (the per-kernel tables from the kernels A cached, then first-step times of dino embed)
-  Another call or session: carry [".gl", ".gpu/dino.tar.xz", ".gpu/fm10k.tar.xz"]
-  $(size .gpu/dino.tar.xz .gpu/fm10k.tar.xz), run "B" (the Fashion-MNIST learning curves,
-  ~5 min); C needs a --features tch build (README, "CUDA through LibTorch").
+  3. if the session has time left (another session: call 2 first, for its dino):
+     carry [".gl", ".gpu/dino-device-ops.tar.xz", ".gpu/fm10k.tar.xz"]
+                                                               $(size .gpu/dino-device-ops.tar.xz .gpu/fm10k.tar.xz)
+     command: DEADLINE_S=420 bash bench/gpu_session.sh run "0 B"    timeout_s 450
+     (each op against the CPU; the Fashion-MNIST learning curves, f32 and f16 beside PyTorch)
 Then commit the logs and the results' contents under bench/results/gpu/ with the date.
 EOF
 }
@@ -110,7 +133,7 @@ run() {
         export VK_DRIVER_FILES="$nvidia_icd"
         export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
     fi
-    for pkg in .gpu/dino-bench.tar.xz .gpu/dino.tar.xz; do
+    for pkg in .gpu/dino-bench.tar.xz .gpu/dino.tar.xz .gpu/dino-device-ops.tar.xz; do
         [ -f "$pkg" ] && tar -C "$STATE/bin" -xJf "$pkg"
     done
     ls -la "$STATE/bin"
