@@ -100,6 +100,16 @@ step_K() {
     done
 }
 
+# `train_step BENCH DEVICE PRECISION NAME TIMEOUT ARGS...`: one precision's training-step row of
+# BENCH on DEVICE beside PyTorch (fp32, TF32 and that precision's AMP), into $OUT/NAME.{json,txt}
+train_step() {
+    local bench="$1" device="$2" p="$3" name="$4" t="$5"; shift 5
+    timed "$t" "$bench" --mode train-step --device "$device" --arch "$ARCH" --batch "$BATCH" \
+        --iters "${STEP_ITERS:-4}" --rounds "${STEP_ROUNDS:-2}" --warmup 1 \
+        --torch-device "$TORCH" --reference "$REF" --precision "$p" "$@" \
+        --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.txt"
+}
+
 step_A() {
     echo "== A: training step, $ARCH, batch $BATCH, each precision =="
     # one invocation per precision, so that a precision the Vulkan driver cannot run (bf16 needs
@@ -109,11 +119,8 @@ step_A() {
     # on 2026-11-26, before fusion and the half-precision kernels): hence 300 s per precision.
     for p in ${PRECISIONS:-f32 bf16 f16}; do
         starts "A $p" 40 || return
-        timed "${STEP_TIMEOUT:-300}" "$BENCH" --mode train-step --device "$GPU" --arch "$ARCH" \
-            --batch "$BATCH" --iters "${STEP_ITERS:-4}" --rounds "${STEP_ROUNDS:-2}" --warmup 1 \
-            --torch-device "$TORCH" --reference "$REF" \
-            --precision "$p" --attention-kernel "${ATTENTION_KERNELS:-composed,fused}" \
-            --json "$OUT/train_step_$p.json" 2>&1 | tee "$OUT/train_step_$p.txt"
+        train_step "$BENCH" "$GPU" "$p" "train_step_$p" "${STEP_TIMEOUT:-300}" \
+            --attention-kernel "${ATTENTION_KERNELS:-composed,fused}"
     done
 }
 
@@ -124,10 +131,8 @@ step_C() {
     torch_lib="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib"
     for p in ${PRECISIONS:-f32 bf16 f16}; do
         starts "C $p" 40 || return
-        LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timed "${STEP_TIMEOUT:-150}" \
-            "$BENCH_TCH" --mode train-step --device cuda --arch "$ARCH" --batch "$BATCH" \
-            --iters 4 --rounds 2 --warmup 1 --torch-device "$TORCH" --reference "$REF" --precision "$p" \
-            --json "$OUT/train_step_tch_$p.json" 2>&1 | tee "$OUT/train_step_tch_$p.txt"
+        LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+            train_step "$BENCH_TCH" cuda "$p" "train_step_tch_$p" "${STEP_TIMEOUT:-150}"
     done
 }
 
@@ -154,8 +159,9 @@ step_B() {
     local recipe=(--embed-dim 192 --depth 4 --num-heads 3 --patch-size 7 --global-crop-size 28
         --local-crop-size 14 --local-crops-number 6 --out-dim 2048 --head-hidden-dim 512
         --head-bottleneck-dim 128 --batch-size 128 --epochs "$epochs" --warmup-epochs 3 --seed 0)
-    local t start p; t=$(limit "${TRAIN_TIMEOUT:-300}"); start=$(date +%s)
-    for p in ${B_PRECISIONS:-f32 f16}; do
+    local t start p precisions="${B_PRECISIONS:-f32 f16}"
+    t=$(limit "${TRAIN_TIMEOUT:-300}"); start=$(date +%s)
+    for p in $precisions; do
         ( timeout "$t" "$BIN" train --recipe official --device "$GPU" --precision "$p" \
             --data "$W/train_10000" --output-dir "$W/ours_$p" --attention-every 0 "${recipe[@]}" \
             > "$OUT/fm_ours_$p.txt" 2>&1
@@ -166,7 +172,7 @@ step_B() {
         > "$OUT/fm_pytorch.txt" 2>&1
       echo "PyTorch exit $? after $(( $(date +%s) - start )) s" >> "$OUT/fm_pytorch.txt" ) &
     wait
-    for p in ${B_PRECISIONS:-f32 f16}; do
+    for p in $precisions; do
         tail -n 3 "$OUT/fm_ours_$p.txt"
         cp "$W/ours_$p/metrics.jsonl" "$OUT/fm_ours_${p}_metrics.jsonl" 2>/dev/null
         if [ ! -f "$W/ours_$p/teacher.safetensors" ] && [ -f "$W/ours_$p/checkpoint.safetensors" ]; then

@@ -52,13 +52,11 @@ pack() {
         # a second dino-bench on LibTorch (step C); built after the first was copied out, since
         # both are target/release/dino-bench. It links LibTorch's CPU libraries and loads
         # libtorch_cuda.so at run time from the machine's PyTorch (LD_LIBRARY_PATH, step C)
-        echo "== building dino-bench with tch (LibTorch $(grep -o 'TORCH_VERSION:-[0-9.]*' tests/setup-libtorch.sh | cut -d- -f2)) =="
         ( source tests/setup-libtorch.sh &&
+            echo "== building dino-bench with tch (LibTorch $TORCH_VERSION) ==" &&
             cargo build --release --locked -p dino-bench --features tch --bin dino-bench )
         strip -o "$tmp/dino-bench-tch" "$target/release/dino-bench"
     fi
-    # one xz stream per call, with a dictionary larger than a binary: dino-bench and
-    # dino-device-ops share most of their code, and xz finds it only within its dictionary
     echo "== packing (xz, a few minutes) =="
     # one stream per call (a dictionary larger than a binary: dino-bench-tch shares much of
     # dino-bench's code, and xz finds it only within its dictionary), compressed side by side
