@@ -18,3 +18,9 @@
 #   DINO_TEST_DEVICE=libtorch cargo test --release -p dino-tests --features tch \
 #       --test reference --test model --test training_vs_pytorch
 TEST_FEATURES=(--workspace --features dino-tests/wgpu,dino-native/mpi)
+
+# The cargo profile of those builds (and of the browser tests and demo page): `release`, or the
+# one named by DINO_PROFILE. `.ci/run` sets `ci` (Cargo.toml: release with the GPU stack's host
+# code at opt-level 1, 667 s less compile cold, the same test times). Binaries land in
+# $CARGO_TARGET_DIR/$PROFILE/.
+PROFILE="${DINO_PROFILE:-release}"

@@ -24,11 +24,12 @@ export SHOTS="${SHOTS:-${CARGO_TARGET_DIR:-$PWD/target}/e2e-screenshots}"
 mkdir -p "$SHOTS"
 part "installing what is missing"
 bash tests/setup-tools.sh
-# the one feature set of every native build below (TEST_FEATURES: why in tests/features.sh)
+# the one feature set of every native build below (TEST_FEATURES: why in tests/features.sh) and
+# their cargo profile (PROFILE: release unless DINO_PROFILE names another, as CI does)
 source tests/features.sh
 part "the workspace's tests"
 # (among them training across processes on MPI: mpirun -np 2 equals one process with two parts)
-cargo test --release "${TEST_FEATURES[@]}" "$@"
+cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" "$@"
 # the PyTorch fixtures (forward, attention, training iterations) on the GPU path, with the test
 # binaries built above: CubeCL's kernels through wgpu as WGSL on Chromium's SwiftShader Vulkan, a
 # CPU adapter (CubeCL's own SPIR-V, the `vulkan` feature, multiplies wrongly there:
@@ -42,11 +43,11 @@ part "the PyTorch fixtures on wgpu (SwiftShader)"
     # head, the trainer with parts and accumulation, bf16 refused), not every weight format
     # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device)
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test --release "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch "$@" \
+        cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
     # the fused attention kernels (`--attention-kernel fused`) against Burn's composed attention
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test --release "${TEST_FEATURES[@]}" --test model "$@" \
+        cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" --test model "$@" \
         -- --exact fused_attention_kernels_match_the_composed_attention_and_its_gradient
 )
 part "the mixed-precision step on the GPU code path (lavapipe)"
@@ -71,7 +72,7 @@ part "the mixed-precision step on the GPU code path (lavapipe)"
     LD_LIBRARY_PATH="$LVP/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     MESA_SHADER_CACHE_DIR="$HOME/.cache/dino-rs/mesa-shader-cache" LP_NATIVE_VECTOR_WIDTH=128 \
     WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal CUBECL_ENVIRONMENT=lavapipe \
-        cargo test --release "${TEST_FEATURES[@]}" --test training_vs_pytorch --test model "$@" -- \
+        cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" --test training_vs_pytorch --test model "$@" -- \
         --exact --test-threads=1 f16_training_iteration_tracks_pytorch_f32_within_f16_rounding \
         f16_runs_within_f16_rounding_or_is_refused_by_name \
         fused_attention_kernels_compute_f16_within_its_rounding
@@ -85,14 +86,14 @@ part "the browser package in Chromium"
     CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-        cargo test --release --target wasm32-unknown-unknown --features webgpu --test browser "$@"
+        cargo test --profile "$PROFILE" --target wasm32-unknown-unknown --features webgpu --test browser "$@"
 )
 part "the threads build, the demo page end to end"
 # the CPU engine's threads build (a pinned nightly rebuilds std with wasm atomics): the page
 # ships it (www/Trunk.toml copies it) and the example installs it
 PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
-(cd www && trunk build --release)
-DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node www/e2e.mjs
+(cd www && trunk build --release --cargo-profile "$PROFILE")
+DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/dino" node www/e2e.mjs
 part "the npm packages in Node and in their example page"
 # the npm package as users get it (the CPU-only variant: the WebGPU one compiles the same crate
 # and features as the page above): in Node, then `npm pack` + `npm install` into the example
@@ -100,5 +101,5 @@ part "the npm packages in Node and in their example page"
 # every core, the same attention
 bash web/build.sh --cpu-only
 node web/smoke.mjs
-DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/dino" node web/examples/test.mjs web/pkg web/pkg-threads
+DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/dino" node web/examples/test.mjs web/pkg web/pkg-threads
 part "done"

@@ -8,11 +8,11 @@
 #
 #   bash tests/soak.sh                 # 20 kills (a few minutes on 2 cores)
 #   KILLS=4 bash tests/soak.sh         # the short version CI runs
-#   DINO=path/to/dino SEED=7 bash tests/soak.sh
+#   DINO=path/to/dino SEED=7 bash tests/soak.sh   # (default: the build of DINO_PROFILE, release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS="${KILLS:-20}"
-DINO="${DINO:-${CARGO_TARGET_DIR:-$PWD/target}/release/dino}"
+DINO="${DINO:-${CARGO_TARGET_DIR:-$PWD/target}/${DINO_PROFILE:-release}/dino}"
 SEED="${SEED:-$RANDOM}"
 RANDOM=$SEED
 W=$(mktemp -d)
