@@ -20,7 +20,8 @@
 TEST_FEATURES=(--workspace --features dino-tests/wgpu,dino-native/mpi)
 
 # The cargo profile of those builds (and of the browser tests and demo page): `release`, or the
-# one named by DINO_PROFILE. `.ci/run` sets `ci` (Cargo.toml: release with the GPU stack's host
-# code at opt-level 1, 667 s less compile cold, the same test times). Binaries land in
-# $CARGO_TARGET_DIR/$PROFILE/.
+# one named by DINO_PROFILE (`.ci/run` sets `ci`: Cargo.toml says what it changes and why), and
+# the folder its native binaries land in (`$BUILT/dino`: the soak, the page's and the example's
+# end-to-end tests).
 PROFILE="${DINO_PROFILE:-release}"
+BUILT="${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE"

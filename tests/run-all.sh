@@ -25,7 +25,7 @@ mkdir -p "$SHOTS"
 part "installing what is missing"
 bash tests/setup-tools.sh
 # the one feature set of every native build below (TEST_FEATURES: why in tests/features.sh) and
-# their cargo profile (PROFILE: release unless DINO_PROFILE names another, as CI does)
+# their cargo profile (PROFILE, binaries in BUILT: release unless DINO_PROFILE names another, as CI does)
 source tests/features.sh
 part "the workspace's tests"
 # (among them training across processes on MPI: mpirun -np 2 equals one process with two parts)
@@ -93,7 +93,7 @@ part "the threads build, the demo page end to end"
 # ships it (www/Trunk.toml copies it) and the example installs it
 PKG_DIR=web/pkg-threads bash web/build.sh --cpu-only --threads
 (cd www && trunk build --release --cargo-profile "$PROFILE")
-DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/dino" node www/e2e.mjs
+DINO_BIN="$BUILT/dino" node www/e2e.mjs
 part "the npm packages in Node and in their example page"
 # the npm package as users get it (the CPU-only variant: the WebGPU one compiles the same crate
 # and features as the page above): in Node, then `npm pack` + `npm install` into the example
@@ -101,5 +101,5 @@ part "the npm packages in Node and in their example page"
 # every core, the same attention
 bash web/build.sh --cpu-only
 node web/smoke.mjs
-DINO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/dino" node web/examples/test.mjs web/pkg web/pkg-threads
+DINO_BIN="$BUILT/dino" node web/examples/test.mjs web/pkg web/pkg-threads
 part "done"

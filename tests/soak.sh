@@ -12,12 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS="${KILLS:-20}"
-DINO="${DINO:-${CARGO_TARGET_DIR:-$PWD/target}/${DINO_PROFILE:-release}/dino}"
+source tests/features.sh
+DINO="${DINO:-$BUILT/dino}"
 SEED="${SEED:-$RANDOM}"
 RANDOM=$SEED
 W=$(mktemp -d)
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
-[ -x "$DINO" ] || { echo "soak: $DINO not built (cargo build --release -p dino-native)"; exit 1; }
+[ -x "$DINO" ] || { echo "soak: $DINO not built (cargo build --profile $PROFILE -p dino-native)"; exit 1; }
 
 ARGS=(train --data tests/fixtures/images --arch vit_tiny --out-dim 32 --head-hidden-dim 16
       --head-bottleneck-dim 8 --batch-size 2 --epochs 8 --warmup-epochs 1 --global-crop-size 32
