@@ -36,7 +36,9 @@ fn main() {
     if let Some(n) = cli.threads {
         dino_native::set_threads(n);
     }
-    if let Err(e) = bench::run(cli.args, cli.threads) {
+    let result = bench::run(cli.args, cli.threads);
+    dino_native::kernel_progress::finish();
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

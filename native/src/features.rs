@@ -25,12 +25,12 @@ pub fn bar(len: usize, msg: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     b.set_message(msg.to_string());
-    b
+    crate::terminal::show(b)
 }
 
 /// A spinner in the project's style, for work of unknown length (seconds or more).
 pub fn spinner(msg: &str) -> ProgressBar {
-    let b = ProgressBar::new_spinner().with_message(msg.to_string());
+    let b = crate::terminal::show(ProgressBar::new_spinner().with_message(msg.to_string()));
     b.enable_steady_tick(std::time::Duration::from_millis(120));
     b
 }

@@ -43,12 +43,10 @@ pub struct KernelFlags {
     pub profile_kernels: Option<std::path::PathBuf>,
 }
 
-/// Applies `flags` to this process, if any is given (nothing is read or started otherwise).
+/// Applies `flags` to this process, and in a build with a GPU backend has CubeCL report what it
+/// compiles and autotunes to the kernel line ([`crate::kernel_progress`]); nothing is started.
 /// Fails if the cache directory cannot be created or a GPU backend has already started.
 pub fn configure(flags: &KernelFlags) -> anyhow::Result<()> {
-    if flags.kernel_cache.is_none() && flags.autotune.is_none() && flags.profile_kernels.is_none() {
-        return Ok(());
-    }
     if let Some(dir) = &flags.kernel_cache {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("--kernel-cache {}: cannot create it: {e}", dir.display())
@@ -70,6 +68,12 @@ fn apply(flags: &KernelFlags) -> anyhow::Result<()> {
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     // what CubeCL would read itself (cubecl.toml, CUBECL_* variables), then the flags
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    // compiled kernels kept too, not only autotune results (CubeCL's default keeps none: every
+    // process compiled every kernel again); CubeCL stores its own SPIR-V (`--device vulkan`),
+    // while WGSL (`--device wgpu`) is compiled by the driver, whose own shader cache applies
+    config.compilation.cache = true;
+    config.compilation.logger = crate::kernel_progress::sinks(&config.compilation.logger, "basic")?;
+    config.autotune.logger = crate::kernel_progress::sinks(&config.autotune.logger, "minimal")?;
     if let Some(dir) = &flags.kernel_cache {
         config.environment.path = CacheConfig::Directory(std::path::absolute(dir)?);
     }
@@ -86,6 +90,7 @@ fn apply(flags: &KernelFlags) -> anyhow::Result<()> {
             Autotune::Full => AutotuneLevel::Full,
         };
     }
+    crate::kernel_progress::install();
     if !CubeClRuntimeConfig::try_set(config) {
         anyhow::bail!(
             "--kernel-cache / --autotune / --profile-kernels: a GPU backend has already started"
@@ -95,7 +100,10 @@ fn apply(flags: &KernelFlags) -> anyhow::Result<()> {
 }
 
 #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
-fn apply(_flags: &KernelFlags) -> anyhow::Result<()> {
+fn apply(flags: &KernelFlags) -> anyhow::Result<()> {
+    if flags.kernel_cache.is_none() && flags.autotune.is_none() && flags.profile_kernels.is_none() {
+        return Ok(());
+    }
     eprintln!(
         "note: --kernel-cache, --autotune and --profile-kernels apply to GPU backends; this \
          dino has none (cargo features wgpu, vulkan, metal)"

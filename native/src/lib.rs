@@ -10,9 +10,11 @@ pub mod backend;
 pub mod device_panics;
 pub mod gpu_kernels;
 pub mod huge_pages;
+pub mod kernel_progress;
 #[cfg(feature = "tch")]
 pub mod libtorch;
 pub mod npy;
+pub mod terminal;
 
 /// `--threads N` of `dino` and `dino-bench`: Rayon's global pool (the CPU engine, burn-flex,
 /// everything else parallel) and, in a `tch` build, LibTorch's own pool, which Rayon's does not

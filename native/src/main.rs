@@ -19,7 +19,7 @@ mod recipe;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dino_native::allocator;
-pub(crate) use dino_native::{backend, choice_name, npy};
+pub(crate) use dino_native::{backend, choice_name, npy, terminal};
 
 /// DINO self-supervised Vision Transformers (Caron et al. 2021) in Rust, on Burn.
 #[derive(Parser)]
@@ -122,6 +122,7 @@ fn main() {
         Command::Cluster(a) => commands::cluster::run(*a),
         Command::Pca(a) => commands::pca::run(*a),
     };
+    dino_native::kernel_progress::finish();
     if let Err(e) = result {
         eprintln!("error: {e:#}{}", hint(&e));
         std::process::exit(1);

@@ -65,10 +65,12 @@ fn embed(
     batch: usize,
     label: &str,
 ) -> anyhow::Result<Vec<f32>> {
-    let bar = ProgressBar::new(files.len() as u64).with_style(
-        ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::terminal::show(
+        ProgressBar::new(files.len() as u64).with_style(
+            ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} ETA {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        ),
     );
     bar.set_prefix(label.to_string());
     let c = cfg.crop_size as usize;

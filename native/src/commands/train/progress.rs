@@ -29,10 +29,12 @@ impl<'a> Progress<'a> {
         out: PathBuf,
         source: &'a dyn ImageSource,
     ) -> Self {
-        let bar = ProgressBar::new(run.total_iterations() as u64).with_style(
-            ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
-                .expect("template")
-                .progress_chars("=> "),
+        let bar = crate::terminal::show(
+            ProgressBar::new(run.total_iterations() as u64).with_style(
+                ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
+                    .expect("template")
+                    .progress_chars("=> "),
+            ),
         );
         bar.set_position(run.iteration() as u64);
         Self {
