@@ -7,8 +7,10 @@
 # (the MPI test among them) and the fixture run on wgpu share one compiled tree; Open MPI is
 # installed before the build (tests/setup-tools.sh --build). Burn's backends are chosen
 # explicitly everywhere (no default device), so the extra backend changes nothing the flex
-# tests run; `dino` starts MPI only under a launcher (native/src/mpi_world.rs), and its own
-# device flags come from dino-native's wgpu feature, which stays off.
+# tests run; `dino` starts MPI only under a launcher (native/src/mpi_world.rs). dino-native's
+# wgpu feature gives the `dino` binary `--device wgpu` (burn's wgpu is in the set already, so
+# it adds only dino-native's own GPU code): the CLI's GPU path runs on SwiftShader in
+# run-all.sh (native/tests/gpu.rs) and clippy lints that code in CI.
 #
 # LibTorch (`dino-tests/tch`) is not in the set: every binary would link LibTorch's CPU
 # libraries, whose loading costs ~0.35 s per process (the CLI, MPI and soak tests start
@@ -17,7 +19,7 @@
 #   source tests/setup-libtorch.sh
 #   DINO_TEST_DEVICE=libtorch cargo test --release -p dino-tests --features tch \
 #       --test reference --test model --test training_vs_pytorch
-TEST_FEATURES=(--workspace --features dino-tests/wgpu,dino-native/mpi)
+TEST_FEATURES=(--workspace --features dino-tests/wgpu,dino-native/wgpu,dino-native/mpi)
 
 # The cargo profile of those builds (and of the browser tests and demo page): `release`, or the
 # one named by DINO_PROFILE (`.ci/run` sets `ci`: Cargo.toml says what it changes and why), and

@@ -41,9 +41,11 @@ part "the PyTorch fixtures on wgpu (SwiftShader)"
     # a software adapter runs a ViT-S forward in seconds and compiles every kernel shape anew:
     # the batch forward, the attention, and every training test (f32 iterations, the BatchNorm
     # head, the trainer with parts and accumulation, bf16 refused), not every weight format
-    # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device)
+    # (`every_case_matches_pytorch`: 5 min here) nor the CPU engine (no Burn device); and the
+    # `dino` command itself on the GPU (`embed --device wgpu`: PyTorch's features, the kernel
+    # line's counts, a warm kernel cache)
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
-        cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch "$@" \
+        cargo test --profile "$PROFILE" "${TEST_FEATURES[@]}" --test reference --test training_vs_pytorch --test gpu "$@" \
         -- --skip every_case_matches_pytorch --skip cpu_engine
     # the fused attention kernels (`--attention-kernel fused`) against Burn's composed attention
     DINO_TEST_DEVICE=wgpu VK_ICD_FILENAMES="$SWIFTSHADER" WGPU_BACKEND=vulkan CUBECL_AUTOTUNE_LEVEL=minimal \
