@@ -5,7 +5,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{class_folder, dino, fails, ok, ok_all, paws_args, read_json, s, train_args_with};
+use common::{
+    class_folder, coffee_and_chelsea_rows_as_pytorch, dino, embed_coffee_and_chelsea, fails, ok,
+    ok_all, paws_args, read_json, s, train_args_with,
+};
 use dino_tests::{fixture, max_abs, read_npy_file, read_npy_u8_file};
 
 #[test]
@@ -115,26 +118,13 @@ fn attention_patch8_with_heads_override() {
 fn embed_rows_follow_argument_order() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f.npy");
-    let w = fixture("weights/s16_full_checkpoint.pth");
-    let (c, k) = (fixture("images/coffee.png"), fixture("images/chelsea.png"));
-    ok(&[
-        "embed",
-        "-w",
-        s(&w),
-        s(&c),
-        s(&k),
-        "--batch-size",
-        "1",
-        "-o",
-        s(&out),
-    ]);
-    let (shape, f) = read_npy_file(&out);
-    assert_eq!(shape, vec![2, 128]);
-    let want = read_npy_file(&fixture("outputs/s16_batch_eval_cls.npy")).1;
-    // reference rows: chelsea, coffee, rocket
-    assert!(max_abs(&f[..128], &want[128..256]) <= 1e-4);
-    assert!(max_abs(&f[128..], &want[..128]) <= 1e-4);
+    embed_coffee_and_chelsea(&out, &[]);
+    coffee_and_chelsea_rows_as_pytorch(&out);
     // --l2 gives unit rows
+    let (w, c) = (
+        fixture("weights/s16_full_checkpoint.pth"),
+        fixture("images/coffee.png"),
+    );
     ok(&["embed", "-w", s(&w), s(&c), "--l2", "-o", s(&out)]);
     let f = read_npy_file(&out).1;
     let norm: f32 = f.iter().map(|v| v * v).sum::<f32>().sqrt();

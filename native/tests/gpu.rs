@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{ok_all, s};
-use dino_tests::{fixture, max_abs, read_npy_file};
+use common::{coffee_and_chelsea_rows_as_pytorch, embed_coffee_and_chelsea, s};
+use dino_tests::read_npy_file;
 
 fn on_gpu_path() -> bool {
     std::env::var("DINO_TEST_DEVICE").is_ok_and(|d| d == "wgpu")
@@ -34,39 +34,19 @@ fn the_gpu_path_embeds_as_pytorch_and_a_warm_kernel_cache_autotunes_nothing_agai
     }
     let dir = tempfile::tempdir().unwrap();
     let (cache, out) = (dir.path().join("kernels"), dir.path().join("f.npy"));
-    let w = fixture("weights/s16_full_checkpoint.pth");
-    let (c, k) = (fixture("images/coffee.png"), fixture("images/chelsea.png"));
-    let args = [
-        "embed",
-        "--device",
-        "wgpu",
-        "--kernel-cache",
-        s(&cache),
-        "-w",
-        s(&w),
-        s(&c),
-        s(&k),
-        "--batch-size",
-        "1",
-        "-o",
-        s(&out),
-    ];
-    let cold = ok_all(&args);
+    let flags = ["--device", "wgpu", "--kernel-cache", s(&cache)];
+    let cold = embed_coffee_and_chelsea(&out, &flags);
     assert!(cold.contains("(empty: the first use compiles"), "{cold}");
     let lines = kernel_lines(&cold);
     let compiled: u64 = lines.iter().map(|l| l.0).sum();
     let autotuned: u64 = lines.iter().map(|l| l.1).sum();
     assert!(compiled > 0 && autotuned > 0, "{cold}");
-    // the features of the CLI on the GPU: PyTorch's (reference rows: chelsea, coffee, rocket)
-    let (shape, f) = read_npy_file(&out);
-    assert_eq!(shape, vec![2, 128]);
-    let want = read_npy_file(&fixture("outputs/s16_batch_eval_cls.npy")).1;
-    assert!(max_abs(&f[..128], &want[128..256]) <= 1e-4);
-    assert!(max_abs(&f[128..], &want[..128]) <= 1e-4);
+    // the features of the CLI on the GPU: PyTorch's
+    let f = coffee_and_chelsea_rows_as_pytorch(&out);
 
     // the same command again: every shape's choice comes from the cache (WGSL kernels are
     // compiled by each process: the driver's shader cache keeps those)
-    let warm = ok_all(&args);
+    let warm = embed_coffee_and_chelsea(&out, &flags);
     assert!(warm.contains("MB cached"), "{warm}");
     assert!(kernel_lines(&warm).iter().all(|l| l.1 == 0), "{warm}");
     assert_eq!(read_npy_file(&out).1, f);

@@ -68,6 +68,41 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// `dino embed` of coffee.png then chelsea.png with the fixture ViT (`s16_full_checkpoint.pth`),
+/// one image per batch, into `out`, `extra` flags added (a device, a kernel cache); must
+/// succeed: its stdout and stderr.
+pub fn embed_coffee_and_chelsea(out: &Path, extra: &[&str]) -> String {
+    let w = dino_tests::fixture("weights/s16_full_checkpoint.pth");
+    let (c, k) = (
+        dino_tests::fixture("images/coffee.png"),
+        dino_tests::fixture("images/chelsea.png"),
+    );
+    let mut args = vec![
+        "embed",
+        "-w",
+        s(&w),
+        s(&c),
+        s(&k),
+        "--batch-size",
+        "1",
+        "-o",
+        s(out),
+    ];
+    args.extend(extra);
+    ok_all(&args)
+}
+
+/// The rows [`embed_coffee_and_chelsea`] wrote to `out`, asserted to be PyTorch's (1e-4).
+pub fn coffee_and_chelsea_rows_as_pytorch(out: &Path) -> Vec<f32> {
+    let (shape, f) = dino_tests::read_npy_file(out);
+    assert_eq!(shape, vec![2, 128]);
+    let want = dino_tests::read_npy_file(&dino_tests::fixture("outputs/s16_batch_eval_cls.npy")).1;
+    // reference rows: chelsea, coffee, rocket
+    assert!(dino_tests::max_abs(&f[..128], &want[128..256]) <= 1e-4);
+    assert!(dino_tests::max_abs(&f[128..], &want[..128]) <= 1e-4);
+    f
+}
+
 /// `dino train` of a tiny ViT on `data` (the official recipe): quick enough for tests.
 pub fn train_args_with<'a>(
     data: &'a str,
